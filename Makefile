@@ -1,0 +1,63 @@
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+GEN := gen
+PROTO_FILES := $(shell find protos -name '*.proto')
+GOOGLEAPIS = $(shell $(PY) -c 'import google.api, os; print(os.path.dirname(os.path.dirname(google.api.__path__[0])))')
+GRPC_TOOLS = $(shell $(PY) -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
+
+.PHONY: help venv protos run test test-unit test-integration test-e2e lint bench clean
+
+help:  ## List targets.
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -c 'import site, os; open(os.path.join(site.getsitepackages()[0], "hydra_gen.pth"), "w").write(os.path.abspath("$(GEN)/python") + "\n")'
+	touch $@
+
+venv: $(VENV)/.installed  ## Create the virtualenv and install dependencies.
+
+$(GEN)/.stamp: $(VENV)/.installed $(PROTO_FILES)
+	rm -rf $(GEN) && mkdir -p $(GEN)/python
+	$(PY) -m grpc_tools.protoc -Iprotos -I$(GOOGLEAPIS) -I$(GRPC_TOOLS) \
+	  --python_out=$(GEN)/python --pyi_out=$(GEN)/python --grpc_python_out=$(GEN)/python $(PROTO_FILES)
+	$(PY) -m grpc_tools.protoc -Iprotos -I$(GOOGLEAPIS) -I$(GRPC_TOOLS) --include_imports --include_source_info \
+	  --descriptor_set_out=$(GEN)/hydra.pb $(PROTO_FILES)
+	touch $@
+
+protos: $(GEN)/.stamp  ## Generate Python stubs and the Envoy descriptor set into gen/.
+
+run: protos  ## Start everything on embedded defaults and print a ready API key.
+	$(VENV)/bin/hydractl migrate
+	$(VENV)/bin/hydractl up --demo
+
+test: protos  ## Run unit, integration and end-to-end tests (PostgreSQL and Redis included).
+	$(PY) -m pytest tests
+
+test-unit: protos
+	$(PY) -m pytest tests/unit
+
+test-integration: protos
+	$(PY) -m pytest tests/integration
+
+test-e2e: protos
+	$(PY) -m pytest tests/e2e
+
+lint: venv  ## ruff + mypy.
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy services edge hydractl
+
+bench: protos  ## Benchmarks through the full edge on PostgreSQL + Redis (prints figures).
+	$(PY) -m bench.edge
+
+clean:
+	rm -rf $(GEN) .hydra

@@ -1,0 +1,52 @@
+"""Reading HYDRA_* environment variables once, at start-up, with clear errors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A HYDRA_* variable is invalid."""
+
+
+def env_str(env: Mapping[str, str], name: str, default: str) -> str:
+    """A string variable, or its default when unset or empty."""
+    return env.get(name) or default
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    """An integer variable of at least `minimum`."""
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def data_dir(env: Mapping[str, str]) -> Path:
+    """Where embedded state lives (SQLite files, maildir): HYDRA_DATA_DIR or ./.hydra."""
+    return Path(env.get("HYDRA_DATA_DIR") or ".hydra").resolve()
+
+
+def host(env: Mapping[str, str]) -> str:
+    """The interface every process listens on: loopback unless HYDRA_HOST says otherwise."""
+    return env.get("HYDRA_HOST") or "127.0.0.1"
+
+
+def current_env() -> Mapping[str, str]:
+    """The process environment (the one place that reads it)."""
+    return os.environ
+
+
+def sqlite_default(env: Mapping[str, str], name: str) -> str:
+    """The embedded database URL of a service: a SQLite file under the data dir."""
+    directory = data_dir(env)
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{directory / f'{name}.sqlite3'}"

@@ -1,0 +1,177 @@
+"""The domain error hierarchy and its one mapping to gRPC status plus each surface's JSON body."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+
+class Surface(enum.Enum):
+    """The two public HTTP surfaces and their error envelopes."""
+
+    SUPPORT = "support"  # /api/v1: {"error": "...", "code": "..."}
+    CORE = "core"  # /v1: FastAPI's {"detail": ...}
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One invalid input: where it is, what is wrong, and a stable type tag."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+    type: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"loc": list(self.loc), "msg": self.msg, "type": self.type}
+
+
+class HydraError(Exception):
+    """Base of every error a caller may see; subclasses fix the code and status."""
+
+    code = "server_error"
+    grpc_status = grpc.StatusCode.INTERNAL
+    http_status = 500
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+    def support_body(self) -> dict[str, Any]:
+        return {"error": self.message, "code": self.code, **self.extra}
+
+    def core_body(self) -> dict[str, Any]:
+        return {"detail": self.message}
+
+    def core_http_status(self) -> int:
+        return self.http_status
+
+
+class ValidationError(HydraError):
+    """Input failed validation: 400 validation_error on /api/v1, 422 with a detail list on /v1."""
+
+    code = "validation_error"
+    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400
+
+    def __init__(self, errors: list[FieldError] | FieldError, message: str | None = None) -> None:
+        self.errors = [errors] if isinstance(errors, FieldError) else list(errors)
+        super().__init__(message or "; ".join(_describe(e) for e in self.errors))
+
+    def core_body(self) -> dict[str, Any]:
+        return {"detail": [e.as_dict() for e in self.errors]}
+
+    def core_http_status(self) -> int:
+        return 422
+
+
+def _describe(error: FieldError) -> str:
+    field = ".".join(str(p) for p in error.loc[1:]) if len(error.loc) > 1 else str(error.loc[0])
+    return f"{field}: {error.msg}" if field else error.msg
+
+
+class Unauthenticated(HydraError):
+    """Missing, malformed, or revoked credential."""
+
+    code = "unauthorized"
+    grpc_status = grpc.StatusCode.UNAUTHENTICATED
+    http_status = 401
+
+
+class ForbiddenScope(HydraError):
+    """The credential is valid but lacks the route's scope."""
+
+    code = "forbidden_scope"
+    grpc_status = grpc.StatusCode.PERMISSION_DENIED
+    http_status = 403
+
+    def __init__(self, required: str, granted: frozenset[str] | set[str]) -> None:
+        super().__init__(
+            f"Missing required scope(s): {required}. Your key has [{', '.join(sorted(granted))}]."
+        )
+        self.required = required
+
+    def core_body(self) -> dict[str, Any]:
+        return {"detail": f"Missing required scope: {self.required}"}
+
+
+class NotFound(HydraError):
+    """The resource does not exist, or belongs to another tenant."""
+
+    code = "not_found"
+    grpc_status = grpc.StatusCode.NOT_FOUND
+    http_status = 404
+
+
+class InvalidPathId(HydraError):
+    """A path id is not a UUID: not found on /api/v1, 422 on /v1 (FastAPI validates path UUIDs)."""
+
+    code = "not_found"
+    grpc_status = grpc.StatusCode.NOT_FOUND
+    http_status = 404
+
+    def __init__(self, param: str, not_found_message: str) -> None:
+        super().__init__(not_found_message)
+        self.field_error = FieldError(("path", param), "Input should be a valid UUID", "uuid_parsing")
+
+    def core_body(self) -> dict[str, Any]:
+        return {"detail": [self.field_error.as_dict()]}
+
+    def core_http_status(self) -> int:
+        return 422
+
+
+class Conflict(HydraError):
+    """The write is blocked by other rows (e.g. fk_blocked with a blockers count)."""
+
+    code = "conflict"
+    grpc_status = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 409
+
+    def __init__(self, message: str, *, code: str = "conflict", **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.code = code
+
+
+class RateLimited(HydraError):
+    """The caller's sliding-window limit is spent."""
+
+    code = "rate_limited"
+    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 429
+
+
+class Unavailable(HydraError):
+    """A dependency is down; the request changed nothing and is safe to retry."""
+
+    code = "server_error"
+    grpc_status = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+
+
+class InternalError(HydraError):
+    """An unexpected failure; the message never carries internals."""
+
+
+@dataclass(frozen=True)
+class RenderedError:
+    """An error ready for the wire: gRPC status, HTTP status, and the surface's JSON body."""
+
+    grpc_status: grpc.StatusCode
+    http_status: int
+    body: str
+    message: str
+
+
+def render(error: HydraError, surface: Surface) -> RenderedError:
+    """Turns a domain error into the status and body of the caller's surface."""
+    if surface is Surface.SUPPORT:
+        body, http_status = error.support_body(), error.http_status
+    else:
+        body, http_status = error.core_body(), error.core_http_status()
+    # ASCII-only JSON: it travels in gRPC metadata and HTTP headers.
+    return RenderedError(error.grpc_status, http_status, json.dumps(body, ensure_ascii=True), error.message)

@@ -1,0 +1,179 @@
+"""Strict parsing of JSON input objects against proto input messages, and typed output helpers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from typing import Any
+
+from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from hydra.options.v1 import options_pb2
+
+from services.common.errors import FieldError, InvalidPathId, ValidationError
+
+StringFormat = options_pb2.StringFormat
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+_INT_TYPES = {
+    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_INT64: (-(2**53), 2**53),  # JSON numbers are doubles: stay exact
+}
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as plain Python values, keeping integral numbers as floats for the checks below."""
+    return {key: _value_to_python(value) for key, value in struct.fields.items()}
+
+
+def _value_to_python(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value)
+    if kind == "list_value":
+        return [_value_to_python(v) for v in value.list_value.values]
+    if kind in (None, "null_value"):
+        return None
+    return getattr(value, kind)
+
+
+def parse_input(
+    body: struct_pb2.Struct | None, schema: Descriptor, *, partial: bool
+) -> dict[str, Any]:
+    """Validates a JSON object against `schema`'s fields and rules; returns the given fields.
+
+    `partial` is PATCH: nothing is required and immutable fields are rejected.
+    Unknown keys are errors, so a typo never passes silently.
+    """
+    data = struct_to_dict(body) if body is not None else {}
+    errors: list[FieldError] = []
+    parsed: dict[str, Any] = {}
+    for key in data:
+        if key not in schema.fields_by_name:
+            errors.append(FieldError(("body", key), "Extra inputs are not permitted", "extra_forbidden"))
+    for field in schema.fields:
+        rules = field.GetOptions().Extensions[options_pb2.rules]
+        loc = ("body", field.name)
+        if field.name not in data:
+            if rules.required and not partial:
+                errors.append(FieldError(loc, "Field required", "missing"))
+            continue
+        if partial and rules.immutable:
+            errors.append(FieldError(loc, "Field cannot be changed", "immutable"))
+            continue
+        try:
+            parsed[field.name] = _parse_field(data[field.name], field, rules, loc)
+        except ValidationError as error:
+            errors.extend(error.errors)
+    if errors:
+        raise ValidationError(errors)
+    return parsed
+
+
+def _parse_field(value: Any, field: FieldDescriptor, rules: options_pb2.FieldRules, loc: tuple) -> Any:
+    if value is None:
+        if rules.nullable:
+            return None
+        raise ValidationError(FieldError(loc, "Field may not be null", "none_forbidden"))
+    if field.type == FieldDescriptor.TYPE_STRING:
+        return _parse_string(value, rules, loc)
+    if field.type in _INT_TYPES:
+        return _parse_int(value, rules, loc, _INT_TYPES[field.type])
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        if not isinstance(value, bool):
+            raise ValidationError(FieldError(loc, "Input should be a valid boolean", "bool_type"))
+        return value
+    if field.message_type is not None and field.message_type.full_name == "google.protobuf.Struct":
+        if not isinstance(value, dict):
+            raise ValidationError(FieldError(loc, "Input should be a valid dictionary", "dict_type"))
+        return value
+    raise TypeError(f"unsupported input field type for {field.full_name}")
+
+
+def _parse_string(value: Any, rules: options_pb2.FieldRules, loc: tuple) -> Any:
+    if not isinstance(value, str):
+        raise ValidationError(FieldError(loc, "Input should be a valid string", "string_type"))
+    if rules.max_length and len(value) > rules.max_length:
+        raise ValidationError(
+            FieldError(loc, f"String should have at most {rules.max_length} characters", "string_too_long")
+        )
+    if rules.one_of and value not in rules.one_of:
+        allowed = ", ".join(f"'{v}'" for v in rules.one_of)
+        raise ValidationError(FieldError(loc, f"Input should be one of {allowed}", "enum"))
+    if rules.format == StringFormat.STRING_FORMAT_EMAIL and not _EMAIL.match(value):
+        raise ValidationError(FieldError(loc, "value is not a valid email address", "value_error"))
+    if rules.format == StringFormat.STRING_FORMAT_UUID:
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            raise ValidationError(FieldError(loc, "Input should be a valid UUID", "uuid_parsing")) from None
+    if rules.format == StringFormat.STRING_FORMAT_DATE:
+        try:
+            if len(value) != 10:
+                raise ValueError(value)
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValidationError(
+                FieldError(loc, "Input should be a valid date in the format YYYY-MM-DD", "date_parsing")
+            ) from None
+    return value
+
+
+def _parse_int(value: Any, rules: options_pb2.FieldRules, loc: tuple, bounds: tuple[int, int]) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
+        raise ValidationError(FieldError(loc, "Input should be a valid integer", "int_type"))
+    number = int(value)
+    low = rules.minimum if rules.HasField("minimum") else bounds[0]
+    high = rules.maximum if rules.HasField("maximum") else bounds[1]
+    if number < low:
+        raise ValidationError(FieldError(loc, f"Input should be greater than or equal to {low}", "greater_than_equal"))
+    if number > high:
+        raise ValidationError(FieldError(loc, f"Input should be less than or equal to {high}", "less_than_equal"))
+    return number
+
+
+def parse_path_id(value: str, *, param: str, not_found: str) -> uuid.UUID:
+    """A path UUID; anything else is `not_found` on /api/v1 and 422 on /v1."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidPathId(param, not_found) from None
+
+
+def parse_limit(value: int | None, *, default: int = 25, maximum: int = 100) -> int:
+    """A list `limit` query parameter, 1..maximum."""
+    if value is None:
+        return default
+    if not 1 <= value <= maximum:
+        raise ValidationError(
+            FieldError(("query", "limit"), f"limit must be between 1 and {maximum}", "limit_range")
+        )
+    return value
+
+
+def nullable(value: Any) -> struct_pb2.Value:
+    """A JSON value for a nullable scalar column: null, string (UUIDs and dates as text), or number."""
+    if value is None:
+        return struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)
+    if isinstance(value, bool):
+        return struct_pb2.Value(bool_value=value)
+    if isinstance(value, int | float):
+        return struct_pb2.Value(number_value=value)
+    if isinstance(value, uuid.UUID | dt.date):
+        return struct_pb2.Value(string_value=str(value))
+    return struct_pb2.Value(string_value=value)
+
+
+def timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
+    """A protobuf Timestamp for a stored datetime (naive values are UTC, as SQLite returns them)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC."""
+    return dt.datetime.now(dt.UTC)

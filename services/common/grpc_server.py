@@ -1,0 +1,244 @@
+"""gRPC server bootstrap shared by every process: identity, error mapping, logs, health, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from services.common import identity as ident
+from services.common.access import MethodAccess, service_access
+from services.common.errors import HydraError, InternalError, Surface, render
+
+HTTP_STATUS_HEADER = "x-http-status"
+ERROR_BODY_HEADER = "x-error-body"
+
+
+async def send_http_status(context: grpc.aio.ServicerContext, status: int) -> None:
+    """Tells the edge to answer a success with `status` (201, 204) instead of 200."""
+    await context.send_initial_metadata(((HTTP_STATUS_HEADER, str(status)),))
+
+
+class HydraInterceptor(grpc.aio.ServerInterceptor):
+    """Binds the caller's identity, re-checks the RPC's scope, maps errors, logs one line per call."""
+
+    def __init__(self, policies: dict[str, MethodAccess], logger: logging.Logger) -> None:
+        self._policies = policies
+        self._log = logger
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        policy = self._policies.get(handler_call_details.method)
+        if handler is None or policy is None:
+            return handler  # health, reflection
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, policy),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, policy),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        raise TypeError(f"{policy.full_method}: only unary and server-streaming RPCs are supported")
+
+    def _wrap_unary(self, behavior: Callable[..., Awaitable[Any]], policy: MethodAccess) -> Callable[..., Any]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = _Call(policy, dict(context.invocation_metadata() or ()))
+            token = None
+            try:
+                token = call.bind()
+                return await behavior(request, context)
+            except Exception as error:  # noqa: BLE001 - every failure becomes a well-formed status
+                await self._abort(context, call, error)
+            finally:
+                if token is not None:
+                    ident.reset_current(token)
+                self._log_call(call)
+
+        return wrapped
+
+    def _wrap_stream(self, behavior: Callable[..., Any], policy: MethodAccess) -> Callable[..., Any]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = _Call(policy, dict(context.invocation_metadata() or ()))
+            token = None
+            try:
+                token = call.bind()
+                async for message in behavior(request, context):
+                    call.sent = True
+                    yield message
+            except Exception as error:  # noqa: BLE001
+                await self._abort(context, call, error)
+            finally:
+                if token is not None:
+                    ident.reset_current(token)
+                self._log_call(call)
+
+        return wrapped
+
+    async def _abort(self, context: grpc.aio.ServicerContext, call: _Call, error: Exception) -> None:
+        if isinstance(error, grpc.aio.AbortError):
+            raise error
+        if not isinstance(error, HydraError):
+            self._log.error(
+                "unhandled error",
+                exc_info=error,
+                extra={"rpc": call.policy.full_method, "request_id": call.request_id},
+            )
+            error = InternalError("Internal server error.")
+        call.status = error.code
+        rendered = render(error, call.policy.surface)
+        trailers = (
+            (ERROR_BODY_HEADER, rendered.body),
+            (HTTP_STATUS_HEADER, str(rendered.http_status)),
+        )
+        await context.abort(rendered.grpc_status, rendered.message, trailing_metadata=trailers)
+
+    def _log_call(self, call: _Call) -> None:
+        self._log.info(
+            "rpc",
+            extra={
+                "rpc": call.policy.full_method,
+                "status": call.status,
+                "duration_ms": round((time.perf_counter() - call.started) * 1000, 2),
+                "request_id": call.request_id,
+                "tenant": call.tenant,
+            },
+        )
+
+
+@dataclass
+class _Call:
+    policy: MethodAccess
+    metadata: dict[str, str]
+    started: float = field(default_factory=time.perf_counter)
+    status: str = "ok"
+    tenant: str = "-"
+    sent: bool = False
+
+    @property
+    def request_id(self) -> str:
+        return self.metadata.get("x-request-id", "-")
+
+    def bind(self) -> Any:
+        """Checks identity and scope for RPCs that act for a tenant; returns the contextvar token."""
+        if not self.policy.needs_identity:
+            return None
+        identity = ident.identity_from_metadata(self.metadata)
+        self.tenant = str(identity.tenant_id)
+        identity.require(self.policy.scope)
+        return ident.set_current(identity)
+
+
+@dataclass
+class GrpcApp:
+    """What a process serves: its services, how to register them, how to probe and close its resources."""
+
+    name: str
+    address: str
+    services: Sequence[ServiceDescriptor]
+    register: Callable[[grpc.aio.Server], None]
+    probe: Callable[[], Awaitable[None]]
+    close: Callable[[], Awaitable[None]]
+    probe_interval: float = 2.0
+    grace: float = 5.0
+
+
+class _HealthMonitor:
+    """Keeps gRPC health in step with the app's probe (never a constant SERVING)."""
+
+    def __init__(self, app: GrpcApp, servicer: health_aio.HealthServicer, logger: logging.Logger) -> None:
+        self._app = app
+        self._servicer = servicer
+        self._log = logger
+        self._names = ["", *(s.full_name for s in app.services)]
+        self._healthy: bool | None = None
+
+    async def check_once(self) -> bool:
+        try:
+            await asyncio.wait_for(self._app.probe(), timeout=self._app.probe_interval * 2)
+            healthy = True
+        except Exception as error:  # noqa: BLE001 - any probe failure means not serving
+            healthy = False
+            if self._healthy is not False:
+                self._log.warning("probe failed: %s", error.__class__.__name__)
+        if healthy != self._healthy:
+            status = health_pb2.HealthCheckResponse.SERVING if healthy else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in self._names:
+                await self._servicer.set(name, status)
+            self._healthy = healthy
+        return healthy
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._app.probe_interval)
+            await self.check_once()
+
+
+async def serve(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event | None = None) -> None:
+    """Runs the app until SIGTERM/SIGINT (or `stop`), then drains: NOT_SERVING, stop(grace), close."""
+    policies = service_access(*app.services)
+    server = grpc.aio.server(
+        interceptors=[HydraInterceptor(policies, logger)],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4 * 1024 * 1024)],
+    )
+    app.register(server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [*(s.full_name for s in app.services), health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME],
+        server,
+    )
+    if server.add_insecure_port(app.address) == 0:
+        raise OSError(f"cannot listen on {app.address}")
+    monitor = _HealthMonitor(app, health, logger)
+    await monitor.check_once()
+    await server.start()
+    logger.info("serving", extra={"address": app.address, "service": app.name})
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    monitor_task = asyncio.create_task(monitor.run())
+    try:
+        await stop.wait()
+    finally:
+        logger.info("draining", extra={"service": app.name})
+        monitor_task.cancel()
+        await health.enter_graceful_shutdown()
+        await server.stop(app.grace)
+        await app.close()
+        logger.info("stopped", extra={"service": app.name})
+
+
+def internal_metadata(tenant_id: str, scopes: Sequence[str], key_id: str = "internal") -> tuple[tuple[str, str], ...]:
+    """Metadata an internal gRPC caller sends to act for a tenant."""
+    return (
+        (ident.TENANT_HEADER, tenant_id),
+        (ident.KEY_HEADER, key_id),
+        (ident.SCOPES_HEADER, ident.scopes_header(scopes)),
+    )
+
+
+__all__ = ["GrpcApp", "HydraInterceptor", "Surface", "internal_metadata", "send_http_status", "serve"]

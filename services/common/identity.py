@@ -1,0 +1,78 @@
+"""The caller's identity as the edge vouches for it in request metadata, and scope matching."""
+
+from __future__ import annotations
+
+import contextvars
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from services.common.errors import ForbiddenScope, Unauthenticated
+
+TENANT_HEADER = "x-hydra-tenant-id"
+KEY_HEADER = "x-hydra-key-id"
+SCOPES_HEADER = "x-hydra-scopes"
+INSTANCE_HEADER = "x-hydra-instance-id"
+IDENTITY_HEADERS = (TENANT_HEADER, KEY_HEADER, SCOPES_HEADER, INSTANCE_HEADER)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling: a tenant, the key it used, and the key's scopes."""
+
+    tenant_id: uuid.UUID
+    key_id: str
+    scopes: frozenset[str]
+
+    def require(self, scope: str) -> None:
+        """Raises forbidden_scope unless this identity carries `scope`."""
+        if scope and not has_scope(self.scopes, scope):
+            raise ForbiddenScope(scope, self.scopes)
+
+
+def has_scope(granted: Iterable[str], required: str) -> bool:
+    """True if `granted` holds `required` exactly or as `resource:*`."""
+    granted = set(granted)
+    if required in granted:
+        return True
+    resource, _, _ = required.partition(":")
+    return f"{resource}:*" in granted
+
+
+def scopes_header(scopes: Iterable[str]) -> str:
+    """The wire form of a scope set: sorted, space-separated."""
+    return " ".join(sorted(scopes))
+
+
+def identity_from_metadata(metadata: Mapping[str, str]) -> Identity:
+    """Builds the identity the edge (or an internal caller) put in metadata."""
+    tenant = metadata.get(TENANT_HEADER)
+    if not tenant:
+        raise Unauthenticated("Missing caller identity.")
+    try:
+        tenant_id = uuid.UUID(tenant)
+    except ValueError:
+        raise Unauthenticated("Malformed caller identity.") from None
+    scopes = frozenset(metadata.get(SCOPES_HEADER, "").split())
+    return Identity(tenant_id=tenant_id, key_id=metadata.get(KEY_HEADER, ""), scopes=scopes)
+
+
+_current: contextvars.ContextVar[Identity] = contextvars.ContextVar("hydra_identity")
+
+
+def set_current(identity: Identity) -> contextvars.Token[Identity]:
+    """Binds the identity for the running RPC (done by the server interceptor)."""
+    return _current.set(identity)
+
+
+def reset_current(token: contextvars.Token[Identity]) -> None:
+    """Unbinds the identity bound by set_current."""
+    _current.reset(token)
+
+
+def current_identity() -> Identity:
+    """The identity of the running RPC."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise Unauthenticated("Missing caller identity.") from None

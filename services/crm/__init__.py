@@ -1,0 +1,1 @@
+"""The crm service: leads (and, later, contacts, accounts, conversations)."""
