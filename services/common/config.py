@@ -50,3 +50,17 @@ def sqlite_default(env: Mapping[str, str], name: str) -> str:
     directory = data_dir(env)
     directory.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{directory / f'{name}.sqlite3'}"
+
+
+# Where each process listens by default (loopback); HYDRA_<NAME>_PORT overrides.
+DEFAULT_PORTS = {"gatekeeper": 50050, "crm": 50051, "tickets": 50052, "instances": 50053, "public": 50054}
+
+
+def service_port(env: Mapping[str, str], name: str) -> int:
+    """The port process `name` listens on."""
+    return env_int(env, f"HYDRA_{name.upper()}_PORT", DEFAULT_PORTS[name], minimum=1)
+
+
+def service_address(env: Mapping[str, str], name: str) -> str:
+    """host:port where process `name` listens."""
+    return f"{host(env)}:{service_port(env, name)}"

@@ -147,7 +147,7 @@ def parse_limit(value: int | None, *, default: int = 25, maximum: int = 100) -> 
         return default
     if not 1 <= value <= maximum:
         raise ValidationError(
-            FieldError(("query", "limit"), f"limit must be between 1 and {maximum}", "limit_range")
+            FieldError(("query", "limit"), f"must be between 1 and {maximum}", "limit_range")
         )
     return value
 

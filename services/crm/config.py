@@ -20,9 +20,8 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = config.current_env() if env is None else env
-        port = config.env_int(env, "HYDRA_CRM_PORT", 50051, minimum=1)
         return cls(
-            address=f"{config.host(env)}:{port}",
+            address=config.service_address(env, "crm"),
             database_url=config.env_str(
                 env, "HYDRA_CRM_DATABASE_URL", config.sqlite_default(env, "crm")
             ),

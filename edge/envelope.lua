@@ -1,0 +1,25 @@
+-- Finishes responses transcoded from gRPC: swaps in the service's error body, applies success
+-- statuses the transcoder cannot express (201, 204), and drops gRPC framing headers.
+local GRPC_HEADERS = {"grpc-status", "grpc-message", "grpc-accept-encoding", "grpc-encoding",
+                      "grpc-status-details-bin"}
+
+function envoy_on_response(handle)
+  local headers = handle:headers()
+  for _, name in ipairs(GRPC_HEADERS) do
+    headers:remove(name)
+  end
+  local status = headers:get("x-http-status")
+  local error_body = headers:get("x-error-body")
+  if status ~= nil then
+    headers:remove("x-http-status")
+    headers:replace(":status", status)
+  end
+  if error_body ~= nil then
+    headers:remove("x-error-body")
+    headers:replace("content-type", "application/json")
+    handle:body(true):setBytes(error_body)
+  elseif status == "204" then
+    headers:remove("content-type")
+    handle:body(true):setBytes("")
+  end
+end

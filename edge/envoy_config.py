@@ -1,0 +1,363 @@
+"""Generates the Envoy config from the proto descriptor set: one route per HTTP binding, nothing by hand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from google.api import annotations_pb2, http_pb2
+from google.protobuf import descriptor_pb2
+from hydra.options.v1 import options_pb2
+
+from services.common import config
+from services.common.identity import IDENTITY_HEADERS
+
+AuthMode = options_pb2.AuthMode
+RateLimitKey = options_pb2.RateLimitKey
+ROOT = Path(__file__).resolve().parent.parent
+DESCRIPTOR_SET = ROOT / "gen" / "hydra.pb"
+LUA_FILTER = Path(__file__).resolve().parent / "envelope.lua"
+GATEKEEPER = "gatekeeper"
+SUPPORT_PREFIX = "/api/"
+_AUTH_NAMES = {
+    AuthMode.AUTH_MODE_SUPPORT_KEY: "support_key",
+    AuthMode.AUTH_MODE_CORE_KEY: "core_key",
+    AuthMode.AUTH_MODE_WIDGET_TOKEN: "widget_token",
+    AuthMode.AUTH_MODE_PUBLIC: "public",
+}
+_EXT_AUTHZ = "envoy.filters.http.ext_authz"
+_EXT_AUTHZ_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
+# Envoy's own error replies, in each surface's envelope: (status, support code, message).
+_LOCAL_REPLIES = [
+    (400, "validation_error", "Invalid request: %LOCAL_REPLY_BODY%"),
+    (404, "not_found", "Not found."),
+    (405, "not_found", "Method not allowed."),
+    (408, "server_error", "Request timed out."),
+    (413, "validation_error", "Request body too large."),
+    (415, "validation_error", "Unsupported media type."),
+    (431, "validation_error", "Request headers too large."),
+    (500, "server_error", "Internal server error."),
+    (502, "server_error", "Upstream service error. Retry safe."),
+    (503, "server_error", "Service temporarily unavailable. Retry safe."),
+    (504, "server_error", "Upstream service timed out. Retry safe."),
+]
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One HTTP binding of one RPC, with the RPC's access policy."""
+
+    rpc: str  # hydra.crm.v1.LeadService.GetLead
+    service: str  # hydra.crm.v1.LeadService
+    cluster: str  # crm
+    method: str  # GET
+    template: str  # /api/v1/leads/{id}
+    policy: options_pb2.AccessPolicy
+    streaming: bool
+
+    @property
+    def path_regex(self) -> str:
+        return template_regex(self.template)
+
+
+def template_regex(template: str) -> str:
+    """An anchored regex for a google.api.http path template (query string excluded by Envoy)."""
+    out = []
+    for part in re.split(r"(\{[^}]*\})", template):
+        if part.startswith("{"):
+            out.append(".+" if part.endswith("=**}") else "[^/]+")
+        else:
+            out.append(re.escape(part))
+    return "^" + "".join(out) + "$"
+
+
+def _verb(rule: http_pb2.HttpRule) -> tuple[str, str]:
+    kind = rule.WhichOneof("pattern")
+    if kind == "custom":
+        return rule.custom.kind.upper(), rule.custom.path
+    if kind is None:
+        raise ValueError("HttpRule without a pattern")
+    return kind.upper(), getattr(rule, kind)
+
+
+def load_bindings(descriptor_set: Path = DESCRIPTOR_SET) -> list[Binding]:
+    """Every HTTP binding of every hydra RPC in the descriptor set."""
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
+    bindings = []
+    for file in files.file:
+        if not file.package.startswith("hydra."):
+            continue
+        cluster = file.package.split(".")[1]
+        for service in file.service:
+            service_name = f"{file.package}.{service.name}"
+            for method in service.method:
+                if not method.options.HasExtension(annotations_pb2.http):
+                    continue
+                rpc = f"{service_name}.{method.name}"
+                if not method.options.HasExtension(options_pb2.access):
+                    raise ValueError(f"{rpc} has an HTTP binding but no (hydra.options.v1.access)")
+                policy = method.options.Extensions[options_pb2.access]
+                if policy.auth not in _AUTH_NAMES:
+                    raise ValueError(f"{rpc}: auth mode {policy.auth} cannot have an HTTP binding")
+                rule = method.options.Extensions[annotations_pb2.http]
+                for each in [rule, *rule.additional_bindings]:
+                    verb, template = _verb(each)
+                    bindings.append(Binding(rpc, service_name, cluster, verb, template, policy,
+                                            method.server_streaming))
+    seen: dict[tuple[str, str], str] = {}
+    for b in bindings:
+        if (b.method, b.path_regex) in seen:
+            raise ValueError(f"{b.rpc} and {seen[(b.method, b.path_regex)]} bind {b.method} {b.template}")
+        seen[(b.method, b.path_regex)] = b.rpc
+    return bindings
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    """Where Envoy listens and where each upstream cluster's replicas are."""
+
+    listen_host: str
+    port: int
+    admin_port: int
+    upstreams: Mapping[str, Sequence[str]]  # cluster -> ["host:port", ...]
+    descriptor_set: Path = DESCRIPTOR_SET
+    upstream_timeout_seconds: int = 15
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
+        env = config.current_env() if env is None else env
+        upstreams = {}
+        for name in config.DEFAULT_PORTS:
+            listed = env.get(f"HYDRA_{name.upper()}_UPSTREAMS")
+            addresses = listed.split(",") if listed else [f"127.0.0.1:{config.service_port(env, name)}"]
+            upstreams[name] = [a.strip() for a in addresses if a.strip()]
+        return cls(
+            listen_host=env.get("HYDRA_EDGE_HOST") or config.host(env),
+            port=config.env_int(env, "HYDRA_EDGE_PORT", 8080, minimum=1),
+            admin_port=config.env_int(env, "HYDRA_ENVOY_ADMIN_PORT", 9901, minimum=1),
+            upstreams=upstreams,
+            descriptor_set=Path(env.get("HYDRA_DESCRIPTOR_SET") or DESCRIPTOR_SET),
+        )
+
+
+def _address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _context_extensions(binding: Binding) -> dict[str, str]:
+    policy = binding.policy
+    ext = {"auth": _AUTH_NAMES[policy.auth], "scope": policy.scope}
+    if policy.rate_limit.requests_per_minute:
+        ext["requests_per_minute"] = str(policy.rate_limit.requests_per_minute)
+        ext["limit_name"] = policy.rate_limit.name or binding.rpc
+    if policy.auth == AuthMode.AUTH_MODE_WIDGET_TOKEN:
+        segments = binding.template.strip("/").split("/")
+        ext["instance_segment"] = str(segments.index("{instance_id}"))
+    return ext
+
+
+def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
+    """The Envoy route of one binding: match, upstream, and the policy the gatekeeper enforces."""
+    policy = binding.policy
+    timeout = "0s" if binding.streaming else f"{settings.upstream_timeout_seconds}s"
+    entry: dict[str, Any] = {
+        "name": f"{binding.rpc}:{binding.method}",
+        "match": {
+            "safe_regex": {"regex": binding.path_regex},
+            "headers": [{"name": ":method", "string_match": {"exact": binding.method}}],
+        },
+        "route": {"cluster": binding.cluster, "timeout": timeout},
+    }
+    if policy.auth == AuthMode.AUTH_MODE_PUBLIC:
+        # ext_authz does not run here, so nothing would overwrite identity headers a client sent.
+        entry["request_headers_to_remove"] = list(IDENTITY_HEADERS)
+        entry["typed_per_filter_config"] = {_EXT_AUTHZ: {"@type": _EXT_AUTHZ_PER_ROUTE, "disabled": True}}
+        if policy.rate_limit.key == RateLimitKey.RATE_LIMIT_KEY_CLIENT_IP:
+            name = policy.rate_limit.name or binding.rpc
+            entry["route"]["rate_limits"] = [{"actions": [
+                {"generic_key": {"descriptor_key": "policy",
+                                 "descriptor_value": f"{name}:{policy.rate_limit.requests_per_minute}"}},
+                {"remote_address": {}},
+            ]}]
+    else:
+        entry["typed_per_filter_config"] = {_EXT_AUTHZ: {
+            "@type": _EXT_AUTHZ_PER_ROUTE,
+            "check_settings": {"context_extensions": _context_extensions(binding)},
+        }}
+    return entry
+
+
+def _not_found_route(prefix: str, body: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": f"not_found:{prefix}",
+        "match": {"prefix": prefix},
+        "direct_response": {"status": 404, "body": {"inline_string": json.dumps(body)}},
+        "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
+                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+        "typed_per_filter_config": {_EXT_AUTHZ: {"@type": _EXT_AUTHZ_PER_ROUTE, "disabled": True}},
+    }
+
+
+def _status_is(status: int) -> dict[str, Any]:
+    return {"status_code_filter": {"comparison": {
+        "op": "EQ", "value": {"default_value": status, "runtime_key": f"hydra.local_reply.{status}"}}}}
+
+
+def local_reply_config() -> dict[str, Any]:
+    """Envoy-generated errors in the caller's surface envelope; the gatekeeper's denials kept as sent."""
+    # The transcoder may already have rewritten :path to the gRPC method; it keeps the original.
+    support = {"or_filter": {"filters": [
+        {"header_filter": {"header": {"name": name, "string_match": {"prefix": SUPPORT_PREFIX}}}}
+        for name in (":path", "x-envoy-original-path")
+    ]}}
+    mappers: list[dict[str, Any]] = [{
+        # Denials by ext_authz (UAEX) and the rate-limit service (RL) already carry the right body.
+        "filter": {"and_filter": {"filters": [
+            {"response_flag_filter": {"flags": ["UAEX", "RL"]}},
+            {"status_code_filter": {"comparison": {
+                "op": "LE", "value": {"default_value": 499, "runtime_key": "hydra.local_reply.denied"}}}},
+        ]}},
+    }]
+    for status, code, message in _LOCAL_REPLIES:
+        mappers.append({
+            "filter": {"and_filter": {"filters": [_status_is(status), support]}},
+            "body_format_override": {"json_format": {"error": message, "code": code}},
+        })
+    for status, _code, message in _LOCAL_REPLIES:
+        mappers.append({
+            "filter": _status_is(status),
+            "body_format_override": {"json_format": {"detail": "Not Found" if status == 404 else message}},
+        })
+    return {"mappers": mappers}
+
+
+def _cluster(name: str, addresses: Sequence[str]) -> dict[str, Any]:
+    endpoints = []
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        endpoints.append({"endpoint": {"address": _address(host, int(port))}})
+    return {
+        "name": name,
+        "type": "STRICT_DNS",
+        "dns_lookup_family": "V4_ONLY",
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }},
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
+        "health_checks": [{
+            "timeout": "1s", "interval": "2s", "no_traffic_interval": "1s",
+            "unhealthy_threshold": 2, "healthy_threshold": 1, "grpc_health_check": {},
+        }],
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
+        "circuit_breakers": {"thresholds": [{"max_connections": 4096, "max_pending_requests": 4096,
+                                             "max_requests": 4096}]},
+    }
+
+
+def _filters(settings: EdgeSettings, services: Sequence[str], clusters: Sequence[str]) -> list[dict[str, Any]]:
+    return [
+        {"name": "envoy.filters.http.health_check", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck",
+            "pass_through_mode": False,
+            "headers": [{"name": ":path", "string_match": {"exact": "/healthz"}}],
+            "cluster_min_healthy_percentages": {c: {"value": 100} for c in clusters},
+        }},
+        {"name": _EXT_AUTHZ, "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "grpc_service": {"envoy_grpc": {"cluster_name": GATEKEEPER}, "timeout": "2s"},
+            "transport_api_version": "V3",
+            "failure_mode_allow": False,
+            "status_on_error": {"code": 503},
+            "allowed_headers": {"patterns": [{"exact": h} for h in
+                                             ("authorization", "x-api-key", "x-widget-token", "x-request-id")]},
+        }},
+        {"name": "envoy.filters.http.ratelimit", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+            "domain": "hydra",
+            "timeout": "1s",
+            "failure_mode_deny": False,
+            "disable_x_envoy_ratelimited_header": True,
+            "rate_limit_service": {"grpc_service": {"envoy_grpc": {"cluster_name": GATEKEEPER}},
+                                   "transport_api_version": "V3"},
+        }},
+        {"name": "envoy.filters.http.lua", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": LUA_FILTER.read_text()},
+        }},
+        {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+            "proto_descriptor": str(settings.descriptor_set),
+            "services": list(services),
+            "match_incoming_request_route": True,
+            "convert_grpc_status": True,
+            "print_options": {"preserve_proto_field_names": True, "always_print_primitive_fields": True},
+            "request_validation_options": {"reject_unknown_method": True, "reject_unknown_query_parameters": True,
+                                           "reject_binding_body_field_collisions": True},
+        }},
+        {"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+            "suppress_envoy_headers": True,
+        }},
+    ]
+
+
+def render(settings: EdgeSettings, bindings: Sequence[Binding]) -> dict[str, Any]:
+    """The whole Envoy bootstrap for these bindings."""
+    clusters = sorted({b.cluster for b in bindings})
+    services = sorted({b.service for b in bindings})
+    routes = [route(b, settings) for b in bindings]
+    routes.append(_not_found_route(SUPPORT_PREFIX, {"error": "Not found.", "code": "not_found"}))
+    routes.append(_not_found_route("/", {"detail": "Not Found"}))
+    manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+                 ".HttpConnectionManager",
+        "stat_prefix": "edge",
+        "codec_type": "AUTO",
+        "use_remote_address": True,
+        "generate_request_id": True,
+        "normalize_path": True,
+        "merge_slashes": True,
+        "route_config": {"name": "hydra", "virtual_hosts": [{"name": "hydra", "domains": ["*"], "routes": routes}]},
+        "local_reply_config": local_reply_config(),
+        "http_filters": _filters(settings, services, [*clusters, GATEKEEPER]),
+    }
+    return {
+        "admin": {"address": _address("127.0.0.1", settings.admin_port)},
+        "static_resources": {
+            "listeners": [{
+                "name": "edge",
+                "address": _address(settings.listen_host, settings.port),
+                "filter_chains": [{"filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}],
+            }],
+            "clusters": [_cluster(name, settings.upstreams[name]) for name in [GATEKEEPER, *clusters]],
+        },
+    }
+
+
+def write(settings: EdgeSettings, path: Path) -> Path:
+    """Writes the config (JSON, which Envoy reads as YAML) and returns its path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(render(settings, load_bindings(settings.descriptor_set)), indent=1))
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m edge.envoy_config --out gen/envoy.yaml`: write the config from HYDRA_* settings."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--out", type=Path, default=ROOT / "gen" / "envoy.yaml")
+    args = parser.parse_args(argv)
+    sys.stdout.write(f"{write(EdgeSettings.from_env(), args.out)}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""The gatekeeper's settings, read and validated once at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.common import config
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the gatekeeper listens, its key store, and its rate-limit backend."""
+
+    address: str
+    database_url: str
+    redis_url: str | None = None
+    admin_token: str | None = None
+    key_cache_seconds: float = 0.5
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = config.current_env() if env is None else env
+        cache_ms = config.env_int(env, "HYDRA_KEY_CACHE_MS", 500, minimum=0)
+        if cache_ms > 900:
+            raise config.ConfigError("HYDRA_KEY_CACHE_MS must be at most 900: a revoked key must fail within 1 s")
+        return cls(
+            address=config.service_address(env, "gatekeeper"),
+            database_url=config.env_str(
+                env, "HYDRA_GATEKEEPER_DATABASE_URL", config.sqlite_default(env, "gatekeeper")
+            ),
+            redis_url=env.get("HYDRA_REDIS_URL") or None,
+            admin_token=env.get("HYDRA_ADMIN_TOKEN") or None,
+            key_cache_seconds=cache_ms / 1000,
+            log_level=config.env_str(env, "HYDRA_LOG_LEVEL", "INFO"),
+        )

@@ -1,0 +1,127 @@
+"""Sliding one-minute windows: exact (a log of hits), in Redis when configured, else in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+WINDOW_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer for one hit: allowed or not, the limit, what is left, and when to retry."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    retry_after: int  # whole seconds; 0 when allowed
+
+
+class Limiter(Protocol):
+    """Counts a hit against a window and decides."""
+
+    async def hit(self, key: str, limit: int) -> Verdict: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryLimiter:
+    """One deque of hit times per key; only this process sees it."""
+
+    def __init__(self, window: float = WINDOW_SECONDS) -> None:
+        self._window = window
+        self._hits: dict[str, deque[float]] = {}
+        self._last_sweep = time.monotonic()
+
+    async def hit(self, key: str, limit: int) -> Verdict:
+        return self.hit_now(key, limit)
+
+    def hit_now(self, key: str, limit: int) -> Verdict:
+        now = time.monotonic()
+        self._sweep(now)
+        hits = self._hits.setdefault(key, deque())
+        while hits and hits[0] <= now - self._window:
+            hits.popleft()
+        if len(hits) < limit:
+            hits.append(now)
+            return Verdict(True, limit, limit - len(hits), 0)
+        retry = max(1, math.ceil(hits[0] + self._window - now))
+        return Verdict(False, limit, 0, retry)
+
+    def _sweep(self, now: float) -> None:
+        # Drop idle keys now and then so memory follows active keys, not every key ever seen.
+        if now - self._last_sweep < self._window:
+            return
+        self._last_sweep = now
+        for key in [k for k, v in self._hits.items() if not v or v[-1] <= now - self._window]:
+            del self._hits[key]
+
+    async def close(self) -> None:
+        return None
+
+
+# One round trip, atomic: trim the window, count, and record the hit only if allowed.
+# Time comes from Redis so every gatekeeper shares one clock.
+_SLIDING_WINDOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+if count < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[3] .. ':' .. now)
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
+  return {1, limit - count - 1, 0}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, 0, tonumber(oldest[2]) + window - now}
+"""
+
+
+class RedisLimiter:
+    """Windows in Redis, shared by every gatekeeper; falls back to in-process while Redis is down."""
+
+    def __init__(self, url: str, logger: logging.Logger, window: float = WINDOW_SECONDS) -> None:
+        self._redis = aioredis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._script = self._redis.register_script(_SLIDING_WINDOW)
+        self._window_us = int(window * 1_000_000)
+        self._fallback = MemoryLimiter(window)
+        self._log = logger
+        self._degraded = False
+        self._token = os.urandom(6).hex()
+        self._sequence = 0
+
+    async def hit(self, key: str, limit: int) -> Verdict:
+        self._sequence += 1
+        member = f"{self._token}{self._sequence}"
+        try:
+            allowed, remaining, retry_us = await self._script(
+                keys=[f"hydra:rl:{key}"], args=[self._window_us, limit, member]
+            )
+        except (RedisError, OSError, asyncio.TimeoutError) as error:
+            if not self._degraded:
+                self._log.error("redis unreachable, limiting in-process", extra={"error": type(error).__name__})
+                self._degraded = True
+            return self._fallback.hit_now(key, limit)
+        if self._degraded:
+            self._log.warning("redis reachable again, limiting in redis")
+            self._degraded = False
+        retry = 0 if allowed else max(1, math.ceil(int(retry_us) / 1_000_000))
+        return Verdict(bool(allowed), limit, int(remaining), retry)
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()

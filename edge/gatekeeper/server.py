@@ -1,0 +1,61 @@
+"""Composition root of the gatekeeper: the only module naming concrete adapters (DB, Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2_grpc
+from envoy.service.ratelimit.v3 import rls_pb2_grpc
+from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc
+
+from edge.gatekeeper.config import Settings
+from edge.gatekeeper.limiter import Limiter, MemoryLimiter, RedisLimiter
+from edge.gatekeeper.service import Authorizer, KeyAdmin, KeyStore
+from edge.gatekeeper.servicer import AuthorizationServicer, KeyAdminServicer, RateLimitServicer
+from services.common import logging as hydra_logging
+from services.common.db import Database
+from services.common.grpc_server import GrpcApp
+from services.common.grpc_server import serve as serve_app
+from services.common.migrations import upgrade
+
+SCHEMA = "gatekeeper"
+MIGRATIONS = Path(__file__).parent / "migrations"
+SERVICES = [admin_pb2.DESCRIPTOR.services_by_name["KeyAdminService"]]
+
+
+def build(settings: Settings) -> GrpcApp:
+    """Wires the gatekeeper from settings."""
+    logger = hydra_logging.configure("gatekeeper", settings.log_level)
+    db = Database(settings.database_url, schema=SCHEMA)
+    limiter: Limiter = RedisLimiter(settings.redis_url, logger) if settings.redis_url else MemoryLimiter()
+    store = KeyStore(db=db, ttl=settings.key_cache_seconds)
+    authz = AuthorizationServicer(Authorizer(store=store, limiter=limiter), logger)
+    rls = RateLimitServicer(limiter)
+    admin = KeyAdminServicer(KeyAdmin(db=db), settings.admin_token)
+
+    def register(server: grpc.aio.Server) -> None:
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(authz, server)
+        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(rls, server)
+        admin_pb2_grpc.add_KeyAdminServiceServicer_to_server(admin, server)
+
+    async def close() -> None:
+        await store.close()
+        await limiter.close()
+        await db.dispose()
+
+    # Health follows the key store only: with Redis down the gatekeeper still serves (in-process limits).
+    return GrpcApp(name="gatekeeper", address=settings.address, services=SERVICES, register=register,
+                   probe=db.ping, close=close)
+
+
+def migrate(settings: Settings) -> None:
+    """Applies the gatekeeper's migrations."""
+    upgrade(migrations_dir=MIGRATIONS, url=settings.database_url, schema=SCHEMA)
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Runs the gatekeeper until stopped."""
+    app = build(settings)
+    await serve_app(app, hydra_logging.configure("gatekeeper", settings.log_level), stop=stop)

@@ -1,0 +1,302 @@
+"""Gatekeeper use cases: administer tenants and keys, and decide each request at the edge."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Row
+
+from edge.gatekeeper import keys, repository
+from edge.gatekeeper.limiter import Limiter, Verdict
+from services.common.db import Database
+from services.common.errors import (
+    FieldError,
+    ForbiddenScope,
+    HydraError,
+    NotFound,
+    RateLimited,
+    Surface,
+    Unauthenticated,
+    ValidationError,
+)
+from services.common.fields import utcnow
+from services.common.identity import has_scope
+
+DEFAULT_RATE_LIMIT = 60
+MAX_RATE_LIMIT = 1_000_000_000
+_SCOPE = re.compile(r"^[a-z][a-z0-9_-]*:([a-z][a-z0-9_-]*|\*)$")
+_TOUCH_INTERVAL = 60.0  # seconds between last_used_at writes for one key
+
+
+def _invalid(field_name: str, message: str) -> ValidationError:
+    return ValidationError(FieldError(("body", field_name), message, "value_error"))
+
+
+def _uuid(value: str, field_name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise _invalid(field_name, "Input should be a valid UUID") from None
+
+
+class KeyAdmin:
+    """Tenants and keys, for the operator CLI."""
+
+    def __init__(self, *, db: Database) -> None:
+        self._db = db
+
+    async def create_tenant(self, name: str) -> Row[Any]:
+        if not 1 <= len(name.strip()) <= 200:
+            raise _invalid("name", "Tenant name must be 1 to 200 characters")
+        async with self._db.transaction() as conn:
+            return await repository.insert_tenant(
+                conn, values={"id": uuid.uuid4(), "name": name.strip(), "created_at": utcnow()}
+            )
+
+    async def list_tenants(self) -> Sequence[Row[Any]]:
+        async with self._db.connect() as conn:
+            return await repository.list_tenants(conn)
+
+    async def mint(
+        self, *, tenant_id: str, kind: str | None, scopes: Sequence[str], rate_limit: int, instance_id: str,
+        name: str,
+    ) -> tuple[Row[Any], str]:
+        """Mints a key; returns its record and the secret (shown once)."""
+        if kind is None:
+            raise _invalid("kind", "Key kind must be hmcp, hc_live or widget")
+        bad = [s for s in scopes if not _SCOPE.match(s)]
+        if bad:
+            raise _invalid("scopes", f"Scopes must look like resource:verb; got {', '.join(bad)}")
+        limit = rate_limit or DEFAULT_RATE_LIMIT
+        if not 1 <= limit <= MAX_RATE_LIMIT:
+            raise _invalid("rate_limit_per_minute", f"Rate limit must be 1 to {MAX_RATE_LIMIT}")
+        if kind == "widget" and not instance_id:
+            raise _invalid("instance_id", "A widget token needs the instance it is bound to")
+        if kind != "widget" and instance_id:
+            raise _invalid("instance_id", "Only widget tokens are bound to an instance")
+        if len(name) > 200:
+            raise _invalid("name", "Name must be at most 200 characters")
+        tenant = _uuid(tenant_id, "tenant_id")
+        instance = _uuid(instance_id, "instance_id") if instance_id else None
+        secret = keys.new_secret(kind)
+        async with self._db.transaction() as conn:
+            if await repository.get_tenant(conn, tenant_id=tenant) is None:
+                raise NotFound("Tenant not found.")
+            row = await repository.insert_key(conn, values={
+                "id": uuid.uuid4(), "tenant_id": tenant, "kind": kind, "name": name, "prefix": secret.prefix,
+                "key_hash": secret.hash, "scopes": " ".join(sorted(set(scopes))), "rate_limit_per_minute": limit,
+                "instance_id": instance, "created_at": utcnow(),
+            })
+        return row, secret.secret
+
+    async def list_keys(self, tenant_id: str) -> Sequence[Row[Any]]:
+        tenant = _uuid(tenant_id, "tenant_id") if tenant_id else None
+        async with self._db.connect() as conn:
+            return await repository.list_keys(conn, tenant_id=tenant)
+
+    async def revoke(self, key_id: str) -> Row[Any]:
+        async with self._db.transaction() as conn:
+            row = await repository.update_key(conn, key_id=_uuid(key_id, "id"), values={"revoked_at": utcnow()})
+        if row is None:
+            raise NotFound("Key not found.")
+        return row
+
+    async def set_limit(self, key_id: str, limit: int) -> Row[Any]:
+        if not 1 <= limit <= MAX_RATE_LIMIT:
+            raise _invalid("rate_limit_per_minute", f"Rate limit must be 1 to {MAX_RATE_LIMIT}")
+        async with self._db.transaction() as conn:
+            row = await repository.update_key(
+                conn, key_id=_uuid(key_id, "id"), values={"rate_limit_per_minute": limit}
+            )
+        if row is None:
+            raise NotFound("Key not found.")
+        return row
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """What the edge needs to know about a live key."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    kind: str
+    scopes: frozenset[str]
+    rate_limit: int
+    instance_id: uuid.UUID | None
+
+
+class KeyStore:
+    """Finds live keys by secret, caching briefly (revocation shows within the cache time)."""
+
+    def __init__(self, *, db: Database, ttl: float, max_entries: int = 100_000) -> None:
+        self._db = db
+        self._ttl = ttl
+        self._max = max_entries
+        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._touched: dict[uuid.UUID, float] = {}
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def find(self, secret: str) -> KeyRecord | None:
+        """The live key with this secret, or None if unknown or revoked."""
+        digest = keys.hash_secret(secret)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        async with self._db.connect() as conn:
+            row = await repository.find_key_by_hash(conn, key_hash=digest)
+        record = None
+        if row is not None and row.revoked_at is None:
+            record = KeyRecord(
+                id=row.id, tenant_id=row.tenant_id, kind=row.kind, scopes=frozenset(row.scopes.split()),
+                rate_limit=row.rate_limit_per_minute, instance_id=row.instance_id,
+            )
+        if len(self._cache) >= self._max:
+            self._cache.clear()
+        self._cache[digest] = (now + self._ttl, record)
+        return record
+
+    def touch(self, record: KeyRecord) -> None:
+        """Records use of a key, writing last_used_at at most once a minute per key."""
+        now = time.monotonic()
+        if now - self._touched.get(record.id, -_TOUCH_INTERVAL) < _TOUCH_INTERVAL:
+            return
+        self._touched[record.id] = now
+        task = asyncio.create_task(self._write_last_used(record.id))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _write_last_used(self, key_id: uuid.UUID) -> None:
+        async with self._db.transaction() as conn:
+            await repository.update_key(conn, key_id=key_id, values={"last_used_at": utcnow()})
+
+    async def close(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+
+# Auth modes as the edge config names them in each route's context_extensions.
+SUPPORT_KEY, CORE_KEY, WIDGET_TOKEN, PUBLIC = "support_key", "core_key", "widget_token", "public"
+_KIND_FOR_MODE = {SUPPORT_KEY: "hmcp", CORE_KEY: "hc_live", WIDGET_TOKEN: "widget"}
+
+
+@dataclass(frozen=True)
+class RouteAccess:
+    """A route's policy, as the edge config hands it to Check."""
+
+    auth: str
+    scope: str = ""
+    limit_name: str = ""
+    requests_per_minute: int = 0  # 0: the key's own limit
+    instance_segment: int = -1  # widget routes: which path segment holds the instance id
+
+    @classmethod
+    def from_extensions(cls, ext: Mapping[str, str]) -> RouteAccess:
+        return cls(
+            auth=ext.get("auth", ""),
+            scope=ext.get("scope", ""),
+            limit_name=ext.get("limit_name", ""),
+            requests_per_minute=int(ext.get("requests_per_minute") or 0),
+            instance_segment=int(ext.get("instance_segment") or -1),
+        )
+
+    @property
+    def surface(self) -> Surface:
+        return Surface.SUPPORT if self.auth == SUPPORT_KEY else Surface.CORE
+
+
+@dataclass
+class Admission:
+    """The outcome of Check: allowed with identity headers, or an error; rate headers either way."""
+
+    error: HydraError | None = None
+    identity: dict[str, str] = field(default_factory=dict)
+    rate_headers: dict[str, str] = field(default_factory=dict)
+
+
+def rate_headers(verdict: Verdict) -> dict[str, str]:
+    """X-RateLimit-* (and Retry-After when refused) for a verdict."""
+    headers = {"x-ratelimit-limit": str(verdict.limit), "x-ratelimit-remaining": str(verdict.remaining)}
+    if not verdict.allowed:
+        headers["retry-after"] = str(verdict.retry_after)
+    return headers
+
+
+def credential(headers: Mapping[str, str], auth: str) -> str | None:
+    """The credential a request carries for its route's auth mode."""
+    if auth == WIDGET_TOKEN:
+        return headers.get("x-widget-token") or None
+    authorization = headers.get("authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return headers.get("x-api-key") or None
+
+
+class Authorizer:
+    """Decides one request: identify the key, check scope and instance, then rate limit."""
+
+    def __init__(self, *, store: KeyStore, limiter: Limiter) -> None:
+        self._store = store
+        self._limiter = limiter
+
+    async def admit(self, route: RouteAccess, headers: Mapping[str, str], path: str) -> Admission:
+        if route.auth not in _KIND_FOR_MODE:
+            raise ValueError(f"route has no key-based auth mode: {route.auth!r}")
+        secret = credential(headers, route.auth)
+        if secret is None:
+            return Admission(Unauthenticated(_missing_message(route.auth)))
+        kind = keys.kind_of(secret)
+        if kind != _KIND_FOR_MODE[route.auth]:
+            return Admission(Unauthenticated(_wrong_kind_message(route.auth)))
+        record = await self._store.find(secret)
+        if record is None:
+            return Admission(Unauthenticated("Invalid or revoked API key."))
+        if route.scope and not has_scope(record.scopes, route.scope):
+            return Admission(ForbiddenScope(route.scope, record.scopes))
+        if route.auth == WIDGET_TOKEN and not _instance_matches(record, path, route.instance_segment):
+            return Admission(Unauthenticated("Widget token is not valid for this instance."))
+        limit = route.requests_per_minute or record.rate_limit
+        window = f"key:{record.id}" if not route.requests_per_minute else f"key:{record.id}:{route.limit_name}"
+        verdict = await self._limiter.hit(window, limit)
+        headers = rate_headers(verdict)
+        if not verdict.allowed:
+            return Admission(RateLimited(
+                f"Rate limit exceeded. Limit {limit} requests per minute per API key."), rate_headers=headers)
+        self._store.touch(record)
+        identity = {
+            "x-hydra-tenant-id": str(record.tenant_id),
+            "x-hydra-key-id": str(record.id),
+            "x-hydra-scopes": " ".join(sorted(record.scopes)),
+        }
+        if record.instance_id is not None:
+            identity["x-hydra-instance-id"] = str(record.instance_id)
+        return Admission(identity=identity, rate_headers=headers)
+
+
+def _missing_message(auth: str) -> str:
+    if auth == SUPPORT_KEY:
+        return "Missing API key. Send it as 'Authorization: Bearer hmcp_...'."
+    if auth == CORE_KEY:
+        return "Not authenticated"
+    return "Missing widget token (X-Widget-Token)."
+
+
+def _wrong_kind_message(auth: str) -> str:
+    if auth == SUPPORT_KEY:
+        return "Malformed API key: this API takes hmcp_ keys."
+    if auth == CORE_KEY:
+        return "Invalid API key: this API takes hc_live_ keys."
+    return "Invalid widget token."
+
+
+def _instance_matches(record: KeyRecord, path: str, segment: int) -> bool:
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    return record.instance_id is not None and 0 <= segment < len(parts) and parts[segment] == str(
+        record.instance_id)

@@ -1,0 +1,177 @@
+"""The gatekeeper over gRPC: Envoy's ext_authz and RLS protocols, and the key-admin API."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from envoy.type.v3 import http_status_pb2
+from google.rpc import code_pb2, status_pb2
+from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc
+from sqlalchemy import Row
+
+from edge.gatekeeper import keys
+from edge.gatekeeper.limiter import Limiter
+from edge.gatekeeper.service import Admission, Authorizer, KeyAdmin, RouteAccess, rate_headers
+from services.common.errors import RateLimited, Surface, Unauthenticated, Unavailable, render
+from services.common.fields import timestamp
+from services.common.identity import IDENTITY_HEADERS
+
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_GRPC_CODE_FOR_HTTP = {401: code_pb2.UNAUTHENTICATED, 403: code_pb2.PERMISSION_DENIED,
+                       429: code_pb2.RESOURCE_EXHAUSTED}
+ADMIN_TOKEN_HEADER = "x-hydra-admin-token"
+
+
+def _headers(values: dict[str, str]) -> list[base_pb2.HeaderValueOption]:
+    return [
+        base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, value=v), append_action=_OVERWRITE)
+        for k, v in values.items()
+    ]
+
+
+def check_response(admission: Admission, surface: Surface) -> external_auth_pb2.CheckResponse:
+    """An Admission in Envoy's terms: identity headers upstream, or the surface's error body."""
+    if admission.error is None:
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=code_pb2.OK),
+            ok_response=external_auth_pb2.OkHttpResponse(
+                headers=_headers(admission.identity),
+                headers_to_remove=[h for h in IDENTITY_HEADERS if h not in admission.identity],
+                response_headers_to_add=_headers(admission.rate_headers),
+            ),
+        )
+    rendered = render(admission.error, surface)
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=_GRPC_CODE_FOR_HTTP.get(rendered.http_status, code_pb2.UNAVAILABLE)),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=rendered.http_status),
+            headers=_headers({"content-type": "application/json", **admission.rate_headers}),
+            body=rendered.body,
+        ),
+    )
+
+
+class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
+    """ext_authz Check: every key-authenticated route passes here first."""
+
+    def __init__(self, authorizer: Authorizer, logger: logging.Logger) -> None:
+        self._authorizer = authorizer
+        self._log = logger
+
+    async def Check(
+        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
+    ) -> external_auth_pb2.CheckResponse:
+        http = request.attributes.request.http
+        route = RouteAccess.from_extensions(request.attributes.context_extensions)
+        try:
+            admission = await self._authorizer.admit(route, http.headers, http.path)
+        except ValueError:
+            admission = Admission(Unauthenticated("This route does not take API keys."))
+        except Exception as error:  # noqa: BLE001 - the edge must get an answer, never a stack trace
+            self._log.error("check failed", exc_info=error, extra={"request_id": http.headers.get("x-request-id")})
+            admission = Admission(Unavailable("Authorization is temporarily unavailable. Retry safe."))
+        return check_response(admission, route.surface)
+
+
+class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
+    """Envoy's RateLimitService for public routes: one window per (policy, client IP) descriptor."""
+
+    def __init__(self, limiter: Limiter) -> None:
+        self._limiter = limiter
+
+    async def ShouldRateLimit(
+        self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
+    ) -> rls_pb2.RateLimitResponse:
+        verdicts = []
+        for descriptor in request.descriptors:
+            entries = {e.key: e.value for e in descriptor.entries}
+            name, _, rpm = entries.get("policy", "").rpartition(":")
+            if not name or not rpm.isdigit() or "remote_address" not in entries:
+                continue
+            verdicts.append(await self._limiter.hit(f"ip:{name}:{entries['remote_address']}", int(rpm)))
+        if not verdicts:
+            return rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
+        worst = min(verdicts, key=lambda v: (v.allowed, v.remaining))
+        headers = rate_headers(worst)
+        if worst.allowed:
+            return rls_pb2.RateLimitResponse(
+                overall_code=rls_pb2.RateLimitResponse.OK, response_headers_to_add=_plain_headers(headers)
+            )
+        body = render(RateLimited("Rate limit exceeded"), Surface.CORE).body
+        return rls_pb2.RateLimitResponse(
+            overall_code=rls_pb2.RateLimitResponse.OVER_LIMIT,
+            response_headers_to_add=_plain_headers({**headers, "content-type": "application/json"}),
+            raw_body=body.encode(),
+        )
+
+
+def _plain_headers(values: dict[str, str]) -> list[base_pb2.HeaderValue]:
+    return [base_pb2.HeaderValue(key=k, value=v) for k, v in values.items()]
+
+
+def tenant_message(row: Row[Any]) -> admin_pb2.Tenant:
+    return admin_pb2.Tenant(id=str(row.id), name=row.name, created_at=timestamp(row.created_at))
+
+
+def key_message(row: Row[Any]) -> admin_pb2.ApiKey:
+    message = admin_pb2.ApiKey(
+        id=str(row.id), tenant_id=str(row.tenant_id), kind=keys.PROTO_BY_KIND[row.kind], prefix=row.prefix,
+        scopes=row.scopes.split(), rate_limit_per_minute=row.rate_limit_per_minute,
+        instance_id=str(row.instance_id) if row.instance_id else "", created_at=timestamp(row.created_at),
+        name=row.name,
+    )
+    if row.last_used_at is not None:
+        message.last_used_at.CopyFrom(timestamp(row.last_used_at))
+    if row.revoked_at is not None:
+        message.revoked_at.CopyFrom(timestamp(row.revoked_at))
+    return message
+
+
+class KeyAdminServicer(admin_pb2_grpc.KeyAdminServiceServicer):
+    """Tenants and keys for hydractl; guarded by HYDRA_ADMIN_TOKEN when one is set."""
+
+    def __init__(self, admin: KeyAdmin, admin_token: str | None) -> None:
+        self._admin = admin
+        self._token = admin_token
+
+    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+        if self._token is None:
+            return
+        sent = dict(context.invocation_metadata() or ()).get(ADMIN_TOKEN_HEADER, "")
+        if not hmac.compare_digest(sent.encode(), self._token.encode()):
+            raise Unauthenticated("Invalid admin token.")
+
+    async def CreateTenant(self, request: admin_pb2.CreateTenantRequest, context: Any) -> Any:
+        self._authorize(context)
+        return admin_pb2.CreateTenantResponse(tenant=tenant_message(await self._admin.create_tenant(request.name)))
+
+    async def ListTenants(self, request: admin_pb2.ListTenantsRequest, context: Any) -> Any:
+        self._authorize(context)
+        return admin_pb2.ListTenantsResponse(tenants=[tenant_message(r) for r in await self._admin.list_tenants()])
+
+    async def MintKey(self, request: admin_pb2.MintKeyRequest, context: Any) -> Any:
+        self._authorize(context)
+        row, secret = await self._admin.mint(
+            tenant_id=request.tenant_id, kind=keys.KIND_BY_PROTO.get(request.kind), scopes=list(request.scopes),
+            rate_limit=request.rate_limit_per_minute, instance_id=request.instance_id, name=request.name,
+        )
+        return admin_pb2.MintKeyResponse(key=key_message(row), secret=secret)
+
+    async def ListKeys(self, request: admin_pb2.ListKeysRequest, context: Any) -> Any:
+        self._authorize(context)
+        return admin_pb2.ListKeysResponse(keys=[key_message(r) for r in await self._admin.list_keys(request.tenant_id)])
+
+    async def RevokeKey(self, request: admin_pb2.RevokeKeyRequest, context: Any) -> Any:
+        self._authorize(context)
+        return admin_pb2.RevokeKeyResponse(key=key_message(await self._admin.revoke(request.id)))
+
+    async def SetKeyLimit(self, request: admin_pb2.SetKeyLimitRequest, context: Any) -> Any:
+        self._authorize(context)
+        row = await self._admin.set_limit(request.id, request.rate_limit_per_minute)
+        return admin_pb2.SetKeyLimitResponse(key=key_message(row))

