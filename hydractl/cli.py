@@ -58,9 +58,19 @@ def cmd_migrate(args: argparse.Namespace, env: dict[str, str]) -> None:
     _emit(args, {"migrated": True}, "migrations applied")
 
 
+def create_tenant(env: dict[str, str], name: str) -> str:
+    """Creates a tenant through the gatekeeper; returns its id."""
+    return str(_call(env, "CreateTenant", admin_pb2.CreateTenantRequest(name=name)).tenant.id)
+
+
+def revoke_key(env: dict[str, str], key_id: str) -> dict[str, Any]:
+    """Revokes a key through the gatekeeper; returns its record."""
+    return key_dict(_call(env, "RevokeKey", admin_pb2.RevokeKeyRequest(id=key_id)).key)
+
+
 def cmd_tenants_create(args: argparse.Namespace, env: dict[str, str]) -> None:
-    tenant = _call(env, "CreateTenant", admin_pb2.CreateTenantRequest(name=args.name)).tenant
-    _emit(args, {"id": tenant.id, "name": tenant.name}, tenant.id)
+    tenant_id = create_tenant(env, args.name)
+    _emit(args, {"id": tenant_id, "name": args.name}, tenant_id)
 
 
 def cmd_tenants_list(args: argparse.Namespace, env: dict[str, str]) -> None:
@@ -99,8 +109,8 @@ def cmd_keys_list(args: argparse.Namespace, env: dict[str, str]) -> None:
 
 
 def cmd_keys_revoke(args: argparse.Namespace, env: dict[str, str]) -> None:
-    key = _call(env, "RevokeKey", admin_pb2.RevokeKeyRequest(id=args.id)).key
-    _emit(args, key_dict(key), f"revoked {key.id}")
+    key = revoke_key(env, args.id)
+    _emit(args, key, f"revoked {key['id']}")
 
 
 def cmd_keys_set_limit(args: argparse.Namespace, env: dict[str, str]) -> None:
@@ -112,7 +122,7 @@ def demo_key(env: dict[str, str]) -> dict[str, Any]:
     """A fresh crm key for the demo tenant (created on first use)."""
     tenants = _call(env, "ListTenants", admin_pb2.ListTenantsRequest()).tenants
     demo = next((t for t in tenants if t.name == "demo"), None)
-    tenant_id = demo.id if demo else _call(env, "CreateTenant", admin_pb2.CreateTenantRequest(name="demo")).tenant.id
+    tenant_id = demo.id if demo else create_tenant(env, "demo")
     return mint(env, tenant=tenant_id, scopes=DEMO_SCOPES, name="demo")
 
 

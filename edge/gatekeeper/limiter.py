@@ -8,6 +8,7 @@ import math
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,16 +39,18 @@ class Limiter(Protocol):
 class MemoryLimiter:
     """One deque of hit times per key; only this process sees it."""
 
-    def __init__(self, window: float = WINDOW_SECONDS) -> None:
+    def __init__(self, window: float = WINDOW_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self._window = window
+        self._clock = clock
         self._hits: dict[str, deque[float]] = {}
-        self._last_sweep = time.monotonic()
+        self._last_sweep = clock()
 
     async def hit(self, key: str, limit: int) -> Verdict:
         return self.hit_now(key, limit)
 
     def hit_now(self, key: str, limit: int) -> Verdict:
-        now = time.monotonic()
+        """Decides synchronously (the in-process path needs no await)."""
+        now = self._clock()
         self._sweep(now)
         hits = self._hits.setdefault(key, deque())
         while hits and hits[0] <= now - self._window:

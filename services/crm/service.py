@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
 from sqlalchemy import Row
@@ -21,19 +22,20 @@ LEAD_NOT_FOUND = "Lead not found."
 class LeadService:
     """Creates, reads, updates and deletes a tenant's leads."""
 
-    def __init__(self, *, db: Database) -> None:
+    def __init__(self, *, db: Database, repo: ModuleType | Any = repository) -> None:
         self._db = db
+        self._repo = repo
 
     async def list(self, caller: Identity, *, limit: int | None) -> Sequence[Row[Any]]:
         """The caller's newest leads, at most `limit` (1..100, default 25)."""
         count = parse_limit(limit)
         async with self._db.connect() as conn:
-            return await repository.list_leads(conn, tenant_id=caller.tenant_id, limit=count)
+            return await self._repo.list_leads(conn, tenant_id=caller.tenant_id, limit=count)
 
     async def get(self, caller: Identity, lead_id: uuid.UUID) -> Row[Any]:
         """One lead of the caller's tenant."""
         async with self._db.connect() as conn:
-            row = await repository.get_lead(conn, tenant_id=caller.tenant_id, lead_id=lead_id)
+            row = await self._repo.get_lead(conn, tenant_id=caller.tenant_id, lead_id=lead_id)
         if row is None:
             raise NotFound(LEAD_NOT_FOUND)
         return row
@@ -55,15 +57,15 @@ class LeadService:
             "updated_at": now,
         }
         async with self._db.transaction() as conn:
-            return await repository.insert_lead(conn, values=values)
+            return await self._repo.insert_lead(conn, values=values)
 
     async def update(self, caller: Identity, lead_id: uuid.UUID, fields: dict[str, Any]) -> Row[Any]:
         """Applies any subset of validated fields; an empty subset changes nothing."""
         async with self._db.transaction() as conn:
             if not fields:
-                row = await repository.get_lead(conn, tenant_id=caller.tenant_id, lead_id=lead_id)
+                row = await self._repo.get_lead(conn, tenant_id=caller.tenant_id, lead_id=lead_id)
             else:
-                row = await repository.update_lead(
+                row = await self._repo.update_lead(
                     conn, tenant_id=caller.tenant_id, lead_id=lead_id, values={**fields, "updated_at": utcnow()}
                 )
         if row is None:
@@ -73,6 +75,6 @@ class LeadService:
     async def delete(self, caller: Identity, lead_id: uuid.UUID) -> None:
         """Deletes a lead of the caller's tenant."""
         async with self._db.transaction() as conn:
-            deleted = await repository.delete_lead(conn, tenant_id=caller.tenant_id, lead_id=lead_id)
+            deleted = await self._repo.delete_lead(conn, tenant_id=caller.tenant_id, lead_id=lead_id)
         if not deleted:
             raise NotFound(LEAD_NOT_FOUND)

@@ -1,0 +1,5 @@
+"""`python -m hydractl`."""
+
+from hydractl.cli import main
+
+main()

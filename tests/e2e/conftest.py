@@ -1,0 +1,68 @@
+"""The real stack (Envoy + gatekeeper + crm), started once per backend and driven over HTTP."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from hydractl.cli import create_tenant, mint
+from hydractl.stack import Stack
+from tests.support.servers import create_database
+from tests.support.stack import running_stack, stack_env
+
+BACKENDS = ["embedded", "postgres_redis"]
+
+
+@dataclass(frozen=True)
+class Key:
+    """A minted key: its secret, record id, and tenant."""
+
+    secret: str
+    id: str
+    tenant: str
+
+    @property
+    def bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.secret}"}
+
+
+@dataclass
+class Edge:
+    """A running stack and an HTTP client pointed at its edge."""
+
+    backend: str
+    stack: Stack
+    env: dict[str, str]
+    http: httpx.Client
+
+    def tenant(self) -> str:
+        return create_tenant(self.env, f"tenant-{uuid.uuid4().hex[:8]}")
+
+    def key(self, tenant: str | None = None, scopes: Sequence[str] = ("crm:read", "crm:write"),
+            kind: str = "hmcp", rate_limit: int = 100_000) -> Key:
+        tenant = tenant or self.tenant()
+        data = mint(self.env, tenant=tenant, scopes=scopes, kind=kind, rate_limit=rate_limit)
+        return Key(secret=data["key"], id=data["id"], tenant=tenant)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def edge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
+    data_dir = tmp_path_factory.mktemp(request.param)
+    if request.param == "embedded":
+        env = stack_env(data_dir)
+    else:
+        admin_url = request.getfixturevalue("postgres_admin_url")
+        env = stack_env(data_dir, database_url=create_database(admin_url, f"e2e_{uuid.uuid4().hex[:8]}"),
+                        redis_url=request.getfixturevalue("redis_url"))
+    with running_stack(env) as stack, httpx.Client(base_url=stack.edge_url, timeout=10) as http:
+        yield Edge(request.param, stack, env, http)
+
+
+@pytest.fixture
+def key(edge: Edge) -> Key:
+    """A fresh tenant's crm key with a high limit."""
+    return edge.key()

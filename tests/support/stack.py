@@ -1,0 +1,78 @@
+"""Starting real Hydra processes for tests and benchmarks, on private ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from hydractl.stack import Stack, migrate_all
+from tests.support.servers import free_port
+
+
+def stack_env(data_dir: Path, *, database_url: str | None = None, redis_url: str | None = None,
+              **extra: str) -> dict[str, str]:
+    """Environment for one isolated stack: its own ports, data dir, and (optionally) PostgreSQL and Redis."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
+    env.update(
+        HYDRA_DATA_DIR=str(data_dir),
+        HYDRA_EDGE_PORT=str(free_port()),
+        HYDRA_ENVOY_ADMIN_PORT=str(free_port()),
+        HYDRA_GATEKEEPER_PORT=str(free_port()),
+        HYDRA_CRM_PORT=str(free_port()),
+    )
+    if database_url:
+        env["HYDRA_CRM_DATABASE_URL"] = database_url
+        env["HYDRA_GATEKEEPER_DATABASE_URL"] = database_url
+    if redis_url:
+        env["HYDRA_REDIS_URL"] = redis_url
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def running_stack(env: dict[str, str]) -> Iterator[Stack]:
+    """A migrated, healthy stack; stopped on exit."""
+    migrate_all(env)
+    stack = Stack(env=env, log_dir=Path(env["HYDRA_DATA_DIR"]) / "logs")
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def wait_serving(address: str, timeout: float = 30.0) -> None:
+    """Blocks until a gRPC server reports SERVING."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise TimeoutError(f"{address} not serving after {timeout:.0f}s")
+
+
+@contextlib.contextmanager
+def grpc_processes(env: dict[str, str], *names: str) -> Iterator[Stack]:
+    """Only the named gRPC processes (no Envoy), migrated and serving."""
+    migrate_all(env)
+    stack = Stack(env=env, log_dir=Path(env["HYDRA_DATA_DIR"]) / "logs")
+    stack.log_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        for name in names:
+            stack.start_process(name)
+        for name in names:
+            wait_serving(f"127.0.0.1:{env[f'HYDRA_{name.upper()}_PORT']}")
+        yield stack
+    finally:
+        stack.stop()

@@ -1,0 +1,89 @@
+"""The gatekeeper's decision for one request: credential, kind, scope, instance, rate."""
+
+import asyncio
+import uuid
+
+import pytest
+
+from edge.gatekeeper.limiter import MemoryLimiter
+from edge.gatekeeper.service import Admission, Authorizer, KeyRecord, RouteAccess
+from services.common.errors import ForbiddenScope, RateLimited, Unauthenticated
+
+TENANT = uuid.uuid4()
+INSTANCE = uuid.uuid4()
+RECORDS = {
+    "hmcp_reader": KeyRecord(uuid.uuid4(), TENANT, "hmcp", frozenset({"crm:read"}), 2, None),
+    "hc_live_ops": KeyRecord(uuid.uuid4(), TENANT, "hc_live", frozenset({"instances:*"}), 60, None),
+    "hwt_chat": KeyRecord(uuid.uuid4(), TENANT, "widget", frozenset(), 60, INSTANCE),
+}
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.touched: list[uuid.UUID] = []
+
+    async def find(self, secret: str) -> KeyRecord | None:
+        return RECORDS.get(secret)
+
+    def touch(self, record: KeyRecord) -> None:
+        self.touched.append(record.id)
+
+
+def admit(route: RouteAccess, headers: dict[str, str], path: str = "/api/v1/leads",
+          authorizer: Authorizer | None = None) -> Admission:
+    authorizer = authorizer or Authorizer(store=FakeStore(), limiter=MemoryLimiter())  # type: ignore[arg-type]
+    return asyncio.run(authorizer.admit(route, headers, path))
+
+
+SUPPORT_READ = RouteAccess(auth="support_key", scope="crm:read")
+
+
+def test_bearer_key_is_admitted_with_identity_and_rate_headers() -> None:
+    result = admit(SUPPORT_READ, {"authorization": "Bearer hmcp_reader"})
+    assert result.error is None
+    assert result.identity["x-hydra-tenant-id"] == str(TENANT)
+    assert result.identity["x-hydra-scopes"] == "crm:read"
+    assert result.rate_headers == {"x-ratelimit-limit": "2", "x-ratelimit-remaining": "1"}
+
+
+def test_x_api_key_header_is_accepted_too() -> None:
+    assert admit(SUPPORT_READ, {"x-api-key": "hmcp_reader"}).error is None
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"authorization": "Basic abc"}, {"authorization": "Bearer "}, {"authorization": "Bearer hmcp_unknown"},
+    {"authorization": "Bearer hc_live_ops"}, {"authorization": "Bearer garbage"},
+])
+def test_missing_malformed_unknown_or_wrong_kind_is_unauthenticated(headers: dict[str, str]) -> None:
+    assert isinstance(admit(SUPPORT_READ, headers).error, Unauthenticated)
+
+
+def test_missing_scope_is_forbidden_with_the_keys_scopes() -> None:
+    error = admit(RouteAccess(auth="support_key", scope="crm:write"), {"authorization": "Bearer hmcp_reader"}).error
+    assert isinstance(error, ForbiddenScope)
+    assert error.message == "Missing required scope(s): crm:write. Your key has [crm:read]."
+
+
+def test_wildcard_scope_covers_the_resource() -> None:
+    route = RouteAccess(auth="core_key", scope="instances:write")
+    assert admit(route, {"x-api-key": "hc_live_ops"}, "/v1/instances").error is None
+
+
+def test_limit_comes_from_the_key_and_refusal_carries_retry_after() -> None:
+    authorizer = Authorizer(store=FakeStore(), limiter=MemoryLimiter())  # type: ignore[arg-type]
+    headers = {"authorization": "Bearer hmcp_reader"}
+    assert admit(SUPPORT_READ, headers, authorizer=authorizer).error is None
+    assert admit(SUPPORT_READ, headers, authorizer=authorizer).error is None
+    refused = admit(SUPPORT_READ, headers, authorizer=authorizer)
+    assert isinstance(refused.error, RateLimited)
+    assert refused.error.message == "Rate limit exceeded. Limit 2 requests per minute per API key."
+    assert refused.rate_headers["x-ratelimit-remaining"] == "0"
+    assert int(refused.rate_headers["retry-after"]) >= 1
+
+
+def test_widget_token_only_opens_its_own_instance() -> None:
+    route = RouteAccess(auth="widget_token", instance_segment=3)
+    headers = {"x-widget-token": "hwt_chat"}
+    ok = admit(route, headers, f"/v1/public/widget/{INSTANCE}/chat")
+    assert ok.error is None and ok.identity["x-hydra-instance-id"] == str(INSTANCE)
+    assert isinstance(admit(route, headers, f"/v1/public/widget/{uuid.uuid4()}/chat").error, Unauthenticated)

@@ -1,0 +1,67 @@
+"""The Envoy config is derived from the protos: every binding routed once, with its policy."""
+
+from typing import Any
+
+from hydra.options.v1 import options_pb2
+
+from edge import envoy_config
+from edge.envoy_config import Binding, EdgeSettings, load_bindings, render, template_regex
+
+SETTINGS = EdgeSettings(listen_host="127.0.0.1", port=8080, admin_port=9901,
+                        upstreams={name: ["127.0.0.1:1"] for name in ("gatekeeper", "crm", "tickets",
+                                                                        "instances", "public")})
+
+
+def routes() -> list[dict[str, Any]]:
+    config = render(SETTINGS, load_bindings())
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    return manager["route_config"]["virtual_hosts"][0]["routes"]
+
+
+def test_every_lead_binding_has_one_route_with_its_scope() -> None:
+    by_name = {r["name"]: r for r in routes()}
+    expected = {
+        "hydra.crm.v1.LeadService.ListLeads:GET": "crm:read",
+        "hydra.crm.v1.LeadService.CreateLead:POST": "crm:write",
+        "hydra.crm.v1.LeadService.GetLead:GET": "crm:read",
+        "hydra.crm.v1.LeadService.UpdateLead:PATCH": "crm:write",
+        "hydra.crm.v1.LeadService.DeleteLead:DELETE": "crm:write",
+    }
+    for name, scope in expected.items():
+        ext = by_name[name]["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["check_settings"]
+        assert ext["context_extensions"] == {"auth": "support_key", "scope": scope}
+        assert by_name[name]["route"]["cluster"] == "crm"
+
+
+def test_unmatched_paths_end_in_not_found_routes_without_auth() -> None:
+    last = routes()[-2:]
+    assert [r["match"]["prefix"] for r in last] == ["/api/", "/"]
+    assert all(r["direct_response"]["status"] == 404 for r in last)
+
+
+def test_template_regex() -> None:
+    assert template_regex("/api/v1/leads/{id}") == r"^/api/v1/leads/[^/]+$"
+    assert template_regex("/v1/files/{name=**}") == r"^/v1/files/.+$"
+
+
+def test_public_route_strips_identity_headers_and_limits_per_ip() -> None:
+    policy = options_pb2.AccessPolicy(
+        auth=options_pb2.AUTH_MODE_PUBLIC,
+        rate_limit=options_pb2.RateLimitPolicy(key=options_pb2.RATE_LIMIT_KEY_CLIENT_IP, requests_per_minute=5,
+                                               name="forms"))
+    route = envoy_config.route(Binding("x.Y.Z", "x.Y", "public", "POST", "/v1/public/forms/submit", policy, False),
+                               SETTINGS)
+    assert "x-hydra-tenant-id" in route["request_headers_to_remove"]
+    assert route["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"] is True
+    actions = route["route"]["rate_limits"][0]["actions"]
+    assert actions == [{"generic_key": {"descriptor_key": "policy", "descriptor_value": "forms:5"}},
+                       {"remote_address": {}}]
+
+
+def test_streaming_routes_have_no_timeout() -> None:
+    policy = options_pb2.AccessPolicy(auth=options_pb2.AUTH_MODE_WIDGET_TOKEN)
+    route = envoy_config.route(
+        Binding("x.Y.Chat", "x.Y", "public", "POST", "/v1/public/widget/{instance_id}/chat", policy, True), SETTINGS)
+    assert route["route"]["timeout"] == "0s"
+    ext = route["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["check_settings"]["context_extensions"]
+    assert ext["instance_segment"] == "3"

@@ -1,0 +1,126 @@
+"""Lead use cases against an in-memory repository: rules, tenancy, not-found."""
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from services.common.errors import NotFound, ValidationError
+from services.common.identity import Identity
+from services.crm.service import LeadService
+
+
+class FakeDatabase:
+    """Transactions without a database: the fake repository ignores the connection."""
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        yield None
+
+    connect = transaction
+
+
+class FakeRepository:
+    """The repository's functions over a dict keyed by (tenant_id, id)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[uuid.UUID, uuid.UUID], dict[str, Any]] = {}
+
+    async def insert_lead(self, conn: None, *, values: dict[str, Any]) -> SimpleNamespace:
+        self.rows[(values["tenant_id"], values["id"])] = dict(values)
+        return SimpleNamespace(**values)
+
+    async def get_lead(self, conn: None, *, tenant_id: uuid.UUID, lead_id: uuid.UUID) -> SimpleNamespace | None:
+        row = self.rows.get((tenant_id, lead_id))
+        return SimpleNamespace(**row) if row else None
+
+    async def list_leads(self, conn: None, *, tenant_id: uuid.UUID, limit: int) -> list[SimpleNamespace]:
+        rows = [r for (t, _), r in self.rows.items() if t == tenant_id]
+        rows.sort(key=lambda r: (r["created_at"], str(r["id"])), reverse=True)
+        return [SimpleNamespace(**r) for r in rows[:limit]]
+
+    async def update_lead(self, conn: None, *, tenant_id: uuid.UUID, lead_id: uuid.UUID,
+                          values: dict[str, Any]) -> SimpleNamespace | None:
+        row = self.rows.get((tenant_id, lead_id))
+        if row is None:
+            return None
+        row.update(values)
+        return SimpleNamespace(**row)
+
+    async def delete_lead(self, conn: None, *, tenant_id: uuid.UUID, lead_id: uuid.UUID) -> bool:
+        return self.rows.pop((tenant_id, lead_id), None) is not None
+
+
+def caller() -> Identity:
+    return Identity(tenant_id=uuid.uuid4(), key_id="k", scopes=frozenset({"crm:read", "crm:write"}))
+
+
+@pytest.fixture
+def service() -> LeadService:
+    return LeadService(db=FakeDatabase(), repo=FakeRepository())  # type: ignore[arg-type]
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_create_defaults_source_and_stamps_times(service: LeadService) -> None:
+    row = run(service.create(caller(), {"email": "a@example.com"}))
+    assert row.source == "public_api"
+    assert row.created_at == row.updated_at
+    assert row.created_at.tzinfo is not None
+
+
+def test_create_needs_one_non_null_field(service: LeadService) -> None:
+    with pytest.raises(ValidationError):
+        run(service.create(caller(), {}))
+    with pytest.raises(ValidationError):
+        run(service.create(caller(), {"email": None, "name": None}))
+
+
+def test_explicit_source_wins(service: LeadService) -> None:
+    assert run(service.create(caller(), {"name": "A", "source": "zapier"})).source == "zapier"
+
+
+def test_another_tenants_lead_is_not_found(service: LeadService) -> None:
+    owner, stranger = caller(), caller()
+    lead = run(service.create(owner, {"name": "A"}))
+    for action in (service.get(stranger, lead.id), service.update(stranger, lead.id, {"name": "B"}),
+                   service.delete(stranger, lead.id)):
+        with pytest.raises(NotFound):
+            run(action)
+    assert run(service.get(owner, lead.id)).name == "A"
+
+
+def test_update_applies_subset_and_touches_updated_at(service: LeadService) -> None:
+    who = caller()
+    lead = run(service.create(who, {"name": "A", "phone": "1"}))
+    updated = run(service.update(who, lead.id, {"phone": None}))
+    assert (updated.name, updated.phone) == ("A", None)
+    assert updated.updated_at >= lead.created_at
+
+
+def test_empty_update_returns_the_lead_unchanged(service: LeadService) -> None:
+    who = caller()
+    lead = run(service.create(who, {"name": "A"}))
+    assert run(service.update(who, lead.id, {})).updated_at == lead.updated_at
+
+
+def test_list_is_tenant_scoped_newest_first_and_limited(service: LeadService) -> None:
+    who = caller()
+    names = [run(service.create(who, {"name": str(i)})).name for i in range(5)]
+    run(service.create(caller(), {"name": "other tenant"}))
+    listed = run(service.list(who, limit=3))
+    assert [r.name for r in listed] == names[::-1][:3]
+
+
+def test_delete_twice_is_not_found(service: LeadService) -> None:
+    who = caller()
+    lead = run(service.create(who, {"name": "A"}))
+    run(service.delete(who, lead.id))
+    with pytest.raises(NotFound):
+        run(service.delete(who, lead.id))
