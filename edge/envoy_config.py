@@ -31,6 +31,7 @@ _AUTH_NAMES = {
     AuthMode.AUTH_MODE_WIDGET_TOKEN: "widget_token",
     AuthMode.AUTH_MODE_PUBLIC: "public",
 }
+_TYPE = "type.googleapis.com/envoy.extensions."
 _EXT_AUTHZ = "envoy.filters.http.ext_authz"
 _EXT_AUTHZ_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
 # Envoy's own error replies, in each surface's envelope: (status, support code, message).
@@ -108,8 +109,9 @@ def load_bindings(descriptor_set: Path = DESCRIPTOR_SET) -> list[Binding]:
                 rule = method.options.Extensions[annotations_pb2.http]
                 for each in [rule, *rule.additional_bindings]:
                     verb, template = _verb(each)
-                    bindings.append(Binding(rpc, service_name, cluster, verb, template, policy,
-                                            method.server_streaming))
+                    bindings.append(
+                        Binding(rpc, service_name, cluster, verb, template, policy, method.server_streaming)
+                    )
     seen: dict[tuple[str, str], str] = {}
     for b in bindings:
         if (b.method, b.path_regex) in seen:
@@ -180,16 +182,26 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
         entry["typed_per_filter_config"] = {_EXT_AUTHZ: {"@type": _EXT_AUTHZ_PER_ROUTE, "disabled": True}}
         if policy.rate_limit.key == RateLimitKey.RATE_LIMIT_KEY_CLIENT_IP:
             name = policy.rate_limit.name or binding.rpc
-            entry["route"]["rate_limits"] = [{"actions": [
-                {"generic_key": {"descriptor_key": "policy",
-                                 "descriptor_value": f"{name}:{policy.rate_limit.requests_per_minute}"}},
-                {"remote_address": {}},
-            ]}]
+            entry["route"]["rate_limits"] = [
+                {
+                    "actions": [
+                        {
+                            "generic_key": {
+                                "descriptor_key": "policy",
+                                "descriptor_value": f"{name}:{policy.rate_limit.requests_per_minute}",
+                            }
+                        },
+                        {"remote_address": {}},
+                    ]
+                }
+            ]
     else:
-        entry["typed_per_filter_config"] = {_EXT_AUTHZ: {
-            "@type": _EXT_AUTHZ_PER_ROUTE,
-            "check_settings": {"context_extensions": _context_extensions(binding)},
-        }}
+        entry["typed_per_filter_config"] = {
+            _EXT_AUTHZ: {
+                "@type": _EXT_AUTHZ_PER_ROUTE,
+                "check_settings": {"context_extensions": _context_extensions(binding)},
+            }
+        }
     return entry
 
 
@@ -198,42 +210,77 @@ def _not_found_route(prefix: str, body: dict[str, str]) -> dict[str, Any]:
         "name": f"not_found:{prefix}",
         "match": {"prefix": prefix},
         "direct_response": {"status": 404, "body": {"inline_string": json.dumps(body)}},
-        "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
-                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+        "response_headers_to_add": [
+            {
+                "header": {"key": "content-type", "value": "application/json"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
         "typed_per_filter_config": {_EXT_AUTHZ: {"@type": _EXT_AUTHZ_PER_ROUTE, "disabled": True}},
     }
 
 
 def _status_is(status: int) -> dict[str, Any]:
-    return {"status_code_filter": {"comparison": {
-        "op": "EQ", "value": {"default_value": status, "runtime_key": f"hydra.local_reply.{status}"}}}}
+    return {
+        "status_code_filter": {
+            "comparison": {
+                "op": "EQ",
+                "value": {"default_value": status, "runtime_key": f"hydra.local_reply.{status}"},
+            }
+        }
+    }
 
 
 def local_reply_config() -> dict[str, Any]:
     """Envoy-generated errors in the caller's surface envelope; the gatekeeper's denials kept as sent."""
     # The transcoder may already have rewritten :path to the gRPC method; it keeps the original.
-    support = {"or_filter": {"filters": [
-        {"header_filter": {"header": {"name": name, "string_match": {"prefix": SUPPORT_PREFIX}}}}
-        for name in (":path", "x-envoy-original-path")
-    ]}}
-    mappers: list[dict[str, Any]] = [{
-        # Denials by ext_authz (UAEX) and the rate-limit service (RL) already carry the right body.
-        "filter": {"and_filter": {"filters": [
-            {"response_flag_filter": {"flags": ["UAEX", "RL"]}},
-            {"status_code_filter": {"comparison": {
-                "op": "LE", "value": {"default_value": 499, "runtime_key": "hydra.local_reply.denied"}}}},
-        ]}},
-    }]
+    support = {
+        "or_filter": {
+            "filters": [
+                {"header_filter": {"header": {"name": name, "string_match": {"prefix": SUPPORT_PREFIX}}}}
+                for name in (":path", "x-envoy-original-path")
+            ]
+        }
+    }
+    mappers: list[dict[str, Any]] = [
+        {
+            # Denials by ext_authz (UAEX) and the rate-limit service (RL) already carry the right body.
+            "filter": {
+                "and_filter": {
+                    "filters": [
+                        {"response_flag_filter": {"flags": ["UAEX", "RL"]}},
+                        {
+                            "status_code_filter": {
+                                "comparison": {
+                                    "op": "LE",
+                                    "value": {
+                                        "default_value": 499,
+                                        "runtime_key": "hydra.local_reply.denied",
+                                    },
+                                }
+                            }
+                        },
+                    ]
+                }
+            },
+        }
+    ]
     for status, code, message in _LOCAL_REPLIES:
-        mappers.append({
-            "filter": {"and_filter": {"filters": [_status_is(status), support]}},
-            "body_format_override": {"json_format": {"error": message, "code": code}},
-        })
+        mappers.append(
+            {
+                "filter": {"and_filter": {"filters": [_status_is(status), support]}},
+                "body_format_override": {"json_format": {"error": message, "code": code}},
+            }
+        )
     for status, _code, message in _LOCAL_REPLIES:
-        mappers.append({
-            "filter": _status_is(status),
-            "body_format_override": {"json_format": {"detail": "Not Found" if status == 404 else message}},
-        })
+        mappers.append(
+            {
+                "filter": _status_is(status),
+                "body_format_override": {
+                    "json_format": {"detail": "Not Found" if status == 404 else message}
+                },
+            }
+        )
     return {"mappers": mappers}
 
 
@@ -248,65 +295,102 @@ def _cluster(name: str, addresses: Sequence[str]) -> dict[str, Any]:
         "dns_lookup_family": "V4_ONLY",
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
-        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http2_protocol_options": {}},
-        }},
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
-        "health_checks": [{
-            "timeout": "1s", "interval": "2s", "no_traffic_interval": "1s",
-            "unhealthy_threshold": 2, "healthy_threshold": 1, "grpc_health_check": {},
-        }],
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": "2s",
+                "no_traffic_interval": "1s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "grpc_health_check": {},
+            }
+        ],
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
-        "circuit_breakers": {"thresholds": [{"max_connections": 4096, "max_pending_requests": 4096,
-                                             "max_requests": 4096}]},
+        "circuit_breakers": {
+            "thresholds": [{"max_connections": 4096, "max_pending_requests": 4096, "max_requests": 4096}]
+        },
     }
 
 
-def _filters(settings: EdgeSettings, services: Sequence[str], clusters: Sequence[str]) -> list[dict[str, Any]]:
+def _filters(
+    settings: EdgeSettings, services: Sequence[str], clusters: Sequence[str]
+) -> list[dict[str, Any]]:
     return [
-        {"name": "envoy.filters.http.health_check", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck",
-            "pass_through_mode": False,
-            "headers": [{"name": ":path", "string_match": {"exact": "/healthz"}}],
-            "cluster_min_healthy_percentages": {c: {"value": 100} for c in clusters},
-        }},
-        {"name": _EXT_AUTHZ, "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-            "grpc_service": {"envoy_grpc": {"cluster_name": GATEKEEPER}, "timeout": "2s"},
-            "transport_api_version": "V3",
-            "failure_mode_allow": False,
-            "status_on_error": {"code": 503},
-            "allowed_headers": {"patterns": [{"exact": h} for h in
-                                             ("authorization", "x-api-key", "x-widget-token", "x-request-id")]},
-        }},
-        {"name": "envoy.filters.http.ratelimit", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
-            "domain": "hydra",
-            "timeout": "1s",
-            "failure_mode_deny": False,
-            "disable_x_envoy_ratelimited_header": True,
-            "rate_limit_service": {"grpc_service": {"envoy_grpc": {"cluster_name": GATEKEEPER}},
-                                   "transport_api_version": "V3"},
-        }},
-        {"name": "envoy.filters.http.lua", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-            "default_source_code": {"inline_string": LUA_FILTER.read_text()},
-        }},
-        {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
-            "proto_descriptor": str(settings.descriptor_set),
-            "services": list(services),
-            "match_incoming_request_route": True,
-            "convert_grpc_status": True,
-            "print_options": {"preserve_proto_field_names": True, "always_print_primitive_fields": True},
-            "request_validation_options": {"reject_unknown_method": True, "reject_unknown_query_parameters": True,
-                                           "reject_binding_body_field_collisions": True},
-        }},
-        {"name": "envoy.filters.http.router", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
-            "suppress_envoy_headers": True,
-        }},
+        {
+            "name": "envoy.filters.http.health_check",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck",
+                "pass_through_mode": False,
+                "headers": [{"name": ":path", "string_match": {"exact": "/healthz"}}],
+                "cluster_min_healthy_percentages": {c: {"value": 100} for c in clusters},
+            },
+        },
+        {
+            "name": _EXT_AUTHZ,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                "grpc_service": {"envoy_grpc": {"cluster_name": GATEKEEPER}, "timeout": "2s"},
+                "transport_api_version": "V3",
+                "failure_mode_allow": False,
+                "status_on_error": {"code": 503},
+                "allowed_headers": {
+                    "patterns": [
+                        {"exact": h} for h in ("authorization", "x-api-key", "x-widget-token", "x-request-id")
+                    ]
+                },
+            },
+        },
+        {
+            "name": "envoy.filters.http.ratelimit",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+                "domain": "hydra",
+                "timeout": "1s",
+                "failure_mode_deny": False,
+                "disable_x_envoy_ratelimited_header": True,
+                "rate_limit_service": {
+                    "grpc_service": {"envoy_grpc": {"cluster_name": GATEKEEPER}},
+                    "transport_api_version": "V3",
+                },
+            },
+        },
+        {
+            "name": "envoy.filters.http.lua",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                "default_source_code": {"inline_string": LUA_FILTER.read_text()},
+            },
+        },
+        {
+            "name": "envoy.filters.http.grpc_json_transcoder",
+            "typed_config": {
+                "@type": _TYPE + "filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+                "proto_descriptor": str(settings.descriptor_set),
+                "services": list(services),
+                "match_incoming_request_route": True,
+                "convert_grpc_status": True,
+                "print_options": {"preserve_proto_field_names": True, "always_print_primitive_fields": True},
+                "request_validation_options": {
+                    "reject_unknown_method": True,
+                    "reject_unknown_query_parameters": True,
+                    "reject_binding_body_field_collisions": True,
+                },
+            },
+        },
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                "suppress_envoy_headers": True,
+            },
+        },
     ]
 
 
@@ -319,26 +403,39 @@ def render(settings: EdgeSettings, bindings: Sequence[Binding]) -> dict[str, Any
     routes.append(_not_found_route("/", {"detail": "Not Found"}))
     manager = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
-                 ".HttpConnectionManager",
+        ".HttpConnectionManager",
         "stat_prefix": "edge",
         "codec_type": "AUTO",
         "use_remote_address": True,
         "generate_request_id": True,
         "normalize_path": True,
         "merge_slashes": True,
-        "route_config": {"name": "hydra", "virtual_hosts": [{"name": "hydra", "domains": ["*"], "routes": routes}]},
+        "route_config": {
+            "name": "hydra",
+            "virtual_hosts": [{"name": "hydra", "domains": ["*"], "routes": routes}],
+        },
         "local_reply_config": local_reply_config(),
         "http_filters": _filters(settings, services, [*clusters, GATEKEEPER]),
     }
     return {
         "admin": {"address": _address("127.0.0.1", settings.admin_port)},
         "static_resources": {
-            "listeners": [{
-                "name": "edge",
-                "address": _address(settings.listen_host, settings.port),
-                "filter_chains": [{"filters": [
-                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}],
-            }],
+            "listeners": [
+                {
+                    "name": "edge",
+                    "address": _address(settings.listen_host, settings.port),
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": manager,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
             "clusters": [_cluster(name, settings.upstreams[name]) for name in [GATEKEEPER, *clusters]],
         },
     }

@@ -17,8 +17,11 @@ from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc
 from hydractl.stack import Stack, StackError, migrate_all
 from services.common import config
 
-KINDS = {"hmcp": admin_pb2.KEY_KIND_HMCP, "hc_live": admin_pb2.KEY_KIND_HC_LIVE,
-         "widget": admin_pb2.KEY_KIND_WIDGET}
+KINDS = {
+    "hmcp": admin_pb2.KEY_KIND_HMCP,
+    "hc_live": admin_pb2.KEY_KIND_HC_LIVE,
+    "widget": admin_pb2.KEY_KIND_WIDGET,
+}
 KIND_NAMES = {v: k for k, v in KINDS.items()}
 DEMO_SCOPES = ["crm:read", "crm:write"]
 
@@ -44,7 +47,9 @@ def _call(env: dict[str, str], method: str, request: Any) -> Any:
 
 
 def key_dict(key: admin_pb2.ApiKey) -> dict[str, Any]:
-    data = json_format.MessageToDict(key, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    data = json_format.MessageToDict(
+        key, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
     data["kind"] = KIND_NAMES.get(key.kind, "unknown")
     return data
 
@@ -75,16 +80,34 @@ def cmd_tenants_create(args: argparse.Namespace, env: dict[str, str]) -> None:
 
 def cmd_tenants_list(args: argparse.Namespace, env: dict[str, str]) -> None:
     tenants = _call(env, "ListTenants", admin_pb2.ListTenantsRequest()).tenants
-    _emit(args, [{"id": t.id, "name": t.name} for t in tenants], "\n".join(f"{t.id}  {t.name}" for t in tenants))
+    _emit(
+        args, [{"id": t.id, "name": t.name} for t in tenants], "\n".join(f"{t.id}  {t.name}" for t in tenants)
+    )
 
 
-def mint(env: dict[str, str], *, tenant: str, scopes: Sequence[str], kind: str = "hmcp", instance: str = "",
-         rate_limit: int = 0, name: str = "") -> dict[str, Any]:
+def mint(
+    env: dict[str, str],
+    *,
+    tenant: str,
+    scopes: Sequence[str],
+    kind: str = "hmcp",
+    instance: str = "",
+    rate_limit: int = 0,
+    name: str = "",
+) -> dict[str, Any]:
     """Mints a key through the gatekeeper; returns its record plus "key" (the secret)."""
-    response = _call(env, "MintKey", admin_pb2.MintKeyRequest(
-        tenant_id=tenant, kind=KINDS[kind], scopes=list(scopes), instance_id=instance,
-        rate_limit_per_minute=rate_limit, name=name,
-    ))
+    response = _call(
+        env,
+        "MintKey",
+        admin_pb2.MintKeyRequest(
+            tenant_id=tenant,
+            kind=KINDS[kind],
+            scopes=list(scopes),
+            instance_id=instance,
+            rate_limit_per_minute=rate_limit,
+            name=name,
+        ),
+    )
     return {**key_dict(response.key), "key": response.secret}
 
 
@@ -93,13 +116,23 @@ def _scopes(value: str) -> list[str]:
 
 
 def cmd_keys_mint(args: argparse.Namespace, env: dict[str, str]) -> None:
-    data = mint(env, tenant=args.tenant, scopes=_scopes(args.scopes), kind=args.kind, instance=args.instance or "",
-                rate_limit=args.rate_limit or 0, name=args.name or "")
+    data = mint(
+        env,
+        tenant=args.tenant,
+        scopes=_scopes(args.scopes),
+        kind=args.kind,
+        instance=args.instance or "",
+        rate_limit=args.rate_limit or 0,
+        name=args.name or "",
+    )
     _emit(args, data, f"{data['key']}\n(id {data['id']}; the key is shown only once)")
 
 
 def cmd_keys_list(args: argparse.Namespace, env: dict[str, str]) -> None:
-    keys = [key_dict(k) for k in _call(env, "ListKeys", admin_pb2.ListKeysRequest(tenant_id=args.tenant or "")).keys]
+    keys = [
+        key_dict(k)
+        for k in _call(env, "ListKeys", admin_pb2.ListKeysRequest(tenant_id=args.tenant or "")).keys
+    ]
     lines = [
         f"{k['id']}  {k['kind']:<7} {k['prefix']}…  {' '.join(k['scopes'])}  {k['rate_limit_per_minute']}/min"
         + ("  revoked" if k.get("revoked_at") else "")
@@ -114,7 +147,9 @@ def cmd_keys_revoke(args: argparse.Namespace, env: dict[str, str]) -> None:
 
 
 def cmd_keys_set_limit(args: argparse.Namespace, env: dict[str, str]) -> None:
-    key = _call(env, "SetKeyLimit", admin_pb2.SetKeyLimitRequest(id=args.id, rate_limit_per_minute=args.limit)).key
+    key = _call(
+        env, "SetKeyLimit", admin_pb2.SetKeyLimitRequest(id=args.id, rate_limit_per_minute=args.limit)
+    ).key
     _emit(args, key_dict(key), f"{key.id}: {key.rate_limit_per_minute}/min")
 
 
@@ -138,11 +173,15 @@ def cmd_up(args: argparse.Namespace, env: dict[str, str]) -> None:
         sys.stdout.write(f"Hydra is up at {stack.edge_url} (logs in {stack.log_dir})\n")
         if args.demo:
             key = demo_key(env)
+            auth = f"-H 'Authorization: Bearer {key['key']}'"
+            body = (
+                '-H \'Content-Type: application/json\' -d \'{"email": "alice@example.com", "name": "Alice"}\''
+            )
             sys.stdout.write(
-                f"\nDemo API key (tenant {key['tenant_id']}, scopes {', '.join(key['scopes'])}):\n  {key['key']}\n\n"
-                f"Try:\n  curl -s -X POST {stack.edge_url}/api/v1/leads -H 'Authorization: Bearer {key['key']}' "
-                f"-H 'Content-Type: application/json' -d '{{\"email\": \"alice@example.com\", \"name\": \"Alice\"}}'\n"
-                f"  curl -s {stack.edge_url}/api/v1/leads -H 'Authorization: Bearer {key['key']}'\n\n"
+                f"\nDemo API key (tenant {key['tenant_id']}, scopes {', '.join(key['scopes'])}):\n"
+                f"  {key['key']}\n\n"
+                f"Try:\n  curl -s -X POST {stack.edge_url}/api/v1/leads {auth} {body}\n"
+                f"  curl -s {stack.edge_url}/api/v1/leads {auth}\n\n"
                 "Ctrl-C stops everything.\n"
             )
         sys.stdout.flush()
@@ -160,7 +199,9 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="hydractl", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
 
-    def command(parent: Any, name: str, handler: Callable[..., None], help_text: str) -> argparse.ArgumentParser:
+    def command(
+        parent: Any, name: str, handler: Callable[..., None], help_text: str
+    ) -> argparse.ArgumentParser:
         p = parent.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(handler=handler)

@@ -76,8 +76,19 @@ class Stack:
             self.start_process(name)
         settings = envoy_config.EdgeSettings.from_env(self.env)
         path = envoy_config.write(settings, self.log_dir / "envoy.yaml")
-        self._spawn("envoy", [envoy_binary(), "-c", str(path), "--disable-hot-restart", "--log-level", "warn",
-                              "--concurrency", self.env.get("HYDRA_ENVOY_CONCURRENCY", "2")])
+        self._spawn(
+            "envoy",
+            [
+                envoy_binary(),
+                "-c",
+                str(path),
+                "--disable-hot-restart",
+                "--log-level",
+                "warn",
+                "--concurrency",
+                self.env.get("HYDRA_ENVOY_CONCURRENCY", "2"),
+            ],
+        )
         self.wait_healthy(timeout)
 
     def wait_healthy(self, timeout: float = 60.0) -> None:

@@ -24,7 +24,9 @@ class Settings:
         env = config.current_env() if env is None else env
         cache_ms = config.env_int(env, "HYDRA_KEY_CACHE_MS", 500, minimum=0)
         if cache_ms > 900:
-            raise config.ConfigError("HYDRA_KEY_CACHE_MS must be at most 900: a revoked key must fail within 1 s")
+            raise config.ConfigError(
+                "HYDRA_KEY_CACHE_MS must be at most 900: a revoked key must fail within 1 s"
+            )
         return cls(
             address=config.service_address(env, "gatekeeper"),
             database_url=config.env_str(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
@@ -112,9 +111,11 @@ class RedisLimiter:
             allowed, remaining, retry_us = await self._script(
                 keys=[f"hydra:rl:{key}"], args=[self._window_us, limit, member]
             )
-        except (RedisError, OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, RedisError, OSError) as error:
             if not self._degraded:
-                self._log.error("redis unreachable, limiting in-process", extra={"error": type(error).__name__})
+                self._log.error(
+                    "redis unreachable, limiting in-process", extra={"error": type(error).__name__}
+                )
                 self._degraded = True
             return self._fallback.hit_now(key, limit)
         if self._degraded:

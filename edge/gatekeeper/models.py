@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import cast
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, MetaData, String, Uuid
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import NAMING_CONVENTION
@@ -47,5 +48,5 @@ class ApiKey(Base):
     __table_args__ = (Index(None, "tenant_id", "created_at"), Index(None, "tenant_id", "instance_id"))
 
 
-tenants = Tenant.__table__
-api_keys = ApiKey.__table__
+tenants = cast(Table, Tenant.__table__)
+api_keys = cast(Table, ApiKey.__table__)

@@ -45,12 +45,16 @@ async def update_key(conn: AsyncConnection, *, key_id: uuid.UUID, values: dict[s
     return (await conn.execute(query)).first()
 
 
-async def revoke_instance_keys(conn: AsyncConnection, *, tenant_id: uuid.UUID, instance_id: uuid.UUID,
-                               at: dt.datetime) -> int:
+async def revoke_instance_keys(
+    conn: AsyncConnection, *, tenant_id: uuid.UUID, instance_id: uuid.UUID, at: dt.datetime
+) -> int:
     query = (
         update(api_keys)
-        .where(api_keys.c.tenant_id == tenant_id, api_keys.c.instance_id == instance_id,
-               api_keys.c.revoked_at.is_(None))
+        .where(
+            api_keys.c.tenant_id == tenant_id,
+            api_keys.c.instance_id == instance_id,
+            api_keys.c.revoked_at.is_(None),
+        )
         .values(revoked_at=at)
     )
     return (await conn.execute(query)).rowcount

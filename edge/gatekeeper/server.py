@@ -46,8 +46,14 @@ def build(settings: Settings) -> GrpcApp:
         await db.dispose()
 
     # Health follows the key store only: with Redis down the gatekeeper still serves (in-process limits).
-    return GrpcApp(name="gatekeeper", address=settings.address, services=SERVICES, register=register,
-                   probe=db.ping, close=close)
+    return GrpcApp(
+        name="gatekeeper",
+        address=settings.address,
+        services=SERVICES,
+        register=register,
+        probe=db.ping,
+        close=close,
+    )
 
 
 def migrate(settings: Settings) -> None:

@@ -64,7 +64,13 @@ class KeyAdmin:
             return await repository.list_tenants(conn)
 
     async def mint(
-        self, *, tenant_id: str, kind: str | None, scopes: Sequence[str], rate_limit: int, instance_id: str,
+        self,
+        *,
+        tenant_id: str,
+        kind: str | None,
+        scopes: Sequence[str],
+        rate_limit: int,
+        instance_id: str,
         name: str,
     ) -> tuple[Row[Any], str]:
         """Mints a key; returns its record and the secret (shown once)."""
@@ -88,11 +94,21 @@ class KeyAdmin:
         async with self._db.transaction() as conn:
             if await repository.get_tenant(conn, tenant_id=tenant) is None:
                 raise NotFound("Tenant not found.")
-            row = await repository.insert_key(conn, values={
-                "id": uuid.uuid4(), "tenant_id": tenant, "kind": kind, "name": name, "prefix": secret.prefix,
-                "key_hash": secret.hash, "scopes": " ".join(sorted(set(scopes))), "rate_limit_per_minute": limit,
-                "instance_id": instance, "created_at": utcnow(),
-            })
+            row = await repository.insert_key(
+                conn,
+                values={
+                    "id": uuid.uuid4(),
+                    "tenant_id": tenant,
+                    "kind": kind,
+                    "name": name,
+                    "prefix": secret.prefix,
+                    "key_hash": secret.hash,
+                    "scopes": " ".join(sorted(set(scopes))),
+                    "rate_limit_per_minute": limit,
+                    "instance_id": instance,
+                    "created_at": utcnow(),
+                },
+            )
         return row, secret.secret
 
     async def list_keys(self, tenant_id: str) -> Sequence[Row[Any]]:
@@ -102,7 +118,9 @@ class KeyAdmin:
 
     async def revoke(self, key_id: str) -> Row[Any]:
         async with self._db.transaction() as conn:
-            row = await repository.update_key(conn, key_id=_uuid(key_id, "id"), values={"revoked_at": utcnow()})
+            row = await repository.update_key(
+                conn, key_id=_uuid(key_id, "id"), values={"revoked_at": utcnow()}
+            )
         if row is None:
             raise NotFound("Key not found.")
         return row
@@ -154,8 +172,12 @@ class KeyStore:
         record = None
         if row is not None and row.revoked_at is None:
             record = KeyRecord(
-                id=row.id, tenant_id=row.tenant_id, kind=row.kind, scopes=frozenset(row.scopes.split()),
-                rate_limit=row.rate_limit_per_minute, instance_id=row.instance_id,
+                id=row.id,
+                tenant_id=row.tenant_id,
+                kind=row.kind,
+                scopes=frozenset(row.scopes.split()),
+                rate_limit=row.rate_limit_per_minute,
+                instance_id=row.instance_id,
             )
         if len(self._cache) >= self._max:
             self._cache.clear()
@@ -263,12 +285,16 @@ class Authorizer:
         if route.auth == WIDGET_TOKEN and not _instance_matches(record, path, route.instance_segment):
             return Admission(Unauthenticated("Widget token is not valid for this instance."))
         limit = route.requests_per_minute or record.rate_limit
-        window = f"key:{record.id}" if not route.requests_per_minute else f"key:{record.id}:{route.limit_name}"
+        window = (
+            f"key:{record.id}" if not route.requests_per_minute else f"key:{record.id}:{route.limit_name}"
+        )
         verdict = await self._limiter.hit(window, limit)
         headers = rate_headers(verdict)
         if not verdict.allowed:
-            return Admission(RateLimited(
-                f"Rate limit exceeded. Limit {limit} requests per minute per API key."), rate_headers=headers)
+            return Admission(
+                RateLimited(f"Rate limit exceeded. Limit {limit} requests per minute per API key."),
+                rate_headers=headers,
+            )
         self._store.touch(record)
         identity = {
             "x-hydra-tenant-id": str(record.tenant_id),
@@ -298,5 +324,8 @@ def _wrong_kind_message(auth: str) -> str:
 
 def _instance_matches(record: KeyRecord, path: str, segment: int) -> bool:
     parts = path.split("?", 1)[0].strip("/").split("/")
-    return record.instance_id is not None and 0 <= segment < len(parts) and parts[segment] == str(
-        record.instance_id)
+    return (
+        record.instance_id is not None
+        and 0 <= segment < len(parts)
+        and parts[segment] == str(record.instance_id)
+    )

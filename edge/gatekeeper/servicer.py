@@ -23,8 +23,11 @@ from services.common.fields import timestamp
 from services.common.identity import IDENTITY_HEADERS
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-_GRPC_CODE_FOR_HTTP = {401: code_pb2.UNAUTHENTICATED, 403: code_pb2.PERMISSION_DENIED,
-                       429: code_pb2.RESOURCE_EXHAUSTED}
+_GRPC_CODE_FOR_HTTP = {
+    401: code_pb2.UNAUTHENTICATED,
+    403: code_pb2.PERMISSION_DENIED,
+    429: code_pb2.RESOURCE_EXHAUSTED,
+}
 ADMIN_TOKEN_HEADER = "x-hydra-admin-token"
 
 
@@ -73,8 +76,10 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
             admission = await self._authorizer.admit(route, http.headers, http.path)
         except ValueError:
             admission = Admission(Unauthenticated("This route does not take API keys."))
-        except Exception as error:  # noqa: BLE001 - the edge must get an answer, never a stack trace
-            self._log.error("check failed", exc_info=error, extra={"request_id": http.headers.get("x-request-id")})
+        except Exception as error:
+            self._log.error(
+                "check failed", exc_info=error, extra={"request_id": http.headers.get("x-request-id")}
+            )
             admission = Admission(Unavailable("Authorization is temporarily unavailable. Retry safe."))
         return check_response(admission, route.surface)
 
@@ -121,9 +126,14 @@ def tenant_message(row: Row[Any]) -> admin_pb2.Tenant:
 
 def key_message(row: Row[Any]) -> admin_pb2.ApiKey:
     message = admin_pb2.ApiKey(
-        id=str(row.id), tenant_id=str(row.tenant_id), kind=keys.PROTO_BY_KIND[row.kind], prefix=row.prefix,
-        scopes=row.scopes.split(), rate_limit_per_minute=row.rate_limit_per_minute,
-        instance_id=str(row.instance_id) if row.instance_id else "", created_at=timestamp(row.created_at),
+        id=str(row.id),
+        tenant_id=str(row.tenant_id),
+        kind=keys.PROTO_BY_KIND[row.kind],
+        prefix=row.prefix,
+        scopes=row.scopes.split(),
+        rate_limit_per_minute=row.rate_limit_per_minute,
+        instance_id=str(row.instance_id) if row.instance_id else "",
+        created_at=timestamp(row.created_at),
         name=row.name,
     )
     if row.last_used_at is not None:
@@ -149,23 +159,33 @@ class KeyAdminServicer(admin_pb2_grpc.KeyAdminServiceServicer):
 
     async def CreateTenant(self, request: admin_pb2.CreateTenantRequest, context: Any) -> Any:
         self._authorize(context)
-        return admin_pb2.CreateTenantResponse(tenant=tenant_message(await self._admin.create_tenant(request.name)))
+        return admin_pb2.CreateTenantResponse(
+            tenant=tenant_message(await self._admin.create_tenant(request.name))
+        )
 
     async def ListTenants(self, request: admin_pb2.ListTenantsRequest, context: Any) -> Any:
         self._authorize(context)
-        return admin_pb2.ListTenantsResponse(tenants=[tenant_message(r) for r in await self._admin.list_tenants()])
+        return admin_pb2.ListTenantsResponse(
+            tenants=[tenant_message(r) for r in await self._admin.list_tenants()]
+        )
 
     async def MintKey(self, request: admin_pb2.MintKeyRequest, context: Any) -> Any:
         self._authorize(context)
         row, secret = await self._admin.mint(
-            tenant_id=request.tenant_id, kind=keys.KIND_BY_PROTO.get(request.kind), scopes=list(request.scopes),
-            rate_limit=request.rate_limit_per_minute, instance_id=request.instance_id, name=request.name,
+            tenant_id=request.tenant_id,
+            kind=keys.KIND_BY_PROTO.get(request.kind),
+            scopes=list(request.scopes),
+            rate_limit=request.rate_limit_per_minute,
+            instance_id=request.instance_id,
+            name=request.name,
         )
         return admin_pb2.MintKeyResponse(key=key_message(row), secret=secret)
 
     async def ListKeys(self, request: admin_pb2.ListKeysRequest, context: Any) -> Any:
         self._authorize(context)
-        return admin_pb2.ListKeysResponse(keys=[key_message(r) for r in await self._admin.list_keys(request.tenant_id)])
+        return admin_pb2.ListKeysResponse(
+            keys=[key_message(r) for r in await self._admin.list_keys(request.tenant_id)]
+        )
 
     async def RevokeKey(self, request: admin_pb2.RevokeKeyRequest, context: Any) -> Any:
         self._authorize(context)

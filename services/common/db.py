@@ -25,7 +25,9 @@ _SYNC_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
 def _backend(url: URL) -> str:
     backend = url.get_backend_name()
     if backend not in _ASYNC_DRIVERS:
-        raise ValueError(f"unsupported database {url.render_as_string(hide_password=True)}: use sqlite or postgresql")
+        raise ValueError(
+            f"unsupported database {url.render_as_string(hide_password=True)}: use sqlite or postgresql"
+        )
     return backend
 
 
@@ -39,8 +41,6 @@ def migration_url(url: str) -> URL:
     """The URL with the sync driver Alembic runs on."""
     parsed = make_url(url)
     return parsed.set(drivername=_SYNC_DRIVERS[_backend(parsed)])
-
-
 
 
 def connect_args(url: URL, schema: str) -> dict[str, Any]:

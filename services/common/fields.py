@@ -38,9 +38,7 @@ def _value_to_python(value: struct_pb2.Value) -> Any:
     return getattr(value, kind)
 
 
-def parse_input(
-    body: struct_pb2.Struct | None, schema: Descriptor, *, partial: bool
-) -> dict[str, Any]:
+def parse_input(body: struct_pb2.Struct | None, schema: Descriptor, *, partial: bool) -> dict[str, Any]:
     """Validates a JSON object against `schema`'s fields and rules; returns the given fields.
 
     `partial` is PATCH: nothing is required and immutable fields are rejected.
@@ -127,9 +125,13 @@ def _parse_int(value: Any, rules: options_pb2.FieldRules, loc: tuple, bounds: tu
     low = rules.minimum if rules.HasField("minimum") else bounds[0]
     high = rules.maximum if rules.HasField("maximum") else bounds[1]
     if number < low:
-        raise ValidationError(FieldError(loc, f"Input should be greater than or equal to {low}", "greater_than_equal"))
+        raise ValidationError(
+            FieldError(loc, f"Input should be greater than or equal to {low}", "greater_than_equal")
+        )
     if number > high:
-        raise ValidationError(FieldError(loc, f"Input should be less than or equal to {high}", "less_than_equal"))
+        raise ValidationError(
+            FieldError(loc, f"Input should be less than or equal to {high}", "less_than_equal")
+        )
     return number
 
 

@@ -60,14 +60,16 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
             )
         raise TypeError(f"{policy.full_method}: only unary and server-streaming RPCs are supported")
 
-    def _wrap_unary(self, behavior: Callable[..., Awaitable[Any]], policy: MethodAccess) -> Callable[..., Any]:
+    def _wrap_unary(
+        self, behavior: Callable[..., Awaitable[Any]], policy: MethodAccess
+    ) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             call = _Call(policy, dict(context.invocation_metadata() or ()))
             token = None
             try:
                 token = call.bind()
                 return await behavior(request, context)
-            except Exception as error:  # noqa: BLE001 - every failure becomes a well-formed status
+            except Exception as error:
                 await self._abort(context, call, error)
             finally:
                 if token is not None:
@@ -85,7 +87,7 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
                 async for message in behavior(request, context):
                     call.sent = True
                     yield message
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 await self._abort(context, call, error)
             finally:
                 if token is not None:
@@ -176,12 +178,16 @@ class _HealthMonitor:
         try:
             await asyncio.wait_for(self._app.probe(), timeout=self._app.probe_interval * 2)
             healthy = True
-        except Exception as error:  # noqa: BLE001 - any probe failure means not serving
+        except Exception as error:
             healthy = False
             if self._healthy is not False:
                 self._log.warning("probe failed: %s", error.__class__.__name__)
         if healthy != self._healthy:
-            status = health_pb2.HealthCheckResponse.SERVING if healthy else health_pb2.HealthCheckResponse.NOT_SERVING
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if healthy
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
             for name in self._names:
                 await self._servicer.set(name, status)
             self._healthy = healthy
@@ -204,8 +210,11 @@ async def serve(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event | N
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
-        [*(s.full_name for s in app.services), health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME],
+        [
+            *(s.full_name for s in app.services),
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
         server,
     )
     if server.add_insecure_port(app.address) == 0:
@@ -232,7 +241,9 @@ async def serve(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event | N
         logger.info("stopped", extra={"service": app.name})
 
 
-def internal_metadata(tenant_id: str, scopes: Sequence[str], key_id: str = "internal") -> tuple[tuple[str, str], ...]:
+def internal_metadata(
+    tenant_id: str, scopes: Sequence[str], key_id: str = "internal"
+) -> tuple[tuple[str, str], ...]:
     """Metadata an internal gRPC caller sends to act for a tenant."""
     return (
         (ident.TENANT_HEADER, tenant_id),

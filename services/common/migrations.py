@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
+from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import MetaData, create_engine, text
 
@@ -22,8 +22,6 @@ def upgrade(*, migrations_dir: Path, url: str, schema: str) -> None:
 
 def run_env(metadata: MetaData) -> None:
     """The body of every service's migrations/env.py (online mode only)."""
-    from alembic import context
-
     config = context.config
     schema = config.attributes["schema"]
     url = migration_url(config.attributes["url"])

@@ -22,9 +22,7 @@ class Settings:
         env = config.current_env() if env is None else env
         return cls(
             address=config.service_address(env, "crm"),
-            database_url=config.env_str(
-                env, "HYDRA_CRM_DATABASE_URL", config.sqlite_default(env, "crm")
-            ),
+            database_url=config.env_str(env, "HYDRA_CRM_DATABASE_URL", config.sqlite_default(env, "crm")),
             log_level=config.env_str(env, "HYDRA_LOG_LEVEL", "INFO"),
             pool_size=config.env_int(env, "HYDRA_DB_POOL_SIZE", 10, minimum=1),
         )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import cast
 
-from sqlalchemy import DateTime, Index, MetaData, String, Uuid
+from sqlalchemy import DateTime, Index, MetaData, String, Table, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import NAMING_CONVENTION
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
@@ -34,4 +36,4 @@ class Lead(Base):
     __table_args__ = (Index(None, "tenant_id", "created_at", "id"),)
 
 
-leads = Lead.__table__
+leads = cast(Table, Lead.__table__)

@@ -30,8 +30,14 @@ def build(settings: Settings) -> GrpcApp:
     def register(server: grpc.aio.Server) -> None:
         leads_pb2_grpc.add_LeadServiceServicer_to_server(leads, server)
 
-    return GrpcApp(name="crm", address=settings.address, services=SERVICES, register=register,
-                   probe=db.ping, close=db.dispose)
+    return GrpcApp(
+        name="crm",
+        address=settings.address,
+        services=SERVICES,
+        register=register,
+        probe=db.ping,
+        close=db.dispose,
+    )
 
 
 def migrate(settings: Settings) -> None:

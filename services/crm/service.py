@@ -44,7 +44,9 @@ class LeadService:
         """Creates a lead from validated fields, at least one of them non-null."""
         if not any(value is not None for value in fields.values()):
             raise ValidationError(
-                FieldError(("body",), "At least one of email, name, phone, company, source is required", "missing"),
+                FieldError(
+                    ("body",), "At least one of email, name, phone, company, source is required", "missing"
+                ),
                 message="At least one of email, name, phone, company, source is required.",
             )
         now = utcnow()
@@ -66,7 +68,10 @@ class LeadService:
                 row = await self._repo.get_lead(conn, tenant_id=caller.tenant_id, lead_id=lead_id)
             else:
                 row = await self._repo.update_lead(
-                    conn, tenant_id=caller.tenant_id, lead_id=lead_id, values={**fields, "updated_at": utcnow()}
+                    conn,
+                    tenant_id=caller.tenant_id,
+                    lead_id=lead_id,
+                    values={**fields, "updated_at": utcnow()},
                 )
         if row is None:
             raise NotFound(LEAD_NOT_FOUND)

@@ -42,8 +42,13 @@ class Edge:
     def tenant(self) -> str:
         return create_tenant(self.env, f"tenant-{uuid.uuid4().hex[:8]}")
 
-    def key(self, tenant: str | None = None, scopes: Sequence[str] = ("crm:read", "crm:write"),
-            kind: str = "hmcp", rate_limit: int = 100_000) -> Key:
+    def key(
+        self,
+        tenant: str | None = None,
+        scopes: Sequence[str] = ("crm:read", "crm:write"),
+        kind: str = "hmcp",
+        rate_limit: int = 100_000,
+    ) -> Key:
         tenant = tenant or self.tenant()
         data = mint(self.env, tenant=tenant, scopes=scopes, kind=kind, rate_limit=rate_limit)
         return Key(secret=data["key"], id=data["id"], tenant=tenant)
@@ -56,8 +61,11 @@ def edge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         env = stack_env(data_dir)
     else:
         admin_url = request.getfixturevalue("postgres_admin_url")
-        env = stack_env(data_dir, database_url=create_database(admin_url, f"e2e_{uuid.uuid4().hex[:8]}"),
-                        redis_url=request.getfixturevalue("redis_url"))
+        env = stack_env(
+            data_dir,
+            database_url=create_database(admin_url, f"e2e_{uuid.uuid4().hex[:8]}"),
+            redis_url=request.getfixturevalue("redis_url"),
+        )
     with running_stack(env) as stack, httpx.Client(base_url=stack.edge_url, timeout=10) as http:
         yield Edge(request.param, stack, env, http)
 

@@ -11,14 +11,17 @@ from tests.e2e.conftest import Edge, Key
 from tests.e2e.test_leads import LEADS, assert_error
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    {"Authorization": "Bearer"},
-    {"Authorization": "Basic dXNlcjpwYXNz"},
-    {"Authorization": "Bearer hmcp_doesnotexist"},
-    {"Authorization": "Bearer not_a_key"},
-    {"X-Api-Key": "hmcp_doesnotexist"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer hmcp_doesnotexist"},
+        {"Authorization": "Bearer not_a_key"},
+        {"X-Api-Key": "hmcp_doesnotexist"},
+    ],
+)
 def test_missing_malformed_or_unknown_keys_are_unauthorized(edge: Edge, headers: dict[str, str]) -> None:
     assert_error(edge.http.get(LEADS, headers=headers), 401, "unauthorized")
 
@@ -39,19 +42,26 @@ def test_revoked_key_fails_within_one_second(edge: Edge, key: Key) -> None:
     assert_error(edge.http.get(LEADS, headers=key.bearer), 401, "unauthorized")
 
 
-@pytest.mark.parametrize(("method", "path", "scopes", "missing"), [
-    ("POST", LEADS, ["crm:read"], "crm:write"),
-    ("PATCH", f"{LEADS}/00000000-0000-4000-8000-000000000000", ["crm:read"], "crm:write"),
-    ("DELETE", f"{LEADS}/00000000-0000-4000-8000-000000000000", ["crm:read"], "crm:write"),
-    ("GET", LEADS, ["crm:write"], "crm:read"),
-    ("GET", f"{LEADS}/00000000-0000-4000-8000-000000000000", ["tickets:read"], "crm:read"),
-])
-def test_insufficient_scope_is_forbidden_with_the_seed_message(edge: Edge, method: str, path: str,
-                                                               scopes: list[str], missing: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "scopes", "missing"),
+    [
+        ("POST", LEADS, ["crm:read"], "crm:write"),
+        ("PATCH", f"{LEADS}/00000000-0000-4000-8000-000000000000", ["crm:read"], "crm:write"),
+        ("DELETE", f"{LEADS}/00000000-0000-4000-8000-000000000000", ["crm:read"], "crm:write"),
+        ("GET", LEADS, ["crm:write"], "crm:read"),
+        ("GET", f"{LEADS}/00000000-0000-4000-8000-000000000000", ["tickets:read"], "crm:read"),
+    ],
+)
+def test_insufficient_scope_is_forbidden_with_the_seed_message(
+    edge: Edge, method: str, path: str, scopes: list[str], missing: str
+) -> None:
     key = edge.key(scopes=scopes)
-    body = assert_error(edge.http.request(method, path, json={"name": "x"}, headers=key.bearer), 403,
-                        "forbidden_scope")
-    assert body["error"] == f"Missing required scope(s): {missing}. Your key has [{', '.join(sorted(scopes))}]."
+    body = assert_error(
+        edge.http.request(method, path, json={"name": "x"}, headers=key.bearer), 403, "forbidden_scope"
+    )
+    assert (
+        body["error"] == f"Missing required scope(s): {missing}. Your key has [{', '.join(sorted(scopes))}]."
+    )
 
 
 def test_sixty_first_request_in_a_minute_is_rate_limited(edge: Edge) -> None:
@@ -64,8 +74,10 @@ def test_sixty_first_request_in_a_minute_is_rate_limited(edge: Edge) -> None:
         remaining.append(int(response.headers["x-ratelimit-remaining"]))
     assert remaining == list(range(59, -1, -1))
     refused = edge.http.get(LEADS, headers=key.bearer)
-    assert refused.json() == {"error": "Rate limit exceeded. Limit 60 requests per minute per API key.",
-                              "code": "rate_limited"}
+    assert refused.json() == {
+        "error": "Rate limit exceeded. Limit 60 requests per minute per API key.",
+        "code": "rate_limited",
+    }
     assert refused.status_code == 429
     assert refused.headers["x-ratelimit-limit"] == "60" and refused.headers["x-ratelimit-remaining"] == "0"
     assert 1 <= int(refused.headers["retry-after"]) <= 60

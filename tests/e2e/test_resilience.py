@@ -28,9 +28,12 @@ JUNK_REQUESTS = [
 
 
 @pytest.mark.parametrize(("method", "path", "body"), JUNK_REQUESTS)
-def test_no_client_input_causes_a_5xx(edge: Edge, key: Key, method: str, path: str, body: bytes | None) -> None:
-    response = edge.http.request(method, path, content=body, headers={**key.bearer,
-                                                                      "content-type": "application/json"})
+def test_no_client_input_causes_a_5xx(
+    edge: Edge, key: Key, method: str, path: str, body: bytes | None
+) -> None:
+    response = edge.http.request(
+        method, path, content=body, headers={**key.bearer, "content-type": "application/json"}
+    )
     assert response.status_code < 500, response.text
     assert response.headers.get("content-type") == "application/json"
     assert "Traceback" not in response.text
@@ -38,12 +41,20 @@ def test_no_client_input_causes_a_5xx(edge: Edge, key: Key, method: str, path: s
 
 def test_cli_json_output(edge: Edge) -> None:
     def hydractl(*args: str) -> object:
-        done = subprocess.run([sys.executable, "-m", "hydractl", *args, "--json"], env=edge.env,
-                              capture_output=True, text=True, check=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "hydractl", *args, "--json"],
+            env=edge.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
         return json.loads(done.stdout)
 
     tenant = hydractl("tenants", "create", "cli-tenant")
-    minted = hydractl("keys", "mint", "--tenant", tenant["id"], "--scopes", "crm:read,crm:write", "--rate-limit", "7")
+    minted = hydractl(
+        "keys", "mint", "--tenant", tenant["id"], "--scopes", "crm:read,crm:write", "--rate-limit", "7"
+    )
     assert minted["key"].startswith("hmcp_") and minted["rate_limit_per_minute"] == 7
     response = edge.http.get(LEADS, headers={"Authorization": f"Bearer {minted['key']}"})
     assert response.status_code == 200 and response.headers["x-ratelimit-limit"] == "7"

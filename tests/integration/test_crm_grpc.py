@@ -47,8 +47,9 @@ def caller(scopes: tuple[str, ...] = ("crm:read", "crm:write")) -> tuple[str, tu
 def test_crud_is_tenant_scoped(stub: leads_pb2_grpc.LeadServiceStub) -> None:
     tenant, md = caller()
     _, other = caller()
-    lead, call = stub.CreateLead.with_call(leads_pb2.CreateLeadRequest(lead=body(email="a@example.com")),
-                                           metadata=md)
+    lead, call = stub.CreateLead.with_call(
+        leads_pb2.CreateLeadRequest(lead=body(email="a@example.com")), metadata=md
+    )
     assert dict(call.initial_metadata())["x-http-status"] == "201"
     assert lead.lead.tenant_id == tenant and lead.lead.phone.WhichOneof("kind") == "null_value"
     assert stub.GetLead(leads_pb2.GetLeadRequest(id=lead.lead.id), metadata=md).lead == lead.lead
@@ -56,8 +57,9 @@ def test_crud_is_tenant_scoped(stub: leads_pb2_grpc.LeadServiceStub) -> None:
         stub.GetLead(leads_pb2.GetLeadRequest(id=lead.lead.id), metadata=other)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert stub.ListLeads(leads_pb2.ListLeadsRequest(), metadata=other).count == 0
-    updated = stub.UpdateLead(leads_pb2.UpdateLeadRequest(id=lead.lead.id, lead=body(email=None, name="N")),
-                              metadata=md).lead
+    updated = stub.UpdateLead(
+        leads_pb2.UpdateLeadRequest(id=lead.lead.id, lead=body(email=None, name="N")), metadata=md
+    ).lead
     assert updated.email.WhichOneof("kind") == "null_value" and updated.name.string_value == "N"
     stub.DeleteLead(leads_pb2.DeleteLeadRequest(id=lead.lead.id), metadata=md)
     assert stub.ListLeads(leads_pb2.ListLeadsRequest(), metadata=md).count == 0
@@ -80,8 +82,10 @@ def test_errors_carry_the_finished_body_in_trailers(stub: leads_pb2_grpc.LeadSer
     trailers = dict(caught.value.trailing_metadata())
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert trailers["x-http-status"] == "400"
-    assert json.loads(trailers["x-error-body"]) == {"error": "email: value is not a valid email address",
-                                                    "code": "validation_error"}
+    assert json.loads(trailers["x-error-body"]) == {
+        "error": "email: value is not a valid email address",
+        "code": "validation_error",
+    }
 
 
 def test_migrations_are_idempotent_and_postgres_uses_the_crm_schema(database_url: str) -> None:
@@ -91,7 +95,12 @@ def test_migrations_are_idempotent_and_postgres_uses_the_crm_schema(database_url
     if database_url.startswith("postgresql"):
         engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
         with engine.connect() as conn:
-            schemas = conn.execute(sa.text(
-                "SELECT table_schema FROM information_schema.tables WHERE table_name = 'leads'")).scalars().all()
+            schemas = (
+                conn.execute(
+                    sa.text("SELECT table_schema FROM information_schema.tables WHERE table_name = 'leads'")
+                )
+                .scalars()
+                .all()
+            )
         engine.dispose()
         assert schemas == ["crm"]

@@ -30,7 +30,9 @@ def check_request(secret: str, extensions: dict[str, str] = SUPPORT_READ) -> ext
 
 
 @pytest.fixture
-def two_gatekeepers(tmp_path: Path, postgres_url: str, redis_url: str) -> Iterator[tuple[dict[str, str], list]]:
+def two_gatekeepers(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> Iterator[tuple[dict[str, str], list]]:
     env = stack_env(tmp_path / "a", database_url=postgres_url, redis_url=redis_url)
     second = {**env, "HYDRA_GATEKEEPER_PORT": str(free_port()), "HYDRA_DATA_DIR": str(tmp_path / "b")}
     with grpc_processes(env, "gatekeeper"):
@@ -38,7 +40,9 @@ def two_gatekeepers(tmp_path: Path, postgres_url: str, redis_url: str) -> Iterat
         other.log_dir.mkdir(parents=True)
         other.start_process("gatekeeper")
         try:
-            channels = [grpc.insecure_channel(f"127.0.0.1:{e['HYDRA_GATEKEEPER_PORT']}") for e in (env, second)]
+            channels = [
+                grpc.insecure_channel(f"127.0.0.1:{e['HYDRA_GATEKEEPER_PORT']}") for e in (env, second)
+            ]
             wait_serving(f"127.0.0.1:{second['HYDRA_GATEKEEPER_PORT']}")
             yield env, [external_auth_pb2_grpc.AuthorizationStub(c) for c in channels]
             for channel in channels:
@@ -60,7 +64,8 @@ def test_per_key_limit_holds_across_two_gatekeepers(two_gatekeepers: tuple[dict[
 
 
 def test_revocation_on_one_gatekeeper_reaches_the_other_within_a_second(
-        two_gatekeepers: tuple[dict[str, str], list]) -> None:
+    two_gatekeepers: tuple[dict[str, str], list],
+) -> None:
     env, stubs = two_gatekeepers
     key = mint(env, tenant=create_tenant(env, "revoker"), scopes=["crm:read"])
     assert stubs[1].Check(check_request(key["key"])).status.code == code_pb2.OK  # now cached on B
@@ -70,7 +75,9 @@ def test_revocation_on_one_gatekeeper_reaches_the_other_within_a_second(
     assert answer.denied_response.status.code == 401
 
 
-def test_identity_headers_overwrite_what_the_client_sent(two_gatekeepers: tuple[dict[str, str], list]) -> None:
+def test_identity_headers_overwrite_what_the_client_sent(
+    two_gatekeepers: tuple[dict[str, str], list],
+) -> None:
     env, stubs = two_gatekeepers
     key = mint(env, tenant=create_tenant(env, "honest"), scopes=["crm:read"])
     request = check_request(key["key"])
@@ -84,8 +91,10 @@ def test_identity_headers_overwrite_what_the_client_sent(two_gatekeepers: tuple[
 
 def test_redis_down_falls_back_to_in_process_limits(tmp_path: Path) -> None:
     env = stack_env(tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    with grpc_processes(env, "gatekeeper") as stack, \
-            grpc.insecure_channel(f"127.0.0.1:{env['HYDRA_GATEKEEPER_PORT']}") as channel:
+    with (
+        grpc_processes(env, "gatekeeper") as stack,
+        grpc.insecure_channel(f"127.0.0.1:{env['HYDRA_GATEKEEPER_PORT']}") as channel,
+    ):
         stub = external_auth_pb2_grpc.AuthorizationStub(channel)
         key = mint(env, tenant=create_tenant(env, "no-redis"), scopes=["crm:read"], rate_limit=2)
         codes = [stub.Check(check_request(key["key"])).status.code for _ in range(3)]
@@ -95,8 +104,10 @@ def test_redis_down_falls_back_to_in_process_limits(tmp_path: Path) -> None:
 
 def test_rate_limit_service_limits_per_client_ip(tmp_path: Path, redis_url: str) -> None:
     env = stack_env(tmp_path, redis_url=redis_url)
-    with grpc_processes(env, "gatekeeper"), \
-            grpc.insecure_channel(f"127.0.0.1:{env['HYDRA_GATEKEEPER_PORT']}") as channel:
+    with (
+        grpc_processes(env, "gatekeeper"),
+        grpc.insecure_channel(f"127.0.0.1:{env['HYDRA_GATEKEEPER_PORT']}") as channel,
+    ):
         stub = rls_pb2_grpc.RateLimitServiceStub(channel)
 
         def hit(ip: str) -> rls_pb2.RateLimitResponse:

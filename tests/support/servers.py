@@ -64,14 +64,49 @@ def postgres_server() -> Iterator[str]:
     port = free_port()
     process = None
     try:
-        subprocess.run(_as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                                     "--no-sync", "-E", "UTF8"]), check=True, capture_output=True)
+        subprocess.run(
+            _as_postgres(
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                _as_postgres([str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sockets),
-                              "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-                              "-c", "full_page_writes=off", "-c", "max_connections=300"]),
-                stdout=log, stderr=subprocess.STDOUT)
+                _as_postgres(
+                    [
+                        str(bin_dir / "postgres"),
+                        "-D",
+                        str(data),
+                        "-p",
+                        str(port),
+                        "-k",
+                        str(sockets),
+                        "-c",
+                        "listen_addresses=127.0.0.1",
+                        "-c",
+                        "fsync=off",
+                        "-c",
+                        "synchronous_commit=off",
+                        "-c",
+                        "full_page_writes=off",
+                        "-c",
+                        "max_connections=300",
+                    ]
+                ),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         dsn = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
         deadline = time.monotonic() + 30
         while True:
@@ -101,12 +136,29 @@ def create_database(admin_url: str, name: str) -> str:
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
     """A fresh Redis with no persistence; yields its URL."""
-    binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    binary = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
     if binary is None:
         raise RuntimeError("redis-server not found: apt-get install -y redis-server")
     port = free_port()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                "--daemonize", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=1)

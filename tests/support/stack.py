@@ -15,8 +15,9 @@ from hydractl.stack import Stack, migrate_all
 from tests.support.servers import free_port
 
 
-def stack_env(data_dir: Path, *, database_url: str | None = None, redis_url: str | None = None,
-              **extra: str) -> dict[str, str]:
+def stack_env(
+    data_dir: Path, *, database_url: str | None = None, redis_url: str | None = None, **extra: str
+) -> dict[str, str]:
     """Environment for one isolated stack: its own ports, data dir, and (optionally) PostgreSQL and Redis."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
     env.update(
@@ -54,7 +55,10 @@ def wait_serving(address: str, timeout: float = 30.0) -> None:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
                     return
             except grpc.RpcError:
                 pass

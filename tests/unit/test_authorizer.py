@@ -29,8 +29,12 @@ class FakeStore:
         self.touched.append(record.id)
 
 
-def admit(route: RouteAccess, headers: dict[str, str], path: str = "/api/v1/leads",
-          authorizer: Authorizer | None = None) -> Admission:
+def admit(
+    route: RouteAccess,
+    headers: dict[str, str],
+    path: str = "/api/v1/leads",
+    authorizer: Authorizer | None = None,
+) -> Admission:
     authorizer = authorizer or Authorizer(store=FakeStore(), limiter=MemoryLimiter())  # type: ignore[arg-type]
     return asyncio.run(authorizer.admit(route, headers, path))
 
@@ -50,16 +54,25 @@ def test_x_api_key_header_is_accepted_too() -> None:
     assert admit(SUPPORT_READ, {"x-api-key": "hmcp_reader"}).error is None
 
 
-@pytest.mark.parametrize("headers", [
-    {}, {"authorization": "Basic abc"}, {"authorization": "Bearer "}, {"authorization": "Bearer hmcp_unknown"},
-    {"authorization": "Bearer hc_live_ops"}, {"authorization": "Bearer garbage"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"authorization": "Basic abc"},
+        {"authorization": "Bearer "},
+        {"authorization": "Bearer hmcp_unknown"},
+        {"authorization": "Bearer hc_live_ops"},
+        {"authorization": "Bearer garbage"},
+    ],
+)
 def test_missing_malformed_unknown_or_wrong_kind_is_unauthenticated(headers: dict[str, str]) -> None:
     assert isinstance(admit(SUPPORT_READ, headers).error, Unauthenticated)
 
 
 def test_missing_scope_is_forbidden_with_the_keys_scopes() -> None:
-    error = admit(RouteAccess(auth="support_key", scope="crm:write"), {"authorization": "Bearer hmcp_reader"}).error
+    error = admit(
+        RouteAccess(auth="support_key", scope="crm:write"), {"authorization": "Bearer hmcp_reader"}
+    ).error
     assert isinstance(error, ForbiddenScope)
     assert error.message == "Missing required scope(s): crm:write. Your key has [crm:read]."
 

@@ -7,9 +7,12 @@ from hydra.options.v1 import options_pb2
 from edge import envoy_config
 from edge.envoy_config import Binding, EdgeSettings, load_bindings, render, template_regex
 
-SETTINGS = EdgeSettings(listen_host="127.0.0.1", port=8080, admin_port=9901,
-                        upstreams={name: ["127.0.0.1:1"] for name in ("gatekeeper", "crm", "tickets",
-                                                                        "instances", "public")})
+SETTINGS = EdgeSettings(
+    listen_host="127.0.0.1",
+    port=8080,
+    admin_port=9901,
+    upstreams={name: ["127.0.0.1:1"] for name in ("gatekeeper", "crm", "tickets", "instances", "public")},
+)
 
 
 def routes() -> list[dict[str, Any]]:
@@ -47,21 +50,30 @@ def test_template_regex() -> None:
 def test_public_route_strips_identity_headers_and_limits_per_ip() -> None:
     policy = options_pb2.AccessPolicy(
         auth=options_pb2.AUTH_MODE_PUBLIC,
-        rate_limit=options_pb2.RateLimitPolicy(key=options_pb2.RATE_LIMIT_KEY_CLIENT_IP, requests_per_minute=5,
-                                               name="forms"))
-    route = envoy_config.route(Binding("x.Y.Z", "x.Y", "public", "POST", "/v1/public/forms/submit", policy, False),
-                               SETTINGS)
+        rate_limit=options_pb2.RateLimitPolicy(
+            key=options_pb2.RATE_LIMIT_KEY_CLIENT_IP, requests_per_minute=5, name="forms"
+        ),
+    )
+    route = envoy_config.route(
+        Binding("x.Y.Z", "x.Y", "public", "POST", "/v1/public/forms/submit", policy, False), SETTINGS
+    )
     assert "x-hydra-tenant-id" in route["request_headers_to_remove"]
     assert route["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"] is True
     actions = route["route"]["rate_limits"][0]["actions"]
-    assert actions == [{"generic_key": {"descriptor_key": "policy", "descriptor_value": "forms:5"}},
-                       {"remote_address": {}}]
+    assert actions == [
+        {"generic_key": {"descriptor_key": "policy", "descriptor_value": "forms:5"}},
+        {"remote_address": {}},
+    ]
 
 
 def test_streaming_routes_have_no_timeout() -> None:
     policy = options_pb2.AccessPolicy(auth=options_pb2.AUTH_MODE_WIDGET_TOKEN)
     route = envoy_config.route(
-        Binding("x.Y.Chat", "x.Y", "public", "POST", "/v1/public/widget/{instance_id}/chat", policy, True), SETTINGS)
+        Binding("x.Y.Chat", "x.Y", "public", "POST", "/v1/public/widget/{instance_id}/chat", policy, True),
+        SETTINGS,
+    )
     assert route["route"]["timeout"] == "0s"
-    ext = route["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["check_settings"]["context_extensions"]
+    ext = route["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["check_settings"][
+        "context_extensions"
+    ]
     assert ext["instance_segment"] == "3"

@@ -26,24 +26,36 @@ def test_forbidden_scope_uses_the_seed_message() -> None:
 
 
 def test_validation_is_400_on_support_and_422_detail_list_on_core() -> None:
-    error = ValidationError([FieldError(("body", "email"), "value is not a valid email address", "value_error")])
+    error = ValidationError(
+        [FieldError(("body", "email"), "value is not a valid email address", "value_error")]
+    )
     support, core = render(error, Surface.SUPPORT), render(error, Surface.CORE)
     assert (support.http_status, json.loads(support.body)["code"]) == (400, "validation_error")
     assert core.http_status == 422
-    assert json.loads(core.body) == {"detail": [
-        {"loc": ["body", "email"], "msg": "value is not a valid email address", "type": "value_error"}]}
+    assert json.loads(core.body) == {
+        "detail": [
+            {"loc": ["body", "email"], "msg": "value is not a valid email address", "type": "value_error"}
+        ]
+    }
     assert core.grpc_status == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_conflict_carries_extra_fields_on_support() -> None:
-    rendered = render(Conflict("Account has contacts.", code="fk_blocked", blockers={"contacts": 2}), Surface.SUPPORT)
+    rendered = render(
+        Conflict("Account has contacts.", code="fk_blocked", blockers={"contacts": 2}), Surface.SUPPORT
+    )
     assert rendered.http_status == 409
-    assert json.loads(rendered.body) == {"error": "Account has contacts.", "code": "fk_blocked",
-                                         "blockers": {"contacts": 2}}
+    assert json.loads(rendered.body) == {
+        "error": "Account has contacts.",
+        "code": "fk_blocked",
+        "blockers": {"contacts": 2},
+    }
 
 
 def test_core_bodies_are_fastapi_detail() -> None:
-    assert json.loads(render(NotFound("Instance not found"), Surface.CORE).body) == {"detail": "Instance not found"}
+    assert json.loads(render(NotFound("Instance not found"), Surface.CORE).body) == {
+        "detail": "Instance not found"
+    }
     assert render(RateLimited("Rate limit exceeded"), Surface.CORE).http_status == 429
 
 

@@ -34,7 +34,9 @@ class FakeRepository:
         self.rows[(values["tenant_id"], values["id"])] = dict(values)
         return SimpleNamespace(**values)
 
-    async def get_lead(self, conn: None, *, tenant_id: uuid.UUID, lead_id: uuid.UUID) -> SimpleNamespace | None:
+    async def get_lead(
+        self, conn: None, *, tenant_id: uuid.UUID, lead_id: uuid.UUID
+    ) -> SimpleNamespace | None:
         row = self.rows.get((tenant_id, lead_id))
         return SimpleNamespace(**row) if row else None
 
@@ -43,8 +45,9 @@ class FakeRepository:
         rows.sort(key=lambda r: (r["created_at"], str(r["id"])), reverse=True)
         return [SimpleNamespace(**r) for r in rows[:limit]]
 
-    async def update_lead(self, conn: None, *, tenant_id: uuid.UUID, lead_id: uuid.UUID,
-                          values: dict[str, Any]) -> SimpleNamespace | None:
+    async def update_lead(
+        self, conn: None, *, tenant_id: uuid.UUID, lead_id: uuid.UUID, values: dict[str, Any]
+    ) -> SimpleNamespace | None:
         row = self.rows.get((tenant_id, lead_id))
         if row is None:
             return None
@@ -89,8 +92,11 @@ def test_explicit_source_wins(service: LeadService) -> None:
 def test_another_tenants_lead_is_not_found(service: LeadService) -> None:
     owner, stranger = caller(), caller()
     lead = run(service.create(owner, {"name": "A"}))
-    for action in (service.get(stranger, lead.id), service.update(stranger, lead.id, {"name": "B"}),
-                   service.delete(stranger, lead.id)):
+    for action in (
+        service.get(stranger, lead.id),
+        service.update(stranger, lead.id, {"name": "B"}),
+        service.delete(stranger, lead.id),
+    ):
         with pytest.raises(NotFound):
             run(action)
     assert run(service.get(owner, lead.id)).name == "A"

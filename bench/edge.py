@@ -1,0 +1,148 @@
+"""Throughput and latency through the full edge (Envoy + gatekeeper + crm) on PostgreSQL + Redis, with wrk.
+
+Prints figures; never passes or fails on them. `python -m bench.edge [--duration 15] [--connections 32]
+[--profile DIR]` (--profile records py-spy flame graphs of the gatekeeper and crm during each run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import httpx
+
+from hydractl.cli import create_tenant, mint
+from tests.support.servers import create_database, postgres_server, redis_server
+from tests.support.stack import running_stack, stack_env
+
+HERE = Path(__file__).resolve().parent
+_LATENCY = re.compile(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+_RATE = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
+_ERRORS = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+_SCALE = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(
+    url: str, key: str, *, duration: int, connections: int, script: Path | None = None
+) -> dict[str, float]:
+    """Runs wrk once; returns req/s, p50/p90/p99 in ms, and the count of non-2xx answers."""
+    argv = [
+        "wrk",
+        "-t2",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "-H",
+        f"Authorization: Bearer {key}",
+    ]
+    if script:
+        argv += ["-s", str(script)]
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    figures = {f"p{p}": float(v) * _SCALE[unit] for p, v, unit in _LATENCY.findall(out)}
+    figures["rps"] = float(_RATE.search(out).group(1))  # type: ignore[union-attr]
+    errors = _ERRORS.search(out)
+    figures["non_2xx"] = float(errors.group(1)) if errors else 0.0
+    return figures
+
+
+def profile(pid: int, out: Path, duration: int) -> subprocess.Popen[bytes] | None:
+    """Starts py-spy on a process for the run, if py-spy is installed."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return None
+    return subprocess.Popen(
+        [
+            spy,
+            "record",
+            "-p",
+            str(pid),
+            "-d",
+            str(duration),
+            "-o",
+            str(out),
+            "-f",
+            "speedscope",
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--profile", type=Path, help="write py-spy profiles here")
+    parser.add_argument(
+        "--log-level", default="INFO", help="services' log level (INFO logs a line per request)"
+    )
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk not found: apt-get install -y wrk")
+
+    with (
+        postgres_server() as admin_url,
+        redis_server() as redis_url,
+        tempfile.TemporaryDirectory(prefix="hydra-bench-") as tmp,
+    ):
+        env = stack_env(
+            Path(tmp),
+            database_url=create_database(admin_url, f"bench_{uuid.uuid4().hex[:6]}"),
+            redis_url=redis_url,
+            HYDRA_LOG_LEVEL=args.log_level,
+        )
+        with running_stack(env) as stack:
+            key = mint(
+                env,
+                tenant=create_tenant(env, "bench"),
+                scopes=["crm:read", "crm:write"],
+                rate_limit=1_000_000_000,
+            )["key"]
+            headers = {"Authorization": f"Bearer {key}"}
+            with httpx.Client(base_url=stack.edge_url, headers=headers) as http:
+                lead_ids = [
+                    http.post("/api/v1/leads", json={"name": f"seed {i}"}).json()["lead"]["id"]
+                    for i in range(200)
+                ]
+            cases = [
+                ("GET /api/v1/leads/{id}", f"{stack.edge_url}/api/v1/leads/{lead_ids[100]}", None),
+                ("GET /api/v1/leads (25)", f"{stack.edge_url}/api/v1/leads", None),
+                ("POST /api/v1/leads", f"{stack.edge_url}/api/v1/leads", HERE / "post_lead.lua"),
+            ]
+            print(
+                f"\n{args.connections} connections, {args.duration}s each, PostgreSQL + Redis, "
+                f"log level {args.log_level}\n"
+            )
+            print(f"{'case':<26}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+            for name, url, script in cases:
+                spies = []
+                if args.profile:
+                    args.profile.mkdir(parents=True, exist_ok=True)
+                    slug = re.sub(r"\W+", "_", name).strip("_")
+                    for proc in ("gatekeeper", "crm"):
+                        spy = profile(
+                            stack.processes[proc].pid, args.profile / f"{slug}.{proc}.json", args.duration
+                        )
+                        if spy:
+                            spies.append(spy)
+                f = wrk(url, key, duration=args.duration, connections=args.connections, script=script)
+                for spy in spies:
+                    spy.wait()
+                print(
+                    f"{name:<26}{f['rps']:>10.0f}{f['p50']:>9.1f}{f['p90']:>9.1f}{f['p99']:>9.1f}"
+                    f"{f['non_2xx']:>9.0f}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
