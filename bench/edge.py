@@ -82,6 +82,10 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--profile", type=Path, help="write py-spy profiles here")
+    parser.add_argument("--envoy-concurrency", default="1", help="Envoy worker threads")
+    parser.add_argument(
+        "--case", action="append", help="run only cases whose name contains this (repeatable)"
+    )
     parser.add_argument(
         "--log-level", default="INFO", help="services' log level (INFO logs a line per request)"
     )
@@ -99,6 +103,7 @@ def main() -> None:
             database_url=create_database(admin_url, f"bench_{uuid.uuid4().hex[:6]}"),
             redis_url=redis_url,
             HYDRA_LOG_LEVEL=args.log_level,
+            HYDRA_ENVOY_CONCURRENCY=args.envoy_concurrency,
         )
         with running_stack(env) as stack:
             key = mint(
@@ -123,6 +128,10 @@ def main() -> None:
                 f"log level {args.log_level}\n"
             )
             print(f"{'case':<26}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+            if args.case:
+                cases = [c for c in cases if any(f in c[0] for f in args.case)]
+            if args.case:
+                cases = [c for c in cases if any(f in c[0] for f in args.case)]
             for name, url, script in cases:
                 spies = []
                 if args.profile:
@@ -130,7 +139,7 @@ def main() -> None:
                     slug = re.sub(r"\W+", "_", name).strip("_")
                     for proc in ("gatekeeper", "crm"):
                         spy = profile(
-                            stack.processes[proc].pid, args.profile / f"{slug}.{proc}.json", args.duration
+                            stack.processes[proc].pid, args.profile / f"{slug}.{proc}.txt", args.duration
                         )
                         if spy:
                             spies.append(spy)

@@ -86,7 +86,7 @@ class Stack:
                 "--log-level",
                 "warn",
                 "--concurrency",
-                self.env.get("HYDRA_ENVOY_CONCURRENCY", "2"),
+                self.env.get("HYDRA_ENVOY_CONCURRENCY", "1"),
             ],
         )
         self.wait_healthy(timeout)

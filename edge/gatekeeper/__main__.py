@@ -1,9 +1,8 @@
 """`python -m edge.gatekeeper`: run the gatekeeper gRPC server."""
 
-import asyncio
-
 from edge.gatekeeper.config import Settings
 from edge.gatekeeper.server import serve
+from services.common.grpc_server import run
 
 if __name__ == "__main__":
-    asyncio.run(serve(Settings.from_env()))
+    run(serve(Settings.from_env()))

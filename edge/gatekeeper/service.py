@@ -60,7 +60,7 @@ class KeyAdmin:
             )
 
     async def list_tenants(self) -> Sequence[Row[Any]]:
-        async with self._db.connect() as conn:
+        async with self._db.read() as conn:
             return await repository.list_tenants(conn)
 
     async def mint(
@@ -113,7 +113,7 @@ class KeyAdmin:
 
     async def list_keys(self, tenant_id: str) -> Sequence[Row[Any]]:
         tenant = _uuid(tenant_id, "tenant_id") if tenant_id else None
-        async with self._db.connect() as conn:
+        async with self._db.read() as conn:
             return await repository.list_keys(conn, tenant_id=tenant)
 
     async def revoke(self, key_id: str) -> Row[Any]:
@@ -167,7 +167,7 @@ class KeyStore:
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
-        async with self._db.connect() as conn:
+        async with self._db.read() as conn:
             row = await repository.find_key_by_hash(conn, key_hash=digest)
         record = None
         if row is not None and row.revoked_at is None:

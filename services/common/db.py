@@ -71,6 +71,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(parsed, **options)
         if parsed.get_backend_name() == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @property
     def dialect(self) -> str:
@@ -80,13 +81,13 @@ class Database:
         """A connection inside one transaction, committed only if the block succeeds."""
         return self.engine.begin()
 
-    def connect(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        """A connection for reads (autobegin; rolled back on exit)."""
-        return self.engine.connect()
+    def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """An autocommit connection for single-statement reads: no BEGIN/ROLLBACK round trips."""
+        return self._autocommit.connect()
 
     async def ping(self) -> None:
         """Raises unless the database answers."""
-        async with self.engine.connect() as conn:
+        async with self.read() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:

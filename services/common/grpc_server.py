@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import uvloop
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
@@ -36,16 +38,26 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, policies: dict[str, MethodAccess], logger: logging.Logger) -> None:
         self._policies = policies
         self._log = logger
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None:
+            return cached
         handler = await continuation(handler_call_details)
-        policy = self._policies.get(handler_call_details.method)
+        policy = self._policies.get(method)
         if handler is None or policy is None:
             return handler  # health, reflection
+        self._wrapped[method] = self._wrap(handler, policy)
+        return self._wrapped[method]
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, policy: MethodAccess) -> grpc.RpcMethodHandler:
+        """The handler with identity, error mapping and logging around it (built once per method)."""
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, policy),
@@ -252,4 +264,10 @@ def internal_metadata(
     )
 
 
-__all__ = ["GrpcApp", "HydraInterceptor", "Surface", "internal_metadata", "send_http_status", "serve"]
+__all__ = ["GrpcApp", "HydraInterceptor", "Surface", "internal_metadata", "run", "send_http_status", "serve"]
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Runs a process's main coroutine on uvloop, with start-up objects kept out of GC passes."""
+    gc.freeze()  # modules, descriptors and settings live forever: stop rescanning them
+    uvloop.run(main)

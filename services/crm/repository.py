@@ -6,27 +6,31 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import Row, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.crm.models import leads
 
+# The hot reads are built once; only their parameters change per request.
+_LIST_LEADS = (
+    select(leads)
+    .where(leads.c.tenant_id == bindparam("tenant_id"))
+    .order_by(leads.c.created_at.desc(), leads.c.id.desc())
+    .limit(bindparam("limit"))
+)
+_GET_LEAD = select(leads).where(
+    leads.c.tenant_id == bindparam("tenant_id"), leads.c.id == bindparam("lead_id")
+)
+
 
 async def list_leads(conn: AsyncConnection, *, tenant_id: uuid.UUID, limit: int) -> Sequence[Row[Any]]:
     """The tenant's newest leads."""
-    query = (
-        select(leads)
-        .where(leads.c.tenant_id == tenant_id)
-        .order_by(leads.c.created_at.desc(), leads.c.id.desc())
-        .limit(limit)
-    )
-    return (await conn.execute(query)).all()
+    return (await conn.execute(_LIST_LEADS, {"tenant_id": tenant_id, "limit": limit})).all()
 
 
 async def get_lead(conn: AsyncConnection, *, tenant_id: uuid.UUID, lead_id: uuid.UUID) -> Row[Any] | None:
     """One lead of the tenant, or None."""
-    query = select(leads).where(leads.c.tenant_id == tenant_id, leads.c.id == lead_id)
-    return (await conn.execute(query)).first()
+    return (await conn.execute(_GET_LEAD, {"tenant_id": tenant_id, "lead_id": lead_id})).first()
 
 
 async def insert_lead(conn: AsyncConnection, *, values: dict[str, Any]) -> Row[Any]:

@@ -29,12 +29,12 @@ class LeadService:
     async def list(self, caller: Identity, *, limit: int | None) -> Sequence[Row[Any]]:
         """The caller's newest leads, at most `limit` (1..100, default 25)."""
         count = parse_limit(limit)
-        async with self._db.connect() as conn:
+        async with self._db.read() as conn:
             return await self._repo.list_leads(conn, tenant_id=caller.tenant_id, limit=count)
 
     async def get(self, caller: Identity, lead_id: uuid.UUID) -> Row[Any]:
         """One lead of the caller's tenant."""
-        async with self._db.connect() as conn:
+        async with self._db.read() as conn:
             row = await self._repo.get_lead(conn, tenant_id=caller.tenant_id, lead_id=lead_id)
         if row is None:
             raise NotFound(LEAD_NOT_FOUND)

@@ -21,7 +21,7 @@ class FakeDatabase:
     async def transaction(self) -> AsyncIterator[None]:
         yield None
 
-    connect = transaction
+    read = transaction
 
 
 class FakeRepository:
