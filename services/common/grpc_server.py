@@ -8,7 +8,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,37 +76,33 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         self, behavior: Callable[..., Awaitable[Any]], policy: MethodAccess
     ) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            call = _Call(policy, dict(context.invocation_metadata() or ()))
-            token = None
-            try:
-                token = call.bind()
+            async with self._guard(policy, context):
                 return await behavior(request, context)
-            except Exception as error:
-                await self._abort(context, call, error)
-            finally:
-                if token is not None:
-                    ident.reset_current(token)
-                self._log_call(call)
 
         return wrapped
 
     def _wrap_stream(self, behavior: Callable[..., Any], policy: MethodAccess) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            call = _Call(policy, dict(context.invocation_metadata() or ()))
-            token = None
-            try:
-                token = call.bind()
+            async with self._guard(policy, context):
                 async for message in behavior(request, context):
-                    call.sent = True
                     yield message
-            except Exception as error:
-                await self._abort(context, call, error)
-            finally:
-                if token is not None:
-                    ident.reset_current(token)
-                self._log_call(call)
 
         return wrapped
+
+    @contextlib.asynccontextmanager
+    async def _guard(self, policy: MethodAccess, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        """Binds identity for one call, turns any failure into a status, and logs the call."""
+        call = _Call(policy, dict(context.invocation_metadata() or ()))
+        token = None
+        try:
+            token = call.bind()
+            yield
+        except Exception as error:  # every failure becomes a well-formed status, never a stack trace
+            await self._abort(context, call, error)
+        finally:
+            if token is not None:
+                ident.reset_current(token)
+            self._log_call(call)
 
     async def _abort(self, context: grpc.aio.ServicerContext, call: _Call, error: Exception) -> None:
         if isinstance(error, grpc.aio.AbortError):
@@ -146,7 +142,6 @@ class _Call:
     started: float = field(default_factory=time.perf_counter)
     status: str = "ok"
     tenant: str = "-"
-    sent: bool = False
 
     @property
     def request_id(self) -> str:
