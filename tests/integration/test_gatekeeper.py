@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+import sqlalchemy as sa
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.rpc import code_pb2
@@ -122,3 +124,27 @@ def test_rate_limit_service_limits_per_client_ip(tmp_path: Path, redis_url: str)
         assert hit("10.9.9.10").overall_code == rls_pb2.RateLimitResponse.OK
         refused = hit("10.9.9.9")
         assert b'"detail"' in refused.raw_body
+
+
+def test_keys_are_stored_only_as_hashes(tmp_path: Path, postgres_url: str) -> None:
+    env = stack_env(tmp_path, database_url=postgres_url)
+    with grpc_processes(env, "gatekeeper"):
+        key = mint(env, tenant=create_tenant(env, "hashed"), scopes=["crm:read"])
+    engine = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        dump = " ".join(
+            str(v) for row in conn.execute(sa.text("SELECT * FROM gatekeeper.api_keys")) for v in row
+        )
+    engine.dispose()
+    assert key["key"] not in dump
+    assert hashlib.sha256(key["key"].encode()).hexdigest() in dump
+
+
+def test_sigterm_drains_and_exits_cleanly(tmp_path: Path) -> None:
+    env = stack_env(tmp_path)
+    with grpc_processes(env, "gatekeeper", "crm") as stack:
+        process = stack.processes["crm"]
+        stack.stop_process("crm")
+        assert process.returncode == 0
+        log = stack.log_tail("crm", 50)
+        assert '"msg": "draining"' in log and '"msg": "stopped"' in log
