@@ -9,6 +9,7 @@ from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
 from hydra.options.v1 import options_pb2
 
 from services.common.errors import FieldError, InvalidPathId, ValidationError
@@ -155,9 +156,11 @@ def parse_limit(value: int | None, *, default: int = 25, maximum: int = 100) -> 
 
 
 def nullable(value: Any) -> struct_pb2.Value:
-    """A JSON value for a nullable scalar column: null, string (UUIDs and dates as text), or number."""
+    """A JSON value for a nullable scalar column: null, string (UUIDs, dates, times as text), or number."""
     if value is None:
         return struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)
+    if isinstance(value, dt.datetime):
+        return struct_pb2.Value(string_value=timestamp(value).ToJsonString())
     if isinstance(value, bool):
         return struct_pb2.Value(bool_value=value)
     if isinstance(value, int | float):
@@ -179,3 +182,51 @@ def timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
 def utcnow() -> dt.datetime:
     """The current time, timezone-aware UTC."""
     return dt.datetime.now(dt.UTC)
+
+
+_VALUE = "google.protobuf.Value"
+_TIMESTAMP = "google.protobuf.Timestamp"
+
+
+def to_message(row: Any, message_type: type[Message]) -> Message:
+    """A stored row as an API message, field by field by name (Value fields become JSON null when empty)."""
+    message = message_type()
+    for field in message_type.DESCRIPTOR.fields:
+        value = getattr(row, field.name, None)
+        kind = field.message_type.full_name if field.message_type is not None else None
+        if kind == _VALUE:
+            getattr(message, field.name).CopyFrom(nullable(value))
+        elif value is None:
+            continue
+        elif kind == _TIMESTAMP:
+            getattr(message, field.name).CopyFrom(timestamp(value))
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            setattr(message, field.name, str(value))
+        else:
+            setattr(message, field.name, value)
+    return message
+
+
+def optional_query(request: Any, name: str) -> Any:
+    """A query parameter's value, or None when absent."""
+    return getattr(request, name) if request.HasField(name) else None
+
+
+def query_uuid(value: str | None, name: str) -> uuid.UUID | None:
+    """A UUID query filter; malformed is a validation error naming the parameter."""
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ValidationError(
+            FieldError(("query", name), "Input should be a valid UUID", "uuid_parsing")
+        ) from None
+
+
+def query_choice(value: str | None, name: str, allowed: tuple[str, ...]) -> str | None:
+    """A query filter restricted to `allowed` values."""
+    if value is not None and value not in allowed:
+        choices = ", ".join(f"'{v}'" for v in allowed)
+        raise ValidationError(FieldError(("query", name), f"Input should be one of {choices}", "enum"))
+    return value

@@ -6,10 +6,33 @@ import datetime as dt
 import uuid
 from typing import cast
 
-from sqlalchemy import DateTime, Index, MetaData, String, Table, Uuid
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.audit import audit_table
 from services.common.db import NAMING_CONVENTION
+from services.common.outbox import outbox_table
+
+LIFECYCLE_STAGES = ("prospect", "active", "at_risk", "churned")
+RENEWAL_STATUSES = ("upcoming", "at_risk", "renewed", "churned")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 class Base(DeclarativeBase):
@@ -36,4 +59,96 @@ class Lead(Base):
     __table_args__ = (Index(None, "tenant_id", "created_at", "id"),)
 
 
-leads = cast(Table, Lead.__table__)
+class Account(Base):
+    """A customer organisation, with its lifecycle and renewal."""
+
+    __tablename__ = "accounts"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    domain: Mapped[str | None] = mapped_column(String(255))
+    industry: Mapped[str | None] = mapped_column(String(100))
+    website: Mapped[str | None] = mapped_column(String(2048))
+    phone: Mapped[str | None] = mapped_column(String(50))
+    address: Mapped[str | None] = mapped_column(String(1000))
+    notes: Mapped[str | None] = mapped_column(Text)
+    lifecycle_stage: Mapped[str] = mapped_column(String(20))
+    health_score: Mapped[int | None] = mapped_column(Integer)
+    renewal_date: Mapped[dt.date | None] = mapped_column(Date)
+    renewal_status: Mapped[str | None] = mapped_column(String(20))
+    mrr_cents: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index(None, "tenant_id", "created_at", "id"),
+        Index(None, "tenant_id", "lifecycle_stage", "created_at"),
+        CheckConstraint(_one_of("lifecycle_stage", LIFECYCLE_STAGES), name="lifecycle_stage"),
+        CheckConstraint(_one_of("renewal_status", RENEWAL_STATUSES), name="renewal_status"),
+        CheckConstraint("health_score BETWEEN 0 AND 100", name="health_score"),
+    )
+
+
+class Contact(Base):
+    """A customer person; always attached to an account of the same tenant."""
+
+    __tablename__ = "contacts"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(50))
+    company: Mapped[str | None] = mapped_column(String(200))
+    source: Mapped[str | None] = mapped_column(String(100))
+    source_bot_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    source_conversation_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index(None, "tenant_id", "created_at", "id"),
+        Index(None, "tenant_id", "account_id", "created_at"),
+        # The account must be the same tenant's: the key includes tenant_id.
+        ForeignKeyConstraint(["tenant_id", "account_id"], ["accounts.tenant_id", "accounts.id"]),
+        CheckConstraint("account_id IS NOT NULL", name="customers_contact_requires_account"),
+        # Lets conversations reference a contact by id alone, so deleting it can SET NULL just that column.
+        UniqueConstraint("id"),
+    )
+
+
+class LifecycleEvent(Base):
+    """A lifecycle transition of an account (or lead); deleted with its subject."""
+
+    __tablename__ = "lifecycle_events"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    account_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    lead_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    from_stage: Mapped[str | None] = mapped_column(String(20))
+    to_stage: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index(None, "tenant_id", "account_id", "created_at"),
+        Index(None, "tenant_id", "lead_id", "created_at"),
+        ForeignKeyConstraint(
+            ["tenant_id", "account_id"], ["accounts.tenant_id", "accounts.id"], ondelete="CASCADE"
+        ),
+        ForeignKeyConstraint(["tenant_id", "lead_id"], ["leads.tenant_id", "leads.id"], ondelete="CASCADE"),
+    )
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+leads = _table(Lead)
+accounts = _table(Account)
+contacts = _table(Contact)
+lifecycle_events = _table(LifecycleEvent)
+audit_log = audit_table(Base.metadata)
+outbox = outbox_table(Base.metadata)

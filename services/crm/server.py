@@ -6,29 +6,55 @@ import asyncio
 from pathlib import Path
 
 import grpc
-from hydra.crm.v1 import leads_pb2, leads_pb2_grpc
+from hydra.crm.v1 import (
+    accounts_pb2,
+    accounts_pb2_grpc,
+    contacts_pb2,
+    contacts_pb2_grpc,
+    leads_pb2,
+    leads_pb2_grpc,
+)
 
 from services.common import logging as hydra_logging
+from services.common.audit import AuditLog
 from services.common.db import Database
 from services.common.grpc_server import GrpcApp
 from services.common.grpc_server import serve as serve_app
 from services.common.migrations import upgrade
+from services.common.outbox import Outbox
+from services.crm import models, repository
 from services.crm.config import Settings
-from services.crm.service import LeadService
-from services.crm.servicer import LeadServicer
+from services.crm.service import AccountService, ContactService, LeadService
+from services.crm.servicer import AccountServicer, ContactServicer, LeadServicer
 
 SCHEMA = "crm"
 MIGRATIONS = Path(__file__).parent / "migrations"
-SERVICES = [leads_pb2.DESCRIPTOR.services_by_name["LeadService"]]
+SERVICES = [
+    leads_pb2.DESCRIPTOR.services_by_name["LeadService"],
+    accounts_pb2.DESCRIPTOR.services_by_name["AccountService"],
+    contacts_pb2.DESCRIPTOR.services_by_name["ContactService"],
+]
 
 
 def build(settings: Settings) -> GrpcApp:
     """Wires the crm app from settings."""
     db = Database(settings.database_url, schema=SCHEMA, pool_size=settings.pool_size)
-    leads = LeadServicer(LeadService(db=db))
+    audit = AuditLog(models.audit_log)
+    outbox = Outbox(models.outbox)
+    leads = LeadServicer(LeadService(db=db, table=repository.leads, audit=audit))
+    accounts = AccountServicer(
+        AccountService(
+            db=db, table=repository.accounts, audit=audit, contacts=repository.contacts, outbox=outbox
+        )
+    )
+    contacts = ContactServicer(
+        ContactService(db=db, table=repository.contacts, audit=audit, accounts=repository.accounts)
+    )
 
     def register(server: grpc.aio.Server) -> None:
         leads_pb2_grpc.add_LeadServiceServicer_to_server(leads, server)
+        accounts_pb2_grpc.add_AccountServiceServicer_to_server(accounts, server)
+        contacts_pb2_grpc.add_ContactServiceServicer_to_server(contacts, server)
 
     return GrpcApp(
         name="crm",

@@ -1,85 +1,113 @@
-"""Lead use cases; each owns its transaction and raises domain errors."""
+"""crm use cases: the rules of leads, accounts and contacts on top of the shared resource use cases."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
-from types import ModuleType
 from typing import Any
 
 from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.common.audit import AuditLog
+from services.common.crud import TenantTable
 from services.common.db import Database
-from services.common.errors import FieldError, NotFound, ValidationError
-from services.common.fields import parse_limit, utcnow
+from services.common.errors import Conflict, FieldError, ValidationError
 from services.common.identity import Identity
+from services.common.outbox import Outbox
+from services.common.resource import ResourceService
 from services.crm import repository
 
 DEFAULT_SOURCE = "public_api"
-LEAD_NOT_FOUND = "Lead not found."
+LEAD_FIELDS = ("email", "name", "phone", "company", "source")
 
 
-class LeadService:
-    """Creates, reads, updates and deletes a tenant's leads."""
+class LeadService(ResourceService):
+    """Leads: any subset of contact details, at least one of them."""
 
-    def __init__(self, *, db: Database, repo: ModuleType | Any = repository) -> None:
-        self._db = db
-        self._repo = repo
+    resource = "lead"
+    not_found = "Lead not found."
 
-    async def list(self, caller: Identity, *, limit: int | None) -> Sequence[Row[Any]]:
-        """The caller's newest leads, at most `limit` (1..100, default 25)."""
-        count = parse_limit(limit)
-        async with self._db.read() as conn:
-            return await self._repo.list_leads(conn, tenant_id=caller.tenant_id, limit=count)
+    async def before_create(
+        self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        if not any(fields.get(name) is not None for name in LEAD_FIELDS):
+            message = f"At least one of {', '.join(LEAD_FIELDS)} is required."
+            raise ValidationError(FieldError(("body",), message, "missing"), message=message)
+        return {"source": DEFAULT_SOURCE, **fields}
 
-    async def get(self, caller: Identity, lead_id: uuid.UUID) -> Row[Any]:
-        """One lead of the caller's tenant."""
-        async with self._db.read() as conn:
-            row = await self._repo.get_lead(conn, tenant_id=caller.tenant_id, lead_id=lead_id)
-        if row is None:
-            raise NotFound(LEAD_NOT_FOUND)
-        return row
 
-    async def create(self, caller: Identity, fields: dict[str, Any]) -> Row[Any]:
-        """Creates a lead from validated fields, at least one of them non-null."""
-        if not any(value is not None for value in fields.values()):
-            raise ValidationError(
-                FieldError(
-                    ("body",), "At least one of email, name, phone, company, source is required", "missing"
-                ),
-                message="At least one of email, name, phone, company, source is required.",
+class ContactService(ResourceService):
+    """Contacts: always attached to an account of the caller's tenant."""
+
+    resource = "contact"
+    not_found = "Contact not found."
+
+    def __init__(self, *, db: Database, table: TenantTable, audit: AuditLog, accounts: TenantTable) -> None:
+        super().__init__(db=db, table=table, audit=audit)
+        self._accounts = accounts
+
+    async def _require_account(self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]) -> None:
+        if "account_id" not in fields:
+            return
+        if await self._accounts.get(conn, tenant_id=caller.tenant_id, row_id=fields["account_id"]) is None:
+            raise ValidationError(FieldError(("body", "account_id"), "Account not found", "not_found"))
+
+    async def before_create(
+        self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        await self._require_account(conn, caller, fields)
+        return {"source": DEFAULT_SOURCE, **fields}
+
+    async def before_update(
+        self, conn: AsyncConnection, caller: Identity, before: Row[Any], fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        await self._require_account(conn, caller, fields)
+        return fields
+
+
+class AccountService(ResourceService):
+    """Accounts: lifecycle transitions are recorded and announced; contacts block deletion."""
+
+    resource = "account"
+    not_found = "Account not found."
+
+    def __init__(
+        self, *, db: Database, table: TenantTable, audit: AuditLog, contacts: TenantTable, outbox: Outbox
+    ) -> None:
+        super().__init__(db=db, table=table, audit=audit)
+        self._contacts = contacts
+        self._outbox = outbox
+
+    async def before_create(
+        self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {"lifecycle_stage": "prospect", **fields}
+
+    async def after_update(
+        self, conn: AsyncConnection, caller: Identity, before: Row[Any], row: Row[Any]
+    ) -> None:
+        if before.lifecycle_stage == row.lifecycle_stage:
+            return
+        await repository.insert_lifecycle_event(
+            conn,
+            tenant_id=caller.tenant_id,
+            account_id=row.id,
+            from_stage=before.lifecycle_stage,
+            to_stage=row.lifecycle_stage,
+        )
+        change = {"account_id": str(row.id), "from": before.lifecycle_stage, "to": row.lifecycle_stage}
+        await self._outbox.record(
+            conn, tenant_id=caller.tenant_id, topic="account.stage_changed", payload=change
+        )
+        if row.lifecycle_stage == "at_risk":
+            await self._outbox.record(
+                conn, tenant_id=caller.tenant_id, topic="account.went_at_risk", payload=change
             )
-        now = utcnow()
-        values = {
-            "tenant_id": caller.tenant_id,
-            "id": uuid.uuid4(),
-            "source": DEFAULT_SOURCE,
-            **fields,
-            "created_at": now,
-            "updated_at": now,
-        }
-        async with self._db.transaction() as conn:
-            return await self._repo.insert_lead(conn, values=values)
 
-    async def update(self, caller: Identity, lead_id: uuid.UUID, fields: dict[str, Any]) -> Row[Any]:
-        """Applies any subset of validated fields; an empty subset changes nothing."""
-        async with self._db.transaction() as conn:
-            if not fields:
-                row = await self._repo.get_lead(conn, tenant_id=caller.tenant_id, lead_id=lead_id)
-            else:
-                row = await self._repo.update_lead(
-                    conn,
-                    tenant_id=caller.tenant_id,
-                    lead_id=lead_id,
-                    values={**fields, "updated_at": utcnow()},
-                )
-        if row is None:
-            raise NotFound(LEAD_NOT_FOUND)
-        return row
-
-    async def delete(self, caller: Identity, lead_id: uuid.UUID) -> None:
-        """Deletes a lead of the caller's tenant."""
-        async with self._db.transaction() as conn:
-            deleted = await self._repo.delete_lead(conn, tenant_id=caller.tenant_id, lead_id=lead_id)
-        if not deleted:
-            raise NotFound(LEAD_NOT_FOUND)
+    async def before_delete(self, conn: AsyncConnection, caller: Identity, row: Row[Any]) -> None:
+        blocking = await self._contacts.count(conn, tenant_id=caller.tenant_id, account_id=row.id)
+        if blocking:
+            raise Conflict(
+                f"Account has {blocking} contact(s); reassign or delete them first.",
+                code="fk_blocked",
+                blockers={"contacts": blocking},
+            )

@@ -1,78 +1,105 @@
-"""LeadService over gRPC: proto in, use case, proto out."""
+"""crm over gRPC: each RPC delegates to its resource's shared request handling."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import grpc
-from hydra.crm.v1 import leads_pb2, leads_pb2_grpc
-from sqlalchemy import Row
+from hydra.crm.v1 import (
+    accounts_pb2,
+    accounts_pb2_grpc,
+    contacts_pb2,
+    contacts_pb2_grpc,
+    leads_pb2,
+    leads_pb2_grpc,
+)
 
-from services.common.fields import nullable, parse_input, parse_path_id, timestamp
-from services.common.grpc_server import send_http_status
-from services.common.identity import current_identity
-from services.crm.service import LEAD_NOT_FOUND, LeadService
-
-
-def lead_message(row: Row[Any]) -> leads_pb2.Lead:
-    """A stored lead as the API shows it."""
-    return leads_pb2.Lead(
-        id=str(row.id),
-        tenant_id=str(row.tenant_id),
-        email=nullable(row.email),
-        name=nullable(row.name),
-        phone=nullable(row.phone),
-        company=nullable(row.company),
-        source=nullable(row.source),
-        source_bot_id=nullable(row.source_bot_id),
-        source_conversation_id=nullable(row.source_conversation_id),
-        created_at=timestamp(row.created_at),
-        updated_at=timestamp(row.updated_at),
-    )
-
-
-def _lead_id(request: Any) -> Any:
-    return parse_path_id(request.id, param="id", not_found=LEAD_NOT_FOUND)
+from services.common.fields import optional_query, query_choice, query_uuid
+from services.common.servicing import ResourceRpcs
+from services.crm.models import LIFECYCLE_STAGES
+from services.crm.service import AccountService, ContactService, LeadService
 
 
 class LeadServicer(leads_pb2_grpc.LeadServiceServicer):
-    """Thin adapter from the generated service to LeadService."""
+    """LeadService."""
 
     def __init__(self, service: LeadService) -> None:
-        self._service = service
+        self._rpc = ResourceRpcs(
+            service,
+            message=leads_pb2.Lead,
+            input_message=leads_pb2.LeadInput,
+            singular="lead",
+            plural="leads",
+        )
 
-    async def ListLeads(
-        self, request: leads_pb2.ListLeadsRequest, context: grpc.aio.ServicerContext
-    ) -> leads_pb2.ListLeadsResponse:
-        limit = request.limit if request.HasField("limit") else None
-        rows = await self._service.list(current_identity(), limit=limit)
-        return leads_pb2.ListLeadsResponse(leads=[lead_message(r) for r in rows], count=len(rows))
+    async def ListLeads(self, request: Any, context: Any) -> Any:
+        return await self._rpc.list(request, leads_pb2.ListLeadsResponse)
 
-    async def CreateLead(
-        self, request: leads_pb2.CreateLeadRequest, context: grpc.aio.ServicerContext
-    ) -> leads_pb2.CreateLeadResponse:
-        fields = parse_input(request.lead, leads_pb2.LeadInput.DESCRIPTOR, partial=False)
-        row = await self._service.create(current_identity(), fields)
-        await send_http_status(context, 201)
-        return leads_pb2.CreateLeadResponse(lead=lead_message(row))
+    async def CreateLead(self, request: Any, context: Any) -> Any:
+        return await self._rpc.create(request, context, leads_pb2.CreateLeadResponse)
 
-    async def GetLead(
-        self, request: leads_pb2.GetLeadRequest, context: grpc.aio.ServicerContext
-    ) -> leads_pb2.GetLeadResponse:
-        row = await self._service.get(current_identity(), _lead_id(request))
-        return leads_pb2.GetLeadResponse(lead=lead_message(row))
+    async def GetLead(self, request: Any, context: Any) -> Any:
+        return await self._rpc.get(request, leads_pb2.GetLeadResponse)
 
-    async def UpdateLead(
-        self, request: leads_pb2.UpdateLeadRequest, context: grpc.aio.ServicerContext
-    ) -> leads_pb2.UpdateLeadResponse:
-        lead_id = _lead_id(request)
-        fields = parse_input(request.lead, leads_pb2.LeadInput.DESCRIPTOR, partial=True)
-        row = await self._service.update(current_identity(), lead_id, fields)
-        return leads_pb2.UpdateLeadResponse(lead=lead_message(row))
+    async def UpdateLead(self, request: Any, context: Any) -> Any:
+        return await self._rpc.update(request, leads_pb2.UpdateLeadResponse)
 
-    async def DeleteLead(
-        self, request: leads_pb2.DeleteLeadRequest, context: grpc.aio.ServicerContext
-    ) -> leads_pb2.DeleteLeadResponse:
-        await self._service.delete(current_identity(), _lead_id(request))
-        await send_http_status(context, 204)
-        return leads_pb2.DeleteLeadResponse()
+    async def DeleteLead(self, request: Any, context: Any) -> Any:
+        return await self._rpc.delete(request, context, leads_pb2.DeleteLeadResponse)
+
+
+class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
+    """AccountService."""
+
+    def __init__(self, service: AccountService) -> None:
+        self._rpc = ResourceRpcs(
+            service,
+            message=accounts_pb2.Account,
+            input_message=accounts_pb2.AccountInput,
+            singular="account",
+            plural="accounts",
+        )
+
+    async def ListAccounts(self, request: Any, context: Any) -> Any:
+        stage = query_choice(optional_query(request, "lifecycle_stage"), "lifecycle_stage", LIFECYCLE_STAGES)
+        return await self._rpc.list(request, accounts_pb2.ListAccountsResponse, {"lifecycle_stage": stage})
+
+    async def CreateAccount(self, request: Any, context: Any) -> Any:
+        return await self._rpc.create(request, context, accounts_pb2.CreateAccountResponse)
+
+    async def GetAccount(self, request: Any, context: Any) -> Any:
+        return await self._rpc.get(request, accounts_pb2.GetAccountResponse)
+
+    async def UpdateAccount(self, request: Any, context: Any) -> Any:
+        return await self._rpc.update(request, accounts_pb2.UpdateAccountResponse)
+
+    async def DeleteAccount(self, request: Any, context: Any) -> Any:
+        return await self._rpc.delete(request, context, accounts_pb2.DeleteAccountResponse)
+
+
+class ContactServicer(contacts_pb2_grpc.ContactServiceServicer):
+    """ContactService."""
+
+    def __init__(self, service: ContactService) -> None:
+        self._rpc = ResourceRpcs(
+            service,
+            message=contacts_pb2.Contact,
+            input_message=contacts_pb2.ContactInput,
+            singular="contact",
+            plural="contacts",
+        )
+
+    async def ListContacts(self, request: Any, context: Any) -> Any:
+        account = query_uuid(optional_query(request, "account_id"), "account_id")
+        return await self._rpc.list(request, contacts_pb2.ListContactsResponse, {"account_id": account})
+
+    async def CreateContact(self, request: Any, context: Any) -> Any:
+        return await self._rpc.create(request, context, contacts_pb2.CreateContactResponse)
+
+    async def GetContact(self, request: Any, context: Any) -> Any:
+        return await self._rpc.get(request, contacts_pb2.GetContactResponse)
+
+    async def UpdateContact(self, request: Any, context: Any) -> Any:
+        return await self._rpc.update(request, contacts_pb2.UpdateContactResponse)
+
+    async def DeleteContact(self, request: Any, context: Any) -> Any:
+        return await self._rpc.delete(request, context, contacts_pb2.DeleteContactResponse)

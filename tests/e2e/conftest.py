@@ -74,3 +74,19 @@ def edge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 def key(edge: Edge) -> Key:
     """A fresh tenant's crm key with a high limit."""
     return edge.key()
+
+
+def create_resource(edge: Edge, key: Key, collection: str) -> dict:
+    """Creates one row of a collection (e.g. "/api/v1/contacts") for the key's tenant; returns it."""
+    bodies = {
+        "/api/v1/leads": lambda: {"name": "Lead"},
+        "/api/v1/accounts": lambda: {"name": "Account"},
+        "/api/v1/contacts": lambda: {
+            "email": "c@example.com",
+            "account_id": create_resource(edge, key, "/api/v1/accounts")["id"],
+        },
+    }
+    response = edge.http.post(collection, json=bodies[collection](), headers=key.bearer)
+    assert response.status_code == 201, response.text
+    (row,) = response.json().values()
+    return row

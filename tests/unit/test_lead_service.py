@@ -24,38 +24,50 @@ class FakeDatabase:
     read = transaction
 
 
-class FakeRepository:
-    """The repository's functions over a dict keyed by (tenant_id, id)."""
+class FakeTable:
+    """TenantTable over a dict keyed by (tenant_id, id)."""
 
     def __init__(self) -> None:
         self.rows: dict[tuple[uuid.UUID, uuid.UUID], dict[str, Any]] = {}
 
-    async def insert_lead(self, conn: None, *, values: dict[str, Any]) -> SimpleNamespace:
+    async def insert(self, conn: None, *, values: dict[str, Any]) -> SimpleNamespace:
         self.rows[(values["tenant_id"], values["id"])] = dict(values)
         return SimpleNamespace(**values)
 
-    async def get_lead(
-        self, conn: None, *, tenant_id: uuid.UUID, lead_id: uuid.UUID
-    ) -> SimpleNamespace | None:
-        row = self.rows.get((tenant_id, lead_id))
+    async def get(self, conn: None, *, tenant_id: uuid.UUID, row_id: uuid.UUID) -> SimpleNamespace | None:
+        row = self.rows.get((tenant_id, row_id))
         return SimpleNamespace(**row) if row else None
 
-    async def list_leads(self, conn: None, *, tenant_id: uuid.UUID, limit: int) -> list[SimpleNamespace]:
+    async def list(
+        self, conn: None, *, tenant_id: uuid.UUID, limit: int, filters: dict
+    ) -> list[SimpleNamespace]:
         rows = [r for (t, _), r in self.rows.items() if t == tenant_id]
         rows.sort(key=lambda r: (r["created_at"], str(r["id"])), reverse=True)
         return [SimpleNamespace(**r) for r in rows[:limit]]
 
-    async def update_lead(
-        self, conn: None, *, tenant_id: uuid.UUID, lead_id: uuid.UUID, values: dict[str, Any]
+    async def update(
+        self, conn: None, *, tenant_id: uuid.UUID, row_id: uuid.UUID, values: dict[str, Any]
     ) -> SimpleNamespace | None:
-        row = self.rows.get((tenant_id, lead_id))
+        row = self.rows.get((tenant_id, row_id))
         if row is None:
             return None
         row.update(values)
         return SimpleNamespace(**row)
 
-    async def delete_lead(self, conn: None, *, tenant_id: uuid.UUID, lead_id: uuid.UUID) -> bool:
-        return self.rows.pop((tenant_id, lead_id), None) is not None
+    async def delete(self, conn: None, *, tenant_id: uuid.UUID, row_id: uuid.UUID) -> bool:
+        return self.rows.pop((tenant_id, row_id), None) is not None
+
+
+class FakeAudit:
+    """Keeps audit entries in a list."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str]] = []
+
+    async def record(
+        self, conn: None, caller: Identity, *, resource: str, resource_id: uuid.UUID, action: str
+    ) -> None:
+        self.entries.append((resource, action))
 
 
 def caller() -> Identity:
@@ -64,7 +76,7 @@ def caller() -> Identity:
 
 @pytest.fixture
 def service() -> LeadService:
-    return LeadService(db=FakeDatabase(), repo=FakeRepository())  # type: ignore[arg-type]
+    return LeadService(db=FakeDatabase(), table=FakeTable(), audit=FakeAudit())  # type: ignore[arg-type]
 
 
 def run(coro: Any) -> Any:
@@ -130,3 +142,15 @@ def test_delete_twice_is_not_found(service: LeadService) -> None:
     run(service.delete(who, lead.id))
     with pytest.raises(NotFound):
         run(service.delete(who, lead.id))
+
+
+def test_every_write_is_audited_once_and_reads_are_not() -> None:
+    audit = FakeAudit()
+    service = LeadService(db=FakeDatabase(), table=FakeTable(), audit=audit)  # type: ignore[arg-type]
+    who = caller()
+    lead = run(service.create(who, {"name": "A"}))
+    run(service.get(who, lead.id))
+    run(service.update(who, lead.id, {"name": "B"}))
+    run(service.update(who, lead.id, {}))
+    run(service.delete(who, lead.id))
+    assert audit.entries == [("lead", "create"), ("lead", "update"), ("lead", "delete")]

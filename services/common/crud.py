@@ -1,0 +1,69 @@
+"""Tenant-scoped queries shared by every resource table; never commits (the service owns the transaction)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Row, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+class TenantTable:
+    """CRUD on one table whose primary key is (tenant_id, id); every query is scoped by tenant."""
+
+    def __init__(self, table: Table, *, order_by: Sequence[Any] | None = None) -> None:
+        self.table = table
+        c = table.c
+        self._order = list(order_by) if order_by is not None else [c.created_at.desc(), c.id.desc()]
+        # The hot read is built once; only its parameters change per request.
+        self._get = select(table).where(c.tenant_id == bindparam("tenant_id"), c.id == bindparam("row_id"))
+
+    async def list(
+        self,
+        conn: AsyncConnection,
+        *,
+        tenant_id: uuid.UUID,
+        limit: int,
+        filters: Mapping[str, Any] | None = None,
+    ) -> Sequence[Row[Any]]:
+        """The tenant's rows in list order, equal to every given filter."""
+        query = select(self.table).where(self.table.c.tenant_id == tenant_id)
+        for column, value in (filters or {}).items():
+            query = query.where(self.table.c[column] == value)
+        return (await conn.execute(query.order_by(*self._order).limit(limit))).all()
+
+    async def get(self, conn: AsyncConnection, *, tenant_id: uuid.UUID, row_id: uuid.UUID) -> Row[Any] | None:
+        """One row of the tenant, or None."""
+        return (await conn.execute(self._get, {"tenant_id": tenant_id, "row_id": row_id})).first()
+
+    async def insert(self, conn: AsyncConnection, *, values: Mapping[str, Any]) -> Row[Any]:
+        """Inserts a row and returns it as stored."""
+        return (await conn.execute(insert(self.table).values(**values).returning(*self.table.c))).one()
+
+    async def update(
+        self, conn: AsyncConnection, *, tenant_id: uuid.UUID, row_id: uuid.UUID, values: Mapping[str, Any]
+    ) -> Row[Any] | None:
+        """Updates a row of the tenant; returns it as stored, or None if there is none."""
+        c = self.table.c
+        query = (
+            update(self.table)
+            .where(c.tenant_id == tenant_id, c.id == row_id)
+            .values(**values)
+            .returning(*self.table.c)
+        )
+        return (await conn.execute(query)).first()
+
+    async def delete(self, conn: AsyncConnection, *, tenant_id: uuid.UUID, row_id: uuid.UUID) -> bool:
+        """Deletes a row of the tenant; False if there was none."""
+        c = self.table.c
+        result = await conn.execute(delete(self.table).where(c.tenant_id == tenant_id, c.id == row_id))
+        return bool(result.rowcount)
+
+    async def count(self, conn: AsyncConnection, *, tenant_id: uuid.UUID, **equals: Any) -> int:
+        """How many of the tenant's rows equal the given column values."""
+        query = select(func.count()).select_from(self.table).where(self.table.c.tenant_id == tenant_id)
+        for column, value in equals.items():
+            query = query.where(self.table.c[column] == value)
+        return int((await conn.execute(query)).scalar_one())

@@ -1,0 +1,132 @@
+"""Use cases every tenant resource shares, each an audited transaction."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.common.audit import AuditLog
+from services.common.crud import TenantTable
+from services.common.db import Database
+from services.common.errors import Conflict, NotFound
+from services.common.fields import parse_limit, utcnow
+from services.common.identity import Identity
+
+
+class ResourceService:
+    """CRUD for one resource; subclasses add rules through before_/after_ hooks inside the transaction."""
+
+    resource = "resource"  # audit name, e.g. "lead"
+    not_found = "Not found."
+
+    def __init__(self, *, db: Database, table: TenantTable, audit: AuditLog) -> None:
+        self._db = db
+        self.table = table
+        self._audit = audit
+
+    async def list(
+        self, caller: Identity, *, limit: int | None, filters: Mapping[str, Any] | None = None
+    ) -> Sequence[Row[Any]]:
+        """The caller's rows in list order (limit 1..100, default 25), equal to every given filter."""
+        count = parse_limit(limit)
+        given = {k: v for k, v in (filters or {}).items() if v is not None}
+        async with self._db.read() as conn:
+            return await self.table.list(conn, tenant_id=caller.tenant_id, limit=count, filters=given)
+
+    async def get(self, caller: Identity, row_id: uuid.UUID) -> Row[Any]:
+        """One row of the caller's tenant."""
+        async with self._db.read() as conn:
+            row = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=row_id)
+        if row is None:
+            raise NotFound(self.not_found)
+        return row
+
+    async def create(self, caller: Identity, fields: dict[str, Any]) -> Row[Any]:
+        """Creates a row from validated fields."""
+        now = utcnow()
+        async with self._transaction() as conn:
+            values = await self.before_create(conn, caller, fields)
+            row = await self.table.insert(
+                conn,
+                values={
+                    **values,
+                    "tenant_id": caller.tenant_id,
+                    "id": uuid.uuid4(),
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+            await self.after_create(conn, caller, row)
+            await self._audit.record(
+                conn, caller, resource=self.resource, resource_id=row.id, action="create"
+            )
+        return row
+
+    async def update(self, caller: Identity, row_id: uuid.UUID, fields: dict[str, Any]) -> Row[Any]:
+        """Applies any subset of validated fields; an empty subset changes nothing."""
+        async with self._transaction() as conn:
+            before = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=row_id)
+            if before is None:
+                raise NotFound(self.not_found)
+            values = await self.before_update(conn, caller, before, fields)
+            if not values:
+                return before
+            row = await self.table.update(
+                conn, tenant_id=caller.tenant_id, row_id=row_id, values={**values, "updated_at": utcnow()}
+            )
+            assert row is not None  # read in this transaction
+            await self.after_update(conn, caller, before, row)
+            await self._audit.record(
+                conn, caller, resource=self.resource, resource_id=row_id, action="update"
+            )
+        return row
+
+    async def delete(self, caller: Identity, row_id: uuid.UUID) -> None:
+        """Deletes a row of the caller's tenant."""
+        async with self._transaction() as conn:
+            row = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=row_id)
+            if row is None:
+                raise NotFound(self.not_found)
+            await self.before_delete(conn, caller, row)
+            await self.table.delete(conn, tenant_id=caller.tenant_id, row_id=row_id)
+            await self._audit.record(
+                conn, caller, resource=self.resource, resource_id=row_id, action="delete"
+            )
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction; an integrity error (a race past our own checks) is a conflict, never a 500."""
+        try:
+            async with self._db.transaction() as conn:
+                yield conn
+        except IntegrityError:
+            raise Conflict("The write conflicts with other data; nothing was changed.") from None
+
+    async def before_create(
+        self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Checks and completes the values of a new row."""
+        return fields
+
+    async def after_create(self, conn: AsyncConnection, caller: Identity, row: Row[Any]) -> None:
+        """Side effects of a create (outbox events)."""
+
+    async def before_update(
+        self, conn: AsyncConnection, caller: Identity, before: Row[Any], fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Checks an update; returns the values to write."""
+        return fields
+
+    async def after_update(
+        self, conn: AsyncConnection, caller: Identity, before: Row[Any], row: Row[Any]
+    ) -> None:
+        """Side effects of an update (outbox events)."""
+
+    async def before_delete(self, conn: AsyncConnection, caller: Identity, row: Row[Any]) -> None:
+        """Refuses a delete that other rows block."""
