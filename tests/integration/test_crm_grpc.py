@@ -11,8 +11,9 @@ import grpc
 import pytest
 import sqlalchemy as sa
 from google.protobuf import struct_pb2
-from hydra.crm.v1 import leads_pb2, leads_pb2_grpc
+from hydra.crm.v1 import accounts_pb2, accounts_pb2_grpc, leads_pb2, leads_pb2_grpc
 
+from services.common.db import connect_args, migration_url
 from services.common.grpc_server import internal_metadata
 from services.crm.config import Settings
 from services.crm.server import migrate
@@ -104,3 +105,36 @@ def test_migrations_are_idempotent_and_postgres_uses_the_crm_schema(database_url
             )
         engine.dispose()
         assert schemas == ["crm"]
+
+
+def crm_rows(database_url: str, query: str) -> list:
+    """Rows of a query on crm's own tables (its schema on PostgreSQL)."""
+    url = migration_url(database_url)
+    engine = sa.create_engine(url, connect_args=connect_args(url, "crm"))
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(query)).all()
+    engine.dispose()
+    return rows
+
+
+def test_stage_change_writes_lifecycle_event_outbox_and_audit(database_url: str, tmp_path: Path) -> None:
+    env = stack_env(tmp_path, database_url=database_url)
+    md = internal_metadata(str(uuid.uuid4()), ("crm:read", "crm:write"), key_id="key-123")
+    with grpc_processes(env, "crm"), grpc.insecure_channel(f"127.0.0.1:{env['HYDRA_CRM_PORT']}") as channel:
+        accounts = accounts_pb2_grpc.AccountServiceStub(channel)
+        account = accounts.CreateAccount(
+            accounts_pb2.CreateAccountRequest(account=body(name="A")), metadata=md
+        ).account
+        update = accounts_pb2.UpdateAccountRequest(
+            id=account.id, account=body(lifecycle_stage="at_risk", notes="x")
+        )
+        accounts.UpdateAccount(update, metadata=md)
+        accounts.UpdateAccount(
+            accounts_pb2.UpdateAccountRequest(id=account.id, account=body(notes="y")), metadata=md
+        )
+    events = crm_rows(database_url, "SELECT from_stage, to_stage FROM lifecycle_events")
+    assert [tuple(e) for e in events] == [("prospect", "at_risk")]
+    topics = sorted(r[0] for r in crm_rows(database_url, "SELECT topic FROM outbox"))
+    assert topics == ["account.stage_changed", "account.went_at_risk"]
+    audit = crm_rows(database_url, "SELECT key_id, resource, action FROM audit_log ORDER BY at")
+    assert [tuple(a) for a in audit] == [("key-123", "account", a) for a in ("create", "update", "update")]
