@@ -142,6 +142,71 @@ class LifecycleEvent(Base):
     )
 
 
+CONVERSATION_STATUSES = ("open", "assigned", "waiting", "resolved", "escalated")
+CHANNELS = ("telegram", "whatsapp", "voice", "sms", "email", "web_chat")
+MESSAGE_ROLES = ("visitor", "agent", "bot", "system")
+
+
+class Conversation(Base):
+    """A conversation with a customer; tags and stamps are set by the bot pipeline and by closing."""
+
+    __tablename__ = "conversations"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))
+    channel: Mapped[str] = mapped_column(String(20))
+    channel_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    customer_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    assigned_agent_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    subject: Mapped[str | None] = mapped_column(String(300))
+    intent: Mapped[str | None] = mapped_column(String(50))
+    sentiment: Mapped[str | None] = mapped_column(String(20))
+    language: Mapped[str | None] = mapped_column(String(20))
+    summary: Mapped[str | None] = mapped_column(Text)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    resolution_seconds: Mapped[int | None] = mapped_column(Integer)
+    handoff_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    handoff_reason: Mapped[str | None] = mapped_column(String(200))
+    csat_requested_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_message_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    message_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index(None, "tenant_id", "updated_at", "id"),
+        Index(None, "tenant_id", "status", "updated_at"),
+        Index(None, "tenant_id", "customer_id"),
+        # By id alone, so deleting a contact nulls only this column and keeps the conversation.
+        ForeignKeyConstraint(["customer_id"], ["contacts.id"], ondelete="SET NULL"),
+        CheckConstraint(_one_of("status", CONVERSATION_STATUSES), name="status"),
+    )
+
+
+class Message(Base):
+    """One message of a conversation; deleted with it."""
+
+    __tablename__ = "messages"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    role: Mapped[str] = mapped_column(String(20))
+    content: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index(None, "tenant_id", "conversation_id", "created_at"),
+        ForeignKeyConstraint(
+            ["tenant_id", "conversation_id"],
+            ["conversations.tenant_id", "conversations.id"],
+            ondelete="CASCADE",
+        ),
+    )
+
+
 def _table(model: type[Base]) -> Table:
     return cast(Table, model.__table__)
 
@@ -150,5 +215,7 @@ leads = _table(Lead)
 accounts = _table(Account)
 contacts = _table(Contact)
 lifecycle_events = _table(LifecycleEvent)
+conversations = _table(Conversation)
+messages = _table(Message)
 audit_log = audit_table(Base.metadata)
 outbox = outbox_table(Base.metadata)

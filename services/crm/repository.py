@@ -35,3 +35,10 @@ async def insert_lifecycle_event(
             created_at=utcnow(),
         )
     )
+
+
+conversations = TenantTable(
+    models.conversations,
+    order_by=[models.conversations.c.updated_at.desc(), models.conversations.c.id.desc()],
+)
+messages = TenantTable(models.messages, order_by=[models.messages.c.created_at, models.messages.c.id])

@@ -11,6 +11,8 @@ from hydra.crm.v1 import (
     accounts_pb2_grpc,
     contacts_pb2,
     contacts_pb2_grpc,
+    conversations_pb2,
+    conversations_pb2_grpc,
     leads_pb2,
     leads_pb2_grpc,
 )
@@ -24,8 +26,8 @@ from services.common.migrations import upgrade
 from services.common.outbox import Outbox
 from services.crm import models, repository
 from services.crm.config import Settings
-from services.crm.service import AccountService, ContactService, LeadService
-from services.crm.servicer import AccountServicer, ContactServicer, LeadServicer
+from services.crm.service import AccountService, ContactService, ConversationService, LeadService
+from services.crm.servicer import AccountServicer, ContactServicer, ConversationServicer, LeadServicer
 
 SCHEMA = "crm"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -33,6 +35,7 @@ SERVICES = [
     leads_pb2.DESCRIPTOR.services_by_name["LeadService"],
     accounts_pb2.DESCRIPTOR.services_by_name["AccountService"],
     contacts_pb2.DESCRIPTOR.services_by_name["ContactService"],
+    conversations_pb2.DESCRIPTOR.services_by_name["ConversationService"],
 ]
 
 
@@ -50,11 +53,22 @@ def build(settings: Settings) -> GrpcApp:
     contacts = ContactServicer(
         ContactService(db=db, table=repository.contacts, audit=audit, accounts=repository.accounts)
     )
+    conversations = ConversationServicer(
+        ConversationService(
+            db=db,
+            table=repository.conversations,
+            audit=audit,
+            messages=repository.messages,
+            contacts=repository.contacts,
+            outbox=outbox,
+        )
+    )
 
     def register(server: grpc.aio.Server) -> None:
         leads_pb2_grpc.add_LeadServiceServicer_to_server(leads, server)
         accounts_pb2_grpc.add_AccountServiceServicer_to_server(accounts, server)
         contacts_pb2_grpc.add_ContactServiceServicer_to_server(contacts, server)
+        conversations_pb2_grpc.add_ConversationServiceServicer_to_server(conversations, server)
 
     return GrpcApp(
         name="crm",

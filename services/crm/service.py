@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from typing import Any
 
 from sqlalchemy import Row
@@ -10,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.common.audit import AuditLog
 from services.common.crud import TenantTable
 from services.common.db import Database
-from services.common.errors import Conflict, FieldError, ValidationError
+from services.common.errors import Conflict, FieldError, NotFound, ValidationError
+from services.common.fields import utcnow
 from services.common.identity import Identity
 from services.common.outbox import Outbox
 from services.common.resource import ResourceService
@@ -111,3 +114,163 @@ class AccountService(ResourceService):
                 code="fk_blocked",
                 blockers={"contacts": blocking},
             )
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+class ConversationService(ResourceService):
+    """Conversations: opened internally; the public API resolves, escalates or assigns them once."""
+
+    resource = "conversation"
+    not_found = "Conversation not found."
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        table: TenantTable,
+        audit: AuditLog,
+        messages: TenantTable,
+        contacts: TenantTable,
+        outbox: Outbox,
+    ) -> None:
+        super().__init__(db=db, table=table, audit=audit)
+        self._messages = messages
+        self._contacts = contacts
+        self._outbox = outbox
+
+    async def open(
+        self,
+        caller: Identity,
+        *,
+        channel: str,
+        channel_id: uuid.UUID | None,
+        customer_id: uuid.UUID | None,
+        subject: str | None,
+    ) -> Row[Any]:
+        """Opens a conversation (widget sessions, inbound email)."""
+        return await self.create(
+            caller,
+            {"channel": channel, "channel_id": channel_id, "customer_id": customer_id, "subject": subject},
+        )
+
+    async def before_create(
+        self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        customer = fields.get("customer_id")
+        if (
+            customer is not None
+            and await self._contacts.get(conn, tenant_id=caller.tenant_id, row_id=customer) is None
+        ):
+            raise ValidationError(FieldError(("body", "customer_id"), "Contact not found", "not_found"))
+        return {**fields, "status": "open", "message_count": 0}
+
+    async def add_message(
+        self, caller: Identity, conversation_id: uuid.UUID, *, role: str, content: str
+    ) -> Row[Any]:
+        """Appends a message and bumps the conversation's activity."""
+        now = utcnow()
+        async with self._transaction() as conn:
+            conversation = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=conversation_id)
+            if conversation is None:
+                raise NotFound(self.not_found)
+            message = await self._messages.insert(
+                conn,
+                values={
+                    "tenant_id": caller.tenant_id,
+                    "id": uuid.uuid4(),
+                    "conversation_id": conversation_id,
+                    "role": role,
+                    "content": content,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+            await self.table.update(
+                conn,
+                tenant_id=caller.tenant_id,
+                row_id=conversation_id,
+                values={
+                    "last_message_at": now,
+                    "updated_at": now,
+                    "message_count": conversation.message_count + 1,
+                },
+            )
+            await self._audit.record(
+                conn, caller, resource="message", resource_id=message.id, action="create"
+            )
+        return message
+
+    async def before_update(
+        self, conn: AsyncConnection, caller: Identity, before: Row[Any], fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        agent = fields.get("assigned_agent_id")
+        if agent is not None and before.assigned_agent_id not in (None, agent):
+            raise ValidationError(
+                FieldError(
+                    ("body", "assigned_agent_id"),
+                    "Conversation is already assigned; re-assigning is admin-UI-only",
+                    "reassign_forbidden",
+                )
+            )
+        if agent is not None and before.assigned_agent_id is None:
+            values["assigned_agent_id"] = agent
+            if before.status == "open":
+                values["status"] = "assigned"
+        status = fields.get("status")
+        if status is not None and status != before.status:
+            if before.status == "resolved":
+                raise ValidationError(
+                    FieldError(
+                        ("body", "status"),
+                        "Conversation is resolved; reopening is admin-UI-only",
+                        "reopen_forbidden",
+                    )
+                )
+            values["status"] = status
+            now = utcnow()
+            if status == "resolved":
+                values.update(
+                    resolved_at=now,
+                    csat_requested_at=now,
+                    resolution_seconds=int((now - _aware(before.created_at)).total_seconds()),
+                    summary=await self._summary(conn, caller, before.id),
+                )
+            else:
+                values.update(handoff_at=now, handoff_reason="escalated via API")
+        return values
+
+    async def _summary(self, conn: AsyncConnection, caller: Identity, conversation_id: uuid.UUID) -> str:
+        rows = await self._messages.list(
+            conn, tenant_id=caller.tenant_id, limit=1000, filters={"conversation_id": conversation_id}
+        )
+        asked = next((m.content for m in rows if m.role == "visitor"), None)
+        if asked is None:
+            return f"{len(rows)} message(s); no customer message."
+        excerpt = asked if len(asked) <= 200 else asked[:197] + "..."
+        return f"{len(rows)} message(s). Customer asked: {excerpt}"
+
+    async def after_update(
+        self, conn: AsyncConnection, caller: Identity, before: Row[Any], row: Row[Any]
+    ) -> None:
+        if row.status == before.status:
+            return
+        event = {"conversation_id": str(row.id), "from": before.status, "to": row.status}
+        await self._outbox.record(
+            conn, tenant_id=caller.tenant_id, topic=f"conversation.{row.status}", payload=event
+        )
+        if row.status != "resolved":
+            return
+        email = None
+        if row.customer_id is not None:
+            contact = await self._contacts.get(conn, tenant_id=caller.tenant_id, row_id=row.customer_id)
+            email = contact.email if contact is not None else None
+        await self._outbox.record(
+            conn,
+            tenant_id=caller.tenant_id,
+            topic="conversation.csat_requested",
+            payload={"conversation_id": str(row.id), "email": email, "summary": row.summary},
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from hydra.crm.v1 import (
@@ -9,14 +10,18 @@ from hydra.crm.v1 import (
     accounts_pb2_grpc,
     contacts_pb2,
     contacts_pb2_grpc,
+    conversations_pb2,
+    conversations_pb2_grpc,
     leads_pb2,
     leads_pb2_grpc,
 )
 
-from services.common.fields import optional_query, query_choice, query_uuid
+from services.common.errors import FieldError, ValidationError
+from services.common.fields import optional_query, query_choice, query_uuid, to_message
+from services.common.identity import current_identity
 from services.common.servicing import ResourceRpcs
-from services.crm.models import LIFECYCLE_STAGES
-from services.crm.service import AccountService, ContactService, LeadService
+from services.crm.models import CHANNELS, CONVERSATION_STATUSES, LIFECYCLE_STAGES, MESSAGE_ROLES
+from services.crm.service import AccountService, ContactService, ConversationService, LeadService
 
 
 class LeadServicer(leads_pb2_grpc.LeadServiceServicer):
@@ -103,3 +108,87 @@ class ContactServicer(contacts_pb2_grpc.ContactServiceServicer):
 
     async def DeleteContact(self, request: Any, context: Any) -> Any:
         return await self._rpc.delete(request, context, contacts_pb2.DeleteContactResponse)
+
+
+def _internal_uuid(value: str, name: str) -> uuid.UUID | None:
+    """An optional UUID field of an internal request."""
+    if not value:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ValidationError(
+            FieldError(("body", name), "Input should be a valid UUID", "uuid_parsing")
+        ) from None
+
+
+def _check(errors: list[FieldError], ok: bool, name: str, message: str) -> None:
+    if not ok:
+        errors.append(FieldError(("body", name), message, "value_error"))
+
+
+class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
+    """ConversationService: public list/get/update, internal create and messages."""
+
+    def __init__(self, service: ConversationService) -> None:
+        self._service = service
+        self._rpc = ResourceRpcs(
+            service,
+            message=conversations_pb2.Conversation,
+            input_message=conversations_pb2.ConversationInput,
+            singular="conversation",
+            plural="conversations",
+        )
+
+    async def ListConversations(self, request: Any, context: Any) -> Any:
+        filters = {
+            "status": query_choice(optional_query(request, "status"), "status", CONVERSATION_STATUSES),
+            "channel_id": query_uuid(optional_query(request, "channel_id"), "channel_id"),
+            "assigned_agent_id": query_uuid(
+                optional_query(request, "assigned_agent_id"), "assigned_agent_id"
+            ),
+            "customer_id": query_uuid(optional_query(request, "customer_id"), "customer_id"),
+        }
+        return await self._rpc.list(request, conversations_pb2.ListConversationsResponse, filters)
+
+    async def GetConversation(self, request: Any, context: Any) -> Any:
+        return await self._rpc.get(request, conversations_pb2.GetConversationResponse)
+
+    async def UpdateConversation(self, request: Any, context: Any) -> Any:
+        return await self._rpc.update(request, conversations_pb2.UpdateConversationResponse)
+
+    async def CreateConversation(self, request: Any, context: Any) -> Any:
+        errors: list[FieldError] = []
+        _check(
+            errors, request.channel in CHANNELS, "channel", f"Input should be one of {', '.join(CHANNELS)}"
+        )
+        _check(errors, len(request.subject) <= 300, "subject", "String should have at most 300 characters")
+        if errors:
+            raise ValidationError(errors)
+        row = await self._service.open(
+            current_identity(),
+            channel=request.channel,
+            channel_id=_internal_uuid(request.channel_id, "channel_id"),
+            customer_id=_internal_uuid(request.customer_id, "customer_id"),
+            subject=request.subject or None,
+        )
+        return conversations_pb2.CreateConversationResponse(conversation=self._rpc.message(row))
+
+    async def AddMessage(self, request: Any, context: Any) -> Any:
+        errors: list[FieldError] = []
+        _check(
+            errors,
+            request.role in MESSAGE_ROLES,
+            "role",
+            f"Input should be one of {', '.join(MESSAGE_ROLES)}",
+        )
+        _check(errors, 1 <= len(request.content) <= 8000, "content", "Content must be 1 to 8000 characters")
+        if errors:
+            raise ValidationError(errors)
+        conversation_id = _internal_uuid(request.conversation_id, "conversation_id")
+        if conversation_id is None:
+            raise ValidationError(FieldError(("body", "conversation_id"), "Field required", "missing"))
+        row = await self._service.add_message(
+            current_identity(), conversation_id, role=request.role, content=request.content
+        )
+        return conversations_pb2.AddMessageResponse(message=to_message(row, conversations_pb2.Message))

@@ -6,11 +6,14 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import grpc
 import httpx
 import pytest
+from hydra.crm.v1 import conversations_pb2, conversations_pb2_grpc
 
 from hydractl.cli import create_tenant, mint
 from hydractl.stack import Stack
+from services.common.grpc_server import internal_metadata
 from tests.support.servers import create_database
 from tests.support.stack import running_stack, stack_env
 
@@ -76,8 +79,36 @@ def key(edge: Edge) -> Key:
     return edge.key()
 
 
+def open_conversation(
+    edge: Edge,
+    tenant: str,
+    *,
+    customer_id: str = "",
+    channel_id: str = "",
+    messages: Sequence[tuple[str, str]] = (),
+) -> str:
+    """Opens a conversation through crm's internal gRPC API (as the widget does); returns its id."""
+    metadata = internal_metadata(tenant, ["conversations:write"])
+    with grpc.insecure_channel(f"127.0.0.1:{edge.env['HYDRA_CRM_PORT']}") as channel:
+        stub = conversations_pb2_grpc.ConversationServiceStub(channel)
+        request = conversations_pb2.CreateConversationRequest(
+            channel="web_chat", customer_id=customer_id, channel_id=channel_id
+        )
+        conversation_id = stub.CreateConversation(request, metadata=metadata).conversation.id
+        for role, content in messages:
+            stub.AddMessage(
+                conversations_pb2.AddMessageRequest(
+                    conversation_id=conversation_id, role=role, content=content
+                ),
+                metadata=metadata,
+            )
+    return conversation_id
+
+
 def create_resource(edge: Edge, key: Key, collection: str) -> dict:
     """Creates one row of a collection (e.g. "/api/v1/contacts") for the key's tenant; returns it."""
+    if collection == "/api/v1/conversations":
+        return {"id": open_conversation(edge, key.tenant)}
     bodies = {
         "/api/v1/leads": lambda: {"name": "Lead"},
         "/api/v1/accounts": lambda: {"name": "Account"},
