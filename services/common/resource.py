@@ -49,6 +49,7 @@ class ResourceService:
 
     async def create(self, caller: Identity, fields: dict[str, Any]) -> Row[Any]:
         """Creates a row from validated fields."""
+        facts = await self.prepare(caller, fields)
         now = utcnow()
         async with self._transaction() as conn:
             values = await self.before_create(conn, caller, fields)
@@ -62,7 +63,7 @@ class ResourceService:
                     "updated_at": now,
                 },
             )
-            await self.after_create(conn, caller, row)
+            await self.after_create(conn, caller, row, facts)
             await self._audit.record(
                 conn, caller, resource=self.resource, resource_id=row.id, action="create"
             )
@@ -70,6 +71,7 @@ class ResourceService:
 
     async def update(self, caller: Identity, row_id: uuid.UUID, fields: dict[str, Any]) -> Row[Any]:
         """Applies any subset of validated fields; an empty subset changes nothing."""
+        facts = await self.prepare(caller, fields)
         async with self._transaction() as conn:
             before = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=row_id)
             if before is None:
@@ -81,7 +83,7 @@ class ResourceService:
                 conn, tenant_id=caller.tenant_id, row_id=row_id, values={**values, "updated_at": utcnow()}
             )
             assert row is not None  # read in this transaction
-            await self.after_update(conn, caller, before, row)
+            await self.after_update(conn, caller, before, row, facts)
             await self._audit.record(
                 conn, caller, resource=self.resource, resource_id=row_id, action="update"
             )
@@ -108,13 +110,19 @@ class ResourceService:
         except IntegrityError:
             raise Conflict("The write conflicts with other data; nothing was changed.") from None
 
+    async def prepare(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:
+        """Checks that need other services, run before the transaction opens; returns facts for the hooks."""
+        return {}
+
     async def before_create(
         self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]
     ) -> dict[str, Any]:
         """Checks and completes the values of a new row."""
         return fields
 
-    async def after_create(self, conn: AsyncConnection, caller: Identity, row: Row[Any]) -> None:
+    async def after_create(
+        self, conn: AsyncConnection, caller: Identity, row: Row[Any], facts: dict[str, Any]
+    ) -> None:
         """Side effects of a create (outbox events)."""
 
     async def before_update(
@@ -124,7 +132,7 @@ class ResourceService:
         return fields
 
     async def after_update(
-        self, conn: AsyncConnection, caller: Identity, before: Row[Any], row: Row[Any]
+        self, conn: AsyncConnection, caller: Identity, before: Row[Any], row: Row[Any], facts: dict[str, Any]
     ) -> None:
         """Side effects of an update (outbox events)."""
 

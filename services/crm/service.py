@@ -86,7 +86,7 @@ class AccountService(ResourceService):
         return {"lifecycle_stage": "prospect", **fields}
 
     async def after_update(
-        self, conn: AsyncConnection, caller: Identity, before: Row[Any], row: Row[Any]
+        self, conn: AsyncConnection, caller: Identity, before: Row[Any], row: Row[Any], facts: dict[str, Any]
     ) -> None:
         if before.lifecycle_stage == row.lifecycle_stage:
             return
@@ -254,7 +254,7 @@ class ConversationService(ResourceService):
         return f"{len(rows)} message(s). Customer asked: {excerpt}"
 
     async def after_update(
-        self, conn: AsyncConnection, caller: Identity, before: Row[Any], row: Row[Any]
+        self, conn: AsyncConnection, caller: Identity, before: Row[Any], row: Row[Any], facts: dict[str, Any]
     ) -> None:
         if row.status == before.status:
             return

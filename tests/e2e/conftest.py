@@ -112,6 +112,7 @@ def create_resource(edge: Edge, key: Key, collection: str) -> dict:
     bodies = {
         "/api/v1/leads": lambda: {"name": "Lead"},
         "/api/v1/accounts": lambda: {"name": "Account"},
+        "/api/v1/tickets": lambda: {"title": "Ticket"},
         "/api/v1/contacts": lambda: {
             "email": "c@example.com",
             "account_id": create_resource(edge, key, "/api/v1/accounts")["id"],

@@ -34,7 +34,7 @@ def test_every_route_needs_exactly_its_scope(edge: Edge, binding: Binding) -> No
 )
 def test_every_route_hides_other_tenants_rows(edge: Edge, binding: Binding) -> None:
     collection = binding.template.removesuffix("/{id}")
-    theirs = create_resource(edge, edge.key(), collection)
+    theirs = create_resource(edge, edge.key(scopes=ALL_SCOPES), collection)
     mine = edge.key(scopes=ALL_SCOPES)
     path = binding.template.replace("{id}", theirs["id"])
     assert_error(edge.http.request(binding.method, path, json={}, headers=mine.bearer), 404, "not_found")

@@ -26,10 +26,12 @@ def stack_env(
         HYDRA_ENVOY_ADMIN_PORT=str(free_port()),
         HYDRA_GATEKEEPER_PORT=str(free_port()),
         HYDRA_CRM_PORT=str(free_port()),
+        HYDRA_TICKETS_PORT=str(free_port()),
     )
     if database_url:
         env["HYDRA_CRM_DATABASE_URL"] = database_url
         env["HYDRA_GATEKEEPER_DATABASE_URL"] = database_url
+        env["HYDRA_TICKETS_DATABASE_URL"] = database_url
     if redis_url:
         env["HYDRA_REDIS_URL"] = redis_url
     env.update(extra)

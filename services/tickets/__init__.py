@@ -1,0 +1,1 @@
+"""The tickets service: support tickets linked to crm contacts and conversations."""

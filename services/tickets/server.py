@@ -1,0 +1,69 @@
+"""Composition root of the tickets service: the only module naming concrete adapters (DB, crm channel)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+from hydra.tickets.v1 import tickets_pb2, tickets_pb2_grpc
+
+from services.common import logging as hydra_logging
+from services.common.audit import AuditLog
+from services.common.db import Database
+from services.common.grpc_server import GrpcApp
+from services.common.grpc_server import serve as serve_app
+from services.common.migrations import upgrade
+from services.common.outbox import Outbox
+from services.tickets import models, repository
+from services.tickets.config import Settings
+from services.tickets.crm import CrmDirectory
+from services.tickets.service import TicketService
+from services.tickets.servicer import TicketServicer
+
+SCHEMA = "tickets"
+MIGRATIONS = Path(__file__).parent / "migrations"
+SERVICES = [tickets_pb2.DESCRIPTOR.services_by_name["TicketService"]]
+
+
+def build(settings: Settings) -> GrpcApp:
+    """Wires the tickets app from settings."""
+    db = Database(settings.database_url, schema=SCHEMA, pool_size=settings.pool_size)
+    crm = CrmDirectory(settings.crm_address, timeout=settings.crm_timeout_seconds)
+    tickets = TicketServicer(
+        TicketService(
+            db=db,
+            table=repository.tickets,
+            audit=AuditLog(models.audit_log),
+            outbox=Outbox(models.outbox),
+            crm=crm,
+        )
+    )
+
+    def register(server: grpc.aio.Server) -> None:
+        tickets_pb2_grpc.add_TicketServiceServicer_to_server(tickets, server)
+
+    async def close() -> None:
+        await crm.close()
+        await db.dispose()
+
+    # Health follows the own database only: with crm down, reads still work and writes answer 503.
+    return GrpcApp(
+        name="tickets",
+        address=settings.address,
+        services=SERVICES,
+        register=register,
+        probe=db.ping,
+        close=close,
+    )
+
+
+def migrate(settings: Settings) -> None:
+    """Applies the tickets migrations."""
+    upgrade(migrations_dir=MIGRATIONS, url=settings.database_url, schema=SCHEMA)
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Runs the tickets server until stopped."""
+    logger = hydra_logging.configure("tickets", settings.log_level)
+    await serve_app(build(settings), logger, stop=stop)
