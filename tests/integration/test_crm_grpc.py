@@ -90,7 +90,7 @@ def test_errors_carry_the_finished_body_in_trailers(stub: leads_pb2_grpc.LeadSer
 
 
 def test_migrations_are_idempotent_and_postgres_uses_the_crm_schema(database_url: str) -> None:
-    settings = Settings(address="127.0.0.1:0", database_url=database_url)
+    settings = Settings(address="127.0.0.1:0", database_url=database_url.replace(".sqlite3", ".crm.sqlite3"))
     migrate(settings)
     migrate(settings)
     if database_url.startswith("postgresql"):
@@ -108,8 +108,8 @@ def test_migrations_are_idempotent_and_postgres_uses_the_crm_schema(database_url
 
 
 def crm_rows(database_url: str, query: str) -> list:
-    """Rows of a query on crm's own tables (its schema on PostgreSQL)."""
-    url = migration_url(database_url)
+    """Rows of a query on crm's own tables (its schema on PostgreSQL, its file on SQLite)."""
+    url = migration_url(database_url.replace(".sqlite3", ".crm.sqlite3"))
     engine = sa.create_engine(url, connect_args=connect_args(url, "crm"))
     with engine.connect() as conn:
         rows = conn.execute(sa.text(query)).all()

@@ -28,10 +28,12 @@ def stack_env(
         HYDRA_CRM_PORT=str(free_port()),
         HYDRA_TICKETS_PORT=str(free_port()),
     )
-    if database_url:
-        env["HYDRA_CRM_DATABASE_URL"] = database_url
-        env["HYDRA_GATEKEEPER_DATABASE_URL"] = database_url
-        env["HYDRA_TICKETS_DATABASE_URL"] = database_url
+    for name in ("crm", "gatekeeper", "tickets"):
+        if database_url and database_url.startswith("sqlite"):
+            # SQLite has no schemas: one file per service, beside the one given.
+            env[f"HYDRA_{name.upper()}_DATABASE_URL"] = database_url.replace(".sqlite3", f".{name}.sqlite3")
+        elif database_url:
+            env[f"HYDRA_{name.upper()}_DATABASE_URL"] = database_url
     if redis_url:
         env["HYDRA_REDIS_URL"] = redis_url
     env.update(extra)
