@@ -169,6 +169,7 @@ class GrpcApp:
     close: Callable[[], Awaitable[None]]
     probe_interval: float = 2.0
     grace: float = 5.0
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()  # e.g. outbox dispatch, consumers
 
 
 class _HealthMonitor:
@@ -236,14 +237,16 @@ async def serve(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event | N
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    monitor_task = asyncio.create_task(monitor.run())
+    tasks = [asyncio.create_task(monitor.run()), *(asyncio.create_task(job()) for job in app.background)]
     try:
         await stop.wait()
     finally:
         logger.info("draining", extra={"service": app.name})
-        monitor_task.cancel()
         await health.enter_graceful_shutdown()
         await server.stop(app.grace)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await app.close()
         logger.info("stopped", extra={"service": app.name})
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.common import config
+from services.common.delivery import DeliverySettings
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,7 @@ class Settings:
 
     address: str
     database_url: str
+    delivery: DeliverySettings
     log_level: str = "INFO"
     pool_size: int = 10
 
@@ -23,6 +25,7 @@ class Settings:
         return cls(
             address=config.service_address(env, "crm"),
             database_url=config.env_str(env, "HYDRA_CRM_DATABASE_URL", config.sqlite_default(env, "crm")),
+            delivery=DeliverySettings.from_env(env),
             log_level=config.env_str(env, "HYDRA_LOG_LEVEL", "INFO"),
             pool_size=config.env_int(env, "HYDRA_DB_POOL_SIZE", 10, minimum=1),
         )

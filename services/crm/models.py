@@ -25,6 +25,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.audit import audit_table
 from services.common.db import NAMING_CONVENTION
+from services.common.events import inbox_table
 from services.common.outbox import outbox_table
 
 LIFECYCLE_STAGES = ("prospect", "active", "at_risk", "churned")
@@ -219,3 +220,4 @@ conversations = _table(Conversation)
 messages = _table(Message)
 audit_log = audit_table(Base.metadata)
 outbox = outbox_table(Base.metadata)
+processed_events = inbox_table(Base.metadata)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import grpc
@@ -17,15 +18,18 @@ from hydra.crm.v1 import (
     leads_pb2_grpc,
 )
 
+from services.common import delivery
 from services.common import logging as hydra_logging
 from services.common.audit import AuditLog
 from services.common.db import Database
+from services.common.events import Dispatcher, idempotent
 from services.common.grpc_server import GrpcApp
 from services.common.grpc_server import serve as serve_app
 from services.common.migrations import upgrade
 from services.common.outbox import Outbox
 from services.crm import models, repository
 from services.crm.config import Settings
+from services.crm.consumers import CSAT_TOPICS, csat_email
 from services.crm.service import AccountService, ContactService, ConversationService, LeadService
 from services.crm.servicer import AccountServicer, ContactServicer, ConversationServicer, LeadServicer
 
@@ -39,9 +43,16 @@ SERVICES = [
 ]
 
 
-def build(settings: Settings) -> GrpcApp:
+def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
     """Wires the crm app from settings."""
     db = Database(settings.database_url, schema=SCHEMA, pool_size=settings.pool_size)
+    bus = delivery.bus(settings.delivery, service="crm", address=settings.address, logger=logger)
+    bus.subscribe(
+        "crm-csat",
+        CSAT_TOPICS,
+        idempotent(db, models.processed_events, "crm-csat", csat_email(delivery.mailer(settings.delivery))),
+    )
+    dispatcher = Dispatcher(db=db, outbox=models.outbox, bus=bus, logger=logger)
     audit = AuditLog(models.audit_log)
     outbox = Outbox(models.outbox)
     leads = LeadServicer(LeadService(db=db, table=repository.leads, audit=audit))
@@ -70,13 +81,18 @@ def build(settings: Settings) -> GrpcApp:
         contacts_pb2_grpc.add_ContactServiceServicer_to_server(contacts, server)
         conversations_pb2_grpc.add_ConversationServiceServicer_to_server(conversations, server)
 
+    async def close() -> None:
+        await bus.close()
+        await db.dispose()
+
     return GrpcApp(
         name="crm",
         address=settings.address,
         services=SERVICES,
         register=register,
         probe=db.ping,
-        close=db.dispose,
+        close=close,
+        background=[dispatcher.run, bus.run],
     )
 
 
@@ -88,4 +104,4 @@ def migrate(settings: Settings) -> None:
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Runs the crm server until stopped."""
     logger = hydra_logging.configure("crm", settings.log_level)
-    await serve_app(build(settings), logger, stop=stop)
+    await serve_app(build(settings, logger), logger, stop=stop)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.common import config
+from services.common.delivery import DeliverySettings
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,7 @@ class Settings:
     address: str
     database_url: str
     crm_address: str
+    delivery: DeliverySettings
     log_level: str = "INFO"
     pool_size: int = 10
     crm_timeout_seconds: float = 2.0
@@ -28,6 +30,7 @@ class Settings:
                 env, "HYDRA_TICKETS_DATABASE_URL", config.sqlite_default(env, "tickets")
             ),
             crm_address=env.get("HYDRA_CRM_ADDR") or config.service_address(env, "crm"),
+            delivery=DeliverySettings.from_env(env),
             log_level=config.env_str(env, "HYDRA_LOG_LEVEL", "INFO"),
             pool_size=config.env_int(env, "HYDRA_DB_POOL_SIZE", 10, minimum=1),
         )

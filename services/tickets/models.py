@@ -11,6 +11,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.audit import audit_table
 from services.common.db import NAMING_CONVENTION
+from services.common.events import inbox_table
 from services.common.outbox import outbox_table
 
 STATUSES = ("open", "in_progress", "resolved", "closed")
@@ -52,3 +53,4 @@ class Ticket(Base):
 tickets = cast(Table, Ticket.__table__)
 audit_log = audit_table(Base.metadata)
 outbox = outbox_table(Base.metadata)
+processed_events = inbox_table(Base.metadata)

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import grpc
 from hydra.tickets.v1 import tickets_pb2, tickets_pb2_grpc
 
+from services.common import delivery
 from services.common import logging as hydra_logging
 from services.common.audit import AuditLog
 from services.common.db import Database
+from services.common.events import Dispatcher, idempotent
 from services.common.grpc_server import GrpcApp
 from services.common.grpc_server import serve as serve_app
 from services.common.migrations import upgrade
 from services.common.outbox import Outbox
 from services.tickets import models, repository
 from services.tickets.config import Settings
+from services.tickets.consumers import CONFIRMATION_TOPICS, confirmation_email
 from services.tickets.crm import CrmDirectory
 from services.tickets.service import TicketService
 from services.tickets.servicer import TicketServicer
@@ -26,9 +30,17 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICES = [tickets_pb2.DESCRIPTOR.services_by_name["TicketService"]]
 
 
-def build(settings: Settings) -> GrpcApp:
+def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
     """Wires the tickets app from settings."""
     db = Database(settings.database_url, schema=SCHEMA, pool_size=settings.pool_size)
+    bus = delivery.bus(settings.delivery, service="tickets", address=settings.address, logger=logger)
+    send = confirmation_email(delivery.mailer(settings.delivery))
+    bus.subscribe(
+        "tickets-confirmation",
+        CONFIRMATION_TOPICS,
+        idempotent(db, models.processed_events, "tickets-confirmation", send),
+    )
+    dispatcher = Dispatcher(db=db, outbox=models.outbox, bus=bus, logger=logger)
     crm = CrmDirectory(settings.crm_address, timeout=settings.crm_timeout_seconds)
     tickets = TicketServicer(
         TicketService(
@@ -44,6 +56,7 @@ def build(settings: Settings) -> GrpcApp:
         tickets_pb2_grpc.add_TicketServiceServicer_to_server(tickets, server)
 
     async def close() -> None:
+        await bus.close()
         await crm.close()
         await db.dispose()
 
@@ -55,6 +68,7 @@ def build(settings: Settings) -> GrpcApp:
         register=register,
         probe=db.ping,
         close=close,
+        background=[dispatcher.run, bus.run],
     )
 
 
@@ -66,4 +80,4 @@ def migrate(settings: Settings) -> None:
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Runs the tickets server until stopped."""
     logger = hydra_logging.configure("tickets", settings.log_level)
-    await serve_app(build(settings), logger, stop=stop)
+    await serve_app(build(settings, logger), logger, stop=stop)

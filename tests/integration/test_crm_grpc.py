@@ -14,6 +14,7 @@ from google.protobuf import struct_pb2
 from hydra.crm.v1 import accounts_pb2, accounts_pb2_grpc, leads_pb2, leads_pb2_grpc
 
 from services.common.db import connect_args, migration_url
+from services.common.delivery import DeliverySettings
 from services.common.grpc_server import internal_metadata
 from services.crm.config import Settings
 from services.crm.server import migrate
@@ -90,7 +91,11 @@ def test_errors_carry_the_finished_body_in_trailers(stub: leads_pb2_grpc.LeadSer
 
 
 def test_migrations_are_idempotent_and_postgres_uses_the_crm_schema(database_url: str) -> None:
-    settings = Settings(address="127.0.0.1:0", database_url=database_url.replace(".sqlite3", ".crm.sqlite3"))
+    settings = Settings(
+        address="127.0.0.1:0",
+        delivery=DeliverySettings.from_env({}),
+        database_url=database_url.replace(".sqlite3", ".crm.sqlite3"),
+    )
     migrate(settings)
     migrate(settings)
     if database_url.startswith("postgresql"):

@@ -1,0 +1,55 @@
+"""Wiring of a service's event delivery and email from HYDRA_* settings (used by composition roots)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common import config
+from services.common.events import Bus, LocalBus, RedisStreamBus
+from services.common.mail import MaildirMailer, Mailer, SmtpMailer
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """Where events travel and where email goes."""
+
+    redis_url: str | None
+    smtp_url: str | None
+    mail_from: str
+    maildir: Path
+    claim_idle_ms: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DeliverySettings:
+        return cls(
+            redis_url=env.get("HYDRA_REDIS_URL") or None,
+            smtp_url=env.get("HYDRA_SMTP_URL") or None,
+            mail_from=config.env_str(env, "HYDRA_MAIL_FROM", "Hydra <no-reply@hydra.localhost>"),
+            maildir=config.data_dir(env) / "maildir",
+            claim_idle_ms=config.env_int(env, "HYDRA_EVENTS_CLAIM_IDLE_MS", 30_000, minimum=100),
+        )
+
+
+def bus(settings: DeliverySettings, *, service: str, address: str, logger: logging.Logger) -> Bus:
+    """Redis Streams when configured (consumer service@host:port, stable across restarts), else local."""
+    if settings.redis_url is None:
+        return LocalBus()
+    port = address.rpartition(":")[2]
+    return RedisStreamBus(
+        settings.redis_url,
+        stream=f"hydra:events:{service}",
+        consumer=f"{service}@{socket.gethostname()}:{port}",
+        logger=logger,
+        claim_idle_ms=settings.claim_idle_ms,
+    )
+
+
+def mailer(settings: DeliverySettings) -> Mailer:
+    """SMTP when configured, else the maildir."""
+    if settings.smtp_url:
+        return SmtpMailer(settings.smtp_url, sender=settings.mail_from)
+    return MaildirMailer(settings.maildir, sender=settings.mail_from)
