@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import mailbox
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
 
 import grpc
 import httpx
@@ -15,6 +18,7 @@ from hydractl.cli import create_tenant, mint
 from hydractl.stack import Stack
 from services.common.grpc_server import internal_metadata
 from tests.support.servers import create_database
+from tests.support.smtp import SmtpSink
 from tests.support.stack import running_stack, stack_env
 
 BACKENDS = ["embedded", "postgres_redis"]
@@ -35,12 +39,20 @@ class Key:
 
 @dataclass
 class Edge:
-    """A running stack and an HTTP client pointed at its edge."""
+    """A running stack and an HTTP client pointed at its edge (and its SMTP server, when it uses one)."""
 
     backend: str
     stack: Stack
     env: dict[str, str]
     http: httpx.Client
+    smtp: SmtpSink | None = None
+
+    def mail_to(self, address: str) -> list[Message]:
+        """Email delivered to `address`: by the test SMTP server, or into the embedded maildir."""
+        if self.smtp is not None:
+            return self.smtp.to(address)
+        box = mailbox.Maildir(Path(self.env["HYDRA_DATA_DIR"]) / "maildir", create=True)
+        return [m for m in box if m["To"] == address]
 
     def tenant(self) -> str:
         return create_tenant(self.env, f"tenant-{uuid.uuid4().hex[:8]}")

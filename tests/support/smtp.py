@@ -1,0 +1,64 @@
+"""A real SMTP server for tests (aiosmtpd), recording what it receives; it can stall deliveries on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email
+import threading
+import time
+from collections.abc import Iterator
+from email.message import Message
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+from tests.support.servers import free_port
+
+
+class SmtpSink:
+    """What the server received; while `stall` is set, DATA is not answered (a relay hanging mid-send)."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.stall = threading.Event()
+        self.stalled = threading.Event()  # set once a delivery is being held
+        self.url = ""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        while self.stall.is_set():
+            self.stalled.set()
+            await asyncio.sleep(0.05)
+        if server.transport is None or server.transport.is_closing():
+            return "421 client gone"  # never acknowledged, so never accepted
+        self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 OK"
+
+    def to(self, address: str) -> list[Message]:
+        return [m for m in self.messages if m["To"] == address]
+
+
+@contextlib.contextmanager
+def smtp_server() -> Iterator[SmtpSink]:
+    """An SMTP server on a free loopback port."""
+    sink = SmtpSink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    sink.url = f"smtp://127.0.0.1:{port}"
+    try:
+        yield sink
+    finally:
+        sink.stall.clear()
+        controller.stop()
+
+
+def wait_until(predicate: Any, timeout: float = 15.0, what: str = "condition") -> Any:
+    """Polls `predicate` until it returns something truthy; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
