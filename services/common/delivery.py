@@ -22,6 +22,7 @@ class DeliverySettings:
     mail_from: str
     maildir: Path
     claim_idle_ms: int
+    stream_prefix: str = "hydra:events"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DeliverySettings:
@@ -31,6 +32,7 @@ class DeliverySettings:
             mail_from=config.env_str(env, "HYDRA_MAIL_FROM", "Hydra <no-reply@hydra.localhost>"),
             maildir=config.data_dir(env) / "maildir",
             claim_idle_ms=config.env_int(env, "HYDRA_EVENTS_CLAIM_IDLE_MS", 30_000, minimum=100),
+            stream_prefix=config.env_str(env, "HYDRA_EVENTS_STREAM_PREFIX", "hydra:events"),
         )
 
 
@@ -41,7 +43,7 @@ def bus(settings: DeliverySettings, *, service: str, address: str, logger: loggi
     port = address.rpartition(":")[2]
     return RedisStreamBus(
         settings.redis_url,
-        stream=f"hydra:events:{service}",
+        stream=f"{settings.stream_prefix}:{service}",
         consumer=f"{service}@{socket.gethostname()}:{port}",
         logger=logger,
         claim_idle_ms=settings.claim_idle_ms,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def stack_env(
             env[f"HYDRA_{name.upper()}_DATABASE_URL"] = database_url
     if redis_url:
         env["HYDRA_REDIS_URL"] = redis_url
+        env["HYDRA_EVENTS_STREAM_PREFIX"] = f"hydra:test:{uuid.uuid4().hex[:8]}"  # stacks share one Redis
     env.update(extra)
     return env
 
