@@ -7,6 +7,7 @@ Prints figures; never passes or fails on them. `python -m bench.edge [--duration
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -28,10 +29,8 @@ _ERRORS = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 _SCALE = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def wrk(
-    url: str, key: str, *, duration: int, connections: int, script: Path | None = None
-) -> dict[str, float]:
-    """Runs wrk once; returns req/s, p50/p90/p99 in ms, and the count of non-2xx answers."""
+def wrk(url: str, key: str, *, duration: int, connections: int, body: str | None = None) -> dict[str, float]:
+    """Runs wrk once (POSTing `body` when given); returns req/s, p50/p90/p99 in ms, and non-2xx answers."""
     argv = [
         "wrk",
         "-t2",
@@ -41,9 +40,11 @@ def wrk(
         "-H",
         f"Authorization: Bearer {key}",
     ]
-    if script:
-        argv += ["-s", str(script)]
-    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    env = dict(os.environ)
+    if body is not None:
+        argv += ["-s", str(HERE / "post_json.lua")]
+        env["BENCH_BODY"] = body
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True, env=env).stdout
     figures = {f"p{p}": float(v) * _SCALE[unit] for p, v, unit in _LATENCY.findall(out)}
     figures["rps"] = float(_RATE.search(out).group(1))  # type: ignore[union-attr]
     errors = _ERRORS.search(out)
@@ -109,30 +110,52 @@ def main() -> None:
             key = mint(
                 env,
                 tenant=create_tenant(env, "bench"),
-                scopes=["crm:read", "crm:write"],
                 rate_limit=1_000_000_000,
+                scopes=["crm:read", "crm:write", "tickets:read", "tickets:write"],
             )["key"]
-            headers = {"Authorization": f"Bearer {key}"}
-            with httpx.Client(base_url=stack.edge_url, headers=headers) as http:
-                lead_ids = [
-                    http.post("/api/v1/leads", json={"name": f"seed {i}"}).json()["lead"]["id"]
-                    for i in range(200)
-                ]
+            base = stack.edge_url
+            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
+                lead = [
+                    http.post("/api/v1/leads", json={"name": f"seed {i}"}).json()["lead"] for i in range(200)
+                ][100]
+                account = http.post("/api/v1/accounts", json={"name": "Bench Inc"}).json()["account"]
+                contact = http.post(
+                    "/api/v1/contacts", json={"email": "bench@example.com", "account_id": account["id"]}
+                ).json()["contact"]
+                ticket = http.post(
+                    "/api/v1/tickets", json={"title": "seed", "customer_id": contact["id"]}
+                ).json()
             cases = [
-                ("GET /api/v1/leads/{id}", f"{stack.edge_url}/api/v1/leads/{lead_ids[100]}", None),
-                ("GET /api/v1/leads (25)", f"{stack.edge_url}/api/v1/leads", None),
-                ("POST /api/v1/leads", f"{stack.edge_url}/api/v1/leads", HERE / "post_lead.lua"),
+                ("GET /api/v1/leads/{id}", f"{base}/api/v1/leads/{lead['id']}", None),
+                ("GET /api/v1/leads (25)", f"{base}/api/v1/leads", None),
+                (
+                    "POST /api/v1/leads",
+                    f"{base}/api/v1/leads",
+                    '{"email": "b{n}@example.com", "name": "B {n}"}',
+                ),
+                ("GET /api/v1/contacts/{id}", f"{base}/api/v1/contacts/{contact['id']}", None),
+                (
+                    "POST /api/v1/contacts",
+                    f"{base}/api/v1/contacts",
+                    f'{{"email": "c{{n}}@example.com", "account_id": "{account["id"]}"}}',
+                ),
+                ("GET /api/v1/tickets/{id}", f"{base}/api/v1/tickets/{ticket['ticket']['id']}", None),
+                (
+                    "POST /api/v1/tickets",
+                    f"{base}/api/v1/tickets",
+                    f'{{"title": "T {{n}}", "customer_id": "{contact["id"]}"}}',
+                ),
             ]
             print(
                 f"\n{args.connections} connections, {args.duration}s each, PostgreSQL + Redis, "
-                f"log level {args.log_level}\n"
+                f"log level {args.log_level}, {args.envoy_concurrency} Envoy worker(s)\n"
             )
-            print(f"{'case':<26}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+            print(f"{'case':<28}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
             if args.case:
                 cases = [c for c in cases if any(f in c[0] for f in args.case)]
             if args.case:
                 cases = [c for c in cases if any(f in c[0] for f in args.case)]
-            for name, url, script in cases:
+            for name, url, body in cases:
                 spies = []
                 if args.profile:
                     args.profile.mkdir(parents=True, exist_ok=True)
@@ -143,11 +166,11 @@ def main() -> None:
                         )
                         if spy:
                             spies.append(spy)
-                f = wrk(url, key, duration=args.duration, connections=args.connections, script=script)
+                f = wrk(url, key, duration=args.duration, connections=args.connections, body=body)
                 for spy in spies:
                     spy.wait()
                 print(
-                    f"{name:<26}{f['rps']:>10.0f}{f['p50']:>9.1f}{f['p90']:>9.1f}{f['p99']:>9.1f}"
+                    f"{name:<28}{f['rps']:>10.0f}{f['p50']:>9.1f}{f['p90']:>9.1f}{f['p99']:>9.1f}"
                     f"{f['non_2xx']:>9.0f}",
                     flush=True,
                 )

@@ -23,7 +23,14 @@ KINDS = {
     "widget": admin_pb2.KEY_KIND_WIDGET,
 }
 KIND_NAMES = {v: k for k, v in KINDS.items()}
-DEMO_SCOPES = ["crm:read", "crm:write"]
+DEMO_SCOPES = [
+    "crm:read",
+    "crm:write",
+    "conversations:read",
+    "conversations:write",
+    "tickets:read",
+    "tickets:write",
+]
 
 
 class CliError(Exception):

@@ -17,7 +17,7 @@ class Settings:
     database_url: str
     delivery: DeliverySettings
     log_level: str = "INFO"
-    pool_size: int = 10
+    pool_size: int = 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -27,5 +27,5 @@ class Settings:
             database_url=config.env_str(env, "HYDRA_CRM_DATABASE_URL", config.sqlite_default(env, "crm")),
             delivery=DeliverySettings.from_env(env),
             log_level=config.env_str(env, "HYDRA_LOG_LEVEL", "INFO"),
-            pool_size=config.env_int(env, "HYDRA_DB_POOL_SIZE", 10, minimum=1),
+            pool_size=config.env_int(env, "HYDRA_DB_POOL_SIZE", 20, minimum=1),
         )

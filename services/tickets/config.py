@@ -18,7 +18,7 @@ class Settings:
     crm_address: str
     delivery: DeliverySettings
     log_level: str = "INFO"
-    pool_size: int = 10
+    pool_size: int = 20
     crm_timeout_seconds: float = 2.0
 
     @classmethod
@@ -32,5 +32,5 @@ class Settings:
             crm_address=env.get("HYDRA_CRM_ADDR") or config.service_address(env, "crm"),
             delivery=DeliverySettings.from_env(env),
             log_level=config.env_str(env, "HYDRA_LOG_LEVEL", "INFO"),
-            pool_size=config.env_int(env, "HYDRA_DB_POOL_SIZE", 10, minimum=1),
+            pool_size=config.env_int(env, "HYDRA_DB_POOL_SIZE", 20, minimum=1),
         )
