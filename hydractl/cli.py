@@ -199,6 +199,9 @@ def cmd_up(args: argparse.Namespace, env: dict[str, str]) -> None:
     except KeyboardInterrupt:
         sys.stdout.write("\nstopping…\n")
     finally:
+        # A second Ctrl-C or SIGTERM must not interrupt the stop and orphan the remaining processes.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
 
 

@@ -225,8 +225,13 @@ async def serve(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event | N
         ],
         server,
     )
-    if server.add_insecure_port(app.address) == 0:
-        raise OSError(f"cannot listen on {app.address}")
+    try:
+        bound = server.add_insecure_port(app.address)
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        logger.error("cannot listen (address in use?)", extra={"address": app.address, "service": app.name})
+        raise SystemExit(1)
     monitor = _HealthMonitor(app, health, logger)
     await monitor.check_once()
     await server.start()

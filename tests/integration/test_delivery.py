@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import redis
 import sqlalchemy as sa
 from google.protobuf import struct_pb2
 from hydra.crm.v1 import accounts_pb2, accounts_pb2_grpc, contacts_pb2, contacts_pb2_grpc
@@ -127,3 +128,42 @@ def test_a_failing_handler_is_retried_not_recorded(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert len(attempts) == 2
+
+
+def test_ticket_status_and_assignment_changes_reach_the_stream(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    tenant = str(uuid.uuid4())
+    md = internal_metadata(tenant, ["tickets:write"])
+    env = stack_env(tmp_path, database_url=postgres_url, redis_url=redis_url)
+    agent = str(uuid.uuid4())
+    with (
+        grpc_processes(env, "crm", "tickets"),
+        grpc.insecure_channel(f"127.0.0.1:{env['HYDRA_TICKETS_PORT']}") as channel,
+    ):
+        tickets = tickets_pb2_grpc.TicketServiceStub(channel)
+        ticket = tickets.CreateTicket(
+            tickets_pb2.CreateTicketRequest(ticket=body(title="T")), metadata=md
+        ).ticket
+        tickets.UpdateTicket(
+            tickets_pb2.UpdateTicketRequest(
+                id=ticket.id, ticket=body(status="in_progress", assigned_to=agent)
+            ),
+            metadata=md,
+        )
+        tickets.UpdateTicket(
+            tickets_pb2.UpdateTicketRequest(id=ticket.id, ticket=body(title="renamed")), metadata=md
+        )
+        client = redis.Redis.from_url(redis_url)
+        stream = f"{env['HYDRA_EVENTS_STREAM_PREFIX']}:tickets"
+
+        def topics() -> list[str]:
+            return [fields[b"topic"].decode() for _, fields in client.xrange(stream)]
+
+        def all_three() -> list[str] | None:
+            found = topics()
+            return found if len(found) >= 3 else None
+
+        seen = wait_until(all_three, what="the flow events")
+        client.close()
+    assert sorted(seen) == ["ticket.assigned", "ticket.created", "ticket.status_changed"]
