@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Table
 
 from services.common import config
-from services.common.events import Bus, LocalBus, RedisStreamBus
-from services.common.mail import MaildirMailer, Mailer, SmtpMailer
+from services.common.db import Database
+from services.common.events import Bus, Dispatcher, Event, Handler, LocalBus, RedisStreamBus, idempotent
+from services.common.mail import Email, MaildirMailer, Mailer, SmtpMailer
 
 
 @dataclass(frozen=True)
@@ -55,3 +59,45 @@ def mailer(settings: DeliverySettings) -> Mailer:
     if settings.smtp_url:
         return SmtpMailer(settings.smtp_url, sender=settings.mail_from)
     return MaildirMailer(settings.maildir, sender=settings.mail_from)
+
+
+class EventDelivery:
+    """A service's outbox dispatcher and idempotent consumers, run as the process's background tasks."""
+
+    def __init__(
+        self,
+        settings: DeliverySettings,
+        *,
+        service: str,
+        address: str,
+        db: Database,
+        outbox: Table,
+        inbox: Table,
+        logger: logging.Logger,
+    ) -> None:
+        self.bus = bus(settings, service=service, address=address, logger=logger)
+        self.mailer = mailer(settings)
+        self._db = db
+        self._inbox = inbox
+        self._dispatcher = Dispatcher(db=db, outbox=outbox, bus=self.bus, logger=logger)
+
+    def consume(self, name: str, topics: set[str], handler: Handler) -> None:
+        """Runs `handler` once per event of `topics`, recorded under the consumer's `name`."""
+        self.bus.subscribe(name, topics, idempotent(self._db, self._inbox, name, handler))
+
+    def send_email(self, name: str, topics: set[str], compose: Callable[[Event], Email | None]) -> None:
+        """Emails what `compose` makes of each event of `topics` (nothing when it returns None)."""
+
+        async def send(event: Event) -> None:
+            message = compose(event)
+            if message is not None:
+                await self.mailer.send(message)
+
+        self.consume(name, topics, send)
+
+    @property
+    def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        return [self._dispatcher.run, self.bus.run]
+
+    async def close(self) -> None:
+        await self.bus.close()

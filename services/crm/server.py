@@ -18,11 +18,10 @@ from hydra.crm.v1 import (
     leads_pb2_grpc,
 )
 
-from services.common import delivery
 from services.common import logging as hydra_logging
 from services.common.audit import AuditLog
 from services.common.db import Database
-from services.common.events import Dispatcher, idempotent
+from services.common.delivery import EventDelivery
 from services.common.grpc_server import GrpcApp
 from services.common.grpc_server import serve as serve_app
 from services.common.migrations import upgrade
@@ -46,13 +45,16 @@ SERVICES = [
 def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
     """Wires the crm app from settings."""
     db = Database(settings.database_url, schema=SCHEMA, pool_size=settings.pool_size)
-    bus = delivery.bus(settings.delivery, service="crm", address=settings.address, logger=logger)
-    bus.subscribe(
-        "crm-csat",
-        CSAT_TOPICS,
-        idempotent(db, models.processed_events, "crm-csat", csat_email(delivery.mailer(settings.delivery))),
+    events = EventDelivery(
+        settings.delivery,
+        service="crm",
+        address=settings.address,
+        db=db,
+        outbox=models.outbox,
+        inbox=models.processed_events,
+        logger=logger,
     )
-    dispatcher = Dispatcher(db=db, outbox=models.outbox, bus=bus, logger=logger)
+    events.send_email("crm-csat", CSAT_TOPICS, csat_email)
     audit = AuditLog(models.audit_log)
     outbox = Outbox(models.outbox)
     leads = LeadServicer(LeadService(db=db, table=repository.leads, audit=audit))
@@ -82,7 +84,7 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
         conversations_pb2_grpc.add_ConversationServiceServicer_to_server(conversations, server)
 
     async def close() -> None:
-        await bus.close()
+        await events.close()
         await db.dispose()
 
     return GrpcApp(
@@ -92,7 +94,7 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
         register=register,
         probe=db.ping,
         close=close,
-        background=[dispatcher.run, bus.run],
+        background=events.background,
     )
 
 

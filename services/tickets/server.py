@@ -9,11 +9,10 @@ from pathlib import Path
 import grpc
 from hydra.tickets.v1 import tickets_pb2, tickets_pb2_grpc
 
-from services.common import delivery
 from services.common import logging as hydra_logging
 from services.common.audit import AuditLog
 from services.common.db import Database
-from services.common.events import Dispatcher, idempotent
+from services.common.delivery import EventDelivery
 from services.common.grpc_server import GrpcApp
 from services.common.grpc_server import serve as serve_app
 from services.common.migrations import upgrade
@@ -33,14 +32,16 @@ SERVICES = [tickets_pb2.DESCRIPTOR.services_by_name["TicketService"]]
 def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
     """Wires the tickets app from settings."""
     db = Database(settings.database_url, schema=SCHEMA, pool_size=settings.pool_size)
-    bus = delivery.bus(settings.delivery, service="tickets", address=settings.address, logger=logger)
-    send = confirmation_email(delivery.mailer(settings.delivery))
-    bus.subscribe(
-        "tickets-confirmation",
-        CONFIRMATION_TOPICS,
-        idempotent(db, models.processed_events, "tickets-confirmation", send),
+    events = EventDelivery(
+        settings.delivery,
+        service="tickets",
+        address=settings.address,
+        db=db,
+        outbox=models.outbox,
+        inbox=models.processed_events,
+        logger=logger,
     )
-    dispatcher = Dispatcher(db=db, outbox=models.outbox, bus=bus, logger=logger)
+    events.send_email("tickets-confirmation", CONFIRMATION_TOPICS, confirmation_email)
     crm = CrmDirectory(settings.crm_address, timeout=settings.crm_timeout_seconds)
     tickets = TicketServicer(
         TicketService(
@@ -56,7 +57,7 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
         tickets_pb2_grpc.add_TicketServiceServicer_to_server(tickets, server)
 
     async def close() -> None:
-        await bus.close()
+        await events.close()
         await crm.close()
         await db.dispose()
 
@@ -68,7 +69,7 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
         register=register,
         probe=db.ping,
         close=close,
-        background=[dispatcher.run, bus.run],
+        background=events.background,
     )
 
 
