@@ -31,19 +31,20 @@ class AuditLog:
     """Writes audit rows inside the caller's transaction."""
 
     def __init__(self, table: Table) -> None:
-        self._table = table
+        self._insert = insert(table)  # built once; each record only binds values
 
     async def record(
         self, conn: AsyncConnection, caller: Identity, *, resource: str, resource_id: uuid.UUID, action: str
     ) -> None:
         await conn.execute(
-            insert(self._table).values(
-                tenant_id=caller.tenant_id,
-                id=uuid.uuid4(),
-                key_id=caller.key_id or "-",
-                resource=resource,
-                resource_id=resource_id,
-                action=action,
-                at=utcnow(),
-            )
+            self._insert,
+            {
+                "tenant_id": caller.tenant_id,
+                "id": uuid.uuid4(),
+                "key_id": caller.key_id or "-",
+                "resource": resource,
+                "resource_id": resource_id,
+                "action": action,
+                "at": utcnow(),
+            },
         )

@@ -19,6 +19,7 @@ class TenantTable:
         self._order = list(order_by) if order_by is not None else [c.created_at.desc(), c.id.desc()]
         # The hot read is built once; only its parameters change per request.
         self._get = select(table).where(c.tenant_id == bindparam("tenant_id"), c.id == bindparam("row_id"))
+        self._insert = insert(table).returning(*table.c)
 
     async def list(
         self,
@@ -40,7 +41,7 @@ class TenantTable:
 
     async def insert(self, conn: AsyncConnection, *, values: Mapping[str, Any]) -> Row[Any]:
         """Inserts a row and returns it as stored."""
-        return (await conn.execute(insert(self.table).values(**values).returning(*self.table.c))).one()
+        return (await conn.execute(self._insert, dict(values))).one()
 
     async def update(
         self, conn: AsyncConnection, *, tenant_id: uuid.UUID, row_id: uuid.UUID, values: Mapping[str, Any]

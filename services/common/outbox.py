@@ -33,16 +33,18 @@ class Outbox:
 
     def __init__(self, table: Table) -> None:
         self.table = table
+        self._insert = insert(table)  # built once; each record only binds values
 
     async def record(
         self, conn: AsyncConnection, *, tenant_id: uuid.UUID, topic: str, payload: dict[str, Any]
     ) -> None:
         await conn.execute(
-            insert(self.table).values(
-                tenant_id=tenant_id,
-                id=uuid.uuid4(),
-                topic=topic,
-                payload=json.dumps(payload, default=str),
-                created_at=utcnow(),
-            )
+            self._insert,
+            {
+                "tenant_id": tenant_id,
+                "id": uuid.uuid4(),
+                "topic": topic,
+                "payload": json.dumps(payload, default=str),
+                "created_at": utcnow(),
+            },
         )
