@@ -140,6 +140,7 @@ def main() -> None:
                     f'{{"email": "c{{n}}@example.com", "account_id": "{account["id"]}"}}',
                 ),
                 ("GET /api/v1/tickets/{id}", f"{base}/api/v1/tickets/{ticket['ticket']['id']}", None),
+                ("POST /api/v1/tickets (no customer)", f"{base}/api/v1/tickets", '{"title": "T {n}"}'),
                 (
                     "POST /api/v1/tickets",
                     f"{base}/api/v1/tickets",
@@ -150,7 +151,7 @@ def main() -> None:
                 f"\n{args.connections} connections, {args.duration}s each, PostgreSQL + Redis, "
                 f"log level {args.log_level}, {args.envoy_concurrency} Envoy worker(s)\n"
             )
-            print(f"{'case':<28}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+            print(f"{'case':<36}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
             if args.case:
                 cases = [c for c in cases if any(f in c[0] for f in args.case)]
             if args.case:
@@ -170,7 +171,7 @@ def main() -> None:
                 for spy in spies:
                     spy.wait()
                 print(
-                    f"{name:<28}{f['rps']:>10.0f}{f['p50']:>9.1f}{f['p90']:>9.1f}{f['p99']:>9.1f}"
+                    f"{name:<36}{f['rps']:>10.0f}{f['p50']:>9.1f}{f['p90']:>9.1f}{f['p99']:>9.1f}"
                     f"{f['non_2xx']:>9.0f}",
                     flush=True,
                 )
