@@ -93,7 +93,13 @@ class EventDelivery:
             if message is not None:
                 await self.mailer.send(message)
 
-        self.consume(name, topics, send)
+        guarded = idempotent(self._db, self._inbox, name, send)
+
+        async def handle(event: Event) -> None:
+            if compose(event) is not None:  # nothing to send needs no idempotency record
+                await guarded(event)
+
+        self.bus.subscribe(name, topics, handle)
 
     @property
     def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:

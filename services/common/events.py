@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 from sqlalchemy import Column, DateTime, MetaData, String, Table, Uuid, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -113,9 +113,9 @@ class RedisStreamBus:
                 while True:
                     await self._claim(group, topics, handler)
                     await self._drain(group, topics, handler, ">", block_ms=1000)
-            except (RedisError, OSError) as error:
+            except Exception as error:  # never let one failure end the consumer: back off, re-read pending
                 self._log.warning(
-                    "event consumer waiting for redis", extra={"group": group, "error": type(error).__name__}
+                    "event consumer failed; retrying", extra={"group": group, "error": type(error).__name__}
                 )
                 await asyncio.sleep(1)
 
@@ -149,14 +149,20 @@ class RedisStreamBus:
             await self._handle(group, topics, handler, claimed)
 
     async def _handle(self, group: str, topics: set[str], handler: Handler, entries: list[Any]) -> None:
-        for entry_id, fields in entries:
-            if fields:  # an entry trimmed away leaves only its id
-                data = {k.decode(): v.decode() for k, v in fields.items()}
-                if data["topic"] in topics:
-                    await handler(
-                        Event(data["id"], data["tenant_id"], data["topic"], json.loads(data["payload"]))
-                    )
-            await self._redis.xack(self._stream, group, entry_id)
+        done = []
+        try:
+            for entry_id, fields in entries:
+                if fields:  # an entry trimmed away leaves only its id
+                    data = {k.decode(): v.decode() for k, v in fields.items()}
+                    if data["topic"] in topics:
+                        event = Event(
+                            data["id"], data["tenant_id"], data["topic"], json.loads(data["payload"])
+                        )
+                        await handler(event)
+                done.append(entry_id)
+        finally:
+            if done:  # one acknowledgement for everything handled, even when a later entry failed
+                await self._redis.xack(self._stream, group, *done)
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -199,13 +205,14 @@ class Dispatcher:
     """Moves outbox rows to the bus, oldest first, marking them only after the bus took them."""
 
     def __init__(
-        self, *, db: Database, outbox: Table, bus: Bus, logger: logging.Logger, idle_seconds: float = 0.2
+        self, *, db: Database, outbox: Table, bus: Bus, logger: logging.Logger, idle_seconds: float = 0.1
     ) -> None:
         self._db = db
         self._outbox = outbox
         self._bus = bus
         self._log = logger
         self._idle = idle_seconds
+        self.batch = 100
 
     async def dispatch_once(self, batch: int = 100) -> int:
         """Publishes one batch of pending events; returns how many."""
@@ -230,10 +237,11 @@ class Dispatcher:
         backoff = self._idle
         while True:
             try:
-                sent = await self.dispatch_once()
+                full = await self.dispatch_once(self.batch) == self.batch
                 backoff = self._idle
-            except Exception as error:
+            except Exception as error:  # any failure: the rows stay pending and are retried
                 self._log.warning("dispatch failed; will retry", extra={"error": type(error).__name__})
-                sent, backoff = 0, min(backoff * 2, 5.0)
-            if not sent:
+                full, backoff = False, min(backoff * 2, 5.0)
+            if not full:
+                # Let events gather: a few larger batches cost far less than one transaction per event.
                 await asyncio.sleep(backoff)

@@ -20,6 +20,7 @@ from hydra.tickets.v1 import tickets_pb2, tickets_pb2_grpc
 from services.common.db import Database
 from services.common.events import Event, idempotent, inbox_table
 from services.common.grpc_server import internal_metadata
+from tests.support.servers import free_port
 from tests.support.smtp import smtp_server, wait_until
 from tests.support.stack import grpc_processes, stack_env, wait_serving
 
@@ -167,3 +168,45 @@ def test_ticket_status_and_assignment_changes_reach_the_stream(
         seen = wait_until(all_three, what="the flow events")
         client.close()
     assert sorted(seen) == ["ticket.assigned", "ticket.created", "ticket.status_changed"]
+
+
+def test_email_waits_for_a_relay_that_is_down_and_is_sent_once_it_is_up(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    tenant = str(uuid.uuid4())
+    md = internal_metadata(tenant, ["crm:write", "tickets:write"])
+    relay_port = free_port()  # nothing listens here yet
+    env = stack_env(
+        tmp_path,
+        database_url=postgres_url,
+        redis_url=redis_url,
+        HYDRA_SMTP_URL=f"smtp://127.0.0.1:{relay_port}",
+    )
+    with grpc_processes(env, "crm", "tickets"):
+        with grpc.insecure_channel(f"127.0.0.1:{env['HYDRA_CRM_PORT']}") as crm:
+            account = (
+                accounts_pb2_grpc.AccountServiceStub(crm)
+                .CreateAccount(accounts_pb2.CreateAccountRequest(account=body(name="A")), metadata=md)
+                .account
+            )
+            contact = (
+                contacts_pb2_grpc.ContactServiceStub(crm)
+                .CreateContact(
+                    contacts_pb2.CreateContactRequest(
+                        contact=body(email="late@example.com", account_id=account.id)
+                    ),
+                    metadata=md,
+                )
+                .contact
+            )
+        with grpc.insecure_channel(f"127.0.0.1:{env['HYDRA_TICKETS_PORT']}") as channel:
+            tickets_pb2_grpc.TicketServiceStub(channel).CreateTicket(
+                tickets_pb2.CreateTicketRequest(ticket=body(title="Help", customer_id=contact.id)),
+                metadata=md,
+            )
+        time.sleep(2)  # the consumer has failed at least once by now
+        with smtp_server(relay_port) as smtp:
+            (mail,) = wait_until(lambda: smtp.to("late@example.com"), what="the delayed email")
+            time.sleep(1.5)
+            assert len(smtp.to("late@example.com")) == 1
+    assert mail["Subject"] == "We received your request: Help"

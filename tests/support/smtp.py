@@ -39,10 +39,10 @@ class SmtpSink:
 
 
 @contextlib.contextmanager
-def smtp_server() -> Iterator[SmtpSink]:
-    """An SMTP server on a free loopback port."""
+def smtp_server(port: int | None = None) -> Iterator[SmtpSink]:
+    """An SMTP server on a loopback port (a free one unless given)."""
     sink = SmtpSink()
-    port = free_port()
+    port = port or free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
     sink.url = f"smtp://127.0.0.1:{port}"
