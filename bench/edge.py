@@ -52,6 +52,34 @@ def wrk(url: str, key: str, *, duration: int, connections: int, body: str | None
     return figures
 
 
+def _stat(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state is [0], utime [11], cutime [13])."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(processes: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
+    """CPU seconds used so far by each stack process, and by all postgres and redis-server processes
+    (postgres including its exited backends, counted on the postmaster)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    spent = {name: 0.0 for name in [*processes, "postgres", "redis"]}
+    for name, process in processes.items():
+        fields = _stat(process.pid)
+        spent[name] = (int(fields[11]) + int(fields[12])) / ticks
+    for proc in Path("/proc").iterdir():
+        try:
+            comm = (proc / "comm").read_text().strip()
+            fields = _stat(proc.name) if comm in ("postgres", "redis-server") else None
+        except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
+            continue
+        if fields is None:
+            continue
+        used = int(fields[11]) + int(fields[12])
+        if comm == "postgres" and (Path(f"/proc/{fields[1]}/comm").read_text().strip() != "postgres"):
+            used += int(fields[13]) + int(fields[14])
+        spent["postgres" if comm == "postgres" else "redis"] += used / ticks
+    return spent
+
+
 def profile(pid: int, out: Path, duration: int) -> subprocess.Popen[bytes] | None:
     """Starts py-spy on a process for the run, if py-spy is installed."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -154,20 +182,23 @@ def main() -> None:
             print(f"{'case':<36}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
             if args.case:
                 cases = [c for c in cases if any(f in c[0] for f in args.case)]
-            if args.case:
-                cases = [c for c in cases if any(f in c[0] for f in args.case)]
+            shares: list[tuple[str, dict[str, float]]] = []
             for name, url, body in cases:
                 spies = []
                 if args.profile:
                     args.profile.mkdir(parents=True, exist_ok=True)
                     slug = re.sub(r"\W+", "_", name).strip("_")
-                    for proc in ("gatekeeper", "crm"):
+                    for proc in ("gatekeeper", "crm", "tickets"):
                         spy = profile(
                             stack.processes[proc].pid, args.profile / f"{slug}.{proc}.txt", args.duration
                         )
                         if spy:
                             spies.append(spy)
+                before = cpu_seconds(stack.processes)
                 f = wrk(url, key, duration=args.duration, connections=args.connections, body=body)
+                spent = cpu_seconds(stack.processes)
+                requests = f["rps"] * args.duration
+                shares.append((name, {p: (spent[p] - before[p]) * 1000 / requests for p in spent}))
                 for spy in spies:
                     spy.wait()
                 print(
@@ -175,6 +206,11 @@ def main() -> None:
                     f"{f['non_2xx']:>9.0f}",
                     flush=True,
                 )
+            print("\nCPU milliseconds per request, by process (wrk not counted)")
+            names = [*stack.processes, "postgres", "redis"]
+            print(f"{'case':<36}" + "".join(f"{n:>11}" for n in names))
+            for name, share in shares:
+                print(f"{name:<36}" + "".join(f"{share[n]:>11.2f}" for n in names))
 
 
 if __name__ == "__main__":
