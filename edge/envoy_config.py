@@ -396,7 +396,7 @@ def _filters(
 
 def render(settings: EdgeSettings, bindings: Sequence[Binding]) -> dict[str, Any]:
     """The whole Envoy bootstrap for these bindings."""
-    clusters = sorted({b.cluster for b in bindings})
+    clusters = sorted({b.cluster for b in bindings} - {GATEKEEPER})
     services = sorted({b.service for b in bindings})
     routes = [route(b, settings) for b in bindings]
     routes.append(_not_found_route(SUPPORT_PREFIX, {"error": "Not found.", "code": "not_found"}))

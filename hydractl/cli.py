@@ -31,6 +31,7 @@ DEMO_SCOPES = [
     "tickets:read",
     "tickets:write",
 ]
+DEMO_CORE_SCOPES = ["instances:read", "instances:write", "instances:delete"]
 
 
 class CliError(Exception):
@@ -160,12 +161,14 @@ def cmd_keys_set_limit(args: argparse.Namespace, env: dict[str, str]) -> None:
     _emit(args, key_dict(key), f"{key.id}: {key.rate_limit_per_minute}/min")
 
 
-def demo_key(env: dict[str, str]) -> dict[str, Any]:
-    """A fresh crm key for the demo tenant (created on first use)."""
+def demo_keys(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fresh Support (hmcp_) and HydraCore (hc_live_) keys for the demo tenant (created on first use)."""
     tenants = _call(env, "ListTenants", admin_pb2.ListTenantsRequest()).tenants
     demo = next((t for t in tenants if t.name == "demo"), None)
     tenant_id = demo.id if demo else create_tenant(env, "demo")
-    return mint(env, tenant=tenant_id, scopes=DEMO_SCOPES, name="demo")
+    support = mint(env, tenant=tenant_id, scopes=DEMO_SCOPES, name="demo")
+    core = mint(env, tenant=tenant_id, kind="hc_live", scopes=DEMO_CORE_SCOPES, name="demo")
+    return support, core
 
 
 def _interrupt(_signum: int, _frame: Any) -> None:
@@ -179,16 +182,20 @@ def cmd_up(args: argparse.Namespace, env: dict[str, str]) -> None:
         stack.start()
         sys.stdout.write(f"Hydra is up at {stack.edge_url} (logs in {stack.log_dir})\n")
         if args.demo:
-            key = demo_key(env)
+            key, core = demo_keys(env)
             auth = f"-H 'Authorization: Bearer {key['key']}'"
-            body = (
-                '-H \'Content-Type: application/json\' -d \'{"email": "alice@example.com", "name": "Alice"}\''
-            )
+            json_body = "-H 'Content-Type: application/json' -d"
+            lead = f'{json_body} \'{{"email": "alice@example.com", "name": "Alice"}}\''
+            instance = f'{json_body} \'{{"name": "Support bot"}}\''
             sys.stdout.write(
                 f"\nDemo API key (tenant {key['tenant_id']}, scopes {', '.join(key['scopes'])}):\n"
-                f"  {key['key']}\n\n"
-                f"Try:\n  curl -s -X POST {stack.edge_url}/api/v1/leads {auth} {body}\n"
-                f"  curl -s {stack.edge_url}/api/v1/leads {auth}\n\n"
+                f"  {key['key']}\n"
+                f"Demo HydraCore key (scopes {', '.join(core['scopes'])}):\n  {core['key']}\n\n"
+                f"Try:\n  curl -s -X POST {stack.edge_url}/api/v1/leads {auth} {lead}\n"
+                f"  curl -s {stack.edge_url}/api/v1/leads {auth}\n"
+                f"  curl -s -X POST {stack.edge_url}/v1/instances -H 'X-Api-Key: {core['key']}' {instance}\n"
+                f"API reference: {stack.edge_url}/docs (Swagger UI), {stack.edge_url}/redoc, "
+                f"{stack.edge_url}/openapi.json\n\n"
                 "Ctrl-C stops everything.\n"
             )
         sys.stdout.flush()

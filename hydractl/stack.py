@@ -21,11 +21,18 @@ from edge.gatekeeper.server import migrate as migrate_gatekeeper
 from services.common import config
 from services.crm.config import Settings as CrmSettings
 from services.crm.server import migrate as migrate_crm
+from services.instances.config import Settings as InstancesSettings
+from services.instances.server import migrate as migrate_instances
 from services.tickets.config import Settings as TicketsSettings
 from services.tickets.server import migrate as migrate_tickets
 
 # name -> python module of every gRPC process, in start order.
-PROCESSES = {"gatekeeper": "edge.gatekeeper", "crm": "services.crm", "tickets": "services.tickets"}
+PROCESSES = {
+    "gatekeeper": "edge.gatekeeper",
+    "crm": "services.crm",
+    "tickets": "services.tickets",
+    "instances": "services.instances",
+}
 
 
 def migrate_all(env: Mapping[str, str]) -> None:
@@ -33,6 +40,7 @@ def migrate_all(env: Mapping[str, str]) -> None:
     migrate_gatekeeper(GatekeeperSettings.from_env(env))
     migrate_crm(CrmSettings.from_env(env))
     migrate_tickets(TicketsSettings.from_env(env))
+    migrate_instances(InstancesSettings.from_env(env))
 
 
 def envoy_binary() -> str:

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
+from edge.envoy_config import DESCRIPTOR_SET
 from services.common import config
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Where the gatekeeper listens, its key store, and its rate-limit backend."""
+    """Where the gatekeeper listens, its key store, its rate-limit backend, and where instances answer."""
 
     address: str
     database_url: str
+    instances_address: str
     redis_url: str | None = None
     admin_token: str | None = None
     key_cache_seconds: float = 0.5
     log_level: str = "INFO"
+    descriptor_set: Path = DESCRIPTOR_SET
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -32,8 +36,10 @@ class Settings:
             database_url=config.env_str(
                 env, "HYDRA_GATEKEEPER_DATABASE_URL", config.sqlite_default(env, "gatekeeper")
             ),
+            instances_address=env.get("HYDRA_INSTANCES_ADDR") or config.service_address(env, "instances"),
             redis_url=env.get("HYDRA_REDIS_URL") or None,
             admin_token=env.get("HYDRA_ADMIN_TOKEN") or None,
             key_cache_seconds=cache_ms / 1000,
             log_level=config.env_str(env, "HYDRA_LOG_LEVEL", "INFO"),
+            descriptor_set=Path(env.get("HYDRA_DESCRIPTOR_SET") or DESCRIPTOR_SET),
         )

@@ -40,6 +40,10 @@ async def list_keys(conn: AsyncConnection, *, tenant_id: uuid.UUID | None) -> Se
     return (await conn.execute(query)).all()
 
 
+async def get_key(conn: AsyncConnection, *, key_id: uuid.UUID) -> Row[Any] | None:
+    return (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
+
+
 async def update_key(conn: AsyncConnection, *, key_id: uuid.UUID, values: dict[str, Any]) -> Row[Any] | None:
     query = update(api_keys).where(api_keys.c.id == key_id).values(**values).returning(*api_keys.c)
     return (await conn.execute(query)).first()

@@ -8,12 +8,19 @@ from pathlib import Path
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
-from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc
+from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc, context_pb2, context_pb2_grpc
 
+from edge import envoy_config
 from edge.gatekeeper.config import Settings
+from edge.gatekeeper.instances import InstanceDirectory
 from edge.gatekeeper.limiter import Limiter, MemoryLimiter, RedisLimiter
 from edge.gatekeeper.service import Authorizer, KeyAdmin, KeyStore
-from edge.gatekeeper.servicer import AuthorizationServicer, KeyAdminServicer, RateLimitServicer
+from edge.gatekeeper.servicer import (
+    ApiKeyContextServicer,
+    AuthorizationServicer,
+    KeyAdminServicer,
+    RateLimitServicer,
+)
 from services.common import logging as hydra_logging
 from services.common.db import Database
 from services.common.grpc_server import GrpcApp
@@ -22,7 +29,10 @@ from services.common.migrations import upgrade
 
 SCHEMA = "gatekeeper"
 MIGRATIONS = Path(__file__).parent / "migrations"
-SERVICES = [admin_pb2.DESCRIPTOR.services_by_name["KeyAdminService"]]
+SERVICES = [
+    admin_pb2.DESCRIPTOR.services_by_name["KeyAdminService"],
+    context_pb2.DESCRIPTOR.services_by_name["ApiKeyContextService"],
+]
 
 
 def build(settings: Settings) -> GrpcApp:
@@ -33,15 +43,21 @@ def build(settings: Settings) -> GrpcApp:
     store = KeyStore(db=db, ttl=settings.key_cache_seconds)
     authz = AuthorizationServicer(Authorizer(store=store, limiter=limiter), logger)
     rls = RateLimitServicer(limiter)
-    admin = KeyAdminServicer(KeyAdmin(db=db), settings.admin_token)
+    instances = InstanceDirectory(settings.instances_address)
+    key_admin = KeyAdmin(db=db, instances=instances)
+    admin = KeyAdminServicer(key_admin, settings.admin_token)
+    scopes = [b.policy.scope for b in envoy_config.load_bindings(settings.descriptor_set) if b.policy.scope]
+    key_context = ApiKeyContextServicer(key_admin, scopes)
 
     def register(server: grpc.aio.Server) -> None:
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(authz, server)
         rls_pb2_grpc.add_RateLimitServiceServicer_to_server(rls, server)
         admin_pb2_grpc.add_KeyAdminServiceServicer_to_server(admin, server)
+        context_pb2_grpc.add_ApiKeyContextServiceServicer_to_server(key_context, server)
 
     async def close() -> None:
         await store.close()
+        await instances.close()
         await limiter.close()
         await db.dispose()
 

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Row
 
@@ -45,11 +45,18 @@ def _uuid(value: str, field_name: str) -> uuid.UUID:
         raise _invalid(field_name, "Input should be a valid UUID") from None
 
 
-class KeyAdmin:
-    """Tenants and keys, for the operator CLI."""
+class InstanceLookup(Protocol):
+    """Whether a tenant has an instance (asked of the instances service)."""
 
-    def __init__(self, *, db: Database) -> None:
+    async def exists(self, tenant_id: uuid.UUID, instance_id: uuid.UUID) -> bool: ...
+
+
+class KeyAdmin:
+    """Tenants and keys, for the operator CLI and the services that revoke them."""
+
+    def __init__(self, *, db: Database, instances: InstanceLookup) -> None:
         self._db = db
+        self._instances = instances
 
     async def create_tenant(self, name: str) -> Row[Any]:
         if not 1 <= len(name.strip()) <= 200:
@@ -91,9 +98,12 @@ class KeyAdmin:
         tenant = _uuid(tenant_id, "tenant_id")
         instance = _uuid(instance_id, "instance_id") if instance_id else None
         secret = keys.new_secret(kind)
-        async with self._db.transaction() as conn:
+        async with self._db.read() as conn:
             if await repository.get_tenant(conn, tenant_id=tenant) is None:
                 raise NotFound("Tenant not found.")
+        if instance is not None and not await self._instances.exists(tenant, instance):
+            raise NotFound("Instance not found for this tenant.")
+        async with self._db.transaction() as conn:
             row = await repository.insert_key(
                 conn,
                 values={
@@ -121,6 +131,22 @@ class KeyAdmin:
             row = await repository.update_key(
                 conn, key_id=_uuid(key_id, "id"), values={"revoked_at": utcnow()}
             )
+        if row is None:
+            raise NotFound("Key not found.")
+        return row
+
+    async def revoke_instance_keys(self, tenant_id: str, instance_id: str) -> int:
+        """Revokes the live widget tokens of an instance; how many were live."""
+        tenant, instance = _uuid(tenant_id, "tenant_id"), _uuid(instance_id, "instance_id")
+        async with self._db.transaction() as conn:
+            return await repository.revoke_instance_keys(
+                conn, tenant_id=tenant, instance_id=instance, at=utcnow()
+            )
+
+    async def key(self, key_id: str) -> Row[Any]:
+        """One key's record (never its secret, which is not stored)."""
+        async with self._db.read() as conn:
+            row = await repository.get_key(conn, key_id=_uuid(key_id, "id"))
         if row is None:
             raise NotFound("Key not found.")
         return row

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -12,7 +13,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
-from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc
+from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc, context_pb2, context_pb2_grpc
 from sqlalchemy import Row
 
 from edge.gatekeeper import keys
@@ -20,7 +21,7 @@ from edge.gatekeeper.limiter import Limiter
 from edge.gatekeeper.service import Admission, Authorizer, KeyAdmin, RouteAccess, rate_headers
 from services.common.errors import RateLimited, Surface, Unauthenticated, Unavailable, render
 from services.common.fields import timestamp
-from services.common.identity import IDENTITY_HEADERS
+from services.common.identity import IDENTITY_HEADERS, current_identity
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _GRPC_CODE_FOR_HTTP = {
@@ -195,3 +196,29 @@ class KeyAdminServicer(admin_pb2_grpc.KeyAdminServiceServicer):
         self._authorize(context)
         row = await self._admin.set_limit(request.id, request.rate_limit_per_minute)
         return admin_pb2.SetKeyLimitResponse(key=key_message(row))
+
+    async def RevokeInstanceKeys(self, request: admin_pb2.RevokeInstanceKeysRequest, context: Any) -> Any:
+        self._authorize(context)
+        revoked = await self._admin.revoke_instance_keys(request.tenant_id, request.instance_id)
+        return admin_pb2.RevokeInstanceKeysResponse(revoked=revoked)
+
+
+class ApiKeyContextServicer(context_pb2_grpc.ApiKeyContextServiceServicer):
+    """GET /v1/mcp/api-key-context: the calling key as stored now (scopes and limit included)."""
+
+    def __init__(self, admin: KeyAdmin, available_scopes: Sequence[str]) -> None:
+        self._admin = admin
+        self._available = sorted(set(available_scopes))
+
+    async def GetApiKeyContext(self, request: context_pb2.GetApiKeyContextRequest, context: Any) -> Any:
+        row = await self._admin.key(current_identity().key_id)
+        return context_pb2.ApiKeyContext(
+            tenant_id=str(row.tenant_id),
+            key_id=str(row.id),
+            name=row.name,
+            prefix=row.prefix,
+            scopes=row.scopes.split(),
+            rate_limit_per_minute=row.rate_limit_per_minute,
+            available_scopes=self._available,
+            created_at=timestamp(row.created_at),
+        )

@@ -26,40 +26,65 @@ class TenantTable:
         conn: AsyncConnection,
         *,
         tenant_id: uuid.UUID,
-        limit: int,
+        limit: int | None,
         filters: Mapping[str, Any] | None = None,
     ) -> Sequence[Row[Any]]:
         """The tenant's rows in list order, equal to every given filter."""
         query = select(self.table).where(self.table.c.tenant_id == tenant_id)
         for column, value in (filters or {}).items():
             query = query.where(self.table.c[column] == value)
-        return (await conn.execute(query.order_by(*self._order).limit(limit))).all()
+        query = query.order_by(*self._order)
+        return (await conn.execute(query if limit is None else query.limit(limit))).all()
 
-    async def get(self, conn: AsyncConnection, *, tenant_id: uuid.UUID, row_id: uuid.UUID) -> Row[Any] | None:
-        """One row of the tenant, or None."""
-        return (await conn.execute(self._get, {"tenant_id": tenant_id, "row_id": row_id})).first()
+    async def get(
+        self,
+        conn: AsyncConnection,
+        *,
+        tenant_id: uuid.UUID,
+        row_id: uuid.UUID,
+        scope: Mapping[str, Any] | None = None,
+    ) -> Row[Any] | None:
+        """One row of the tenant (and of `scope`'s parent columns, when given), or None."""
+        if not scope:
+            return (await conn.execute(self._get, {"tenant_id": tenant_id, "row_id": row_id})).first()
+        return (await conn.execute(select(self.table).where(*self._match(tenant_id, row_id, scope)))).first()
+
+    def _match(self, tenant_id: uuid.UUID, row_id: uuid.UUID, scope: Mapping[str, Any] | None) -> list[Any]:
+        c = self.table.c
+        return [c.tenant_id == tenant_id, c.id == row_id, *(c[k] == v for k, v in (scope or {}).items())]
 
     async def insert(self, conn: AsyncConnection, *, values: Mapping[str, Any]) -> Row[Any]:
         """Inserts a row and returns it as stored."""
         return (await conn.execute(self._insert, dict(values))).one()
 
     async def update(
-        self, conn: AsyncConnection, *, tenant_id: uuid.UUID, row_id: uuid.UUID, values: Mapping[str, Any]
+        self,
+        conn: AsyncConnection,
+        *,
+        tenant_id: uuid.UUID,
+        row_id: uuid.UUID,
+        values: Mapping[str, Any],
+        scope: Mapping[str, Any] | None = None,
     ) -> Row[Any] | None:
         """Updates a row of the tenant; returns it as stored, or None if there is none."""
-        c = self.table.c
         query = (
             update(self.table)
-            .where(c.tenant_id == tenant_id, c.id == row_id)
+            .where(*self._match(tenant_id, row_id, scope))
             .values(**values)
             .returning(*self.table.c)
         )
         return (await conn.execute(query)).first()
 
-    async def delete(self, conn: AsyncConnection, *, tenant_id: uuid.UUID, row_id: uuid.UUID) -> bool:
+    async def delete(
+        self,
+        conn: AsyncConnection,
+        *,
+        tenant_id: uuid.UUID,
+        row_id: uuid.UUID,
+        scope: Mapping[str, Any] | None = None,
+    ) -> bool:
         """Deletes a row of the tenant; False if there was none."""
-        c = self.table.c
-        result = await conn.execute(delete(self.table).where(c.tenant_id == tenant_id, c.id == row_id))
+        result = await conn.execute(delete(self.table).where(*self._match(tenant_id, row_id, scope)))
         return bool(result.rowcount)
 
     async def count(self, conn: AsyncConnection, *, tenant_id: uuid.UUID, **equals: Any) -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import urllib.parse
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -42,18 +44,24 @@ def _value_to_python(value: struct_pb2.Value) -> Any:
 def parse_input(body: struct_pb2.Struct | None, schema: Descriptor, *, partial: bool) -> dict[str, Any]:
     """Validates a JSON object against `schema`'s fields and rules; returns the given fields.
 
-    `partial` is PATCH: nothing is required and immutable fields are rejected.
+    `partial` is PATCH: nothing is required, immutable fields are rejected, update-only fields allowed.
     Unknown keys are errors, so a typo never passes silently.
     """
     data = struct_to_dict(body) if body is not None else {}
+    return _parse_object(data, schema, partial=partial, prefix=("body",))
+
+
+def _parse_object(
+    data: dict[str, Any], schema: Descriptor, *, partial: bool, prefix: tuple[str | int, ...]
+) -> dict[str, Any]:
     errors: list[FieldError] = []
     parsed: dict[str, Any] = {}
     for key in data:
         if key not in schema.fields_by_name:
-            errors.append(FieldError(("body", key), "Extra inputs are not permitted", "extra_forbidden"))
+            errors.append(FieldError((*prefix, key), "Extra inputs are not permitted", "extra_forbidden"))
     for field in schema.fields:
         rules = field.GetOptions().Extensions[options_pb2.rules]
-        loc = ("body", field.name)
+        loc = (*prefix, field.name)
         if field.name not in data:
             if rules.required and not partial:
                 errors.append(FieldError(loc, "Field required", "missing"))
@@ -61,8 +69,11 @@ def parse_input(body: struct_pb2.Struct | None, schema: Descriptor, *, partial: 
         if partial and rules.immutable:
             errors.append(FieldError(loc, "Field cannot be changed", "immutable"))
             continue
+        if not partial and rules.update_only:
+            errors.append(FieldError(loc, "Field can only be set by an update", "update_only"))
+            continue
         try:
-            parsed[field.name] = _parse_field(data[field.name], field, rules, loc)
+            parsed[field.name] = _parse_field(data[field.name], field, rules, loc, partial)
         except ValidationError as error:
             errors.extend(error.errors)
     if errors:
@@ -70,24 +81,72 @@ def parse_input(body: struct_pb2.Struct | None, schema: Descriptor, *, partial: 
     return parsed
 
 
-def _parse_field(value: Any, field: FieldDescriptor, rules: options_pb2.FieldRules, loc: tuple) -> Any:
+def _parse_field(
+    value: Any, field: FieldDescriptor, rules: options_pb2.FieldRules, loc: tuple, partial: bool
+) -> Any:
     if value is None:
         if rules.nullable:
             return None
         raise ValidationError(FieldError(loc, "Field may not be null", "none_forbidden"))
+    if field.is_repeated:
+        if not isinstance(value, list):
+            raise ValidationError(FieldError(loc, "Input should be a valid list", "list_type"))
+        if rules.max_items and len(value) > rules.max_items:
+            raise ValidationError(
+                FieldError(loc, f"List should have at most {rules.max_items} items", "too_long")
+            )
+        errors: list[FieldError] = []
+        items = []
+        for index, item in enumerate(value):
+            try:
+                items.append(_parse_single(item, field, rules, (*loc, index), partial=False))
+            except ValidationError as error:
+                errors.extend(error.errors)
+        if errors:
+            raise ValidationError(errors)
+        return items
+    return _parse_single(value, field, rules, loc, partial)
+
+
+def _parse_single(
+    value: Any, field: FieldDescriptor, rules: options_pb2.FieldRules, loc: tuple, partial: bool
+) -> Any:
     if field.type == FieldDescriptor.TYPE_STRING:
         return _parse_string(value, rules, loc)
     if field.type in _INT_TYPES:
         return _parse_int(value, rules, loc, _INT_TYPES[field.type])
+    if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return _parse_number(value, rules, loc)
     if field.type == FieldDescriptor.TYPE_BOOL:
         if not isinstance(value, bool):
             raise ValidationError(FieldError(loc, "Input should be a valid boolean", "bool_type"))
         return value
-    if field.message_type is not None and field.message_type.full_name == "google.protobuf.Struct":
+    if field.message_type is not None:
         if not isinstance(value, dict):
             raise ValidationError(FieldError(loc, "Input should be a valid dictionary", "dict_type"))
+        if field.message_type.full_name != "google.protobuf.Struct":
+            return _parse_object(value, field.message_type, partial=partial, prefix=loc)
+        if rules.max_items and len(value) > rules.max_items:
+            raise ValidationError(
+                FieldError(loc, f"Object should have at most {rules.max_items} properties", "too_long")
+            )
         return value
     raise TypeError(f"unsupported input field type for {field.full_name}")
+
+
+def _parse_number(value: Any, rules: options_pb2.FieldRules, loc: tuple) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(FieldError(loc, "Input should be a valid number", "float_type"))
+    number = float(value)
+    low = rules.minimum_number if rules.HasField("minimum_number") else None
+    high = rules.maximum_number if rules.HasField("maximum_number") else None
+    if low is not None and number < low:
+        message = f"Input should be greater than or equal to {low:g}"
+        raise ValidationError(FieldError(loc, message, "greater_than_equal"))
+    if high is not None and number > high:
+        message = f"Input should be less than or equal to {high:g}"
+        raise ValidationError(FieldError(loc, message, "less_than_equal"))
+    return number
 
 
 def _parse_string(value: Any, rules: options_pb2.FieldRules, loc: tuple) -> Any:
@@ -102,6 +161,10 @@ def _parse_string(value: Any, rules: options_pb2.FieldRules, loc: tuple) -> Any:
         raise ValidationError(FieldError(loc, f"Input should be one of {allowed}", "enum"))
     if rules.format == StringFormat.STRING_FORMAT_EMAIL and not _EMAIL.match(value):
         raise ValidationError(FieldError(loc, "value is not a valid email address", "value_error"))
+    if rules.format == StringFormat.STRING_FORMAT_URL:
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValidationError(FieldError(loc, "Input should be a valid http(s) URL", "url_parsing"))
     if rules.format == StringFormat.STRING_FORMAT_UUID:
         try:
             return uuid.UUID(value)
@@ -186,13 +249,22 @@ def utcnow() -> dt.datetime:
 
 _VALUE = "google.protobuf.Value"
 _TIMESTAMP = "google.protobuf.Timestamp"
+_STRUCT = "google.protobuf.Struct"
 
 
 def to_message(row: Any, message_type: type[Message]) -> Message:
-    """A stored row as an API message, field by field by name (Value fields become JSON null when empty)."""
+    """A stored row (or a JSON object of a JSON column) as an API message, field by field by name.
+
+    Value fields become JSON null when empty; nested messages and lists of them are built the same way.
+    """
     message = message_type()
-    for field in message_type.DESCRIPTOR.fields:
-        value = getattr(row, field.name, None)
+    _fill(message, row)
+    return message
+
+
+def _fill(message: Message, row: Any) -> None:
+    for field in message.DESCRIPTOR.fields:
+        value = row.get(field.name) if isinstance(row, Mapping) else getattr(row, field.name, None)
         kind = field.message_type.full_name if field.message_type is not None else None
         if kind == _VALUE:
             getattr(message, field.name).CopyFrom(nullable(value))
@@ -200,11 +272,20 @@ def to_message(row: Any, message_type: type[Message]) -> Message:
             continue
         elif kind == _TIMESTAMP:
             getattr(message, field.name).CopyFrom(timestamp(value))
+        elif kind == _STRUCT:
+            getattr(message, field.name).SetInParent()  # {} is still printed as {}
+            getattr(message, field.name).update(value)
+        elif field.is_repeated and kind is not None:
+            for item in value:
+                _fill(getattr(message, field.name).add(), item)
+        elif field.is_repeated:
+            getattr(message, field.name).extend(value)
+        elif kind is not None:
+            _fill(getattr(message, field.name), value)
         elif field.type == FieldDescriptor.TYPE_STRING:
             setattr(message, field.name, str(value))
         else:
             setattr(message, field.name, value)
-    return message
 
 
 def optional_query(request: Any, name: str) -> Any:

@@ -18,12 +18,16 @@ from services.common.errors import Conflict, NotFound
 from services.common.fields import parse_limit, utcnow
 from services.common.identity import Identity
 
+Scope = Mapping[str, Any] | None  # parent columns a nested resource's row must also match
+
 
 class ResourceService:
     """CRUD for one resource; subclasses add rules through before_/after_ hooks inside the transaction."""
 
     resource = "resource"  # audit name, e.g. "lead"
     not_found = "Not found."
+    list_default = 25  # rows a list returns without ?limit=
+    list_maximum = 100
 
     def __init__(self, *, db: Database, table: TenantTable, audit: AuditLog) -> None:
         self._db = db
@@ -33,16 +37,16 @@ class ResourceService:
     async def list(
         self, caller: Identity, *, limit: int | None, filters: Mapping[str, Any] | None = None
     ) -> Sequence[Row[Any]]:
-        """The caller's rows in list order (limit 1..100, default 25), equal to every given filter."""
-        count = parse_limit(limit)
+        """The caller's rows in list order (limit 1..list_maximum), equal to every given filter."""
+        count = parse_limit(limit, default=self.list_default, maximum=self.list_maximum)
         given = {k: v for k, v in (filters or {}).items() if v is not None}
         async with self._db.read() as conn:
             return await self.table.list(conn, tenant_id=caller.tenant_id, limit=count, filters=given)
 
-    async def get(self, caller: Identity, row_id: uuid.UUID) -> Row[Any]:
-        """One row of the caller's tenant."""
+    async def get(self, caller: Identity, row_id: uuid.UUID, *, scope: Scope = None) -> Row[Any]:
+        """One row of the caller's tenant (within `scope`'s parent, when given)."""
         async with self._db.read() as conn:
-            row = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=row_id)
+            row = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=row_id, scope=scope)
         if row is None:
             raise NotFound(self.not_found)
         return row
@@ -69,11 +73,13 @@ class ResourceService:
             )
         return row
 
-    async def update(self, caller: Identity, row_id: uuid.UUID, fields: dict[str, Any]) -> Row[Any]:
+    async def update(
+        self, caller: Identity, row_id: uuid.UUID, fields: dict[str, Any], *, scope: Scope = None
+    ) -> Row[Any]:
         """Applies any subset of validated fields; an empty subset changes nothing."""
         facts = await self.prepare(caller, fields)
         async with self._transaction() as conn:
-            before = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=row_id)
+            before = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=row_id, scope=scope)
             if before is None:
                 raise NotFound(self.not_found)
             values = await self.before_update(conn, caller, before, fields)
@@ -89,10 +95,10 @@ class ResourceService:
             )
         return row
 
-    async def delete(self, caller: Identity, row_id: uuid.UUID) -> None:
+    async def delete(self, caller: Identity, row_id: uuid.UUID, *, scope: Scope = None) -> None:
         """Deletes a row of the caller's tenant."""
         async with self._transaction() as conn:
-            row = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=row_id)
+            row = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=row_id, scope=scope)
             if row is None:
                 raise NotFound(self.not_found)
             await self.before_delete(conn, caller, row)
@@ -137,4 +143,4 @@ class ResourceService:
         """Side effects of an update (outbox events)."""
 
     async def before_delete(self, conn: AsyncConnection, caller: Identity, row: Row[Any]) -> None:
-        """Refuses a delete that other rows block."""
+        """Refuses a delete that other rows block, and records its side effects."""

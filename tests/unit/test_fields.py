@@ -3,6 +3,7 @@
 import pytest
 from google.protobuf import struct_pb2
 from hydra.crm.v1 import leads_pb2
+from hydra.instances.v1 import channels_pb2, instances_pb2
 
 from services.common.errors import InvalidPathId, ValidationError
 from services.common.fields import nullable, parse_input, parse_limit, parse_path_id
@@ -75,3 +76,76 @@ def test_malformed_path_id_is_not_found_or_422() -> None:
 def test_nullable_values() -> None:
     assert nullable(None).WhichOneof("kind") == "null_value"
     assert nullable("x").string_value == "x"
+
+
+INSTANCE = instances_pb2.InstanceInput.DESCRIPTOR
+CHANNEL = channels_pb2.ChannelInput.DESCRIPTOR
+
+
+def instance_errors(body: struct_pb2.Struct, *, partial: bool = False) -> list[tuple[tuple, str]]:
+    with pytest.raises(ValidationError) as caught:
+        parse_input(body, INSTANCE, partial=partial)
+    return sorted((e.loc, e.type) for e in caught.value.errors)
+
+
+def test_nested_objects_and_lists_parse_with_their_own_rules() -> None:
+    parsed = parse_input(
+        struct(
+            name="Bot",
+            model={"backend": "openai_compatible", "base_url": "http://localhost:8000/v1", "temperature": 1},
+            knowledge=[{"title": "Refunds", "content": "Within 30 days."}],
+        ),
+        INSTANCE,
+        partial=False,
+    )
+    assert parsed["model"] == {
+        "backend": "openai_compatible",
+        "base_url": "http://localhost:8000/v1",
+        "temperature": 1.0,
+    }
+    assert parsed["knowledge"] == [{"title": "Refunds", "content": "Within 30 days."}]
+
+
+def test_errors_inside_nested_values_name_their_full_path() -> None:
+    body = struct(
+        name="Bot",
+        model={"backend": "gpt", "temperature": 2.5, "base_url": "ftp://x", "extra": 1},
+        knowledge=[{"title": "ok", "content": "ok"}, {"title": "x" * 201}],
+    )
+    assert instance_errors(body) == [
+        (("body", "knowledge", 1, "content"), "missing"),
+        (("body", "knowledge", 1, "title"), "string_too_long"),
+        (("body", "model", "backend"), "enum"),
+        (("body", "model", "base_url"), "url_parsing"),
+        (("body", "model", "extra"), "extra_forbidden"),
+        (("body", "model", "temperature"), "less_than_equal"),
+    ]
+
+
+def test_list_and_number_types_are_checked() -> None:
+    assert instance_errors(struct(name="Bot", knowledge={"title": "x"}, model={"temperature": "hot"})) == [
+        (("body", "knowledge"), "list_type"),
+        (("body", "model", "temperature"), "float_type"),
+    ]
+
+
+def test_update_only_fields_are_refused_on_create_and_immutable_ones_on_update() -> None:
+    create = struct(channel_type="sms", provider="twilio", external_identifier="+1555", status="active")
+    with pytest.raises(ValidationError) as caught:
+        parse_input(create, CHANNEL, partial=False)
+    assert [(e.loc, e.type) for e in caught.value.errors] == [(("body", "status"), "update_only")]
+    with pytest.raises(ValidationError) as caught:
+        parse_input(struct(webhook_secret="s", status="error"), CHANNEL, partial=True)
+    assert [(e.loc, e.type) for e in caught.value.errors] == [(("body", "webhook_secret"), "immutable")]
+
+
+def test_object_property_count_is_bounded() -> None:
+    body = struct(
+        channel_type="sms",
+        provider="twilio",
+        external_identifier="+1555",
+        config={str(i): i for i in range(101)},
+    )
+    with pytest.raises(ValidationError) as caught:
+        parse_input(body, CHANNEL, partial=False)
+    assert [(e.loc, e.type) for e in caught.value.errors] == [(("body", "config"), "too_long")]

@@ -34,8 +34,16 @@ class FakeTable:
         self.rows[(values["tenant_id"], values["id"])] = dict(values)
         return SimpleNamespace(**values)
 
-    async def get(self, conn: None, *, tenant_id: uuid.UUID, row_id: uuid.UUID) -> SimpleNamespace | None:
+    def _find(self, tenant_id: uuid.UUID, row_id: uuid.UUID, scope: dict | None) -> dict[str, Any] | None:
         row = self.rows.get((tenant_id, row_id))
+        if row is None or any(row.get(k) != v for k, v in (scope or {}).items()):
+            return None
+        return row
+
+    async def get(
+        self, conn: None, *, tenant_id: uuid.UUID, row_id: uuid.UUID, scope: dict | None = None
+    ) -> SimpleNamespace | None:
+        row = self._find(tenant_id, row_id, scope)
         return SimpleNamespace(**row) if row else None
 
     async def list(
@@ -46,15 +54,25 @@ class FakeTable:
         return [SimpleNamespace(**r) for r in rows[:limit]]
 
     async def update(
-        self, conn: None, *, tenant_id: uuid.UUID, row_id: uuid.UUID, values: dict[str, Any]
+        self,
+        conn: None,
+        *,
+        tenant_id: uuid.UUID,
+        row_id: uuid.UUID,
+        values: dict[str, Any],
+        scope: dict | None = None,
     ) -> SimpleNamespace | None:
-        row = self.rows.get((tenant_id, row_id))
+        row = self._find(tenant_id, row_id, scope)
         if row is None:
             return None
         row.update(values)
         return SimpleNamespace(**row)
 
-    async def delete(self, conn: None, *, tenant_id: uuid.UUID, row_id: uuid.UUID) -> bool:
+    async def delete(
+        self, conn: None, *, tenant_id: uuid.UUID, row_id: uuid.UUID, scope: dict | None = None
+    ) -> bool:
+        if self._find(tenant_id, row_id, scope) is None:
+            return False
         return self.rows.pop((tenant_id, row_id), None) is not None
 
 

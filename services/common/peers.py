@@ -1,0 +1,50 @@
+"""Calls to another Hydra service over gRPC, acting for a tenant: found, not found, or unavailable."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from services.common.errors import Unavailable
+from services.common.grpc_server import internal_metadata
+
+
+class PeerChannel:
+    """A channel to one service; lookups map NOT_FOUND to None and any other failure to Unavailable."""
+
+    def __init__(self, address: str, *, caller: str, scopes: Sequence[str], timeout: float) -> None:
+        # Short reconnect backoff: a restarted peer is usable again within a fraction of a second.
+        self.channel = grpc.aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1000),
+            ],
+        )
+        self._caller = caller
+        self._scopes = tuple(scopes)
+        self._timeout = timeout
+
+    async def lookup(self, method: Any, request: Any, tenant_id: uuid.UUID | str, *, unavailable: str) -> Any:
+        """The response, or None when the peer answers NOT_FOUND for this tenant."""
+        try:
+            return await method(
+                request,
+                metadata=internal_metadata(str(tenant_id), self._scopes, key_id=self._caller),
+                timeout=self._timeout,
+                wait_for_ready=True,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise Unavailable(unavailable) from None
+
+    async def ping(self) -> None:
+        """Returns once the channel can connect."""
+        await self.channel.channel_ready()
+
+    async def close(self) -> None:
+        await self.channel.close()

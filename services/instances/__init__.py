@@ -1,0 +1,1 @@
+"""HydraCore instances and their channels."""

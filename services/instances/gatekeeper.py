@@ -1,0 +1,34 @@
+"""What instances asks of the gatekeeper: revoke the widget tokens of a deleted instance."""
+
+from __future__ import annotations
+
+from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc
+
+from services.common.events import Event
+from services.common.peers import PeerChannel
+
+ADMIN_TOKEN_HEADER = "x-hydra-admin-token"
+
+
+class WidgetTokens:
+    """The gatekeeper's key admin, as far as instances need it."""
+
+    def __init__(self, address: str, *, admin_token: str | None, timeout: float = 5.0) -> None:
+        self._peer = PeerChannel(address, caller="instances", scopes=(), timeout=timeout)
+        self._admin = admin_pb2_grpc.KeyAdminServiceStub(self._peer.channel)
+        self._metadata = ((ADMIN_TOKEN_HEADER, admin_token),) if admin_token else ()
+        self._timeout = timeout
+
+    async def revoke_for_deleted_instance(self, event: Event) -> None:
+        """Consumer of instance.deleted; revoking twice is harmless, so redelivery is too."""
+        await self._admin.RevokeInstanceKeys(
+            admin_pb2.RevokeInstanceKeysRequest(
+                tenant_id=event.tenant_id, instance_id=event.payload["instance_id"]
+            ),
+            metadata=self._metadata,
+            timeout=self._timeout,
+            wait_for_ready=True,
+        )
+
+    async def close(self) -> None:
+        await self._peer.close()

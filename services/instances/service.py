@@ -1,0 +1,117 @@
+"""Instance and channel use cases, each one audited transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.common.audit import AuditLog
+from services.common.crud import TenantTable
+from services.common.db import Database
+from services.common.errors import NotFound
+from services.common.identity import Identity
+from services.common.outbox import Outbox
+from services.common.resource import ResourceService
+from services.instances.models import DEFAULT_MODEL
+
+INSTANCE_NOT_FOUND = "Instance not found"
+INSTANCE_DELETED = "instance.deleted"
+
+
+def secret_digest(secret: str) -> str:
+    """A salted SHA-256 digest of a secret: enough to check a presented secret, useless to a reader."""
+    salt = secrets.token_hex(16)
+    return f"sha256${salt}${hashlib.sha256((salt + secret).encode()).hexdigest()}"
+
+
+def secret_matches(secret: str, digest: str) -> bool:
+    """Whether `secret` is the one `digest` was made from."""
+    _scheme, salt, expected = digest.split("$", 2)
+    return secrets.compare_digest(hashlib.sha256((salt + secret).encode()).hexdigest(), expected)
+
+
+class InstanceService(ResourceService):
+    """Instances: agent settings merge on update; a delete takes the channels and revokes widget tokens."""
+
+    resource = "instance"
+    not_found = INSTANCE_NOT_FOUND
+    list_default = list_maximum = 1000  # HydraCore lists return every row in scope
+
+    def __init__(self, *, db: Database, table: TenantTable, audit: AuditLog, outbox: Outbox) -> None:
+        super().__init__(db=db, table=table, audit=audit)
+        self._outbox = outbox
+
+    async def before_create(
+        self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "status": "active",
+            "description": None,
+            "system_prompt": None,
+            "knowledge": [],
+            **fields,
+            "model": {**DEFAULT_MODEL, **fields.get("model", {})},
+        }
+
+    async def before_update(
+        self, conn: AsyncConnection, caller: Identity, before: Row[Any], fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        if "model" in fields:
+            fields = {**fields, "model": {**DEFAULT_MODEL, **before.model, **fields["model"]}}
+        return fields
+
+    async def before_delete(self, conn: AsyncConnection, caller: Identity, row: Row[Any]) -> None:
+        await self._outbox.record(
+            conn, tenant_id=caller.tenant_id, topic=INSTANCE_DELETED, payload={"instance_id": str(row.id)}
+        )
+
+
+class ChannelService(ResourceService):
+    """Channels of one instance; the webhook secret is kept only as a digest."""
+
+    resource = "channel"
+    not_found = "Channel not found"
+    list_default = list_maximum = 1000
+
+    def __init__(self, *, db: Database, table: TenantTable, audit: AuditLog, instances: TenantTable) -> None:
+        super().__init__(db=db, table=table, audit=audit)
+        self._instances = instances
+
+    async def list(
+        self, caller: Identity, *, limit: int | None, filters: Mapping[str, Any] | None = None
+    ) -> Sequence[Row[Any]]:
+        """The channels of the instance named in `filters`, which must be the caller's."""
+        instance_id = (filters or {})["instance_id"]
+        async with self._db.read() as conn:
+            await self._require_instance(conn, caller, instance_id)
+        return await super().list(caller, limit=limit, filters=filters)
+
+    async def before_create(
+        self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        await self._require_instance(conn, caller, fields["instance_id"])
+        values = {
+            "config": {},
+            "connection_id": None,
+            "credential_id": None,
+            "enabled": True,
+            "status": "active",
+            "error_message": None,
+            "last_event_at": None,
+            **fields,
+        }
+        secret = values.pop("webhook_secret", None)
+        values["webhook_secret_digest"] = secret_digest(secret) if secret else None
+        return values
+
+    async def _require_instance(
+        self, conn: AsyncConnection, caller: Identity, instance_id: uuid.UUID
+    ) -> None:
+        if await self._instances.get(conn, tenant_id=caller.tenant_id, row_id=instance_id) is None:
+            raise NotFound(INSTANCE_NOT_FOUND)
