@@ -36,6 +36,10 @@ class Key:
     def bearer(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.secret}"}
 
+    @property
+    def api_key(self) -> dict[str, str]:
+        return {"X-Api-Key": self.secret}
+
 
 @dataclass
 class Edge:
@@ -115,6 +119,29 @@ def open_conversation(
                 metadata=metadata,
             )
     return conversation_id
+
+
+CORE_SCOPES = ("instances:read", "instances:write", "instances:delete")
+
+
+def core_key(edge: Edge, tenant: str | None = None, scopes: Sequence[str] = CORE_SCOPES, **kw: int) -> Key:
+    """A HydraCore (hc_live_) key."""
+    return edge.key(tenant, scopes=scopes, kind="hc_live", **kw)
+
+
+def create_instance(edge: Edge, key: Key, **fields: object) -> dict:
+    """Creates an instance for the key's tenant; returns it."""
+    response = edge.http.post("/v1/instances", json={"name": "Bot", **fields}, headers=key.api_key)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def create_channel(edge: Edge, key: Key, instance_id: str, **fields: object) -> dict:
+    """Creates a channel of an instance; returns it."""
+    body = {"channel_type": "sms", "provider": "twilio", "external_identifier": "+15550100", **fields}
+    response = edge.http.post(f"/v1/instances/{instance_id}/channels", json=body, headers=key.api_key)
+    assert response.status_code == 201, response.text
+    return response.json()
 
 
 def create_resource(edge: Edge, key: Key, collection: str) -> dict:
