@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from google.api import annotations_pb2, http_pb2
-from google.protobuf import descriptor_pb2
 from hydra.options.v1 import options_pb2
 
+from edge import openapi
+from edge.bindings import DESCRIPTOR_SET, ROOT, Binding, load_bindings, template_regex
 from services.common import config
 from services.common.identity import IDENTITY_HEADERS
 
 AuthMode = options_pb2.AuthMode
 RateLimitKey = options_pb2.RateLimitKey
-ROOT = Path(__file__).resolve().parent.parent
-DESCRIPTOR_SET = ROOT / "gen" / "hydra.pb"
 LUA_FILTER = Path(__file__).resolve().parent / "envelope.lua"
 GATEKEEPER = "gatekeeper"
 SUPPORT_PREFIX = "/api/"
@@ -33,12 +30,14 @@ _AUTH_NAMES = {
 }
 _TYPE = "type.googleapis.com/envoy.extensions."
 _EXT_AUTHZ = "envoy.filters.http.ext_authz"
+_TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+_FILTER_CONFIG = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 _EXT_AUTHZ_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
 # Envoy's own error replies, in each surface's envelope: (status, support code, message).
 _LOCAL_REPLIES = [
     (400, "validation_error", "Invalid request: %LOCAL_REPLY_BODY%"),
     (404, "not_found", "Not found."),
-    (405, "not_found", "Method not allowed."),
+    (405, "method_not_allowed", "Method not allowed."),
     (408, "server_error", "Request timed out."),
     (413, "validation_error", "Request body too large."),
     (415, "validation_error", "Unsupported media type."),
@@ -50,74 +49,8 @@ _LOCAL_REPLIES = [
 ]
 
 
-@dataclass(frozen=True)
-class Binding:
-    """One HTTP binding of one RPC, with the RPC's access policy."""
-
-    rpc: str  # hydra.crm.v1.LeadService.GetLead
-    service: str  # hydra.crm.v1.LeadService
-    cluster: str  # crm
-    method: str  # GET
-    template: str  # /api/v1/leads/{id}
-    policy: options_pb2.AccessPolicy
-    streaming: bool
-
-    @property
-    def path_regex(self) -> str:
-        return template_regex(self.template)
-
-
-def template_regex(template: str) -> str:
-    """An anchored regex for a google.api.http path template (query string excluded by Envoy)."""
-    out = []
-    for part in re.split(r"(\{[^}]*\})", template):
-        if part.startswith("{"):
-            out.append(".+" if part.endswith("=**}") else "[^/]+")
-        else:
-            out.append(re.escape(part))
-    return "^" + "".join(out) + "$"
-
-
-def _verb(rule: http_pb2.HttpRule) -> tuple[str, str]:
-    kind = rule.WhichOneof("pattern")
-    if kind == "custom":
-        return rule.custom.kind.upper(), rule.custom.path
-    if kind is None:
-        raise ValueError("HttpRule without a pattern")
-    return kind.upper(), getattr(rule, kind)
-
-
-def load_bindings(descriptor_set: Path = DESCRIPTOR_SET) -> list[Binding]:
-    """Every HTTP binding of every hydra RPC in the descriptor set."""
-    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
-    bindings = []
-    for file in files.file:
-        if not file.package.startswith("hydra."):
-            continue
-        cluster = file.package.split(".")[1]
-        for service in file.service:
-            service_name = f"{file.package}.{service.name}"
-            for method in service.method:
-                if not method.options.HasExtension(annotations_pb2.http):
-                    continue
-                rpc = f"{service_name}.{method.name}"
-                if not method.options.HasExtension(options_pb2.access):
-                    raise ValueError(f"{rpc} has an HTTP binding but no (hydra.options.v1.access)")
-                policy = method.options.Extensions[options_pb2.access]
-                if policy.auth not in _AUTH_NAMES:
-                    raise ValueError(f"{rpc}: auth mode {policy.auth} cannot have an HTTP binding")
-                rule = method.options.Extensions[annotations_pb2.http]
-                for each in [rule, *rule.additional_bindings]:
-                    verb, template = _verb(each)
-                    bindings.append(
-                        Binding(rpc, service_name, cluster, verb, template, policy, method.server_streaming)
-                    )
-    seen: dict[tuple[str, str], str] = {}
-    for b in bindings:
-        if (b.method, b.path_regex) in seen:
-            raise ValueError(f"{b.rpc} and {seen[(b.method, b.path_regex)]} bind {b.method} {b.template}")
-        seen[(b.method, b.path_regex)] = b.rpc
-    return bindings
+# FastAPI's own wording where it has one.
+_FASTAPI_DETAILS = {404: "Not Found", 405: "Method Not Allowed"}
 
 
 @dataclass(frozen=True)
@@ -205,19 +138,74 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
     return entry
 
 
-def _not_found_route(prefix: str, body: dict[str, str]) -> dict[str, Any]:
+def _direct_route(
+    name: str, match: dict[str, Any], status: int, body: dict[str, str], headers: Mapping[str, str]
+) -> dict[str, Any]:
+    """A route Envoy answers itself, with no upstream and no key check."""
     return {
-        "name": f"not_found:{prefix}",
-        "match": {"prefix": prefix},
-        "direct_response": {"status": 404, "body": {"inline_string": json.dumps(body)}},
+        "name": name,
+        "match": match,
+        "direct_response": {"status": status, "body": body},
         "response_headers_to_add": [
-            {
-                "header": {"key": "content-type", "value": "application/json"},
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-            }
+            {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            for k, v in headers.items()
         ],
-        "typed_per_filter_config": {_EXT_AUTHZ: {"@type": _EXT_AUTHZ_PER_ROUTE, "disabled": True}},
+        "typed_per_filter_config": {
+            _EXT_AUTHZ: {"@type": _EXT_AUTHZ_PER_ROUTE, "disabled": True},
+            # Not a gRPC method: the transcoder would refuse it before the route answers.
+            _TRANSCODER: {"@type": _FILTER_CONFIG, "disabled": True},
+        },
     }
+
+
+def _not_found_route(prefix: str, body: dict[str, str]) -> dict[str, Any]:
+    return _direct_route(
+        f"not_found:{prefix}",
+        {"prefix": prefix},
+        404,
+        {"inline_string": json.dumps(body)},
+        {"content-type": "application/json"},
+    )
+
+
+def method_not_allowed_routes(bindings: Sequence[Binding]) -> list[dict[str, Any]]:
+    """For each bound path, a 405 (with Allow) for the methods it does not bind; after the real routes."""
+    allowed: dict[str, list[str]] = {}
+    for b in bindings:
+        allowed.setdefault(b.template, []).append(b.method)
+    routes = []
+    for template, methods in allowed.items():
+        support = template.startswith(SUPPORT_PREFIX)
+        body = (
+            {"error": "Method not allowed.", "code": "method_not_allowed"}
+            if support
+            else {"detail": "Method Not Allowed"}
+        )
+        routes.append(
+            _direct_route(
+                f"method_not_allowed:{template}",
+                {"safe_regex": {"regex": template_regex(template)}},
+                405,
+                {"inline_string": json.dumps(body)},
+                {"content-type": "application/json", "allow": ", ".join(sorted(set(methods)))},
+            )
+        )
+    return routes
+
+
+def docs_routes(docs: Mapping[str, Path]) -> list[dict[str, Any]]:
+    """GET /openapi.json, /docs (Swagger UI) and /redoc, served by Envoy from generated files."""
+    types = {".json": "application/json", ".html": "text/html; charset=utf-8"}
+    return [
+        _direct_route(
+            f"docs:{url}",
+            {"path": url, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+            200,
+            {"filename": str(path)},
+            {"content-type": types[path.suffix]},
+        )
+        for url, path in docs.items()
+    ]
 
 
 def _status_is(status: int) -> dict[str, Any]:
@@ -276,9 +264,7 @@ def local_reply_config() -> dict[str, Any]:
         mappers.append(
             {
                 "filter": _status_is(status),
-                "body_format_override": {
-                    "json_format": {"detail": "Not Found" if status == 404 else message}
-                },
+                "body_format_override": {"json_format": {"detail": _FASTAPI_DETAILS.get(status, message)}},
             }
         )
     return {"mappers": mappers}
@@ -369,7 +355,7 @@ def _filters(
             },
         },
         {
-            "name": "envoy.filters.http.grpc_json_transcoder",
+            "name": _TRANSCODER,
             "typed_config": {
                 "@type": _TYPE + "filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
                 "proto_descriptor": str(settings.descriptor_set),
@@ -394,11 +380,14 @@ def _filters(
     ]
 
 
-def render(settings: EdgeSettings, bindings: Sequence[Binding]) -> dict[str, Any]:
-    """The whole Envoy bootstrap for these bindings."""
+def render(
+    settings: EdgeSettings, bindings: Sequence[Binding], docs: Mapping[str, Path] | None = None
+) -> dict[str, Any]:
+    """The whole Envoy bootstrap for these bindings (and the API reference files, when given)."""
     clusters = sorted({b.cluster for b in bindings} - {GATEKEEPER})
     services = sorted({b.service for b in bindings})
-    routes = [route(b, settings) for b in bindings]
+    routes = [*docs_routes(docs or {}), *(route(b, settings) for b in bindings)]
+    routes.extend(method_not_allowed_routes(bindings))
     routes.append(_not_found_route(SUPPORT_PREFIX, {"error": "Not found.", "code": "not_found"}))
     routes.append(_not_found_route("/", {"detail": "Not Found"}))
     manager = {
@@ -412,6 +401,7 @@ def render(settings: EdgeSettings, bindings: Sequence[Binding]) -> dict[str, Any
         "merge_slashes": True,
         "route_config": {
             "name": "hydra",
+            "max_direct_response_body_size_bytes": 4 * 1024 * 1024,  # the OpenAPI document
             "virtual_hosts": [{"name": "hydra", "domains": ["*"], "routes": routes}],
         },
         "local_reply_config": local_reply_config(),
@@ -442,9 +432,11 @@ def render(settings: EdgeSettings, bindings: Sequence[Binding]) -> dict[str, Any
 
 
 def write(settings: EdgeSettings, path: Path) -> Path:
-    """Writes the config (JSON, which Envoy reads as YAML) and returns its path."""
+    """Writes the config (JSON, which Envoy reads as YAML) and the API reference beside it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(render(settings, load_bindings(settings.descriptor_set)), indent=1))
+    docs = openapi.write(path.parent / "api-docs", settings.descriptor_set)
+    bindings = load_bindings(settings.descriptor_set)
+    path.write_text(json.dumps(render(settings, bindings, docs), indent=1))
     return path
 
 

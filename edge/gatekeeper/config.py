@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.envoy_config import DESCRIPTOR_SET
+from edge.bindings import DESCRIPTOR_SET
 from services.common import config
 
 

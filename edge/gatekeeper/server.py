@@ -10,7 +10,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
 from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc, context_pb2, context_pb2_grpc
 
-from edge import envoy_config
+from edge.bindings import load_bindings
 from edge.gatekeeper.config import Settings
 from edge.gatekeeper.instances import InstanceDirectory
 from edge.gatekeeper.limiter import Limiter, MemoryLimiter, RedisLimiter
@@ -46,7 +46,7 @@ def build(settings: Settings) -> GrpcApp:
     instances = InstanceDirectory(settings.instances_address)
     key_admin = KeyAdmin(db=db, instances=instances)
     admin = KeyAdminServicer(key_admin, settings.admin_token)
-    scopes = [b.policy.scope for b in envoy_config.load_bindings(settings.descriptor_set) if b.policy.scope]
+    scopes = [b.policy.scope for b in load_bindings(settings.descriptor_set) if b.policy.scope]
     key_context = ApiKeyContextServicer(key_admin, scopes)
 
     def register(server: grpc.aio.Server) -> None:

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from hydra.options.v1 import options_pb2
 
-from edge.envoy_config import Binding, load_bindings
+from edge.bindings import Binding, load_bindings
 from tests.e2e.conftest import CORE_SCOPES, Edge, core_key, create_channel, create_instance
 
 CORE_ROUTES = [b for b in load_bindings() if b.policy.auth == options_pb2.AUTH_MODE_CORE_KEY]

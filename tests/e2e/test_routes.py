@@ -7,7 +7,7 @@ import uuid
 import pytest
 from hydra.options.v1 import options_pb2
 
-from edge.envoy_config import Binding, load_bindings
+from edge.bindings import Binding, load_bindings
 from tests.e2e.conftest import Edge, create_resource
 from tests.e2e.test_leads import assert_error
 

@@ -5,7 +5,8 @@ from typing import Any
 from hydra.options.v1 import options_pb2
 
 from edge import envoy_config
-from edge.envoy_config import Binding, EdgeSettings, load_bindings, render, template_regex
+from edge.bindings import Binding, load_bindings, template_regex
+from edge.envoy_config import EdgeSettings, render
 
 SETTINGS = EdgeSettings(
     listen_host="127.0.0.1",

@@ -1,0 +1,91 @@
+"""Every HTTP binding of every hydra RPC, read from the proto descriptor set, with its access policy."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.api import annotations_pb2, http_pb2
+from google.protobuf import descriptor_pb2
+from hydra.options.v1 import options_pb2
+
+AuthMode = options_pb2.AuthMode
+ROOT = Path(__file__).resolve().parent.parent
+DESCRIPTOR_SET = ROOT / "gen" / "hydra.pb"
+HTTP_AUTH_MODES = (
+    AuthMode.AUTH_MODE_SUPPORT_KEY,
+    AuthMode.AUTH_MODE_CORE_KEY,
+    AuthMode.AUTH_MODE_WIDGET_TOKEN,
+    AuthMode.AUTH_MODE_PUBLIC,
+)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One HTTP binding of one RPC, with the RPC's access policy."""
+
+    rpc: str  # hydra.crm.v1.LeadService.GetLead
+    service: str  # hydra.crm.v1.LeadService
+    cluster: str  # crm
+    method: str  # GET
+    template: str  # /api/v1/leads/{id}
+    policy: options_pb2.AccessPolicy
+    streaming: bool
+
+    @property
+    def path_regex(self) -> str:
+        return template_regex(self.template)
+
+
+def template_regex(template: str) -> str:
+    """An anchored regex for a google.api.http path template (query string excluded by Envoy)."""
+    out = []
+    for part in re.split(r"(\{[^}]*\})", template):
+        if part.startswith("{"):
+            out.append(".+" if part.endswith("=**}") else "[^/]+")
+        else:
+            out.append(re.escape(part))
+    return "^" + "".join(out) + "$"
+
+
+def _verb(rule: http_pb2.HttpRule) -> tuple[str, str]:
+    kind = rule.WhichOneof("pattern")
+    if kind == "custom":
+        return rule.custom.kind.upper(), rule.custom.path
+    if kind is None:
+        raise ValueError("HttpRule without a pattern")
+    return kind.upper(), getattr(rule, kind)
+
+
+def load_bindings(descriptor_set: Path = DESCRIPTOR_SET) -> list[Binding]:
+    """Every HTTP binding of every hydra RPC in the descriptor set."""
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
+    bindings = []
+    for file in files.file:
+        if not file.package.startswith("hydra."):
+            continue
+        cluster = file.package.split(".")[1]
+        for service in file.service:
+            service_name = f"{file.package}.{service.name}"
+            for method in service.method:
+                if not method.options.HasExtension(annotations_pb2.http):
+                    continue
+                rpc = f"{service_name}.{method.name}"
+                if not method.options.HasExtension(options_pb2.access):
+                    raise ValueError(f"{rpc} has an HTTP binding but no (hydra.options.v1.access)")
+                policy = method.options.Extensions[options_pb2.access]
+                if policy.auth not in HTTP_AUTH_MODES:
+                    raise ValueError(f"{rpc}: auth mode {policy.auth} cannot have an HTTP binding")
+                rule = method.options.Extensions[annotations_pb2.http]
+                for each in [rule, *rule.additional_bindings]:
+                    verb, template = _verb(each)
+                    bindings.append(
+                        Binding(rpc, service_name, cluster, verb, template, policy, method.server_streaming)
+                    )
+    seen: dict[tuple[str, str], str] = {}
+    for b in bindings:
+        if (b.method, b.path_regex) in seen:
+            raise ValueError(f"{b.rpc} and {seen[(b.method, b.path_regex)]} bind {b.method} {b.template}")
+        seen[(b.method, b.path_regex)] = b.rpc
+    return bindings

@@ -1,0 +1,399 @@
+"""The OpenAPI 3.1 document of every HTTP route, generated from the same descriptor set Envoy transcodes with.
+
+Paths, methods, scopes, parameters, request and response schemas, field rules and descriptions all come
+from the protos (`google.api.http`, the `access` and `rules` options, and the proto comments), so the
+document cannot drift from what the edge serves.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2
+from hydra.options.v1 import options_pb2
+
+from edge.bindings import DESCRIPTOR_SET, Binding, load_bindings
+
+AuthMode = options_pb2.AuthMode
+StringFormat = options_pb2.StringFormat
+FieldType = descriptor_pb2.FieldDescriptorProto
+SUPPORT_PREFIX = "/api/v1/"
+_PARAM = re.compile(r"\{(\w+)(=[^}]*)?\}")
+_SCALARS: dict[int, dict[str, Any]] = {
+    FieldType.TYPE_STRING: {"type": "string"},
+    FieldType.TYPE_BOOL: {"type": "boolean"},
+    FieldType.TYPE_INT32: {"type": "integer", "format": "int32"},
+    FieldType.TYPE_INT64: {"type": "integer", "format": "int64"},
+    FieldType.TYPE_DOUBLE: {"type": "number"},
+    FieldType.TYPE_FLOAT: {"type": "number"},
+}
+_WELL_KNOWN: dict[str, dict[str, Any]] = {
+    ".google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    ".google.protobuf.Struct": {"type": "object", "additionalProperties": True},
+    ".google.protobuf.Value": {},
+}
+_FORMATS = {
+    StringFormat.STRING_FORMAT_EMAIL: "email",
+    StringFormat.STRING_FORMAT_UUID: "uuid",
+    StringFormat.STRING_FORMAT_DATE: "date",
+    StringFormat.STRING_FORMAT_URL: "uri",
+}
+_SECURITY = {
+    AuthMode.AUTH_MODE_SUPPORT_KEY: [{"SupportKey": []}],
+    AuthMode.AUTH_MODE_CORE_KEY: [{"CoreKey": []}, {"CoreKeyBearer": []}],
+    AuthMode.AUTH_MODE_WIDGET_TOKEN: [{"WidgetToken": []}],
+    AuthMode.AUTH_MODE_PUBLIC: [],
+}
+
+
+class _Protos:
+    """Messages and comments of a descriptor set, by full name."""
+
+    def __init__(self, files: Sequence[descriptor_pb2.FileDescriptorProto]) -> None:
+        self.messages: dict[str, descriptor_pb2.DescriptorProto] = {}
+        self.comments: dict[str, str] = {}
+        self.methods: dict[str, descriptor_pb2.MethodDescriptorProto] = {}
+        for file in files:
+            located = {
+                tuple(loc.path): loc.leading_comments.strip() for loc in file.source_code_info.location
+            }
+            for mi, message in enumerate(file.message_type):
+                name = f".{file.package}.{message.name}"
+                self.messages[name] = message
+                self.comments[name] = located.get((4, mi), "")
+                for fi, field in enumerate(message.field):
+                    self.comments[f"{name}.{field.name}"] = located.get((4, mi, 2, fi), "")
+            for si, service in enumerate(file.service):
+                for mi, method in enumerate(service.method):
+                    rpc = f"{file.package}.{service.name}.{method.name}"
+                    self.methods[rpc] = method
+                    self.comments[rpc] = located.get((6, si, 2, mi), "")
+
+
+def _rules(field: descriptor_pb2.FieldDescriptorProto) -> options_pb2.FieldRules:
+    return field.options.Extensions[options_pb2.rules]
+
+
+class _Builder:
+    """Turns bindings into paths and messages into component schemas."""
+
+    def __init__(self, protos: _Protos) -> None:
+        self.protos = protos
+        self.schemas: dict[str, Any] = {}
+
+    def output_schema(self, type_name: str) -> dict[str, Any]:
+        """A $ref to the schema of an output message (built once)."""
+        if type_name in _WELL_KNOWN:
+            return dict(_WELL_KNOWN[type_name])
+        name = type_name.rsplit(".", 1)[1]
+        if name not in self.schemas:
+            self.schemas[name] = {}  # placeholder: recursive messages terminate
+            message = self.protos.messages[type_name]
+            inputs = self._input_fields(type_name)
+            properties = {}
+            for field in message.field:
+                schema = self._output_field(field, inputs.get(field.name))
+                described = self.protos.comments.get(f"{type_name}.{field.name}")
+                properties[field.name] = {**schema, "description": described} if described else schema
+            self.schemas[name] = {
+                "type": "object",
+                "description": self.protos.comments.get(type_name, ""),
+                "properties": properties,
+                "required": [f.name for f in message.field],
+            }
+        return {"$ref": f"#/components/schemas/{name}"}
+
+    def _input_fields(self, type_name: str) -> dict[str, descriptor_pb2.FieldDescriptorProto]:
+        """Fields of the message's writable twin (Lead → LeadInput), to type its nullable values."""
+        twin = self.protos.messages.get(f"{type_name}Input")
+        return {f.name: f for f in twin.field} if twin else {}
+
+    def _output_field(
+        self, field: descriptor_pb2.FieldDescriptorProto, twin: descriptor_pb2.FieldDescriptorProto | None
+    ) -> dict[str, Any]:
+        if field.type_name == ".google.protobuf.Value":
+            typed = self._plain_type(twin) if twin is not None else {}
+            if "type" in typed:
+                return {**typed, "type": [typed["type"], "null"]}
+            return typed
+        single = (
+            self.output_schema(field.type_name)
+            if field.type == FieldType.TYPE_MESSAGE
+            else self._plain_type(field)
+        )
+        return {"type": "array", "items": single} if field.label == FieldType.LABEL_REPEATED else single
+
+    def _plain_type(self, field: descriptor_pb2.FieldDescriptorProto) -> dict[str, Any]:
+        if field.type == FieldType.TYPE_MESSAGE:
+            return dict(_WELL_KNOWN.get(field.type_name, {"type": "object"}))
+        schema = dict(_SCALARS.get(field.type, {}))
+        rules = _rules(field)
+        if rules.format in _FORMATS:
+            schema["format"] = _FORMATS[rules.format]
+        return schema
+
+    def input_schema(self, type_name: str, *, partial: bool) -> dict[str, Any]:
+        """A $ref to the schema of a create (all rules) or update (PATCH) body."""
+        base = type_name.rsplit(".", 1)[1].removesuffix("Input")
+        name = f"{base}{'Update' if partial else 'Create'}"
+        if name in self.schemas:
+            return {"$ref": f"#/components/schemas/{name}"}
+        self.schemas[name] = {}
+        message = self.protos.messages[type_name]
+        properties: dict[str, Any] = {}
+        required = []
+        for field in message.field:
+            rules = _rules(field)
+            if (partial and rules.immutable) or (not partial and rules.update_only):
+                continue
+            properties[field.name] = self._input_field(field, rules, partial)
+            described = self.protos.comments.get(f"{type_name}.{field.name}")
+            if described:
+                properties[field.name]["description"] = described
+            if rules.required and not partial:
+                required.append(field.name)
+        schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+        if required:
+            schema["required"] = required
+        self.schemas[name] = schema
+        return {"$ref": f"#/components/schemas/{name}"}
+
+    def _input_field(
+        self, field: descriptor_pb2.FieldDescriptorProto, rules: options_pb2.FieldRules, partial: bool
+    ) -> dict[str, Any]:
+        if field.type == FieldType.TYPE_MESSAGE and field.type_name not in _WELL_KNOWN:
+            single = self.input_schema(field.type_name, partial=partial)
+        else:
+            single = self._plain_type(field)
+            if rules.max_length:
+                single["maxLength"] = rules.max_length
+            if rules.one_of:
+                single["enum"] = list(rules.one_of)
+            for bound, key in (("minimum", "minimum"), ("minimum_number", "minimum")):
+                if rules.HasField(bound):
+                    single[key] = getattr(rules, bound)
+            for bound, key in (("maximum", "maximum"), ("maximum_number", "maximum")):
+                if rules.HasField(bound):
+                    single[key] = getattr(rules, bound)
+            if rules.max_items and single.get("type") == "object":
+                single["maxProperties"] = rules.max_items
+        schema = single
+        if field.label == FieldType.LABEL_REPEATED:
+            schema = {"type": "array", "items": single}
+            if rules.max_items:
+                schema["maxItems"] = rules.max_items
+        if rules.nullable:
+            schema = {"anyOf": [schema, {"type": "null"}]}
+        return schema
+
+    def operation(self, binding: Binding) -> dict[str, Any]:
+        method = self.protos.methods[binding.rpc]
+        request = self.protos.messages[method.input_type]
+        rule = method.options.Extensions[annotations_pb2.http]
+        path_params = [m.group(1) for m in _PARAM.finditer(binding.template)]
+        comment = self.protos.comments.get(binding.rpc, "")
+        summary, _, rest = comment.partition("\n")
+        operation: dict[str, Any] = {
+            "operationId": method.name,
+            "summary": summary.strip().rstrip("."),
+            "tags": [binding.service.rsplit(".", 1)[1].removesuffix("Service")],
+            "security": _SECURITY[binding.policy.auth],
+            "parameters": [],
+        }
+        if rest.strip():
+            operation["description"] = rest.strip()
+        if binding.policy.scope:
+            operation["x-required-scope"] = binding.policy.scope
+            scope_note = f"Requires scope `{binding.policy.scope}`."
+            operation["description"] = f"{operation.get('description', '')}\n\n{scope_note}".strip()
+        for field in request.field:
+            if field.name in path_params:
+                operation["parameters"].append(
+                    {
+                        "name": field.name,
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "format": "uuid"},
+                        "description": self.protos.comments.get(f"{method.input_type}.{field.name}", ""),
+                    }
+                )
+            elif field.name == rule.body:
+                twin = f"{method.input_type.rsplit('.', 1)[0]}.{field.name.title().replace('_', '')}Input"
+                partial = binding.method == "PATCH"
+                schema = (
+                    self.input_schema(twin, partial=partial)
+                    if twin in self.protos.messages
+                    else {"type": "object"}
+                )
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": schema}},
+                }
+            elif not rule.body or rule.body != "*":
+                operation["parameters"].append(
+                    {
+                        "name": field.name,
+                        "in": "query",
+                        "required": False,
+                        "schema": self._plain_type(field),
+                        "description": self.protos.comments.get(f"{method.input_type}.{field.name}", ""),
+                    }
+                )
+        operation["responses"] = self._responses(binding, method)
+        return operation
+
+    def _responses(self, binding: Binding, method: descriptor_pb2.MethodDescriptorProto) -> dict[str, Any]:
+        support = binding.template.startswith(SUPPORT_PREFIX)
+        error = {"$ref": f"#/components/schemas/{'SupportError' if support else 'HTTPError'}"}
+        invalid = error if support else {"$ref": "#/components/schemas/HTTPValidationError"}
+        responses: dict[str, Any] = {}
+        if method.name.startswith("Delete"):
+            responses["204"] = {"description": "Deleted."}
+        elif method.output_type == ".google.api.HttpBody":
+            responses["200"] = {
+                "description": "A stream of Server-Sent Events.",
+                "content": {"text/event-stream": {}},
+            }
+        else:
+            status = "201" if method.name.startswith("Create") else "200"
+            responses[status] = {
+                "description": "Created." if status == "201" else "OK.",
+                "content": {"application/json": {"schema": self.output_schema(method.output_type)}},
+            }
+        responses["400" if support else "422"] = {
+            "description": "Invalid input; every offending field is named.",
+            "content": {"application/json": {"schema": invalid}},
+        }
+        for status, text in (
+            ("401", "Missing, malformed or revoked key."),
+            ("403", "The key lacks the route's scope."),
+            ("404", "Not found (or another tenant's)."),
+            ("429", "Rate limit spent; see Retry-After."),
+        ):
+            if binding.policy.auth == AuthMode.AUTH_MODE_PUBLIC and status in ("401", "403"):
+                continue
+            responses[status] = {"description": text, "content": {"application/json": {"schema": error}}}
+        return responses
+
+
+_ERROR_SCHEMAS = {
+    "SupportError": {
+        "type": "object",
+        "properties": {
+            "error": {"type": "string"},
+            "code": {
+                "type": "string",
+                "enum": [
+                    "unauthorized",
+                    "forbidden_scope",
+                    "validation_error",
+                    "not_found",
+                    "method_not_allowed",
+                    "fk_blocked",
+                    "conflict",
+                    "rate_limited",
+                    "server_error",
+                ],
+            },
+            "blockers": {"type": "object", "additionalProperties": {"type": "integer"}},
+        },
+        "required": ["error", "code"],
+    },
+    "HTTPError": {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]},
+    "HTTPValidationError": {
+        "type": "object",
+        "properties": {
+            "detail": {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}}
+        },
+        "required": ["detail"],
+    },
+    "ValidationError": {
+        "type": "object",
+        "properties": {
+            "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+            "msg": {"type": "string"},
+            "type": {"type": "string"},
+        },
+        "required": ["loc", "msg", "type"],
+    },
+}
+
+
+def document(descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every HTTP binding in the descriptor set."""
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes()).file
+    builder = _Builder(_Protos(files))
+    paths: dict[str, dict[str, Any]] = {}
+    for binding in load_bindings(descriptor_set):
+        path = _PARAM.sub(lambda m: "{" + m.group(1) + "}", binding.template)
+        paths.setdefault(path, {})[binding.method.lower()] = builder.operation(binding)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Hydra API",
+            "version": "1.0.0",
+            "description": (
+                "Hydra Support (`/api/v1`, `Authorization: Bearer hmcp_...`) and the HydraCore control plane "
+                "(`/v1`, `X-Api-Key: hc_live_...`). Every key is tenant-scoped: another tenant's resource "
+                "is 404. Rate-limited responses carry X-RateLimit-Limit, X-RateLimit-Remaining and, on "
+                "429, Retry-After."
+            ),
+        },
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "schemas": {**dict(sorted(builder.schemas.items())), **_ERROR_SCHEMAS},
+            "securitySchemes": {
+                "SupportKey": {"type": "http", "scheme": "bearer", "description": "An hmcp_ key."},
+                "CoreKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Api-Key",
+                    "description": "An hc_live_ key.",
+                },
+                "CoreKeyBearer": {"type": "http", "scheme": "bearer", "description": "An hc_live_ key."},
+                "WidgetToken": {"type": "apiKey", "in": "header", "name": "X-Widget-Token"},
+            },
+        },
+    }
+
+
+_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Hydra API - {title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body>{body}</body></html>
+"""
+SWAGGER_UI = _PAGE.format(
+    title="Swagger UI",
+    body=(
+        '<div id="swagger-ui"></div>'
+        '<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">'
+        '<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>'
+        "<script>SwaggerUIBundle({url: '/openapi.json', dom_id: '#swagger-ui', persistAuthorization: true})"
+        "</script>"
+    ),
+)
+REDOC = _PAGE.format(
+    title="ReDoc",
+    body=(
+        '<redoc spec-url="/openapi.json"></redoc>'
+        '<script src="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js"></script>'
+    ),
+)
+
+
+def write(directory: Path, descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, Path]:
+    """Writes openapi.json and the two viewer pages; returns {url path: file}."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {
+        "/openapi.json": (directory / "openapi.json", json.dumps(document(descriptor_set), indent=1)),
+        "/docs": (directory / "docs.html", SWAGGER_UI),
+        "/redoc": (directory / "redoc.html", REDOC),
+    }
+    for path, text in files.values():
+        path.write_text(text)
+    return {url: path for url, (path, _text) in files.items()}
