@@ -87,7 +87,7 @@ def test_sixty_first_request_in_a_minute_is_rate_limited(edge: Edge) -> None:
 
 def test_errors_from_envoy_itself_use_each_surfaces_envelope(edge: Edge, key: Key) -> None:
     assert_error(edge.http.get("/api/v1/nothing-here", headers=key.bearer), 404, "not_found")
-    assert_error(edge.http.put(LEADS, json={}, headers=key.bearer), 404, "not_found")
+    assert_error(edge.http.put(LEADS, json={}, headers=key.bearer), 405, "method_not_allowed")
     core = edge.http.get("/v1/nothing-here")
     assert core.status_code == 404 and core.json() == {"detail": "Not Found"}
 
