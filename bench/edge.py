@@ -59,7 +59,7 @@ def _stat(pid: int | str) -> list[str]:
 
 def cpu_seconds(processes: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
     """CPU seconds used so far by each stack process, and by all postgres and redis-server processes
-    (postgres including its exited backends, counted on the postmaster)."""
+    (postgres including exited backends, counted on the postmaster: approximate when backends come and go)."""
     ticks = os.sysconf("SC_CLK_TCK")
     spent = {name: 0.0 for name in [*processes, "postgres", "redis"]}
     for name, process in processes.items():
@@ -135,9 +135,10 @@ def main() -> None:
             HYDRA_ENVOY_CONCURRENCY=args.envoy_concurrency,
         )
         with running_stack(env) as stack:
+            tenant = create_tenant(env, "bench")
             key = mint(
                 env,
-                tenant=create_tenant(env, "bench"),
+                tenant=tenant,
                 rate_limit=1_000_000_000,
                 scopes=["crm:read", "crm:write", "tickets:read", "tickets:write"],
             )["key"]
@@ -153,6 +154,16 @@ def main() -> None:
                 ticket = http.post(
                     "/api/v1/tickets", json={"title": "seed", "customer_id": contact["id"]}
                 ).json()
+            core_key = mint(
+                env,
+                tenant=tenant,
+                kind="hc_live",
+                rate_limit=1_000_000_000,
+                scopes=["instances:read", "instances:write"],
+            )["key"]
+            instance = httpx.post(
+                f"{base}/v1/instances", json={"name": "Bench bot"}, headers={"X-Api-Key": core_key}
+            ).json()
             cases = [
                 ("GET /api/v1/leads/{id}", f"{base}/api/v1/leads/{lead['id']}", None),
                 ("GET /api/v1/leads (25)", f"{base}/api/v1/leads", None),
@@ -174,6 +185,13 @@ def main() -> None:
                     f"{base}/api/v1/tickets",
                     f'{{"title": "T {{n}}", "customer_id": "{contact["id"]}"}}',
                 ),
+                ("GET /v1/instances/{id}", f"{base}/v1/instances/{instance['id']}", None, core_key),
+                (
+                    "POST /v1/instances/{id}/channels",
+                    f"{base}/v1/instances/{instance['id']}/channels",
+                    '{"channel_type": "sms", "provider": "twilio", "external_identifier": "+1555{n}"}',
+                    core_key,
+                ),
             ]
             print(
                 f"\n{args.connections} connections, {args.duration}s each, PostgreSQL + Redis, "
@@ -183,7 +201,7 @@ def main() -> None:
             if args.case:
                 cases = [c for c in cases if any(f in c[0] for f in args.case)]
             shares: list[tuple[str, dict[str, float]]] = []
-            for name, url, body in cases:
+            for name, url, body, *case_key in cases:
                 spies = []
                 if args.profile:
                     args.profile.mkdir(parents=True, exist_ok=True)
@@ -195,7 +213,13 @@ def main() -> None:
                         if spy:
                             spies.append(spy)
                 before = cpu_seconds(stack.processes)
-                f = wrk(url, key, duration=args.duration, connections=args.connections, body=body)
+                f = wrk(
+                    url,
+                    (case_key or [key])[0],
+                    duration=args.duration,
+                    connections=args.connections,
+                    body=body,
+                )
                 spent = cpu_seconds(stack.processes)
                 requests = f["rps"] * args.duration
                 shares.append((name, {p: (spent[p] - before[p]) * 1000 / requests for p in spent}))
