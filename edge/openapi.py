@@ -92,7 +92,7 @@ class _Builder:
             return dict(_WELL_KNOWN[type_name])
         name = type_name.rsplit(".", 1)[1]
         if name not in self.schemas:
-            self.schemas[name] = {}  # placeholder: recursive messages terminate
+            self.schemas[name] = {}  # reserved first, so a message that contains itself terminates
             message = self.protos.messages[type_name]
             inputs = self._input_fields(type_name)
             properties = {}
@@ -143,7 +143,7 @@ class _Builder:
         name = f"{base}{'Update' if partial else 'Create'}"
         if name in self.schemas:
             return {"$ref": f"#/components/schemas/{name}"}
-        self.schemas[name] = {}
+        self.schemas[name] = {}  # reserved first, as in output_schema
         message = self.protos.messages[type_name]
         properties: dict[str, Any] = {}
         required = []
