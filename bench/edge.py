@@ -1,4 +1,4 @@
-"""Throughput and latency through the full edge (Envoy + gatekeeper + crm) on PostgreSQL + Redis, with wrk.
+"""Throughput and latency through the full edge (Envoy, gatekeeper, services; PostgreSQL + Redis), with wrk.
 
 Prints figures; never passes or fails on them. `python -m bench.edge [--duration 15] [--connections 32]
 [--profile DIR]` (--profile records py-spy flame graphs of the gatekeeper and crm during each run).
@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -29,7 +30,20 @@ _ERRORS = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 _SCALE = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def wrk(url: str, key: str, *, duration: int, connections: int, body: str | None = None) -> dict[str, float]:
+@dataclass(frozen=True)
+class Case:
+    """One benchmarked request: GET `url`, or POST `body` ({n} numbered) with `key`, from `clients` IPs."""
+
+    name: str
+    url: str
+    body: str | None = None
+    key: str | None = None  # the Support key when None
+    clients: int = 0  # >0: spread requests over this many forwarded client addresses
+
+
+def wrk(
+    url: str, key: str, *, duration: int, connections: int, body: str | None = None, clients: int = 0
+) -> dict[str, float]:
     """Runs wrk once (POSTing `body` when given); returns req/s, p50/p90/p99 in ms, and non-2xx answers."""
     argv = [
         "wrk",
@@ -44,6 +58,7 @@ def wrk(url: str, key: str, *, duration: int, connections: int, body: str | None
     if body is not None:
         argv += ["-s", str(HERE / "post_json.lua")]
         env["BENCH_BODY"] = body
+        env["BENCH_CLIENTS"] = str(clients)
     out = subprocess.run([*argv, url], capture_output=True, text=True, check=True, env=env).stdout
     figures = {f"p{p}": float(v) * _SCALE[unit] for p, v, unit in _LATENCY.findall(out)}
     figures["rps"] = float(_RATE.search(out).group(1))  # type: ignore[union-attr]
@@ -133,6 +148,8 @@ def main() -> None:
             redis_url=redis_url,
             HYDRA_LOG_LEVEL=args.log_level,
             HYDRA_ENVOY_CONCURRENCY=args.envoy_concurrency,
+            # Page views arrive from many visitors; here they come through one trusted hop (wrk).
+            HYDRA_EDGE_TRUSTED_HOPS="1",
         )
         with running_stack(env) as stack:
             tenant = create_tenant(env, "bench")
@@ -159,38 +176,47 @@ def main() -> None:
                 tenant=tenant,
                 kind="hc_live",
                 rate_limit=1_000_000_000,
-                scopes=["instances:read", "instances:write"],
+                scopes=["instances:read", "instances:write", "sites:write"],
             )["key"]
             instance = httpx.post(
                 f"{base}/v1/instances", json={"name": "Bench bot"}, headers={"X-Api-Key": core_key}
             ).json()
+            site = httpx.post(
+                f"{base}/v1/sites", json={"name": "Bench site"}, headers={"X-Api-Key": core_key}
+            ).json()
             cases = [
-                ("GET /api/v1/leads/{id}", f"{base}/api/v1/leads/{lead['id']}", None),
-                ("GET /api/v1/leads (25)", f"{base}/api/v1/leads", None),
-                (
+                Case("GET /api/v1/leads/{id}", f"{base}/api/v1/leads/{lead['id']}"),
+                Case("GET /api/v1/leads (25)", f"{base}/api/v1/leads"),
+                Case(
                     "POST /api/v1/leads",
                     f"{base}/api/v1/leads",
                     '{"email": "b{n}@example.com", "name": "B {n}"}',
                 ),
-                ("GET /api/v1/contacts/{id}", f"{base}/api/v1/contacts/{contact['id']}", None),
-                (
+                Case("GET /api/v1/contacts/{id}", f"{base}/api/v1/contacts/{contact['id']}"),
+                Case(
                     "POST /api/v1/contacts",
                     f"{base}/api/v1/contacts",
                     f'{{"email": "c{{n}}@example.com", "account_id": "{account["id"]}"}}',
                 ),
-                ("GET /api/v1/tickets/{id}", f"{base}/api/v1/tickets/{ticket['ticket']['id']}", None),
-                ("POST /api/v1/tickets (no customer)", f"{base}/api/v1/tickets", '{"title": "T {n}"}'),
-                (
+                Case("GET /api/v1/tickets/{id}", f"{base}/api/v1/tickets/{ticket['ticket']['id']}"),
+                Case("POST /api/v1/tickets (no customer)", f"{base}/api/v1/tickets", '{"title": "T {n}"}'),
+                Case(
                     "POST /api/v1/tickets",
                     f"{base}/api/v1/tickets",
                     f'{{"title": "T {{n}}", "customer_id": "{contact["id"]}"}}',
                 ),
-                ("GET /v1/instances/{id}", f"{base}/v1/instances/{instance['id']}", None, core_key),
-                (
+                Case("GET /v1/instances/{id}", f"{base}/v1/instances/{instance['id']}", key=core_key),
+                Case(
                     "POST /v1/instances/{id}/channels",
                     f"{base}/v1/instances/{instance['id']}/channels",
                     '{"channel_type": "sms", "provider": "twilio", "external_identifier": "+1555{n}"}',
-                    core_key,
+                    key=core_key,
+                ),
+                Case(
+                    "POST /v1/public/analytics/track",
+                    f"{base}/v1/public/analytics/track",
+                    f'{{"site_id": "{site["tracking_token"]}", "page_path": "/p/{{n}}", "session_id": "s"}}',
+                    clients=50_000,
                 ),
             ]
             print(
@@ -199,14 +225,15 @@ def main() -> None:
             )
             print(f"{'case':<36}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
             if args.case:
-                cases = [c for c in cases if any(f in c[0] for f in args.case)]
+                cases = [c for c in cases if any(f in c.name for f in args.case)]
             shares: list[tuple[str, dict[str, float]]] = []
-            for name, url, body, *case_key in cases:
+            for case in cases:
+                name = case.name
                 spies = []
                 if args.profile:
                     args.profile.mkdir(parents=True, exist_ok=True)
                     slug = re.sub(r"\W+", "_", name).strip("_")
-                    for proc in ("gatekeeper", "crm", "tickets"):
+                    for proc in ("gatekeeper", "crm", "tickets", "public"):
                         spy = profile(
                             stack.processes[proc].pid, args.profile / f"{slug}.{proc}.txt", args.duration
                         )
@@ -214,11 +241,12 @@ def main() -> None:
                             spies.append(spy)
                 before = cpu_seconds(stack.processes)
                 f = wrk(
-                    url,
-                    (case_key or [key])[0],
+                    case.url,
+                    case.key or key,
                     duration=args.duration,
                     connections=args.connections,
-                    body=body,
+                    body=case.body,
+                    clients=case.clients,
                 )
                 spent = cpu_seconds(stack.processes)
                 requests = f["rps"] * args.duration

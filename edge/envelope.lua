@@ -21,5 +21,9 @@ function envoy_on_response(handle)
   elseif status == "204" then
     headers:remove("content-type")
     handle:body(true):setBytes("")
+  elseif headers:get("content-type") == "text/event-stream" then
+    -- A stream read as it arrives: no caching, and no buffering by proxies in front of the edge.
+    headers:replace("cache-control", "no-cache")
+    headers:replace("x-accel-buffering", "no")
   end
 end

@@ -31,6 +31,17 @@ _AUTH_NAMES = {
 _TYPE = "type.googleapis.com/envoy.extensions."
 _EXT_AUTHZ = "envoy.filters.http.ext_authz"
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+_CORS = "envoy.filters.http.cors"
+PUBLIC_PREFIX = "/v1/public/"
+# Browsers on any published website call the public routes; credentials never travel as cookies.
+_PUBLIC_CORS = {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+    "allow_origin_string_match": [{"safe_regex": {"regex": ".*"}}],
+    "allow_methods": "POST, OPTIONS",
+    "allow_headers": "content-type, x-widget-token",
+    "expose_headers": "x-ratelimit-limit, x-ratelimit-remaining, retry-after",
+    "max_age": "86400",
+}
 _FILTER_CONFIG = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 _EXT_AUTHZ_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
 # Envoy's own error replies, in each surface's envelope: (status, support code, message).
@@ -63,6 +74,8 @@ class EdgeSettings:
     upstreams: Mapping[str, Sequence[str]]  # cluster -> ["host:port", ...]
     descriptor_set: Path = DESCRIPTOR_SET
     upstream_timeout_seconds: int = 15
+    # Proxies in front of Envoy whose X-Forwarded-For entries are trusted (0: the peer is the client).
+    trusted_hops: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
@@ -78,6 +91,7 @@ class EdgeSettings:
             admin_port=config.env_int(env, "HYDRA_ENVOY_ADMIN_PORT", 9901, minimum=1),
             upstreams=upstreams,
             descriptor_set=Path(env.get("HYDRA_DESCRIPTOR_SET") or DESCRIPTOR_SET),
+            trusted_hops=config.env_int(env, "HYDRA_EDGE_TRUSTED_HOPS", 0),
         )
 
 
@@ -112,7 +126,10 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
     if policy.auth == AuthMode.AUTH_MODE_PUBLIC:
         # ext_authz does not run here, so nothing would overwrite identity headers a client sent.
         entry["request_headers_to_remove"] = list(IDENTITY_HEADERS)
-        entry["typed_per_filter_config"] = {_EXT_AUTHZ: {"@type": _EXT_AUTHZ_PER_ROUTE, "disabled": True}}
+        entry["typed_per_filter_config"] = {
+            _EXT_AUTHZ: {"@type": _EXT_AUTHZ_PER_ROUTE, "disabled": True},
+            _CORS: _PUBLIC_CORS,
+        }
         if policy.rate_limit.key == RateLimitKey.RATE_LIMIT_KEY_CLIENT_IP:
             name = policy.rate_limit.name or binding.rpc
             entry["route"]["rate_limits"] = [
@@ -135,6 +152,8 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
                 "check_settings": {"context_extensions": _context_extensions(binding)},
             }
         }
+        if binding.template.startswith(PUBLIC_PREFIX):
+            entry["typed_per_filter_config"][_CORS] = _PUBLIC_CORS
     return entry
 
 
@@ -181,14 +200,41 @@ def method_not_allowed_routes(bindings: Sequence[Binding]) -> list[dict[str, Any
             if support
             else {"detail": "Method Not Allowed"}
         )
+        answer = _direct_route(
+            f"method_not_allowed:{template}",
+            {"safe_regex": {"regex": template_regex(template)}},
+            405,
+            {"inline_string": json.dumps(body)},
+            {"content-type": "application/json", "allow": ", ".join(sorted(set(methods)))},
+        )
+        routes.append(answer)
+    return routes
+
+
+def preflight_routes(bindings: Sequence[Binding]) -> list[dict[str, Any]]:
+    """OPTIONS on each public path, for the CORS filter to answer browsers' preflight requests.
+
+    The CORS filter skips direct-response routes, so these route to the upstream cluster, which a
+    preflight never reaches (any other OPTIONS request is refused there as an unknown method).
+    """
+    routes = []
+    for template, cluster in sorted({(b.template, b.cluster) for b in bindings}):
+        if not template.startswith(PUBLIC_PREFIX):
+            continue
         routes.append(
-            _direct_route(
-                f"method_not_allowed:{template}",
-                {"safe_regex": {"regex": template_regex(template)}},
-                405,
-                {"inline_string": json.dumps(body)},
-                {"content-type": "application/json", "allow": ", ".join(sorted(set(methods)))},
-            )
+            {
+                "name": f"cors_preflight:{template}",
+                "match": {
+                    "safe_regex": {"regex": template_regex(template)},
+                    "headers": [{"name": ":method", "string_match": {"exact": "OPTIONS"}}],
+                },
+                "route": {"cluster": cluster},
+                "request_headers_to_remove": list(IDENTITY_HEADERS),
+                "typed_per_filter_config": {
+                    _EXT_AUTHZ: {"@type": _EXT_AUTHZ_PER_ROUTE, "disabled": True},
+                    _CORS: _PUBLIC_CORS,
+                },
+            }
         )
     return routes
 
@@ -310,6 +356,10 @@ def _filters(
 ) -> list[dict[str, Any]]:
     return [
         {
+            "name": _CORS,
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
+        },
+        {
             "name": "envoy.filters.http.health_check",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck",
@@ -387,6 +437,7 @@ def render(
     clusters = sorted({b.cluster for b in bindings} - {GATEKEEPER})
     services = sorted({b.service for b in bindings})
     routes = [*docs_routes(docs or {}), *(route(b, settings) for b in bindings)]
+    routes.extend(preflight_routes(bindings))
     routes.extend(method_not_allowed_routes(bindings))
     routes.append(_not_found_route(SUPPORT_PREFIX, {"error": "Not found.", "code": "not_found"}))
     routes.append(_not_found_route("/", {"detail": "Not Found"}))
@@ -396,6 +447,7 @@ def render(
         "stat_prefix": "edge",
         "codec_type": "AUTO",
         "use_remote_address": True,
+        "xff_num_trusted_hops": settings.trusted_hops,
         "generate_request_id": True,
         "normalize_path": True,
         "merge_slashes": True,

@@ -43,7 +43,7 @@ _FORMATS = {
     StringFormat.STRING_FORMAT_DATE: "date",
     StringFormat.STRING_FORMAT_URL: "uri",
 }
-_SECURITY = {
+_SECURITY: dict[int, list[dict[str, list[str]]]] = {
     AuthMode.AUTH_MODE_SUPPORT_KEY: [{"SupportKey": []}],
     AuthMode.AUTH_MODE_CORE_KEY: [{"CoreKey": []}, {"CoreKeyBearer": []}],
     AuthMode.AUTH_MODE_WIDGET_TOKEN: [{"WidgetToken": []}],
@@ -170,6 +170,8 @@ class _Builder:
             single = self.input_schema(field.type_name, partial=partial)
         else:
             single = self._plain_type(field)
+            if rules.min_length:
+                single["minLength"] = rules.min_length
             if rules.max_length:
                 single["maxLength"] = rules.max_length
             if rules.one_of:
@@ -252,8 +254,8 @@ class _Builder:
         error = {"$ref": f"#/components/schemas/{'SupportError' if support else 'HTTPError'}"}
         invalid = error if support else {"$ref": "#/components/schemas/HTTPValidationError"}
         responses: dict[str, Any] = {}
-        if method.name.startswith("Delete"):
-            responses["204"] = {"description": "Deleted."}
+        if not self.protos.messages[method.output_type].field:
+            responses["204"] = {"description": "Deleted." if method.name.startswith("Delete") else "Done."}
         elif method.output_type == ".google.api.HttpBody":
             responses["200"] = {
                 "description": "A stream of Server-Sent Events.",

@@ -11,11 +11,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc
+from hydra.public.v1 import sites_pb2, sites_pb2_grpc
 
 from hydractl.stack import Stack, StackError, migrate_all
 from services.common import config
+from services.common.grpc_server import internal_metadata
 
 KINDS = {
     "hmcp": admin_pb2.KEY_KIND_HMCP,
@@ -31,7 +33,15 @@ DEMO_SCOPES = [
     "tickets:read",
     "tickets:write",
 ]
-DEMO_CORE_SCOPES = ["instances:read", "instances:write", "instances:delete"]
+DEMO_CORE_SCOPES = [
+    "instances:read",
+    "instances:write",
+    "instances:delete",
+    "sites:read",
+    "sites:write",
+    "analytics:read",
+    "forms:read",
+]
 
 
 class CliError(Exception):
@@ -161,6 +171,51 @@ def cmd_keys_set_limit(args: argparse.Namespace, env: dict[str, str]) -> None:
     _emit(args, key_dict(key), f"{key.id}: {key.rate_limit_per_minute}/min")
 
 
+def _sites_call(env: dict[str, str], tenant: str, method: str, request: Any) -> Any:
+    """Calls the public service's SiteService for a tenant, as an internal caller."""
+    address = env.get("HYDRA_PUBLIC_ADDR") or config.service_address(env, "public")
+    stub = sites_pb2_grpc.SiteServiceStub(grpc.insecure_channel(address))
+    metadata = internal_metadata(tenant, ["sites:read", "sites:write"], key_id="hydractl")
+    try:
+        return getattr(stub, method)(request, metadata=metadata, timeout=10)
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.UNAVAILABLE:
+            raise CliError(
+                "the public service is not reachable: start the stack with `hydractl up`"
+            ) from None
+        raise CliError(dict(error.trailing_metadata() or ()).get("x-error-body") or error.details()) from None
+
+
+def site_dict(site: sites_pb2.Site) -> dict[str, Any]:
+    return json_format.MessageToDict(
+        site, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def create_site(env: dict[str, str], *, tenant: str, name: str, domain: str | None = None) -> dict[str, Any]:
+    """Publishes a site for a tenant; returns its record (config id and tracking token)."""
+    body = struct_pb2.Struct()
+    body.update({"name": name, **({"domain": domain} if domain else {})})
+    return site_dict(_sites_call(env, tenant, "CreateSite", sites_pb2.CreateSiteRequest(site=body)))
+
+
+def cmd_sites_create(args: argparse.Namespace, env: dict[str, str]) -> None:
+    site = create_site(env, tenant=args.tenant, name=args.name, domain=args.domain)
+    _emit(
+        args,
+        site,
+        f"site {site['id']} (config id, for forms)\ntracking token {site['tracking_token']} (for analytics)",
+    )
+
+
+def cmd_sites_list(args: argparse.Namespace, env: dict[str, str]) -> None:
+    sites = [
+        site_dict(s) for s in _sites_call(env, args.tenant, "ListSites", sites_pb2.ListSitesRequest()).sites
+    ]
+    lines = [f"{s['id']}  token {s['tracking_token']}  {s['name']}" for s in sites]
+    _emit(args, sites, "\n".join(lines))
+
+
 def demo_keys(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fresh Support (hmcp_) and HydraCore (hc_live_) keys for the demo tenant (created on first use)."""
     tenants = _call(env, "ListTenants", admin_pb2.ListTenantsRequest()).tenants
@@ -183,6 +238,7 @@ def cmd_up(args: argparse.Namespace, env: dict[str, str]) -> None:
         sys.stdout.write(f"Hydra is up at {stack.edge_url} (logs in {stack.log_dir})\n")
         if args.demo:
             key, core = demo_keys(env)
+            site = create_site(env, tenant=key["tenant_id"], name="Demo site")
             auth = f"-H 'Authorization: Bearer {key['key']}'"
             json_body = "-H 'Content-Type: application/json' -d"
             lead = f'{json_body} \'{{"email": "alice@example.com", "name": "Alice"}}\''
@@ -194,6 +250,9 @@ def cmd_up(args: argparse.Namespace, env: dict[str, str]) -> None:
                 f"Try:\n  curl -s -X POST {stack.edge_url}/api/v1/leads {auth} {lead}\n"
                 f"  curl -s {stack.edge_url}/api/v1/leads {auth}\n"
                 f"  curl -s -X POST {stack.edge_url}/v1/instances -H 'X-Api-Key: {core['key']}' {instance}\n"
+                f"  curl -s -X POST {stack.edge_url}/v1/public/analytics/track {json_body} "
+                f'\'{{"site_id": "{site["tracking_token"]}", "page_path": "/"}}\'\n'
+                f"  curl -s {stack.edge_url}/v1/sites/{site['id']}/analytics -H 'X-Api-Key: {core['key']}'\n"
                 f"API reference: {stack.edge_url}/docs (Swagger UI), {stack.edge_url}/redoc, "
                 f"{stack.edge_url}/openapi.json\n\n"
                 "Ctrl-C stops everything.\n"
@@ -245,6 +304,13 @@ def parser() -> argparse.ArgumentParser:
     limit_p = command(keys, "set-limit", cmd_keys_set_limit, "change a key's requests per minute")
     limit_p.add_argument("id")
     limit_p.add_argument("limit", type=int)
+
+    sites = sub.add_parser("sites", help="published websites").add_subparsers(dest="action", required=True)
+    site_p = command(sites, "create", cmd_sites_create, "publish a site (prints its config id and token)")
+    site_p.add_argument("--tenant", required=True, help="tenant id")
+    site_p.add_argument("--name", required=True, help="display name")
+    site_p.add_argument("--domain", help="the domain it is published on")
+    command(sites, "list", cmd_sites_list, "list a tenant's sites").add_argument("--tenant", required=True)
     return root
 
 

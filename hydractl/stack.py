@@ -23,6 +23,8 @@ from services.crm.config import Settings as CrmSettings
 from services.crm.server import migrate as migrate_crm
 from services.instances.config import Settings as InstancesSettings
 from services.instances.server import migrate as migrate_instances
+from services.public.config import Settings as PublicSettings
+from services.public.server import migrate as migrate_public
 from services.tickets.config import Settings as TicketsSettings
 from services.tickets.server import migrate as migrate_tickets
 
@@ -32,6 +34,7 @@ PROCESSES = {
     "crm": "services.crm",
     "tickets": "services.tickets",
     "instances": "services.instances",
+    "public": "services.public",
 }
 
 
@@ -41,6 +44,7 @@ def migrate_all(env: Mapping[str, str]) -> None:
     migrate_crm(CrmSettings.from_env(env))
     migrate_tickets(TicketsSettings.from_env(env))
     migrate_instances(InstancesSettings.from_env(env))
+    migrate_public(PublicSettings.from_env(env))
 
 
 def envoy_binary() -> str:

@@ -30,10 +30,11 @@ class MethodAccess:
 
     @property
     def needs_identity(self) -> bool:
-        """Key-authenticated and internal RPCs act for a tenant; public ones do not."""
+        """Key-authenticated, widget and internal RPCs act for a tenant; public ones do not."""
         return self.auth in (
             AuthMode.AUTH_MODE_SUPPORT_KEY,
             AuthMode.AUTH_MODE_CORE_KEY,
+            AuthMode.AUTH_MODE_WIDGET_TOKEN,
             AuthMode.AUTH_MODE_INTERNAL,
         )
 

@@ -49,7 +49,9 @@ class TenantTable:
             return (await conn.execute(self._get, {"tenant_id": tenant_id, "row_id": row_id})).first()
         return (await conn.execute(select(self.table).where(*self._match(tenant_id, row_id, scope)))).first()
 
-    def _match(self, tenant_id: uuid.UUID, row_id: uuid.UUID, scope: Mapping[str, Any] | None) -> list[Any]:
+    def _match(
+        self, tenant_id: uuid.UUID, row_id: uuid.UUID, scope: Mapping[str, Any] | None
+    ) -> Sequence[Any]:
         c = self.table.c
         return [c.tenant_id == tenant_id, c.id == row_id, *(c[k] == v for k, v in (scope or {}).items())]
 

@@ -13,7 +13,17 @@ from sqlalchemy import Table
 
 from services.common import config
 from services.common.db import Database
-from services.common.events import Bus, Dispatcher, Event, Handler, LocalBus, RedisStreamBus, idempotent
+from services.common.events import (
+    Bus,
+    Dispatcher,
+    Event,
+    Handler,
+    LocalBus,
+    RedisStreamBus,
+    WritingHandler,
+    idempotent,
+    idempotent_writer,
+)
 from services.common.mail import Email, MaildirMailer, Mailer, SmtpMailer
 
 
@@ -84,6 +94,10 @@ class EventDelivery:
     def consume(self, name: str, topics: set[str], handler: Handler) -> None:
         """Runs `handler` once per event of `topics`, recorded under the consumer's `name`."""
         self.bus.subscribe(name, topics, idempotent(self._db, self._inbox, name, handler))
+
+    def consume_writing(self, name: str, topics: set[str], handler: WritingHandler) -> None:
+        """Like consume, for handlers that also write to this service's database (in one transaction)."""
+        self.bus.subscribe(name, topics, idempotent_writer(self._db, self._inbox, name, handler))
 
     def send_email(self, name: str, topics: set[str], compose: Callable[[Event], Email | None]) -> None:
         """Emails what `compose` makes of each event of `topics` (nothing when it returns None)."""

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 from sqlalchemy import Column, DateTime, MetaData, String, Table, Uuid, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.db import Database
 from services.common.fields import utcnow
@@ -30,6 +31,7 @@ class Event:
 
 
 Handler = Callable[[Event], Awaitable[None]]
+WritingHandler = Callable[[AsyncConnection, Event], Awaitable[None]]
 
 
 class Bus(Protocol):
@@ -181,6 +183,11 @@ def inbox_table(metadata: MetaData) -> Table:
 
 def idempotent(db: Database, inbox: Table, consumer: str, handler: Handler) -> Handler:
     """Runs `handler` at most once per event: its record commits together with the handling."""
+    return idempotent_writer(db, inbox, consumer, lambda _conn, event: handler(event))
+
+
+def idempotent_writer(db: Database, inbox: Table, consumer: str, handler: WritingHandler) -> Handler:
+    """Like idempotent, for handlers that write to this database too: in the record's transaction."""
 
     async def handle(event: Event) -> None:
         event_id = uuid.UUID(event.id)
@@ -194,7 +201,7 @@ def idempotent(db: Database, inbox: Table, consumer: str, handler: Handler) -> H
                 await conn.execute(
                     insert(inbox).values(consumer=consumer, event_id=event_id, processed_at=utcnow())
                 )
-                await handler(event)
+                await handler(conn, event)
         except IntegrityError:
             return  # another delivery of the same event committed first
 

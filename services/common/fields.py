@@ -27,15 +27,16 @@ _INT_TYPES = {
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
     """A Struct as plain Python values, keeping integral numbers as floats for the checks below."""
-    return {key: _value_to_python(value) for key, value in struct.fields.items()}
+    return {key: value_to_python(value) for key, value in struct.fields.items()}
 
 
-def _value_to_python(value: struct_pb2.Value) -> Any:
+def value_to_python(value: struct_pb2.Value) -> Any:
+    """A protobuf Value as a plain Python value (None for null or unset)."""
     kind = value.WhichOneof("kind")
     if kind == "struct_value":
         return struct_to_dict(value.struct_value)
     if kind == "list_value":
-        return [_value_to_python(v) for v in value.list_value.values]
+        return [value_to_python(v) for v in value.list_value.values]
     if kind in (None, "null_value"):
         return None
     return getattr(value, kind)
@@ -152,6 +153,10 @@ def _parse_number(value: Any, rules: options_pb2.FieldRules, loc: tuple) -> floa
 def _parse_string(value: Any, rules: options_pb2.FieldRules, loc: tuple) -> Any:
     if not isinstance(value, str):
         raise ValidationError(FieldError(loc, "Input should be a valid string", "string_type"))
+    if len(value) < rules.min_length:
+        raise ValidationError(
+            FieldError(loc, f"String should have at least {rules.min_length} characters", "string_too_short")
+        )
     if rules.max_length and len(value) > rules.max_length:
         raise ValidationError(
             FieldError(loc, f"String should have at most {rules.max_length} characters", "string_too_long")
@@ -207,13 +212,13 @@ def parse_path_id(value: str, *, param: str, not_found: str) -> uuid.UUID:
         raise InvalidPathId(param, not_found) from None
 
 
-def parse_limit(value: int | None, *, default: int = 25, maximum: int = 100) -> int:
-    """A list `limit` query parameter, 1..maximum."""
+def parse_limit(value: int | None, *, default: int = 25, maximum: int = 100, name: str = "limit") -> int:
+    """A bounded count query parameter (`limit` by default), 1..maximum."""
     if value is None:
         return default
     if not 1 <= value <= maximum:
         raise ValidationError(
-            FieldError(("query", "limit"), f"must be between 1 and {maximum}", "limit_range")
+            FieldError(("query", name), f"must be between 1 and {maximum}", f"{name}_range")
         )
     return value
 

@@ -18,11 +18,12 @@ IDENTITY_HEADERS = (TENANT_HEADER, KEY_HEADER, SCOPES_HEADER, INSTANCE_HEADER)
 
 @dataclass(frozen=True)
 class Identity:
-    """Who is calling: a tenant, the key it used, and the key's scopes."""
+    """Who is calling: a tenant, the key it used, the key's scopes, and a widget token's instance."""
 
     tenant_id: uuid.UUID
     key_id: str
     scopes: frozenset[str]
+    instance_id: str = ""
 
     def require(self, scope: str) -> None:
         """Raises forbidden_scope unless this identity carries `scope`."""
@@ -54,7 +55,12 @@ def identity_from_metadata(metadata: Mapping[str, str]) -> Identity:
     except ValueError:
         raise Unauthenticated("Malformed caller identity.") from None
     scopes = frozenset(metadata.get(SCOPES_HEADER, "").split())
-    return Identity(tenant_id=tenant_id, key_id=metadata.get(KEY_HEADER, ""), scopes=scopes)
+    return Identity(
+        tenant_id=tenant_id,
+        key_id=metadata.get(KEY_HEADER, ""),
+        scopes=scopes,
+        instance_id=metadata.get(INSTANCE_HEADER, ""),
+    )
 
 
 _current: contextvars.ContextVar[Identity] = contextvars.ContextVar("hydra_identity")

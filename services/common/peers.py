@@ -22,6 +22,8 @@ class PeerChannel:
             options=[
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 1000),
+                # An instance with 500 long knowledge entries is bigger than gRPC's 4 MB default.
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ],
         )
         self._caller = caller

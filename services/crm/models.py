@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -57,7 +58,11 @@ class Lead(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index(None, "tenant_id", "created_at", "id"),)
+    __table_args__ = (
+        Index(None, "tenant_id", "created_at", "id"),
+        # CaptureLead finds a tenant's lead by email, case-insensitively.
+        Index("ix_leads_tenant_id_email_lower", "tenant_id", text("lower(email)")),
+    )
 
 
 class Account(Base):
@@ -174,9 +179,11 @@ class Conversation(Base):
     message_count: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    instance_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     __table_args__ = (
         Index(None, "tenant_id", "updated_at", "id"),
+        Index(None, "tenant_id", "instance_id"),
         Index(None, "tenant_id", "status", "updated_at"),
         Index(None, "tenant_id", "customer_id"),
         # By id alone, so deleting a contact nulls only this column and keeps the conversation.

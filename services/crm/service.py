@@ -37,6 +37,39 @@ class LeadService(ResourceService):
             raise ValidationError(FieldError(("body",), message, "missing"), message=message)
         return {"source": DEFAULT_SOURCE, **fields}
 
+    async def capture(
+        self, caller: Identity, *, email: str, details: dict[str, Any], source: str
+    ) -> tuple[Row[Any], bool]:
+        """Creates a lead, or updates the tenant's newest lead with this email; True when created."""
+        now = utcnow()
+        async with self._transaction() as conn:
+            existing = await repository.find_lead_by_email(conn, tenant_id=caller.tenant_id, email=email)
+            if existing is None:
+                row = await self.table.insert(
+                    conn,
+                    values={
+                        **details,
+                        "email": email,
+                        "source": source or DEFAULT_SOURCE,
+                        "tenant_id": caller.tenant_id,
+                        "id": uuid.uuid4(),
+                        "created_at": now,
+                        "updated_at": now,
+                    },
+                )
+            else:
+                updated = await self.table.update(
+                    conn,
+                    tenant_id=caller.tenant_id,
+                    row_id=existing.id,
+                    values={**details, "updated_at": now},
+                )
+                assert updated is not None  # read in this transaction
+                row = updated
+            action = "create" if existing is None else "update"
+            await self._audit.record(conn, caller, resource=self.resource, resource_id=row.id, action=action)
+        return row, existing is None
+
 
 class ContactService(ResourceService):
     """Contacts: always attached to an account of the caller's tenant."""
@@ -149,11 +182,18 @@ class ConversationService(ResourceService):
         channel_id: uuid.UUID | None,
         customer_id: uuid.UUID | None,
         subject: str | None,
+        instance_id: uuid.UUID | None = None,
     ) -> Row[Any]:
         """Opens a conversation (widget sessions, inbound email)."""
         return await self.create(
             caller,
-            {"channel": channel, "channel_id": channel_id, "customer_id": customer_id, "subject": subject},
+            {
+                "channel": channel,
+                "channel_id": channel_id,
+                "customer_id": customer_id,
+                "subject": subject,
+                "instance_id": instance_id,
+            },
         )
 
     async def before_create(
@@ -168,13 +208,19 @@ class ConversationService(ResourceService):
         return {**fields, "status": "open", "message_count": 0}
 
     async def add_message(
-        self, caller: Identity, conversation_id: uuid.UUID, *, role: str, content: str
-    ) -> Row[Any]:
-        """Appends a message and bumps the conversation's activity."""
+        self,
+        caller: Identity,
+        conversation_id: uuid.UUID,
+        *,
+        role: str,
+        content: str,
+        instance_id: uuid.UUID | None = None,
+    ) -> tuple[Row[Any], Row[Any]]:
+        """Appends a message and bumps the conversation's activity; returns the message and conversation."""
         now = utcnow()
         async with self._transaction() as conn:
             conversation = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=conversation_id)
-            if conversation is None:
+            if conversation is None or (instance_id is not None and conversation.instance_id != instance_id):
                 raise NotFound(self.not_found)
             message = await self._messages.insert(
                 conn,
@@ -188,7 +234,7 @@ class ConversationService(ResourceService):
                     "updated_at": now,
                 },
             )
-            await self.table.update(
+            updated = await self.table.update(
                 conn,
                 tenant_id=caller.tenant_id,
                 row_id=conversation_id,
@@ -198,10 +244,49 @@ class ConversationService(ResourceService):
                     "message_count": conversation.message_count + 1,
                 },
             )
+            assert updated is not None  # read in this transaction
             await self._audit.record(
                 conn, caller, resource="message", resource_id=message.id, action="create"
             )
-        return message
+        return message, updated
+
+    async def latest_messages(
+        self, caller: Identity, conversation_id: uuid.UUID, *, limit: int
+    ) -> list[Row[Any]]:
+        """The conversation's latest `limit` messages, oldest first."""
+        async with self._db.read() as conn:
+            if await self.table.get(conn, tenant_id=caller.tenant_id, row_id=conversation_id) is None:
+                raise NotFound(self.not_found)
+            rows = await repository.latest_messages(
+                conn, tenant_id=caller.tenant_id, conversation_id=conversation_id, limit=limit
+            )
+        return list(reversed(rows))
+
+    async def annotate(
+        self, caller: Identity, conversation_id: uuid.UUID, *, tags: dict[str, str], handoff_reason: str
+    ) -> Row[Any]:
+        """Sets the bot pipeline's tags; a handoff reason escalates an open conversation to a human."""
+        async with self._transaction() as conn:
+            before = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=conversation_id)
+            if before is None:
+                raise NotFound(self.not_found)
+            values: dict[str, Any] = dict(tags)
+            if handoff_reason and before.status not in ("resolved", "escalated"):
+                values.update(status="escalated", handoff_at=utcnow(), handoff_reason=handoff_reason)
+            if not values:
+                return before
+            row = await self.table.update(
+                conn,
+                tenant_id=caller.tenant_id,
+                row_id=conversation_id,
+                values={**values, "updated_at": utcnow()},
+            )
+            assert row is not None  # read in this transaction
+            await self.after_update(conn, caller, before, row, {})
+            await self._audit.record(
+                conn, caller, resource=self.resource, resource_id=conversation_id, action="update"
+            )
+        return row
 
     async def before_update(
         self, conn: AsyncConnection, caller: Identity, before: Row[Any], fields: dict[str, Any]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from google.protobuf import struct_pb2
 from hydra.crm.v1 import (
     accounts_pb2,
     accounts_pb2_grpc,
@@ -17,17 +18,24 @@ from hydra.crm.v1 import (
 )
 
 from services.common.errors import FieldError, ValidationError
-from services.common.fields import optional_query, query_choice, query_uuid, to_message
+from services.common.fields import optional_query, parse_input, query_choice, query_uuid, to_message
 from services.common.identity import current_identity
 from services.common.servicing import ResourceRpcs
 from services.crm.models import CHANNELS, CONVERSATION_STATUSES, LIFECYCLE_STAGES, MESSAGE_ROLES
-from services.crm.service import AccountService, ContactService, ConversationService, LeadService
+from services.crm.service import (
+    LEAD_FIELDS,
+    AccountService,
+    ContactService,
+    ConversationService,
+    LeadService,
+)
 
 
 class LeadServicer(leads_pb2_grpc.LeadServiceServicer):
     """LeadService."""
 
     def __init__(self, service: LeadService) -> None:
+        self._service = service
         self._rpc = ResourceRpcs(
             service,
             message=leads_pb2.Lead,
@@ -50,6 +58,19 @@ class LeadServicer(leads_pb2_grpc.LeadServiceServicer):
 
     async def DeleteLead(self, request: Any, context: Any) -> Any:
         return await self._rpc.delete(request, context, leads_pb2.DeleteLeadResponse)
+
+    async def CaptureLead(self, request: Any, context: Any) -> Any:
+        if not request.email:
+            raise ValidationError(FieldError(("body", "email"), "Field required", "missing"))
+        given = {name: getattr(request, name) for name in LEAD_FIELDS if getattr(request, name)}
+        body = struct_pb2.Struct()
+        body.update(given)
+        fields = parse_input(body, leads_pb2.LeadInput.DESCRIPTOR, partial=False)
+        email, source = fields.pop("email"), fields.pop("source", "")
+        row, created = await self._service.capture(
+            current_identity(), email=email, details=fields, source=source
+        )
+        return leads_pb2.CaptureLeadResponse(lead=self._rpc.message(row), created=created)
 
 
 class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
@@ -122,6 +143,14 @@ def _internal_uuid(value: str, name: str) -> uuid.UUID | None:
         ) from None
 
 
+def _required_uuid(value: str, name: str) -> uuid.UUID:
+    """A required UUID field of an internal request."""
+    parsed = _internal_uuid(value, name)
+    if parsed is None:
+        raise ValidationError(FieldError(("body", name), "Field required", "missing"))
+    return parsed
+
+
 def _check(errors: list[FieldError], ok: bool, name: str, message: str) -> None:
     if not ok:
         errors.append(FieldError(("body", name), message, "value_error"))
@@ -171,6 +200,7 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
             channel_id=_internal_uuid(request.channel_id, "channel_id"),
             customer_id=_internal_uuid(request.customer_id, "customer_id"),
             subject=request.subject or None,
+            instance_id=_internal_uuid(request.instance_id, "instance_id"),
         )
         return conversations_pb2.CreateConversationResponse(conversation=self._rpc.message(row))
 
@@ -185,10 +215,41 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
         _check(errors, 1 <= len(request.content) <= 8000, "content", "Content must be 1 to 8000 characters")
         if errors:
             raise ValidationError(errors)
-        conversation_id = _internal_uuid(request.conversation_id, "conversation_id")
-        if conversation_id is None:
-            raise ValidationError(FieldError(("body", "conversation_id"), "Field required", "missing"))
-        row = await self._service.add_message(
-            current_identity(), conversation_id, role=request.role, content=request.content
+        message, conversation = await self._service.add_message(
+            current_identity(),
+            _required_uuid(request.conversation_id, "conversation_id"),
+            role=request.role,
+            content=request.content,
+            instance_id=_internal_uuid(request.instance_id, "instance_id"),
         )
-        return conversations_pb2.AddMessageResponse(message=to_message(row, conversations_pb2.Message))
+        return conversations_pb2.AddMessageResponse(
+            message=to_message(message, conversations_pb2.Message),
+            conversation=self._rpc.message(conversation),
+        )
+
+    async def ListMessages(self, request: Any, context: Any) -> Any:
+        if not 1 <= request.limit <= 100:
+            raise ValidationError(FieldError(("body", "limit"), "Limit must be 1 to 100", "value_error"))
+        rows = await self._service.latest_messages(
+            current_identity(),
+            _required_uuid(request.conversation_id, "conversation_id"),
+            limit=request.limit,
+        )
+        return conversations_pb2.ListMessagesResponse(
+            messages=[to_message(row, conversations_pb2.Message) for row in rows]
+        )
+
+    async def AnnotateConversation(self, request: Any, context: Any) -> Any:
+        errors: list[FieldError] = []
+        for name, most in (("intent", 50), ("sentiment", 20), ("language", 20), ("handoff_reason", 200)):
+            _check(errors, len(getattr(request, name)) <= most, name, f"At most {most} characters")
+        if errors:
+            raise ValidationError(errors)
+        tags = {name: getattr(request, name) for name in ("intent", "sentiment", "language")}
+        row = await self._service.annotate(
+            current_identity(),
+            _required_uuid(request.conversation_id, "conversation_id"),
+            tags={name: value for name, value in tags.items() if value},
+            handoff_reason=request.handoff_reason,
+        )
+        return conversations_pb2.AnnotateConversationResponse(conversation=self._rpc.message(row))

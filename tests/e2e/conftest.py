@@ -121,7 +121,15 @@ def open_conversation(
     return conversation_id
 
 
-CORE_SCOPES = ("instances:read", "instances:write", "instances:delete")
+CORE_SCOPES = (
+    "instances:read",
+    "instances:write",
+    "instances:delete",
+    "sites:read",
+    "sites:write",
+    "analytics:read",
+    "forms:read",
+)
 
 
 def core_key(edge: Edge, tenant: str | None = None, scopes: Sequence[str] = CORE_SCOPES, **kw: int) -> Key:
@@ -140,6 +148,13 @@ def create_channel(edge: Edge, key: Key, instance_id: str, **fields: object) -> 
     """Creates a channel of an instance; returns it."""
     body = {"channel_type": "sms", "provider": "twilio", "external_identifier": "+15550100", **fields}
     response = edge.http.post(f"/v1/instances/{instance_id}/channels", json=body, headers=key.api_key)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def create_site(edge: Edge, key: Key, **fields: object) -> dict:
+    """Publishes a site for the key's tenant; returns it (id = config id, tracking_token)."""
+    response = edge.http.post("/v1/sites", json={"name": "Site", **fields}, headers=key.api_key)
     assert response.status_code == 201, response.text
     return response.json()
 

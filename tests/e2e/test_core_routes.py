@@ -9,7 +9,7 @@ import pytest
 from hydra.options.v1 import options_pb2
 
 from edge.bindings import Binding, load_bindings
-from tests.e2e.conftest import CORE_SCOPES, Edge, core_key, create_channel, create_instance
+from tests.e2e.conftest import CORE_SCOPES, Edge, core_key, create_channel, create_instance, create_site
 
 CORE_ROUTES = [b for b in load_bindings() if b.policy.auth == options_pb2.AUTH_MODE_CORE_KEY]
 ROUTE_IDS = [f"{b.method} {b.template}" for b in CORE_ROUTES]
@@ -33,6 +33,7 @@ VALID_BODIES = {
         "provider": "twilio",
         "external_identifier": "+15550100",
     },
+    "POST /v1/sites": {"name": "Site"},
 }
 
 
@@ -53,6 +54,13 @@ def test_the_seed_routes_are_all_bound() -> None:
         "PATCH /v1/instances/{instance_id}/channels/{endpoint_id}",
         "DELETE /v1/instances/{instance_id}/channels/{endpoint_id}",
         "GET /v1/mcp/api-key-context",
+        "GET /v1/sites",
+        "POST /v1/sites",
+        "GET /v1/sites/{site_id}",
+        "PATCH /v1/sites/{site_id}",
+        "DELETE /v1/sites/{site_id}",
+        "GET /v1/sites/{site_id}/analytics",
+        "GET /v1/sites/{site_id}/submissions",
     }
 
 
@@ -82,18 +90,20 @@ def test_every_route_needs_exactly_its_scope(edge: Edge, binding: Binding) -> No
 @pytest.mark.parametrize(
     "binding", [b for b in CORE_ROUTES if "{" in b.template], ids=[i for i in ROUTE_IDS if "{" in i]
 )
-def test_every_route_hides_other_tenants_instances_and_channels(edge: Edge, binding: Binding) -> None:
+def test_every_route_hides_other_tenants_rows(edge: Edge, binding: Binding) -> None:
     theirs = core_key(edge)
     instance = create_instance(edge, theirs)
     channel = create_channel(edge, theirs, instance["id"])
+    site = create_site(edge, theirs)
     mine = core_key(edge)
-    path = fill(binding.template, instance_id=instance["id"], endpoint_id=channel["id"])
+    path = fill(binding.template, instance_id=instance["id"], endpoint_id=channel["id"], site_id=site["id"])
     body = VALID_BODIES.get(f"{binding.method} {binding.template}", {})
     detail = assert_detail(edge.http.request(binding.method, path, json=body, headers=mine.api_key), 404)
-    assert detail in ("Instance not found", "Channel not found")
+    assert detail in ("Instance not found", "Channel not found", "Site not found")
     # ...and the rows are untouched for their owner.
     listed = edge.http.get(f"/v1/instances/{instance['id']}/channels", headers=theirs.api_key).json()
     assert [c["id"] for c in listed["channels"]] == [channel["id"]]
+    assert edge.http.get(f"/v1/sites/{site['id']}", headers=theirs.api_key).json() == site
 
 
 @pytest.mark.parametrize(

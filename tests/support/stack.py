@@ -29,8 +29,9 @@ def stack_env(
         HYDRA_CRM_PORT=str(free_port()),
         HYDRA_TICKETS_PORT=str(free_port()),
         HYDRA_INSTANCES_PORT=str(free_port()),
+        HYDRA_PUBLIC_PORT=str(free_port()),
     )
-    for name in ("crm", "gatekeeper", "tickets", "instances"):
+    for name in ("crm", "gatekeeper", "tickets", "instances", "public"):
         if database_url and database_url.startswith("sqlite"):
             # SQLite has no schemas: one file per service, beside the one given.
             env[f"HYDRA_{name.upper()}_DATABASE_URL"] = database_url.replace(".sqlite3", f".{name}.sqlite3")

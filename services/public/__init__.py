@@ -1,0 +1,1 @@
+"""Public website surface: sites, analytics, form submissions and widget chat."""

@@ -1,0 +1,47 @@
+"""The public service's settings, read and validated once at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.common import config
+from services.common.delivery import DeliverySettings
+from services.public.agents import AgentDefaults
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where public listens, its database, its peers (crm, instances) and the agents' defaults."""
+
+    address: str
+    database_url: str
+    crm_address: str
+    instances_address: str
+    delivery: DeliverySettings
+    agent: AgentDefaults
+    log_level: str = "INFO"
+    pool_size: int = 10
+    peer_timeout_seconds: float = 5.0
+    site_cache_seconds: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = config.current_env() if env is None else env
+        return cls(
+            address=config.service_address(env, "public"),
+            database_url=config.env_str(
+                env, "HYDRA_PUBLIC_DATABASE_URL", config.sqlite_default(env, "public")
+            ),
+            crm_address=env.get("HYDRA_CRM_ADDR") or config.service_address(env, "crm"),
+            instances_address=env.get("HYDRA_INSTANCES_ADDR") or config.service_address(env, "instances"),
+            delivery=DeliverySettings.from_env(env),
+            agent=AgentDefaults(
+                base_url=env.get("HYDRA_AGENT_BASE_URL") or None,
+                model=env.get("HYDRA_AGENT_MODEL") or None,
+                api_key=env.get("HYDRA_AGENT_API_KEY") or None,
+                timeout_seconds=float(config.env_int(env, "HYDRA_AGENT_TIMEOUT_SECONDS", 30, minimum=1)),
+            ),
+            log_level=config.env_str(env, "HYDRA_LOG_LEVEL", "INFO"),
+            pool_size=config.env_int(env, "HYDRA_DB_POOL_SIZE", 10, minimum=1),
+        )

@@ -1,0 +1,235 @@
+"""public use cases: sites, page-view tracking, form submissions; each write is one transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.common.audit import AuditLog
+from services.common.db import Database
+from services.common.errors import NotFound
+from services.common.events import Event
+from services.common.fields import parse_limit, utcnow
+from services.common.identity import Identity
+from services.common.outbox import Outbox
+from services.common.resource import ResourceService
+from services.public import repository
+from services.public.batching import GroupCommitWriter, RowRejected
+from services.public.crm import CrmConversations
+
+SITE_NOT_FOUND = "Site not found"
+FORM_SUBMITTED = "form.submitted"
+SUMMARY_DEFAULT_DAYS = 30
+SUMMARY_MAX_DAYS = 365
+# Form fields copied onto the crm lead, with crm's length limits; anything longer is left out.
+LEAD_DETAILS = {"name": 200, "phone": 50, "company": 200}
+
+
+@dataclass(frozen=True)
+class SiteRef:
+    """Which tenant a public request's site belongs to."""
+
+    tenant_id: uuid.UUID
+    site_id: uuid.UUID
+    tracking_token: uuid.UUID
+
+
+def public_caller(tenant_id: uuid.UUID, surface: str) -> Identity:
+    """The identity audited for a write made by an anonymous website visitor."""
+    return Identity(tenant_id=tenant_id, key_id=f"public:{surface}", scopes=frozenset())
+
+
+class SiteDirectory:
+    """Resolves the ids public requests carry to a site; tracking tokens are cached briefly."""
+
+    def __init__(self, *, db: Database, ttl: float, max_entries: int = 100_000) -> None:
+        self._db = db
+        self._ttl = ttl
+        self._max = max_entries
+        self._by_token: dict[uuid.UUID, tuple[float, SiteRef | None]] = {}
+
+    async def by_tracking_token(self, token: uuid.UUID) -> SiteRef | None:
+        now = time.monotonic()
+        hit = self._by_token.get(token)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        site = await self._find(tracking_token=token)
+        if len(self._by_token) >= self._max:
+            self._by_token.clear()
+        self._by_token[token] = (now + self._ttl, site)
+        return site
+
+    async def by_config_id(self, site_id: uuid.UUID) -> SiteRef | None:
+        return await self._find(id=site_id)
+
+    async def _find(self, **unique: uuid.UUID) -> SiteRef | None:
+        async with self._db.read() as conn:
+            row = await repository.find_site(conn, **unique)
+        return None if row is None else SiteRef(row.tenant_id, row.id, row.tracking_token)
+
+    def forget(self, token: uuid.UUID) -> None:
+        """Drops a deleted site's token from this process's cache."""
+        self._by_token.pop(token, None)
+
+
+class SiteService(ResourceService):
+    """Sites: a new site gets its tracking token; deleting one takes its page views and submissions."""
+
+    resource = "site"
+    not_found = SITE_NOT_FOUND
+    list_default = list_maximum = 1000  # HydraCore lists return every row in scope
+
+    def __init__(self, *, db: Database, audit: AuditLog, directory: SiteDirectory) -> None:
+        super().__init__(db=db, table=repository.sites, audit=audit)
+        self._directory = directory
+
+    async def before_create(
+        self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {"domain": None, **fields, "tracking_token": uuid.uuid4()}
+
+    async def before_delete(self, conn: AsyncConnection, caller: Identity, row: Row[Any]) -> None:
+        self._directory.forget(row.tracking_token)
+
+
+class Analytics:
+    """Page views: recorded from websites in group-committed batches, summarised for the tenant."""
+
+    def __init__(self, *, db: Database, sites: SiteDirectory, writer: GroupCommitWriter) -> None:
+        self._db = db
+        self._sites = sites
+        self._writer = writer
+
+    async def track(self, fields: Mapping[str, Any]) -> None:
+        """Stores one page view; returns once it is committed."""
+        site = await self._sites.by_tracking_token(fields["site_id"])
+        if site is None:
+            raise NotFound(SITE_NOT_FOUND)
+        row = {
+            "tenant_id": site.tenant_id,
+            "id": uuid.uuid4(),
+            "site_id": site.site_id,
+            "page_path": fields["page_path"],
+            "device_type": fields.get("device_type"),
+            "referrer": fields.get("referrer"),
+            "screen_width": fields.get("screen_width"),
+            "session_id": fields.get("session_id"),
+            "viewed_at": utcnow(),
+        }
+        try:
+            await self._writer.write(row)
+        except RowRejected:
+            self._sites.forget(site.tracking_token)  # the site was deleted meanwhile
+            raise NotFound(SITE_NOT_FOUND) from None
+
+    async def summary(self, caller: Identity, site_id: uuid.UUID, *, days: int | None) -> dict[str, Any]:
+        """Page views of one of the caller's sites over the last `days` UTC days (today included)."""
+        window = parse_limit(days, default=SUMMARY_DEFAULT_DAYS, maximum=SUMMARY_MAX_DAYS, name="days")
+        today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+        since = today - dt.timedelta(days=window - 1)
+        async with self._db.read() as conn:
+            if await repository.sites.get(conn, tenant_id=caller.tenant_id, row_id=site_id) is None:
+                raise NotFound(SITE_NOT_FOUND)
+            figures = await repository.page_view_summary(
+                conn, tenant_id=caller.tenant_id, site_id=site_id, since=since
+            )
+        return {"site_id": str(site_id), "days": window, **figures}
+
+
+class Forms:
+    """Form submissions: stored with an outbox event; a consumer turns their email into a crm lead."""
+
+    def __init__(
+        self, *, db: Database, sites: SiteDirectory, audit: AuditLog, outbox: Outbox, crm: CrmConversations
+    ) -> None:
+        self._db = db
+        self._sites = sites
+        self._audit = audit
+        self._outbox = outbox
+        self._crm = crm
+
+    async def submit(self, fields: Mapping[str, Any]) -> uuid.UUID:
+        """Stores a submission of the site whose config id it names; returns the submission id."""
+        site = await self._sites.by_config_id(fields["site_id"])
+        if site is None:
+            raise NotFound(SITE_NOT_FOUND)
+        submission_id = uuid.uuid4()
+        email = fields.get("email")
+        async with self._db.transaction() as conn:
+            await repository.form_submissions.insert(
+                conn,
+                values={
+                    "tenant_id": site.tenant_id,
+                    "id": submission_id,
+                    "site_id": site.site_id,
+                    "form_data": fields["form_data"],
+                    "email": email,
+                    "page_slug": fields.get("page_slug"),
+                    "created_at": utcnow(),
+                },
+            )
+            if email:
+                await self._outbox.record(
+                    conn,
+                    tenant_id=site.tenant_id,
+                    topic=FORM_SUBMITTED,
+                    payload={
+                        "submission_id": str(submission_id),
+                        "email": email,
+                        "details": lead_details(fields["form_data"]),
+                    },
+                )
+            await self._audit.record(
+                conn,
+                public_caller(site.tenant_id, "forms"),
+                resource="form_submission",
+                resource_id=submission_id,
+                action="create",
+            )
+        return submission_id
+
+    async def list(self, caller: Identity, site_id: uuid.UUID, *, limit: int | None) -> list[Row[Any]]:
+        """The newest submissions of one of the caller's sites."""
+        count = parse_limit(limit)
+        async with self._db.read() as conn:
+            if await repository.sites.get(conn, tenant_id=caller.tenant_id, row_id=site_id) is None:
+                raise NotFound(SITE_NOT_FOUND)
+            rows = await repository.form_submissions.list(
+                conn, tenant_id=caller.tenant_id, limit=count, filters={"site_id": site_id}
+            )
+        return list(rows)
+
+    async def capture_lead(self, conn: AsyncConnection, event: Event) -> None:
+        """Consumer of form.submitted: creates or updates the lead in crm, then links it to the submission."""
+        tenant_id = uuid.UUID(event.tenant_id)
+        lead = await self._crm.capture_lead(
+            tenant_id, email=event.payload["email"], details=event.payload["details"]
+        )
+        await repository.set_submission_lead(
+            conn,
+            tenant_id=tenant_id,
+            submission_id=uuid.UUID(event.payload["submission_id"]),
+            lead_id=uuid.UUID(lead.id),
+        )
+
+
+def lead_details(form_data: Mapping[str, Any]) -> dict[str, str]:
+    """The lead fields a form carries (name, phone, company) that crm will accept."""
+    details = {}
+    for name, most in LEAD_DETAILS.items():
+        value = form_data.get(name)
+        if isinstance(value, str) and 0 < len(value.strip()) <= most:
+            details[name] = value.strip()
+    if "name" not in details:
+        first, last = form_data.get("first_name"), form_data.get("last_name")
+        joined = " ".join(p.strip() for p in (first, last) if isinstance(p, str) and p.strip())
+        if 0 < len(joined) <= LEAD_DETAILS["name"]:
+            details["name"] = joined
+    return details

@@ -1,0 +1,113 @@
+"""public over gRPC: requests parsed against their input messages, then handed to the use cases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from hydra.public.v1 import (
+    analytics_pb2,
+    analytics_pb2_grpc,
+    forms_pb2,
+    forms_pb2_grpc,
+    sites_pb2,
+    sites_pb2_grpc,
+    widget_pb2,
+    widget_pb2_grpc,
+)
+
+from services.common.fields import parse_input, parse_path_id, to_message
+from services.common.grpc_server import send_http_status
+from services.common.identity import current_identity
+from services.common.servicing import ResourceRpcs
+from services.public.service import SITE_NOT_FOUND, Analytics, Forms, SiteService
+from services.public.widget import INSTANCE_NOT_FOUND, WidgetChat
+
+
+def _site_id(request: Any) -> Any:
+    return parse_path_id(request.site_id, param="site_id", not_found=SITE_NOT_FOUND)
+
+
+class SiteServicer(sites_pb2_grpc.SiteServiceServicer):
+    """SiteService."""
+
+    def __init__(self, service: SiteService) -> None:
+        self._rpc = ResourceRpcs(
+            service,
+            message=sites_pb2.Site,
+            input_message=sites_pb2.SiteInput,
+            singular="site",
+            plural="sites",
+            id_field="site_id",
+        )
+
+    async def ListSites(self, request: Any, context: Any) -> Any:
+        return await self._rpc.list(request, sites_pb2.ListSitesResponse)
+
+    async def CreateSite(self, request: Any, context: Any) -> Any:
+        return await self._rpc.create(request, context, sites_pb2.Site)
+
+    async def GetSite(self, request: Any, context: Any) -> Any:
+        return await self._rpc.get(request, sites_pb2.Site)
+
+    async def UpdateSite(self, request: Any, context: Any) -> Any:
+        return await self._rpc.update(request, sites_pb2.Site)
+
+    async def DeleteSite(self, request: Any, context: Any) -> Any:
+        return await self._rpc.delete(request, context, sites_pb2.DeleteSiteResponse)
+
+
+class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
+    """AnalyticsService."""
+
+    _input = analytics_pb2.PageViewInput.DESCRIPTOR
+
+    def __init__(self, analytics: Analytics) -> None:
+        self._analytics = analytics
+
+    async def TrackPageView(self, request: Any, context: Any) -> Any:
+        await self._analytics.track(parse_input(request.page_view, self._input, partial=False))
+        await send_http_status(context, 204)
+        return analytics_pb2.TrackPageViewResponse()
+
+    async def GetAnalyticsSummary(self, request: Any, context: Any) -> Any:
+        days = request.days if request.HasField("days") else None
+        summary = await self._analytics.summary(current_identity(), _site_id(request), days=days)
+        return to_message(summary, analytics_pb2.AnalyticsSummary)
+
+
+class FormServicer(forms_pb2_grpc.FormServiceServicer):
+    """FormService."""
+
+    _input = forms_pb2.FormSubmissionInput.DESCRIPTOR
+
+    def __init__(self, forms: Forms) -> None:
+        self._forms = forms
+
+    async def SubmitForm(self, request: Any, context: Any) -> Any:
+        submission_id = await self._forms.submit(
+            parse_input(request.form_submission, self._input, partial=False)
+        )
+        return forms_pb2.SubmitFormResponse(status="received", submission_id=str(submission_id))
+
+    async def ListFormSubmissions(self, request: Any, context: Any) -> Any:
+        limit = request.limit if request.HasField("limit") else None
+        rows = await self._forms.list(current_identity(), _site_id(request), limit=limit)
+        return forms_pb2.ListFormSubmissionsResponse(
+            submissions=[to_message(row, forms_pb2.FormSubmission) for row in rows], count=len(rows)
+        )
+
+
+class WidgetServicer(widget_pb2_grpc.WidgetServiceServicer):
+    """WidgetService: the chat turn's events, streamed as they are produced."""
+
+    _input = widget_pb2.ChatInput.DESCRIPTOR
+
+    def __init__(self, chat: WidgetChat) -> None:
+        self._chat = chat
+
+    async def Chat(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        instance_id = parse_path_id(request.instance_id, param="instance_id", not_found=INSTANCE_NOT_FOUND)
+        fields = parse_input(request.chat, self._input, partial=False)
+        async for chunk in self._chat.turn(current_identity(), instance_id, fields):
+            yield chunk

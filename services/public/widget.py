@@ -1,0 +1,179 @@
+"""Widget chat: the visitor's message in, the agent's reply streamed out as Server-Sent Events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from google.api import httpbody_pb2
+
+from services.common.errors import Conflict, NotFound, Unauthenticated
+from services.common.identity import Identity
+from services.public.agents import AgentFailed, AgentInput, Agents, Delta, Handoff, Turn
+from services.public.crm import CrmConversations
+from services.public.instances import InstanceCatalog
+from services.public.tagging import Tagger, Tags
+
+INSTANCE_NOT_FOUND = "Instance not found"
+EVENT_STREAM = "text/event-stream"
+HISTORY_TURNS = 20
+SUBJECT_LENGTH = 80
+# The bot answers only while no human owns the conversation.
+BOT_ANSWERS = ("open", "waiting")
+AGENT_FAILED_HANDOFF = "The agent could not answer; a human will follow up."
+
+
+def sse(event: str, data: Mapping[str, Any]) -> httpbody_pb2.HttpBody:
+    """One Server-Sent Event as a chunk of the HTTP response body."""
+    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return httpbody_pb2.HttpBody(
+        content_type=EVENT_STREAM, data=f"event: {event}\ndata: {payload}\n\n".encode()
+    )
+
+
+class WidgetChat:
+    """Runs one chat turn: check the instance, store the visitor's message, stream and store the reply."""
+
+    def __init__(
+        self,
+        *,
+        instances: InstanceCatalog,
+        crm: CrmConversations,
+        agents: Agents,
+        tagger: Tagger,
+        logger: logging.Logger,
+    ) -> None:
+        self._instances = instances
+        self._crm = crm
+        self._agents = agents
+        self._tagger = tagger
+        self._log = logger
+
+    async def turn(
+        self, caller: Identity, instance_id: uuid.UUID, fields: Mapping[str, Any]
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        """The response stream; every check that can refuse the request runs before its first event."""
+        if caller.instance_id != str(instance_id):
+            raise Unauthenticated("Widget token is not valid for this instance.")
+        instance = await self._instances.profile(caller.tenant_id, instance_id)
+        if instance is None:
+            raise NotFound(INSTANCE_NOT_FOUND)
+        if not instance.active:
+            raise Conflict("Instance is paused; its widget does not answer.")
+        message: str = fields["message"]
+        tagging = asyncio.get_running_loop().run_in_executor(None, self._tagger.tag, message)
+        try:
+            stored = await self._store_visitor_message(
+                caller, instance_id, fields.get("conversation_id"), message
+            )
+        except BaseException:
+            await asyncio.gather(tagging, return_exceptions=True)
+            raise
+        conversation = stored.conversation
+        yield sse("conversation", {"conversation_id": conversation.id})
+        async for chunk in self._answer(
+            caller,
+            instance=instance,
+            conversation=conversation,
+            visitor_message_id=stored.message.id,
+            message=message,
+            tagging=tagging,
+        ):
+            yield chunk
+
+    async def _store_visitor_message(
+        self, caller: Identity, instance_id: uuid.UUID, conversation_id: uuid.UUID | None, message: str
+    ) -> Any:
+        if conversation_id is None:
+            opened = await self._crm.open(
+                caller.tenant_id, instance_id=instance_id, subject=message[:SUBJECT_LENGTH]
+            )
+            conversation_id = uuid.UUID(opened.id)
+        return await self._crm.add_message(
+            caller.tenant_id, str(conversation_id), role="visitor", content=message, instance_id=instance_id
+        )
+
+    async def _answer(
+        self,
+        caller: Identity,
+        *,
+        instance: Any,
+        conversation: Any,
+        visitor_message_id: str,
+        message: str,
+        tagging: asyncio.Future[Tags],
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        """After the stream started: deltas, then the stored reply in `done`, or an in-band `error`."""
+        tenant = caller.tenant_id
+        handoff = ""
+        reply: list[str] = []
+        try:
+            if conversation.status in BOT_ANSWERS:
+                history = await self._history(tenant, conversation.id, visitor_message_id, instance)
+                agent = self._agents.for_settings(instance.agent)
+                request = AgentInput(
+                    system_prompt=instance.system_prompt,
+                    knowledge=instance.knowledge,
+                    history=history,
+                    message=message,
+                )
+                try:
+                    async for event in agent.reply(request):
+                        if isinstance(event, Delta) and event.text:
+                            reply.append(event.text)
+                            yield sse("delta", {"content": event.text})
+                        elif isinstance(event, Handoff):
+                            handoff = event.reason
+                except AgentFailed as failure:
+                    await self._annotate(tenant, conversation, await tagging, AGENT_FAILED_HANDOFF)
+                    yield sse("error", {"detail": str(failure)})
+                    return
+            stored_id = None
+            if reply:
+                added = await self._crm.add_message(
+                    tenant, conversation.id, role="bot", content="".join(reply)
+                )
+                stored_id = added.message.id
+            final = await self._annotate(tenant, conversation, await tagging, handoff)
+            yield sse(
+                "done",
+                {
+                    "conversation_id": conversation.id,
+                    "message_id": stored_id,
+                    "status": final.status,
+                    "handoff": final.status == "escalated",
+                },
+            )
+        except Exception as error:  # the status line is gone: the client learns of a failure in-band
+            self._log.warning("widget turn failed after streaming began: %s", error.__class__.__name__)
+            yield sse("error", {"detail": "The reply could not be completed. Please try again."})
+        finally:
+            if not tagging.done():
+                tagging.cancel()
+
+    async def _history(
+        self, tenant: uuid.UUID, conversation_id: str, current: str, instance: Any
+    ) -> list[Turn]:
+        """Earlier turns, for backends that read them (the knowledge agent answers the message alone)."""
+        if instance.agent.backend == "knowledge":
+            return []
+        messages = await self._crm.history(tenant, conversation_id, limit=HISTORY_TURNS + 1)
+        return [Turn(role=m.role, content=m.content) for m in messages if m.id != current]
+
+    async def _annotate(self, tenant: uuid.UUID, conversation: Any, tags: Tags, handoff: str) -> Any:
+        """Rolls the turn's tags up onto the conversation; a general intent never replaces a specific one."""
+        values = {
+            name: value
+            for name, value in (("sentiment", tags.sentiment), ("language", tags.language))
+            if value
+        }
+        current_intent = (
+            conversation.intent.string_value if conversation.intent.HasField("string_value") else ""
+        )
+        if tags.intent != "general" or not current_intent:
+            values["intent"] = tags.intent
+        return await self._crm.annotate(tenant, conversation.id, tags=values, handoff_reason=handoff)
