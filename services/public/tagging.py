@@ -66,7 +66,7 @@ _LEXICON = {
     "human_handoff": "human person agent representative someone operator staff real",
     "complaint": "complaint complain unacceptable terrible awful disappointed angry worst rude",
     "account": "account profile email username settings address update change delete",
-    "sales": "buy purchase pricing plan upgrade quote demo trial discount order enterprise",
+    "sales": "buy purchase pricing plan upgrade quote demo trial discount enterprise",
     "feedback": "feedback suggestion suggest idea love great improve review",
     "greeting": "hello hi hey morning afternoon evening greetings",
 }
