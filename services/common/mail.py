@@ -61,7 +61,10 @@ class MaildirMailer:
     """The embedded default: each message becomes a file in a maildir."""
 
     def __init__(self, directory: Path, *, sender: str) -> None:
-        self._box = mailbox.Maildir(directory, create=True)
+        # Several services open the same maildir at start-up: create it race-free before Maildir looks.
+        for sub in ("tmp", "new", "cur"):
+            (Path(directory) / sub).mkdir(parents=True, exist_ok=True)
+        self._box = mailbox.Maildir(directory, create=False)
         self._sender = sender
 
     async def send(self, email: Email) -> None:
