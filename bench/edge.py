@@ -12,16 +12,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from bench.stack import bench_stack
 from hydractl.cli import create_tenant, mint
-from tests.support.servers import create_database, postgres_server, redis_server
-from tests.support.stack import running_stack, stack_env
 
 HERE = Path(__file__).resolve().parent
 _LATENCY = re.compile(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
@@ -137,132 +134,121 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install -y wrk")
 
-    with (
-        postgres_server() as admin_url,
-        redis_server() as redis_url,
-        tempfile.TemporaryDirectory(prefix="hydra-bench-") as tmp,
-    ):
-        env = stack_env(
-            Path(tmp),
-            database_url=create_database(admin_url, f"bench_{uuid.uuid4().hex[:6]}"),
-            redis_url=redis_url,
-            HYDRA_LOG_LEVEL=args.log_level,
-            HYDRA_ENVOY_CONCURRENCY=args.envoy_concurrency,
-            # Page views arrive from many visitors; here they come through one trusted hop (wrk).
-            HYDRA_EDGE_TRUSTED_HOPS="1",
+    with bench_stack(
+        HYDRA_LOG_LEVEL=args.log_level,
+        HYDRA_ENVOY_CONCURRENCY=args.envoy_concurrency,
+        # Page views arrive from many visitors; here they come through one trusted hop (wrk).
+        HYDRA_EDGE_TRUSTED_HOPS="1",
+    ) as (stack, env):
+        tenant = create_tenant(env, "bench")
+        key = mint(
+            env,
+            tenant=tenant,
+            rate_limit=1_000_000_000,
+            scopes=["crm:read", "crm:write", "tickets:read", "tickets:write"],
+        )["key"]
+        base = stack.edge_url
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
+            lead = [
+                http.post("/api/v1/leads", json={"name": f"seed {i}"}).json()["lead"] for i in range(200)
+            ][100]
+            account = http.post("/api/v1/accounts", json={"name": "Bench Inc"}).json()["account"]
+            contact = http.post(
+                "/api/v1/contacts", json={"email": "bench@example.com", "account_id": account["id"]}
+            ).json()["contact"]
+            ticket = http.post("/api/v1/tickets", json={"title": "seed", "customer_id": contact["id"]}).json()
+        core_key = mint(
+            env,
+            tenant=tenant,
+            kind="hc_live",
+            rate_limit=1_000_000_000,
+            scopes=["instances:read", "instances:write", "sites:write"],
+        )["key"]
+        instance = httpx.post(
+            f"{base}/v1/instances", json={"name": "Bench bot"}, headers={"X-Api-Key": core_key}
+        ).json()
+        site = httpx.post(
+            f"{base}/v1/sites", json={"name": "Bench site"}, headers={"X-Api-Key": core_key}
+        ).json()
+        cases = [
+            Case("GET /api/v1/leads/{id}", f"{base}/api/v1/leads/{lead['id']}"),
+            Case("GET /api/v1/leads (25)", f"{base}/api/v1/leads"),
+            Case(
+                "POST /api/v1/leads",
+                f"{base}/api/v1/leads",
+                '{"email": "b{n}@example.com", "name": "B {n}"}',
+            ),
+            Case("GET /api/v1/contacts/{id}", f"{base}/api/v1/contacts/{contact['id']}"),
+            Case(
+                "POST /api/v1/contacts",
+                f"{base}/api/v1/contacts",
+                f'{{"email": "c{{n}}@example.com", "account_id": "{account["id"]}"}}',
+            ),
+            Case("GET /api/v1/tickets/{id}", f"{base}/api/v1/tickets/{ticket['ticket']['id']}"),
+            Case("POST /api/v1/tickets (no customer)", f"{base}/api/v1/tickets", '{"title": "T {n}"}'),
+            Case(
+                "POST /api/v1/tickets",
+                f"{base}/api/v1/tickets",
+                f'{{"title": "T {{n}}", "customer_id": "{contact["id"]}"}}',
+            ),
+            Case("GET /v1/instances/{id}", f"{base}/v1/instances/{instance['id']}", key=core_key),
+            Case(
+                "POST /v1/instances/{id}/channels",
+                f"{base}/v1/instances/{instance['id']}/channels",
+                '{"channel_type": "sms", "provider": "twilio", "external_identifier": "+1555{n}"}',
+                key=core_key,
+            ),
+            Case(
+                "POST /v1/public/analytics/track",
+                f"{base}/v1/public/analytics/track",
+                f'{{"site_id": "{site["tracking_token"]}", "page_path": "/p/{{n}}", "session_id": "s"}}',
+                clients=50_000,
+            ),
+        ]
+        print(
+            f"\n{args.connections} connections, {args.duration}s each, PostgreSQL + Redis, "
+            f"log level {args.log_level}, {args.envoy_concurrency} Envoy worker(s)\n"
         )
-        with running_stack(env) as stack:
-            tenant = create_tenant(env, "bench")
-            key = mint(
-                env,
-                tenant=tenant,
-                rate_limit=1_000_000_000,
-                scopes=["crm:read", "crm:write", "tickets:read", "tickets:write"],
-            )["key"]
-            base = stack.edge_url
-            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
-                lead = [
-                    http.post("/api/v1/leads", json={"name": f"seed {i}"}).json()["lead"] for i in range(200)
-                ][100]
-                account = http.post("/api/v1/accounts", json={"name": "Bench Inc"}).json()["account"]
-                contact = http.post(
-                    "/api/v1/contacts", json={"email": "bench@example.com", "account_id": account["id"]}
-                ).json()["contact"]
-                ticket = http.post(
-                    "/api/v1/tickets", json={"title": "seed", "customer_id": contact["id"]}
-                ).json()
-            core_key = mint(
-                env,
-                tenant=tenant,
-                kind="hc_live",
-                rate_limit=1_000_000_000,
-                scopes=["instances:read", "instances:write", "sites:write"],
-            )["key"]
-            instance = httpx.post(
-                f"{base}/v1/instances", json={"name": "Bench bot"}, headers={"X-Api-Key": core_key}
-            ).json()
-            site = httpx.post(
-                f"{base}/v1/sites", json={"name": "Bench site"}, headers={"X-Api-Key": core_key}
-            ).json()
-            cases = [
-                Case("GET /api/v1/leads/{id}", f"{base}/api/v1/leads/{lead['id']}"),
-                Case("GET /api/v1/leads (25)", f"{base}/api/v1/leads"),
-                Case(
-                    "POST /api/v1/leads",
-                    f"{base}/api/v1/leads",
-                    '{"email": "b{n}@example.com", "name": "B {n}"}',
-                ),
-                Case("GET /api/v1/contacts/{id}", f"{base}/api/v1/contacts/{contact['id']}"),
-                Case(
-                    "POST /api/v1/contacts",
-                    f"{base}/api/v1/contacts",
-                    f'{{"email": "c{{n}}@example.com", "account_id": "{account["id"]}"}}',
-                ),
-                Case("GET /api/v1/tickets/{id}", f"{base}/api/v1/tickets/{ticket['ticket']['id']}"),
-                Case("POST /api/v1/tickets (no customer)", f"{base}/api/v1/tickets", '{"title": "T {n}"}'),
-                Case(
-                    "POST /api/v1/tickets",
-                    f"{base}/api/v1/tickets",
-                    f'{{"title": "T {{n}}", "customer_id": "{contact["id"]}"}}',
-                ),
-                Case("GET /v1/instances/{id}", f"{base}/v1/instances/{instance['id']}", key=core_key),
-                Case(
-                    "POST /v1/instances/{id}/channels",
-                    f"{base}/v1/instances/{instance['id']}/channels",
-                    '{"channel_type": "sms", "provider": "twilio", "external_identifier": "+1555{n}"}',
-                    key=core_key,
-                ),
-                Case(
-                    "POST /v1/public/analytics/track",
-                    f"{base}/v1/public/analytics/track",
-                    f'{{"site_id": "{site["tracking_token"]}", "page_path": "/p/{{n}}", "session_id": "s"}}',
-                    clients=50_000,
-                ),
-            ]
-            print(
-                f"\n{args.connections} connections, {args.duration}s each, PostgreSQL + Redis, "
-                f"log level {args.log_level}, {args.envoy_concurrency} Envoy worker(s)\n"
+        print(f"{'case':<36}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+        if args.case:
+            cases = [c for c in cases if any(f in c.name for f in args.case)]
+        shares: list[tuple[str, dict[str, float]]] = []
+        for case in cases:
+            name = case.name
+            spies = []
+            if args.profile:
+                args.profile.mkdir(parents=True, exist_ok=True)
+                slug = re.sub(r"\W+", "_", name).strip("_")
+                for proc in ("gatekeeper", "crm", "tickets", "public"):
+                    spy = profile(
+                        stack.processes[proc].pid, args.profile / f"{slug}.{proc}.txt", args.duration
+                    )
+                    if spy:
+                        spies.append(spy)
+            before = cpu_seconds(stack.processes)
+            f = wrk(
+                case.url,
+                case.key or key,
+                duration=args.duration,
+                connections=args.connections,
+                body=case.body,
+                clients=case.clients,
             )
-            print(f"{'case':<36}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
-            if args.case:
-                cases = [c for c in cases if any(f in c.name for f in args.case)]
-            shares: list[tuple[str, dict[str, float]]] = []
-            for case in cases:
-                name = case.name
-                spies = []
-                if args.profile:
-                    args.profile.mkdir(parents=True, exist_ok=True)
-                    slug = re.sub(r"\W+", "_", name).strip("_")
-                    for proc in ("gatekeeper", "crm", "tickets", "public"):
-                        spy = profile(
-                            stack.processes[proc].pid, args.profile / f"{slug}.{proc}.txt", args.duration
-                        )
-                        if spy:
-                            spies.append(spy)
-                before = cpu_seconds(stack.processes)
-                f = wrk(
-                    case.url,
-                    case.key or key,
-                    duration=args.duration,
-                    connections=args.connections,
-                    body=case.body,
-                    clients=case.clients,
-                )
-                spent = cpu_seconds(stack.processes)
-                requests = f["rps"] * args.duration
-                shares.append((name, {p: (spent[p] - before[p]) * 1000 / requests for p in spent}))
-                for spy in spies:
-                    spy.wait()
-                print(
-                    f"{name:<36}{f['rps']:>10.0f}{f['p50']:>9.1f}{f['p90']:>9.1f}{f['p99']:>9.1f}"
-                    f"{f['non_2xx']:>9.0f}",
-                    flush=True,
-                )
-            print("\nCPU milliseconds per request, by process (wrk not counted)")
-            names = [*stack.processes, "postgres", "redis"]
-            print(f"{'case':<36}" + "".join(f"{n:>11}" for n in names))
-            for name, share in shares:
-                print(f"{name:<36}" + "".join(f"{share[n]:>11.2f}" for n in names))
+            spent = cpu_seconds(stack.processes)
+            requests = f["rps"] * args.duration
+            shares.append((name, {p: (spent[p] - before[p]) * 1000 / requests for p in spent}))
+            for spy in spies:
+                spy.wait()
+            print(
+                f"{name:<36}{f['rps']:>10.0f}{f['p50']:>9.1f}{f['p90']:>9.1f}{f['p99']:>9.1f}"
+                f"{f['non_2xx']:>9.0f}",
+                flush=True,
+            )
+        print("\nCPU milliseconds per request, by process (wrk not counted)")
+        names = [*stack.processes, "postgres", "redis"]
+        print(f"{'case':<36}" + "".join(f"{n:>11}" for n in names))
+        for name, share in shares:
+            print(f"{name:<36}" + "".join(f"{share[n]:>11.2f}" for n in names))
 
 
 if __name__ == "__main__":

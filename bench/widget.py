@@ -10,16 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
 import httpx
 
+from bench.stack import bench_stack
 from hydractl.cli import create_tenant, mint
-from tests.support.servers import create_database, postgres_server, redis_server
-from tests.support.stack import running_stack, stack_env
 
 QUESTIONS = [
     "How long do refunds take?",
@@ -88,50 +84,36 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8", help="comma-separated concurrent visitors")
     parser.add_argument("--entries", type=int, default=200, help="knowledge entries of the instance")
     args = parser.parse_args()
-    with (
-        postgres_server() as admin_url,
-        redis_server() as redis_url,
-        tempfile.TemporaryDirectory(prefix="hydra-bench-") as tmp,
-    ):
-        env = stack_env(
-            Path(tmp),
-            database_url=create_database(admin_url, f"bench_{uuid.uuid4().hex[:6]}"),
-            redis_url=redis_url,
-        )
-        with running_stack(env) as stack:
-            tenant = create_tenant(env, "bench")
-            core = mint(env, tenant=tenant, kind="hc_live", scopes=["instances:write"])["key"]
-            instance = httpx.post(
-                f"{stack.edge_url}/v1/instances",
-                json={"name": "Bench bot", "knowledge": knowledge(args.entries)},
-                headers={"X-Api-Key": core},
-            ).json()
-            token = mint(
-                env, tenant=tenant, kind="widget", scopes=[], instance=instance["id"], rate_limit=1_000_000
-            )["key"]
-            path = f"/v1/public/widget/{instance['id']}/chat"
-            print(
-                f"\n{args.chats} chats per row; knowledge agent, {args.entries} entries; PostgreSQL + Redis\n"
-            )
-            columns = ("visitors", "chats/s", "first p50", "first p90", "first p99", "done p50", "done p99")
-            print("".join(f"{c:>11}" for c in columns))
-            for concurrency in (int(c) for c in args.concurrency.split(",")):
-                started = time.perf_counter()
-                results = asyncio.run(
-                    run(stack.edge_url, path, token, chats=args.chats, concurrency=concurrency)
-                )
-                elapsed = time.perf_counter() - started
-                first = [r[0] for r in results]
-                done = [r[1] for r in results]
-                row = [
-                    f"{concurrency}",
-                    f"{len(results) / elapsed:.1f}",
-                    *(f"{pct(first, q):.1f}" for q in (0.5, 0.9, 0.99)),
-                    f"{statistics.median(done) * 1000:.1f}",
-                    f"{pct(done, 0.99):.1f}",
-                ]
-                print("".join(f"{v:>11}" for v in row), flush=True)
-            print("\n(ms; 'first' = time to the first SSE event, 'done' = to the done event)")
+    with bench_stack() as (stack, env):
+        tenant = create_tenant(env, "bench")
+        core = mint(env, tenant=tenant, kind="hc_live", scopes=["instances:write"])["key"]
+        instance = httpx.post(
+            f"{stack.edge_url}/v1/instances",
+            json={"name": "Bench bot", "knowledge": knowledge(args.entries)},
+            headers={"X-Api-Key": core},
+        ).json()
+        token = mint(
+            env, tenant=tenant, kind="widget", scopes=[], instance=instance["id"], rate_limit=1_000_000
+        )["key"]
+        path = f"/v1/public/widget/{instance['id']}/chat"
+        print(f"\n{args.chats} chats per row; knowledge agent, {args.entries} entries; PostgreSQL + Redis\n")
+        columns = ("visitors", "chats/s", "first p50", "first p90", "first p99", "done p50", "done p99")
+        print("".join(f"{c:>11}" for c in columns))
+        for concurrency in (int(c) for c in args.concurrency.split(",")):
+            started = time.perf_counter()
+            results = asyncio.run(run(stack.edge_url, path, token, chats=args.chats, concurrency=concurrency))
+            elapsed = time.perf_counter() - started
+            first = [r[0] for r in results]
+            done = [r[1] for r in results]
+            row = [
+                f"{concurrency}",
+                f"{len(results) / elapsed:.1f}",
+                *(f"{pct(first, q):.1f}" for q in (0.5, 0.9, 0.99)),
+                f"{statistics.median(done) * 1000:.1f}",
+                f"{pct(done, 0.99):.1f}",
+            ]
+            print("".join(f"{v:>11}" for v in row), flush=True)
+        print("\n(ms; 'first' = time to the first SSE event, 'done' = to the done event)")
 
 
 if __name__ == "__main__":
