@@ -38,7 +38,7 @@ def struct(**values: object) -> struct_pb2.Struct:
 async def track_until_stopped(
     address: str, token: str, stop_after: int, stop: threading.Event
 ) -> tuple[int, int]:
-    """Sends page views, asking for a stop after `stop_after` acknowledgements; returns (sent, acknowledged)."""
+    """Sends page views, asking for a stop after `stop_after` answers; returns (sent, acknowledged)."""
     sent = acknowledged = 0
     gate = asyncio.Semaphore(IN_FLIGHT)
     async with grpc.aio.insecure_channel(address) as channel:
