@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
+import os
 import random
 import time
 import uuid
 from collections.abc import Iterator
 
 import httpx
+import pytest
 
+from hydractl.cli import main
 from tests.e2e.conftest import Edge, core_key, create_site
 from tests.e2e.test_core_routes import assert_detail
 
@@ -311,3 +315,24 @@ def test_browsers_may_call_the_public_routes_from_any_site(edge: Edge) -> None:
         "/v1/sites", headers={"Origin": "https://evil.test", "Access-Control-Request-Method": "GET"}
     )
     assert "access-control-allow-origin" not in closed.headers
+
+
+def test_hydractl_publishes_and_lists_a_tenants_sites(edge: Edge, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    tenant = edge.tenant()
+    monkeypatch.setattr(os, "environ", {**os.environ, **edge.env})
+    main(["sites", "create", "--tenant", tenant, "--name", "Docs", "--domain", "docs.example.com", "--json"])
+    created = json.loads(capsys.readouterr().out)
+    assert (
+        created["name"] == "Docs"
+        and created["domain"] == "docs.example.com"
+        and created["tenant_id"] == tenant
+    )
+    main(["sites", "list", "--tenant", tenant, "--json"])
+    assert json.loads(capsys.readouterr().out) == [created]
+    # The site it printed works for tracking straight away.
+    with visitor(edge) as client:
+        tracked = client.post(TRACK, json={"site_id": created["tracking_token"], "page_path": "/"})
+    assert tracked.status_code == 204
+    with pytest.raises(SystemExit):
+        main(["sites", "create", "--tenant", tenant, "--name", "x" * 201])
+    assert "name" in capsys.readouterr().err
