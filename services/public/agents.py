@@ -13,8 +13,6 @@ import httpx
 
 from services.public.knowledge import KnowledgeEntry, KnowledgeIndex
 
-# Below this BM25 score the best entry shares too little with the question to be its answer.
-MATCH_THRESHOLD = 1.0
 CONTEXT_ENTRIES = 3
 INDEX_CACHE_SIZE = 256
 # Phrases with which a visitor asks for a person rather than the bot.
@@ -132,8 +130,10 @@ class KnowledgeAgent:
             yield Delta(HANDOFF_ON_REQUEST)
             yield Handoff("The visitor asked for a person.")
             return
+        # The index drops stop words and generic request words, so any match shares a topic word; a
+        # score threshold would not do, as BM25 scores shrink with the size of the knowledge base.
         matches = self._indexes.get(request.knowledge).search(request.message, limit=1)
-        if not matches or matches[0].score < MATCH_THRESHOLD:
+        if not matches:
             for piece in _chunks(HANDOFF_NO_MATCH):
                 yield Delta(piece)
             yield Handoff("No knowledge entry matched the question.")

@@ -123,3 +123,19 @@ def test_backend_failures_are_agent_failures() -> None:
         )
     with pytest.raises(AgentFailed, match="not configured"):
         reply_of(AgentSettings("openai_compatible"), ask("hi"))
+
+
+def test_a_single_entry_knowledge_base_still_answers_its_topic() -> None:
+    # BM25 scores are tiny when every entry holds the term; a match must not depend on their size.
+    request = AgentInput(
+        system_prompt=None,
+        knowledge=(KnowledgeEntry("Refunds", "Refunds are possible within 30 days."),),
+        history=(),
+        message="Can I get a refund?",
+    )
+    events = reply_of(AgentSettings("knowledge"), request)
+    assert text(events) == "Refunds are possible within 30 days." and not any(
+        isinstance(e, Handoff) for e in events
+    )
+    generic = AgentInput(None, request.knowledge, (), "I need help with a question")
+    assert isinstance(reply_of(AgentSettings("knowledge"), generic)[-1], Handoff)
