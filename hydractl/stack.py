@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -84,6 +85,32 @@ class Stack:
         """Starts (or restarts) one gRPC process."""
         self._spawn(name, [sys.executable, "-m", PROCESSES[name]])
 
+    def recover_process(self, name: str, timeout: float = 60.0) -> None:
+        """Starts a stopped process again and waits until Envoy's health checks have passed on the new one."""
+        # Envoy may not have noticed the outage yet: /healthz alone could still report the stale
+        # "healthy" and turn unhealthy moments later. A check passed after the restart settles it.
+        passed = self.health_checks_passed(name)
+        self.start_process(name)
+        deadline = time.monotonic() + timeout
+        while self.health_checks_passed(name) <= passed:
+            self._raise_if_any_exited()
+            if time.monotonic() > deadline:
+                raise StackError(f"Envoy never health-checked the restarted {name}")
+            time.sleep(0.1)
+        self.wait_healthy(max(deadline - time.monotonic(), 1.0))
+
+    def health_checks_passed(self, cluster: str) -> int:
+        """How many of Envoy's active health checks of `cluster` have passed so far."""
+        admin = config.env_int(self.env, "HYDRA_ENVOY_ADMIN_PORT", 9901)
+        stat = f"cluster.{cluster}.health_check.success"
+        query = urllib.parse.urlencode({"filter": f"^{stat}$"})
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/stats?{query}", timeout=2) as response:
+            for line in response.read().decode().splitlines():
+                key, _, value = line.partition(":")
+                if key == stat:
+                    return int(value)
+        raise StackError(f"Envoy has no cluster {cluster!r}")
+
     def start(self, timeout: float = 60.0) -> None:
         """Starts every process and Envoy, then waits until the edge reports healthy."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -110,9 +137,7 @@ class Stack:
         """Blocks until GET /healthz answers 200, or raises with the failing process's log."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise StackError(f"{name} exited with {process.returncode}:\n{self.log_tail(name)}")
+            self._raise_if_any_exited()
             try:
                 with urllib.request.urlopen(f"{self.edge_url}/healthz", timeout=1) as response:
                     if response.status == 200:
@@ -122,6 +147,11 @@ class Stack:
             time.sleep(0.1)
         tails = "\n".join(f"--- {n}\n{self.log_tail(n)}" for n in self.processes)
         raise StackError(f"stack not healthy after {timeout:.0f}s\n{tails}")
+
+    def _raise_if_any_exited(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise StackError(f"{name} exited with {process.returncode}:\n{self.log_tail(name)}")
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.log_dir / f"{name}.log"

@@ -74,8 +74,7 @@ def test_crm_down_is_503_server_error_and_recovers(edge: Edge, key: Key) -> None
             assert time.monotonic() < deadline, "/healthz never noticed crm was down"
             time.sleep(0.2)
     finally:
-        edge.stack.start_process("crm")
-        edge.stack.wait_healthy()
+        edge.stack.recover_process("crm")
     assert edge.http.get(LEADS, headers=key.bearer).json()["count"] == 0
 
 

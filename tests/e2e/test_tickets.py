@@ -131,6 +131,5 @@ def test_crm_down_is_503_and_writes_nothing(edge: Edge, agent: Key) -> None:
         assert edge.http.get(TICKETS, headers=agent.bearer).json()["count"] == 0
         assert create(edge, agent, title="no reference needs no crm")["customer_id"] is None
     finally:
-        edge.stack.start_process("crm")
-        edge.stack.wait_healthy()
+        edge.stack.recover_process("crm")
     assert create(edge, agent, title="T", customer_id=contact["id"])["customer_id"] == contact["id"]
