@@ -32,6 +32,7 @@ class Binding:
     template: str  # /api/v1/leads/{id}
     policy: options_pb2.AccessPolicy
     streaming: bool
+    success_status: int = 200  # 201 for creates, 204 for empty answers: the edge sets it, not the service
 
     @property
     def path_regex(self) -> str:
@@ -58,9 +59,21 @@ def _verb(rule: http_pb2.HttpRule) -> tuple[str, str]:
     return kind.upper(), getattr(rule, kind)
 
 
+def success_status(
+    method: descriptor_pb2.MethodDescriptorProto, output: descriptor_pb2.DescriptorProto
+) -> int:
+    """The HTTP status of a successful answer: 204 when there is nothing to say, 201 for a create."""
+    if method.server_streaming:
+        return 200
+    if not output.field:
+        return 204
+    return 201 if method.name.startswith("Create") else 200
+
+
 def load_bindings(descriptor_set: Path = DESCRIPTOR_SET) -> list[Binding]:
     """Every HTTP binding of every hydra RPC in the descriptor set."""
     files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
+    messages = {f".{f.package}.{m.name}": m for f in files.file for m in f.message_type}
     bindings = []
     for file in files.file:
         if not file.package.startswith("hydra."):
@@ -78,10 +91,20 @@ def load_bindings(descriptor_set: Path = DESCRIPTOR_SET) -> list[Binding]:
                 if policy.auth not in HTTP_AUTH_MODES:
                     raise ValueError(f"{rpc}: auth mode {policy.auth} cannot have an HTTP binding")
                 rule = method.options.Extensions[annotations_pb2.http]
+                status = success_status(method, messages[method.output_type])
                 for each in [rule, *rule.additional_bindings]:
                     verb, template = _verb(each)
                     bindings.append(
-                        Binding(rpc, service_name, cluster, verb, template, policy, method.server_streaming)
+                        Binding(
+                            rpc,
+                            service_name,
+                            cluster,
+                            verb,
+                            template,
+                            policy,
+                            method.server_streaming,
+                            status,
+                        )
                     )
     seen: dict[tuple[str, str], str] = {}
     for b in bindings:

@@ -1,5 +1,5 @@
--- Finishes responses transcoded from gRPC: swaps in the service's error body, applies success
--- statuses the transcoder cannot express (201, 204), and drops gRPC framing headers.
+-- Finishes responses transcoded from gRPC: swaps in the service's error body, applies the route's
+-- success status the transcoder cannot express (201, 204), and drops gRPC framing headers.
 local GRPC_HEADERS = {"grpc-status", "grpc-message", "grpc-accept-encoding", "grpc-encoding",
                       "grpc-status-details-bin"}
 
@@ -12,6 +12,10 @@ function envoy_on_response(handle)
   local error_body = headers:get("x-error-body")
   if status ~= nil then
     headers:remove("x-http-status")
+  elseif headers:get(":status") == "200" then
+    status = handle:metadata():get("success_status")
+  end
+  if status ~= nil then
     headers:replace(":status", status)
   end
   if error_body ~= nil then

@@ -32,6 +32,7 @@ _TYPE = "type.googleapis.com/envoy.extensions."
 _EXT_AUTHZ = "envoy.filters.http.ext_authz"
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 _CORS = "envoy.filters.http.cors"
+_LUA = "envoy.filters.http.lua"
 PUBLIC_PREFIX = "/v1/public/"
 # Browsers on any published website call the public routes; credentials never travel as cookies.
 _PUBLIC_CORS = {
@@ -123,6 +124,9 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
         },
         "route": {"cluster": binding.cluster, "timeout": timeout},
     }
+    if binding.success_status != 200:
+        # envelope.lua applies it to a 200 from the transcoder; errors carry their own status.
+        entry["metadata"] = {"filter_metadata": {_LUA: {"success_status": str(binding.success_status)}}}
     if policy.auth == AuthMode.AUTH_MODE_PUBLIC:
         # ext_authz does not run here, so nothing would overwrite identity headers a client sent.
         entry["request_headers_to_remove"] = list(IDENTITY_HEADERS)
@@ -398,7 +402,7 @@ def _filters(
             },
         },
         {
-            "name": "envoy.filters.http.lua",
+            "name": _LUA,
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
                 "default_source_code": {"inline_string": LUA_FILTER.read_text()},

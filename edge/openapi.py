@@ -254,7 +254,7 @@ class _Builder:
         error = {"$ref": f"#/components/schemas/{'SupportError' if support else 'HTTPError'}"}
         invalid = error if support else {"$ref": "#/components/schemas/HTTPValidationError"}
         responses: dict[str, Any] = {}
-        if not self.protos.messages[method.output_type].field:
+        if binding.success_status == 204:
             responses["204"] = {"description": "Deleted." if method.name.startswith("Delete") else "Done."}
         elif method.output_type == ".google.api.HttpBody":
             responses["200"] = {
@@ -262,7 +262,7 @@ class _Builder:
                 "content": {"text/event-stream": {}},
             }
         else:
-            status = "201" if method.name.startswith("Create") else "200"
+            status = str(binding.success_status)
             responses[status] = {
                 "description": "Created." if status == "201" else "OK.",
                 "content": {"application/json": {"schema": self.output_schema(method.output_type)}},

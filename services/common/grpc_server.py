@@ -27,11 +27,6 @@ HTTP_STATUS_HEADER = "x-http-status"
 ERROR_BODY_HEADER = "x-error-body"
 
 
-async def send_http_status(context: grpc.aio.ServicerContext, status: int) -> None:
-    """Tells the edge to answer a success with `status` (201, 204) instead of 200."""
-    await context.send_initial_metadata(((HTTP_STATUS_HEADER, str(status)),))
-
-
 class HydraInterceptor(grpc.aio.ServerInterceptor):
     """Binds the caller's identity, re-checks the RPC's scope, maps errors, logs one line per call."""
 
@@ -267,7 +262,7 @@ def internal_metadata(
     )
 
 
-__all__ = ["GrpcApp", "HydraInterceptor", "Surface", "internal_metadata", "run", "send_http_status", "serve"]
+__all__ = ["GrpcApp", "HydraInterceptor", "Surface", "internal_metadata", "run", "serve"]
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:

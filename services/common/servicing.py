@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import grpc
 from google.protobuf.message import Message
 
 from services.common.fields import parse_input, parse_path_id, to_message
-from services.common.grpc_server import send_http_status
 from services.common.identity import current_identity
 from services.common.resource import ResourceService, Scope
 
@@ -55,12 +53,9 @@ class ResourceRpcs:
         rows = await self.service.list(current_identity(), limit=limit, filters=filters)
         return response(**{self._plural: [self.message(r) for r in rows], "count": len(rows)})
 
-    async def create(
-        self, request: Any, context: grpc.aio.ServicerContext, response: type[Message], scope: Scope = None
-    ) -> Any:
+    async def create(self, request: Any, response: type[Message], scope: Scope = None) -> Any:
         fields = parse_input(getattr(request, self._singular), self._input, partial=False)
         row = await self.service.create(current_identity(), {**fields, **(scope or {})})
-        await send_http_status(context, 201)
         return self._answer(row, response)
 
     async def get(self, request: Any, response: type[Message], scope: Scope = None) -> Any:
@@ -73,9 +68,6 @@ class ResourceRpcs:
         row = await self.service.update(current_identity(), row_id, fields, scope=scope)
         return self._answer(row, response)
 
-    async def delete(
-        self, request: Any, context: grpc.aio.ServicerContext, response: type[Message], scope: Scope = None
-    ) -> Any:
+    async def delete(self, request: Any, response: type[Message], scope: Scope = None) -> Any:
         await self.service.delete(current_identity(), self._id(request), scope=scope)
-        await send_http_status(context, 204)
         return response()

@@ -48,7 +48,7 @@ class LeadServicer(leads_pb2_grpc.LeadServiceServicer):
         return await self._rpc.list(request, leads_pb2.ListLeadsResponse)
 
     async def CreateLead(self, request: Any, context: Any) -> Any:
-        return await self._rpc.create(request, context, leads_pb2.CreateLeadResponse)
+        return await self._rpc.create(request, leads_pb2.CreateLeadResponse)
 
     async def GetLead(self, request: Any, context: Any) -> Any:
         return await self._rpc.get(request, leads_pb2.GetLeadResponse)
@@ -57,7 +57,7 @@ class LeadServicer(leads_pb2_grpc.LeadServiceServicer):
         return await self._rpc.update(request, leads_pb2.UpdateLeadResponse)
 
     async def DeleteLead(self, request: Any, context: Any) -> Any:
-        return await self._rpc.delete(request, context, leads_pb2.DeleteLeadResponse)
+        return await self._rpc.delete(request, leads_pb2.DeleteLeadResponse)
 
     async def CaptureLead(self, request: Any, context: Any) -> Any:
         if not request.email:
@@ -90,7 +90,7 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
         return await self._rpc.list(request, accounts_pb2.ListAccountsResponse, {"lifecycle_stage": stage})
 
     async def CreateAccount(self, request: Any, context: Any) -> Any:
-        return await self._rpc.create(request, context, accounts_pb2.CreateAccountResponse)
+        return await self._rpc.create(request, accounts_pb2.CreateAccountResponse)
 
     async def GetAccount(self, request: Any, context: Any) -> Any:
         return await self._rpc.get(request, accounts_pb2.GetAccountResponse)
@@ -99,7 +99,7 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
         return await self._rpc.update(request, accounts_pb2.UpdateAccountResponse)
 
     async def DeleteAccount(self, request: Any, context: Any) -> Any:
-        return await self._rpc.delete(request, context, accounts_pb2.DeleteAccountResponse)
+        return await self._rpc.delete(request, accounts_pb2.DeleteAccountResponse)
 
 
 class ContactServicer(contacts_pb2_grpc.ContactServiceServicer):
@@ -119,7 +119,7 @@ class ContactServicer(contacts_pb2_grpc.ContactServiceServicer):
         return await self._rpc.list(request, contacts_pb2.ListContactsResponse, {"account_id": account})
 
     async def CreateContact(self, request: Any, context: Any) -> Any:
-        return await self._rpc.create(request, context, contacts_pb2.CreateContactResponse)
+        return await self._rpc.create(request, contacts_pb2.CreateContactResponse)
 
     async def GetContact(self, request: Any, context: Any) -> Any:
         return await self._rpc.get(request, contacts_pb2.GetContactResponse)
@@ -128,7 +128,7 @@ class ContactServicer(contacts_pb2_grpc.ContactServiceServicer):
         return await self._rpc.update(request, contacts_pb2.UpdateContactResponse)
 
     async def DeleteContact(self, request: Any, context: Any) -> Any:
-        return await self._rpc.delete(request, context, contacts_pb2.DeleteContactResponse)
+        return await self._rpc.delete(request, contacts_pb2.DeleteContactResponse)
 
 
 def _internal_uuid(value: str, name: str) -> uuid.UUID | None:

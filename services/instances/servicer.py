@@ -30,7 +30,7 @@ class InstanceServicer(instances_pb2_grpc.InstanceServiceServicer):
         return await self._rpc.list(request, instances_pb2.ListInstancesResponse, {"status": status})
 
     async def CreateInstance(self, request: Any, context: Any) -> Any:
-        return await self._rpc.create(request, context, instances_pb2.Instance)
+        return await self._rpc.create(request, instances_pb2.Instance)
 
     async def GetInstance(self, request: Any, context: Any) -> Any:
         return await self._rpc.get(request, instances_pb2.Instance)
@@ -39,7 +39,7 @@ class InstanceServicer(instances_pb2_grpc.InstanceServiceServicer):
         return await self._rpc.update(request, instances_pb2.Instance)
 
     async def DeleteInstance(self, request: Any, context: Any) -> Any:
-        return await self._rpc.delete(request, context, instances_pb2.DeleteInstanceResponse)
+        return await self._rpc.delete(request, instances_pb2.DeleteInstanceResponse)
 
 
 class ChannelServicer(channels_pb2_grpc.ChannelServiceServicer):
@@ -68,11 +68,11 @@ class ChannelServicer(channels_pb2_grpc.ChannelServiceServicer):
 
     async def CreateChannel(self, request: Any, context: Any) -> Any:
         scope = self._instance(request)
-        return await self._rpc.create(request, context, channels_pb2.Channel, scope)
+        return await self._rpc.create(request, channels_pb2.Channel, scope)
 
     async def UpdateChannel(self, request: Any, context: Any) -> Any:
         return await self._rpc.update(request, channels_pb2.Channel, self._instance(request))
 
     async def DeleteChannel(self, request: Any, context: Any) -> Any:
         scope = self._instance(request)
-        return await self._rpc.delete(request, context, channels_pb2.DeleteChannelResponse, scope)
+        return await self._rpc.delete(request, channels_pb2.DeleteChannelResponse, scope)

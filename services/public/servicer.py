@@ -17,7 +17,6 @@ from hydra.public.v1 import (
 )
 
 from services.common.fields import parse_input, parse_path_id, to_message
-from services.common.grpc_server import send_http_status
 from services.common.identity import current_identity
 from services.common.servicing import ResourceRpcs
 from services.public.service import SITE_NOT_FOUND, Analytics, Forms, SiteService
@@ -45,7 +44,7 @@ class SiteServicer(sites_pb2_grpc.SiteServiceServicer):
         return await self._rpc.list(request, sites_pb2.ListSitesResponse)
 
     async def CreateSite(self, request: Any, context: Any) -> Any:
-        return await self._rpc.create(request, context, sites_pb2.Site)
+        return await self._rpc.create(request, sites_pb2.Site)
 
     async def GetSite(self, request: Any, context: Any) -> Any:
         return await self._rpc.get(request, sites_pb2.Site)
@@ -54,7 +53,7 @@ class SiteServicer(sites_pb2_grpc.SiteServiceServicer):
         return await self._rpc.update(request, sites_pb2.Site)
 
     async def DeleteSite(self, request: Any, context: Any) -> Any:
-        return await self._rpc.delete(request, context, sites_pb2.DeleteSiteResponse)
+        return await self._rpc.delete(request, sites_pb2.DeleteSiteResponse)
 
 
 class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
@@ -67,7 +66,6 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
 
     async def TrackPageView(self, request: Any, context: Any) -> Any:
         await self._analytics.track(parse_input(request.page_view, self._input, partial=False))
-        await send_http_status(context, 204)
         return analytics_pb2.TrackPageViewResponse()
 
     async def GetAnalyticsSummary(self, request: Any, context: Any) -> Any:

@@ -35,7 +35,7 @@ class TicketServicer(tickets_pb2_grpc.TicketServiceServicer):
         return await self._rpc.list(request, tickets_pb2.ListTicketsResponse, filters)
 
     async def CreateTicket(self, request: Any, context: Any) -> Any:
-        return await self._rpc.create(request, context, tickets_pb2.CreateTicketResponse)
+        return await self._rpc.create(request, tickets_pb2.CreateTicketResponse)
 
     async def GetTicket(self, request: Any, context: Any) -> Any:
         return await self._rpc.get(request, tickets_pb2.GetTicketResponse)
@@ -44,4 +44,4 @@ class TicketServicer(tickets_pb2_grpc.TicketServiceServicer):
         return await self._rpc.update(request, tickets_pb2.UpdateTicketResponse)
 
     async def DeleteTicket(self, request: Any, context: Any) -> Any:
-        return await self._rpc.delete(request, context, tickets_pb2.DeleteTicketResponse)
+        return await self._rpc.delete(request, tickets_pb2.DeleteTicketResponse)

@@ -37,6 +37,30 @@ def test_every_lead_binding_has_one_route_with_its_scope() -> None:
         assert by_name[name]["route"]["cluster"] == "crm"
 
 
+def test_success_statuses_are_declared_on_routes_not_sent_by_services() -> None:
+    by_name = {r["name"]: r for r in routes()}
+
+    def declared(name: str) -> str | None:
+        return (
+            by_name[name]
+            .get("metadata", {})
+            .get("filter_metadata", {})
+            .get("envoy.filters.http.lua", {})
+            .get("success_status")
+        )
+
+    assert declared("hydra.crm.v1.LeadService.CreateLead:POST") == "201"
+    assert declared("hydra.crm.v1.LeadService.DeleteLead:DELETE") == "204"
+    assert declared("hydra.public.v1.AnalyticsService.TrackPageView:POST") == "204"
+    for name in (
+        "hydra.crm.v1.LeadService.GetLead:GET",
+        "hydra.crm.v1.LeadService.UpdateLead:PATCH",
+        "hydra.public.v1.FormService.SubmitForm:POST",
+        "hydra.public.v1.WidgetService.Chat:POST",
+    ):
+        assert declared(name) is None, name
+
+
 def test_unmatched_paths_end_in_not_found_routes_without_auth() -> None:
     last = routes()[-2:]
     assert [r["match"]["prefix"] for r in last] == ["/api/", "/"]
