@@ -25,6 +25,9 @@ from services.common.errors import HydraError, InternalError, Surface, render
 
 HTTP_STATUS_HEADER = "x-http-status"
 ERROR_BODY_HEADER = "x-error-body"
+# Servers and channels: no bandwidth-delay probing. Its PING frames grow flow-control windows for
+# long fat links; between Envoy and services on one network they only cost CPU (~7% per request).
+HTTP2_OPTIONS = (("grpc.http2.bdp_probe", 0),)
 
 
 class HydraInterceptor(grpc.aio.ServerInterceptor):
@@ -207,7 +210,11 @@ async def serve(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event | N
     policies = service_access(*app.services)
     server = grpc.aio.server(
         interceptors=[HydraInterceptor(policies, logger)],
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4 * 1024 * 1024)],
+        options=[
+            *HTTP2_OPTIONS,
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+        ],
     )
     app.register(server)
     health = health_aio.HealthServicer()

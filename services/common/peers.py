@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from services.common.errors import Unavailable
-from services.common.grpc_server import internal_metadata
+from services.common.grpc_server import HTTP2_OPTIONS, internal_metadata
 
 
 class PeerChannel:
@@ -20,6 +20,7 @@ class PeerChannel:
         self.channel = grpc.aio.insecure_channel(
             address,
             options=[
+                *HTTP2_OPTIONS,
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 1000),
                 # An instance with 500 long knowledge entries is bigger than gRPC's 4 MB default.
