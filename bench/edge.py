@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.stack import bench_stack
+from bench.stack import bench_stack, host_speed, host_speed_line
 from hydractl.cli import create_tenant, mint
 
 HERE = Path(__file__).resolve().parent
@@ -134,6 +134,7 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install -y wrk")
 
+    speed_before = host_speed()
     with bench_stack(
         HYDRA_LOG_LEVEL=args.log_level,
         HYDRA_ENVOY_CONCURRENCY=args.envoy_concurrency,
@@ -249,6 +250,7 @@ def main() -> None:
         print(f"{'case':<36}" + "".join(f"{n:>11}" for n in names))
         for name, share in shares:
             print(f"{name:<36}" + "".join(f"{share[n]:>11.2f}" for n in names))
+    print(f"\n{host_speed_line(speed_before)}")
 
 
 if __name__ == "__main__":

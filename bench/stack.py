@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,3 +31,24 @@ def bench_stack(**extra_env: str) -> Iterator[tuple[Stack, dict[str, str]]]:
         )
         with running_stack(env) as stack:
             yield stack, env
+
+
+def host_speed() -> float:
+    """Milliseconds a fixed single-threaded workload takes here (best of 5).
+
+    Shared machines speed up and slow down; printed beside the figures, it tells runs made at
+    different times apart (a higher number means a slower host at that moment).
+    """
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        digest = b""
+        for i in range(200_000):
+            digest = hashlib.blake2b(digest + i.to_bytes(4, "little"), digest_size=16).digest()
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
+
+
+def host_speed_line(before: float) -> str:
+    """The host speed measured before a run and now, for the end of a report."""
+    return f"host speed: {before:.0f} ms before, {host_speed():.0f} ms after (fixed workload; lower = faster)"

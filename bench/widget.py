@@ -14,7 +14,7 @@ import time
 
 import httpx
 
-from bench.stack import bench_stack
+from bench.stack import bench_stack, host_speed, host_speed_line
 from hydractl.cli import create_tenant, mint
 
 QUESTIONS = [
@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8", help="comma-separated concurrent visitors")
     parser.add_argument("--entries", type=int, default=200, help="knowledge entries of the instance")
     args = parser.parse_args()
+    speed_before = host_speed()
     with bench_stack() as (stack, env):
         tenant = create_tenant(env, "bench")
         core = mint(env, tenant=tenant, kind="hc_live", scopes=["instances:write"])["key"]
@@ -114,6 +115,7 @@ def main() -> None:
             ]
             print("".join(f"{v:>11}" for v in row), flush=True)
         print("\n(ms; 'first' = time to the first SSE event, 'done' = to the done event)")
+    print(host_speed_line(speed_before))
 
 
 if __name__ == "__main__":
