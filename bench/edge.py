@@ -36,6 +36,7 @@ class Case:
     body: str | None = None
     key: str | None = None  # the Support key when None
     clients: int = 0  # >0: spread requests over this many forwarded client addresses
+    connections: int = 0  # >0: this many connections instead of --connections
 
 
 def wrk(
@@ -199,11 +200,16 @@ def main() -> None:
                 '{"channel_type": "sms", "provider": "twilio", "external_identifier": "+1555{n}"}',
                 key=core_key,
             ),
-            Case(
-                "POST /v1/public/analytics/track",
-                f"{base}/v1/public/analytics/track",
-                f'{{"site_id": "{site["tracking_token"]}", "page_path": "/p/{{n}}", "session_id": "s"}}',
-                clients=50_000,
+            *(
+                Case(
+                    f"POST /v1/public/analytics/track{label}",
+                    f"{base}/v1/public/analytics/track",
+                    f'{{"site_id": "{site["tracking_token"]}", "page_path": "/p/{{n}}", "session_id": "s"}}',
+                    clients=50_000,
+                    connections=connections,
+                )
+                # Page views come from many visitors at once: also measured with more connections.
+                for label, connections in (("", 0), (" @128", 128))
             ),
         ]
         print(
@@ -231,7 +237,7 @@ def main() -> None:
                 case.url,
                 case.key or key,
                 duration=args.duration,
-                connections=args.connections,
+                connections=case.connections or args.connections,
                 body=case.body,
                 clients=case.clients,
             )
