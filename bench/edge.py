@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,19 @@ def cpu_seconds(processes: dict[str, subprocess.Popen[bytes]]) -> dict[str, floa
             used += int(fields[13]) + int(fields[14])
         spent["postgres" if comm == "postgres" else "redis"] += used / ticks
     return spent
+
+
+def settle(processes: dict[str, subprocess.Popen[bytes]], timeout: float = 60.0) -> None:
+    """Waits until the stack is idle, so work left over from one case (event consumers, email) does
+    not run during the next one."""
+    deadline = time.monotonic() + timeout
+    before = sum(cpu_seconds(processes).values())
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = sum(cpu_seconds(processes).values())
+        if now - before < 0.05:  # under 10% of one core
+            return
+        before = now
 
 
 def profile(pid: int, out: Path, duration: int) -> subprocess.Popen[bytes] | None:
@@ -222,6 +236,7 @@ def main() -> None:
         shares: list[tuple[str, dict[str, float]]] = []
         for case in cases:
             name = case.name
+            settle(stack.processes)
             spies = []
             if args.profile:
                 args.profile.mkdir(parents=True, exist_ok=True)
