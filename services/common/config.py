@@ -30,6 +30,29 @@ def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0
     return value
 
 
+_FLAGS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+
+
+def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A yes/no variable (1/0, true/false, yes/no, on/off), or its default when unset or empty."""
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return _FLAGS[raw.strip().lower()]
+    except KeyError:
+        raise ConfigError(f"{name} must be 1/0, true/false, yes/no or on/off, got {raw!r}") from None
+
+
 def data_dir(env: Mapping[str, str]) -> Path:
     """Where embedded state lives (SQLite files, maildir): HYDRA_DATA_DIR or ./.hydra."""
     return Path(env.get("HYDRA_DATA_DIR") or ".hydra").resolve()

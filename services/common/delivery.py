@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,13 @@ from services.common.events import (
     Handler,
     LocalBus,
     RedisStreamBus,
+    Unfinished,
     WritingHandler,
     idempotent,
+    idempotent_batch,
     idempotent_writer,
 )
-from services.common.mail import Email, MaildirMailer, Mailer, SmtpMailer
+from services.common.mail import Email, MaildirMailer, Mailer, MailNotSent, SmtpMailer
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class DeliverySettings:
     maildir: Path
     claim_idle_ms: int
     stream_prefix: str = "hydra:events"
+    maildir_fsync: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DeliverySettings:
@@ -47,6 +50,7 @@ class DeliverySettings:
             maildir=config.data_dir(env) / "maildir",
             claim_idle_ms=config.env_int(env, "HYDRA_EVENTS_CLAIM_IDLE_MS", 30_000, minimum=100),
             stream_prefix=config.env_str(env, "HYDRA_EVENTS_STREAM_PREFIX", "hydra:events"),
+            maildir_fsync=config.env_flag(env, "HYDRA_MAILDIR_FSYNC", True),
         )
 
 
@@ -68,7 +72,7 @@ def mailer(settings: DeliverySettings) -> Mailer:
     """SMTP when configured, else the maildir."""
     if settings.smtp_url:
         return SmtpMailer(settings.smtp_url, sender=settings.mail_from)
-    return MaildirMailer(settings.maildir, sender=settings.mail_from)
+    return MaildirMailer(settings.maildir, sender=settings.mail_from, fsync=settings.maildir_fsync)
 
 
 class EventDelivery:
@@ -102,16 +106,17 @@ class EventDelivery:
     def send_email(self, name: str, topics: set[str], compose: Callable[[Event], Email | None]) -> None:
         """Emails what `compose` makes of each event of `topics` (nothing when it returns None)."""
 
-        async def send(event: Event) -> None:
-            message = compose(event)
-            if message is not None:
-                await self.mailer.send(message)
+        async def send(events: Sequence[Event]) -> None:
+            try:
+                await self.mailer.send([email for event in events if (email := compose(event)) is not None])
+            except MailNotSent as error:
+                raise Unfinished(error.sent, error.cause) from error
 
-        guarded = idempotent(self._db, self._inbox, name, send)
+        guarded = idempotent_batch(self._db, self._inbox, name, send)
 
-        async def handle(event: Event) -> None:
-            if compose(event) is not None:  # nothing to send needs no idempotency record
-                await guarded(event)
+        async def handle(events: Sequence[Event]) -> None:
+            # Events with nothing to send need no idempotency record (composing is cheap: no rendering).
+            await guarded([event for event in events if compose(event) is not None])
 
         self.bus.subscribe(name, topics, handle)
 

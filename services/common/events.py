@@ -12,8 +12,8 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
-from sqlalchemy import Column, DateTime, MetaData, String, Table, Uuid, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Column, DateTime, MetaData, String, Table, Uuid, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.db import Database
@@ -32,14 +32,24 @@ class Event:
 
 Handler = Callable[[Event], Awaitable[None]]
 WritingHandler = Callable[[AsyncConnection, Event], Awaitable[None]]
+BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]
+
+
+class Unfinished(Exception):
+    """A batch handler stopped part-way: its first `done` events were handled, the rest were not."""
+
+    def __init__(self, done: int, cause: BaseException) -> None:
+        super().__init__(f"stopped after {done} events: {type(cause).__name__}")
+        self.done = done
+        self.cause = cause
 
 
 class Bus(Protocol):
-    """Carries events from a service's dispatcher to its consumers."""
+    """Carries events from a service's dispatcher to its consumers, in batches."""
 
     async def publish(self, events: Sequence[Event]) -> None: ...
 
-    def subscribe(self, group: str, topics: set[str], handler: Handler) -> None: ...
+    def subscribe(self, group: str, topics: set[str], handler: BatchHandler) -> None: ...
 
     async def run(self) -> None: ...
 
@@ -50,15 +60,15 @@ class LocalBus:
     """In-process delivery: publishing calls every matching consumer before the outbox row is marked."""
 
     def __init__(self) -> None:
-        self._subscribers: list[tuple[set[str], Handler]] = []
+        self._subscribers: list[tuple[set[str], BatchHandler]] = []
 
     async def publish(self, events: Sequence[Event]) -> None:
-        for event in events:
-            for topics, handler in self._subscribers:
-                if event.topic in topics:
-                    await handler(event)
+        for topics, handler in self._subscribers:
+            matching = [event for event in events if event.topic in topics]
+            if matching:
+                await handler(matching)
 
-    def subscribe(self, group: str, topics: set[str], handler: Handler) -> None:
+    def subscribe(self, group: str, topics: set[str], handler: BatchHandler) -> None:
         self._subscribers.append((topics, handler))
 
     async def run(self) -> None:
@@ -83,7 +93,7 @@ class RedisStreamBus:
         self._consumer = consumer
         self._log = logger
         self._claim_idle_ms = claim_idle_ms
-        self._groups: list[tuple[str, set[str], Handler]] = []
+        self._groups: list[tuple[str, set[str], BatchHandler]] = []
 
     async def publish(self, events: Sequence[Event]) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -101,13 +111,13 @@ class RedisStreamBus:
                 )
             await pipe.execute()
 
-    def subscribe(self, group: str, topics: set[str], handler: Handler) -> None:
+    def subscribe(self, group: str, topics: set[str], handler: BatchHandler) -> None:
         self._groups.append((group, topics, handler))
 
     async def run(self) -> None:
         await asyncio.gather(*(self._consume(*group) for group in self._groups))
 
-    async def _consume(self, group: str, topics: set[str], handler: Handler) -> None:
+    async def _consume(self, group: str, topics: set[str], handler: BatchHandler) -> None:
         while True:
             try:
                 await self._ensure_group(group)
@@ -129,7 +139,7 @@ class RedisStreamBus:
                 raise
 
     async def _drain(
-        self, group: str, topics: set[str], handler: Handler, start: str, block_ms: int = 0
+        self, group: str, topics: set[str], handler: BatchHandler, start: str, block_ms: int = 0
     ) -> None:
         while True:
             batches = await self._redis.xreadgroup(
@@ -142,7 +152,7 @@ class RedisStreamBus:
             if start == ">":
                 return
 
-    async def _claim(self, group: str, topics: set[str], handler: Handler) -> None:
+    async def _claim(self, group: str, topics: set[str], handler: BatchHandler) -> None:
         result = await self._redis.xautoclaim(
             self._stream, group, self._consumer, self._claim_idle_ms, start_id="0-0", count=50
         )
@@ -150,21 +160,20 @@ class RedisStreamBus:
         if claimed:
             await self._handle(group, topics, handler, claimed)
 
-    async def _handle(self, group: str, topics: set[str], handler: Handler, entries: list[Any]) -> None:
-        done = []
-        try:
-            for entry_id, fields in entries:
-                if fields:  # an entry trimmed away leaves only its id
-                    data = {k.decode(): v.decode() for k, v in fields.items()}
-                    if data["topic"] in topics:
-                        event = Event(
-                            data["id"], data["tenant_id"], data["topic"], json.loads(data["payload"])
-                        )
-                        await handler(event)
-                done.append(entry_id)
-        finally:
-            if done:  # one acknowledgement for everything handled, even when a later entry failed
-                await self._redis.xack(self._stream, group, *done)
+    async def _handle(self, group: str, topics: set[str], handler: BatchHandler, entries: list[Any]) -> None:
+        """Hands the entries' events of `topics` to the handler at once; acks them all once it succeeded
+        (after a failure nothing is acked: redelivery is safe, the handler is idempotent)."""
+        events = []
+        for _entry_id, fields in entries:
+            if fields:  # an entry trimmed away leaves only its id
+                data = {k.decode(): v.decode() for k, v in fields.items()}
+                if data["topic"] in topics:
+                    events.append(
+                        Event(data["id"], data["tenant_id"], data["topic"], json.loads(data["payload"]))
+                    )
+        if events:
+            await handler(events)
+        await self._redis.xack(self._stream, group, *(entry_id for entry_id, _ in entries))
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -181,29 +190,75 @@ def inbox_table(metadata: MetaData) -> Table:
     )
 
 
-def idempotent(db: Database, inbox: Table, consumer: str, handler: Handler) -> Handler:
-    """Runs `handler` at most once per event: its record commits together with the handling."""
-    return idempotent_writer(db, inbox, consumer, lambda _conn, event: handler(event))
+def _claim_statement(db: Database, inbox: Table) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING event_id: claims the events no delivery claimed before."""
+    dialect_insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+    return dialect_insert(inbox).on_conflict_do_nothing().returning(inbox.c.event_id)
 
 
-def idempotent_writer(db: Database, inbox: Table, consumer: str, handler: WritingHandler) -> Handler:
-    """Like idempotent, for handlers that write to this database too: in the record's transaction."""
+async def _claim(conn: AsyncConnection, claim: Any, consumer: str, events: Sequence[Event]) -> list[Event]:
+    """The events this consumer has not handled yet, now recorded as handled (in the caller's
+    transaction). A concurrent delivery of the same event waits here until the other one ends."""
+    now = utcnow()
+    rows = [{"consumer": consumer, "event_id": uuid.UUID(e.id), "processed_at": now} for e in events]
+    claimed = {row.event_id for row in await conn.execute(claim, rows)}
+    return [event for event in events if uuid.UUID(event.id) in claimed]
 
-    async def handle(event: Event) -> None:
-        event_id = uuid.UUID(event.id)
-        try:
-            async with db.transaction() as conn:
-                done = await conn.execute(
-                    select(inbox.c.event_id).where(inbox.c.consumer == consumer, inbox.c.event_id == event_id)
-                )
-                if done.first() is not None:
-                    return
+
+def idempotent_batch(db: Database, inbox: Table, consumer: str, work: BatchHandler) -> BatchHandler:
+    """Runs `work` on the events of each batch not handled before, recording them in one transaction.
+
+    If `work` raises Unfinished, the events it finished stay recorded and the rest are released for
+    a later delivery; any other error releases the whole batch.
+    """
+    claim = _claim_statement(db, inbox)
+
+    async def handle(events: Sequence[Event]) -> None:
+        if not events:
+            return
+        failure: BaseException | None = None
+        async with db.transaction() as conn:
+            fresh = await _claim(conn, claim, consumer, events)
+            if not fresh:
+                return
+            try:
+                await work(fresh)
+            except Exception as error:
+                failure = error
+                done = error.done if isinstance(error, Unfinished) else 0
+                released = [uuid.UUID(e.id) for e in fresh[done:]]
                 await conn.execute(
-                    insert(inbox).values(consumer=consumer, event_id=event_id, processed_at=utcnow())
+                    delete(inbox).where(inbox.c.consumer == consumer, inbox.c.event_id.in_(released))
                 )
-                await handler(conn, event)
-        except IntegrityError:
-            return  # another delivery of the same event committed first
+        if failure is not None:
+            raise failure.cause if isinstance(failure, Unfinished) else failure
+
+    return handle
+
+
+def idempotent(db: Database, inbox: Table, consumer: str, handler: Handler) -> BatchHandler:
+    """Runs `handler` at most once per event: its record commits together with the handling."""
+
+    async def each(events: Sequence[Event]) -> None:
+        for done, event in enumerate(events):
+            try:
+                await handler(event)
+            except Exception as error:
+                raise Unfinished(done, error) from error
+
+    return idempotent_batch(db, inbox, consumer, each)
+
+
+def idempotent_writer(db: Database, inbox: Table, consumer: str, handler: WritingHandler) -> BatchHandler:
+    """Like idempotent, for handlers that write to this database too: each event in its own transaction
+    with its record, so one failing write cannot undo the others."""
+    claim = _claim_statement(db, inbox)
+
+    async def handle(events: Sequence[Event]) -> None:
+        for event in events:
+            async with db.transaction() as conn:
+                if await _claim(conn, claim, consumer, [event]):
+                    await handler(conn, event)
 
     return handle
 

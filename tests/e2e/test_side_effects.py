@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from email.header import decode_header, make_header
 
 from tests.e2e.conftest import Edge, create_resource, open_conversation
 from tests.support.smtp import wait_until
@@ -39,6 +40,26 @@ def test_ticket_confirmation_email_is_sent_once(edge: Edge) -> None:
     edge.http.post("/api/v1/tickets", json={"title": "no customer"}, headers=key.bearer)
     edge.http.patch(f"/api/v1/tickets/{ticket['id']}", json={"status": "resolved"}, headers=key.bearer)
     assert len(edge.mail_to(contact["email"])) == 1
+
+
+def test_a_title_with_line_breaks_is_confirmed_on_one_subject_line(edge: Edge) -> None:
+    key = edge.key(scopes=SCOPES)
+    contact = contact_with_email(edge, key)
+    for title in ("Locked out\r\nBcc: attacker@example.com", "Still locked out — ça bloque"):
+        response = edge.http.post(
+            "/api/v1/tickets", json={"title": title, "customer_id": contact["id"]}, headers=key.bearer
+        )
+        assert response.status_code == 201
+    mails = wait_until(
+        lambda: (found := edge.mail_to(contact["email"])) and len(found) == 2 and found,
+        what="both confirmations",
+    )
+    subjects = sorted(str(make_header(decode_header(m["Subject"]))) for m in mails)
+    assert subjects == [
+        "We received your request: Locked out Bcc: attacker@example.com",
+        "We received your request: Still locked out — ça bloque",
+    ]
+    assert all(m["Bcc"] is None for m in mails)
 
 
 def test_resolving_a_conversation_sends_the_csat_survey(edge: Edge) -> None:

@@ -97,8 +97,8 @@ def test_idempotent_consumer_handles_a_redelivered_event_once(tmp_path: Path) ->
         handle = idempotent(db, inbox, "test-consumer", record)
         event = Event(str(uuid.uuid4()), str(uuid.uuid4()), "ticket.created", {})
         for _ in range(3):
-            await handle(event)
-        await handle(Event(str(uuid.uuid4()), event.tenant_id, "ticket.created", {}))
+            await handle([event])
+        await handle([Event(str(uuid.uuid4()), event.tenant_id, "ticket.created", {})])
         await db.dispose()
 
     asyncio.run(scenario())
@@ -122,13 +122,54 @@ def test_a_failing_handler_is_retried_not_recorded(tmp_path: Path) -> None:
         handle = idempotent(db, inbox, "test-consumer", flaky)
         event = Event(str(uuid.uuid4()), str(uuid.uuid4()), "ticket.created", {})
         with pytest.raises(ConnectionError):
-            await handle(event)
-        await handle(event)
-        await handle(event)
+            await handle([event])
+        await handle([event])
+        await handle([event])
         await db.dispose()
 
     asyncio.run(scenario())
     assert len(attempts) == 2
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def inbox_db(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
+    """A database holding only an inbox table, on each backend."""
+    if request.param == "sqlite":
+        return Database(f"sqlite:///{tmp_path / 'inbox.sqlite3'}", schema="public")
+    return Database(request.getfixturevalue("postgres_url"), schema="public")
+
+
+def test_a_batch_failing_part_way_keeps_what_was_done_and_retries_only_the_rest(
+    inbox_db: Database,
+) -> None:
+    metadata = sa.MetaData()
+    inbox = inbox_table(metadata)
+    handled: list[str] = []
+    events = [Event(str(uuid.uuid4()), str(uuid.uuid4()), "ticket.created", {}) for _ in range(4)]
+    poisoned = {events[2].id}
+
+    async def handle_one(event: Event) -> None:
+        if event.id in poisoned:
+            raise ConnectionError("relay down")
+        handled.append(event.id)
+
+    async def scenario() -> None:
+        async with inbox_db.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        handle = idempotent(inbox_db, inbox, "test-consumer", handle_one)
+        with pytest.raises(ConnectionError):
+            await handle(events)
+        assert handled == [events[0].id, events[1].id]
+        poisoned.clear()
+        await handle(events)  # redelivered whole: only the two never finished run
+        await handle(events)
+        async with inbox_db.read() as conn:
+            recorded = (await conn.execute(sa.select(inbox.c.event_id))).scalars().all()
+        await inbox_db.dispose()
+        assert sorted(map(str, recorded)) == sorted(e.id for e in events)
+
+    asyncio.run(scenario())
+    assert handled == [e.id for e in events]
 
 
 def test_ticket_status_and_assignment_changes_reach_the_stream(
