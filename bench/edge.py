@@ -227,8 +227,9 @@ def main() -> None:
             ),
         ]
         print(
-            f"\n{args.connections} connections, {args.duration}s each, PostgreSQL + Redis (no fsync, nor for mail), "
-            f"log level {args.log_level}, {args.envoy_concurrency} Envoy worker(s)\n"
+            f"\n{args.connections} connections, {args.duration}s each, PostgreSQL + Redis "
+            f"(no fsync, nor for mail), log level {args.log_level}, "
+            f"{args.envoy_concurrency} Envoy worker(s)\n"
         )
         print(f"{'case':<36}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
         if args.case:
