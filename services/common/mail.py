@@ -106,7 +106,7 @@ class MaildirMailer:
     """The embedded default: each message becomes a file in a maildir (tmp/ first, then renamed into new/).
 
     With `fsync` off a crash can lose mail already counted as sent: for stacks whose database runs
-    without fsync too (tests, benchmarks), where the per-message flush would cost more than the rest.
+    without fsync too (the benchmarks), where the per-message flush would cost more than the rest.
     """
 
     def __init__(self, directory: Path, *, sender: str, fsync: bool = True) -> None:
