@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, Uuid, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -31,20 +32,24 @@ class AuditLog:
     """Writes audit rows inside the caller's transaction."""
 
     def __init__(self, table: Table) -> None:
+        self.table = table
         self._insert = insert(table)  # built once; each record only binds values
+
+    def row(self, caller: Identity, *, resource: str, resource_id: uuid.UUID, action: str) -> dict[str, Any]:
+        """The audit row of one write, for a caller that inserts it with others."""
+        return {
+            "tenant_id": caller.tenant_id,
+            "id": uuid.uuid4(),
+            "key_id": caller.key_id or "-",
+            "resource": resource,
+            "resource_id": resource_id,
+            "action": action,
+            "at": utcnow(),
+        }
 
     async def record(
         self, conn: AsyncConnection, caller: Identity, *, resource: str, resource_id: uuid.UUID, action: str
     ) -> None:
         await conn.execute(
-            self._insert,
-            {
-                "tenant_id": caller.tenant_id,
-                "id": uuid.uuid4(),
-                "key_id": caller.key_id or "-",
-                "resource": resource,
-                "resource_id": resource_id,
-                "action": action,
-                "at": utcnow(),
-            },
+            self._insert, self.row(caller, resource=resource, resource_id=resource_id, action=action)
         )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Row, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy.engine.result import result_tuple
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
@@ -20,6 +21,7 @@ class TenantTable:
         # The hot read is built once; only its parameters change per request.
         self._get = select(table).where(c.tenant_id == bindparam("tenant_id"), c.id == bindparam("row_id"))
         self._insert = insert(table).returning(*table.c)
+        self._row = result_tuple([column.name for column in table.c])
 
     async def list(
         self,
@@ -49,6 +51,19 @@ class TenantTable:
             return (await conn.execute(self._get, {"tenant_id": tenant_id, "row_id": row_id})).first()
         return (await conn.execute(select(self.table).where(*self._match(tenant_id, row_id, scope)))).first()
 
+    async def among(
+        self,
+        conn: AsyncConnection,
+        *,
+        tenant_id: uuid.UUID,
+        ids: Collection[uuid.UUID],
+        columns: Sequence[str],
+    ) -> Sequence[Row[Any]]:
+        """The tenant's rows whose id is one of `ids` (in no particular order), with only `columns`."""
+        c = self.table.c
+        query = select(*(c[name] for name in columns)).where(c.tenant_id == tenant_id, c.id.in_(ids))
+        return (await conn.execute(query)).all()
+
     def _match(
         self, tenant_id: uuid.UUID, row_id: uuid.UUID, scope: Mapping[str, Any] | None
     ) -> Sequence[Any]:
@@ -58,6 +73,14 @@ class TenantTable:
     async def insert(self, conn: AsyncConnection, *, values: Mapping[str, Any]) -> Row[Any]:
         """Inserts a row and returns it as stored."""
         return (await conn.execute(self._insert, dict(values))).one()
+
+    def complete(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """`values` with every column of the table (NULL where not given), so rows batch in one shape."""
+        return {column.name: values.get(column.name) for column in self.table.c}
+
+    def written(self, values: Mapping[str, Any]) -> Row[Any]:
+        """The row `values` become once inserted, not read back (only for tables without server defaults)."""
+        return self._row([values.get(column.name) for column in self.table.c])
 
     async def update(
         self,

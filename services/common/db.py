@@ -44,9 +44,9 @@ def migration_url(url: str) -> URL:
 
 
 def connect_args(url: URL, schema: str) -> dict[str, Any]:
-    """Driver arguments: PostgreSQL sessions search only the service's own schema."""
+    """Driver arguments: PostgreSQL sessions search only the service's own schema and are named after it."""
     if url.get_backend_name() == "postgresql":
-        return {"options": f"-c search_path={schema}"}
+        return {"options": f"-c search_path={schema}", "application_name": f"hydra-{schema}"}
     return {"timeout": 30}
 
 

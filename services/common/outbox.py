@@ -35,16 +35,17 @@ class Outbox:
         self.table = table
         self._insert = insert(table)  # built once; each record only binds values
 
+    def row(self, *, tenant_id: uuid.UUID, topic: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """The outbox row of one event, for a caller that inserts it with others."""
+        return {
+            "tenant_id": tenant_id,
+            "id": uuid.uuid4(),
+            "topic": topic,
+            "payload": json.dumps(payload, default=str),
+            "created_at": utcnow(),
+        }
+
     async def record(
         self, conn: AsyncConnection, *, tenant_id: uuid.UUID, topic: str, payload: dict[str, Any]
     ) -> None:
-        await conn.execute(
-            self._insert,
-            {
-                "tenant_id": tenant_id,
-                "id": uuid.uuid4(),
-                "topic": topic,
-                "payload": json.dumps(payload, default=str),
-                "created_at": utcnow(),
-            },
-        )
+        await conn.execute(self._insert, self.row(tenant_id=tenant_id, topic=topic, payload=payload))

@@ -19,6 +19,7 @@ from services.common.fields import parse_limit, utcnow
 from services.common.identity import Identity
 
 Scope = Mapping[str, Any] | None  # parent columns a nested resource's row must also match
+WRITE_CONFLICT = "The write conflicts with other data; nothing was changed."
 
 
 class ResourceService:
@@ -54,19 +55,9 @@ class ResourceService:
     async def create(self, caller: Identity, fields: dict[str, Any]) -> Row[Any]:
         """Creates a row from validated fields."""
         facts = await self.prepare(caller, fields)
-        now = utcnow()
         async with self._transaction() as conn:
             values = await self.before_create(conn, caller, fields)
-            row = await self.table.insert(
-                conn,
-                values={
-                    **values,
-                    "tenant_id": caller.tenant_id,
-                    "id": uuid.uuid4(),
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            )
+            row = await self.table.insert(conn, values=self.new_row(caller, values))
             await self.after_create(conn, caller, row, facts)
             await self._audit.record(
                 conn, caller, resource=self.resource, resource_id=row.id, action="create"
@@ -107,6 +98,17 @@ class ResourceService:
                 conn, caller, resource=self.resource, resource_id=row_id, action="delete"
             )
 
+    def new_row(self, caller: Identity, values: Mapping[str, Any]) -> dict[str, Any]:
+        """A new row of the caller's tenant: `values`, a fresh id and both timestamps."""
+        now = utcnow()
+        return {
+            **values,
+            "tenant_id": caller.tenant_id,
+            "id": uuid.uuid4(),
+            "created_at": now,
+            "updated_at": now,
+        }
+
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
         """One transaction; an integrity error (a race past our own checks) is a conflict, never a 500."""
@@ -114,7 +116,7 @@ class ResourceService:
             async with self._db.transaction() as conn:
                 yield conn
         except IntegrityError:
-            raise Conflict("The write conflicts with other data; nothing was changed.") from None
+            raise Conflict(WRITE_CONFLICT) from None
 
     async def prepare(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:
         """Checks that need other services, run before the transaction opens; returns facts for the hooks."""

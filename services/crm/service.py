@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import Row
@@ -80,6 +81,11 @@ class ContactService(ResourceService):
     def __init__(self, *, db: Database, table: TenantTable, audit: AuditLog, accounts: TenantTable) -> None:
         super().__init__(db=db, table=table, audit=audit)
         self._accounts = accounts
+
+    async def lookup(self, caller: Identity, ids: Collection[uuid.UUID]) -> Sequence[Row[Any]]:
+        """The caller's contacts among `ids`: id and email only (for services checking references)."""
+        async with self._db.read() as conn:
+            return await self.table.among(conn, tenant_id=caller.tenant_id, ids=ids, columns=("id", "email"))
 
     async def _require_account(self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]) -> None:
         if "account_id" not in fields:

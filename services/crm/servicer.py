@@ -30,6 +30,8 @@ from services.crm.service import (
     LeadService,
 )
 
+MAX_LOOKUP = 500  # contact ids per LookupContacts call
+
 
 class LeadServicer(leads_pb2_grpc.LeadServiceServicer):
     """LeadService."""
@@ -103,9 +105,10 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
 
 
 class ContactServicer(contacts_pb2_grpc.ContactServiceServicer):
-    """ContactService."""
+    """ContactService: public CRUD, and internal lookups for services that reference contacts."""
 
     def __init__(self, service: ContactService) -> None:
+        self._service = service
         self._rpc = ResourceRpcs(
             service,
             message=contacts_pb2.Contact,
@@ -129,6 +132,17 @@ class ContactServicer(contacts_pb2_grpc.ContactServiceServicer):
 
     async def DeleteContact(self, request: Any, context: Any) -> Any:
         return await self._rpc.delete(request, contacts_pb2.DeleteContactResponse)
+
+    async def LookupContacts(self, request: Any, context: Any) -> Any:
+        if len(request.ids) > MAX_LOOKUP:
+            raise ValidationError(
+                FieldError(("body", "ids"), f"At most {MAX_LOOKUP} ids per lookup", "too_long")
+            )
+        ids = {_required_uuid(value, "ids") for value in request.ids}
+        rows = await self._service.lookup(current_identity(), ids) if ids else []
+        return contacts_pb2.LookupContactsResponse(
+            contacts=[contacts_pb2.ContactReference(id=str(r.id), email=r.email) for r in rows]
+        )
 
 
 def _internal_uuid(value: str, name: str) -> uuid.UUID | None:

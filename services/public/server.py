@@ -20,6 +20,7 @@ from hydra.public.v1 import (
 
 from services.common import logging as hydra_logging
 from services.common.audit import AuditLog
+from services.common.batching import GroupCommitWriter
 from services.common.db import Database
 from services.common.delivery import EventDelivery
 from services.common.grpc_server import GrpcApp
@@ -28,7 +29,6 @@ from services.common.migrations import upgrade
 from services.common.outbox import Outbox
 from services.public import models, repository
 from services.public.agents import Agents
-from services.public.batching import GroupCommitWriter
 from services.public.config import Settings
 from services.public.crm import CrmConversations
 from services.public.instances import InstanceCatalog

@@ -13,6 +13,7 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.audit import AuditLog
+from services.common.batching import GroupCommitWriter, RowRejected
 from services.common.db import Database
 from services.common.errors import NotFound
 from services.common.events import Event
@@ -21,7 +22,6 @@ from services.common.identity import Identity
 from services.common.outbox import Outbox
 from services.common.resource import ResourceService
 from services.public import repository
-from services.public.batching import GroupCommitWriter, RowRejected
 from services.public.crm import CrmConversations
 
 SITE_NOT_FOUND = "Site not found"
@@ -102,7 +102,9 @@ class SiteService(ResourceService):
 class Analytics:
     """Page views: recorded from websites in group-committed batches, summarised for the tenant."""
 
-    def __init__(self, *, db: Database, sites: SiteDirectory, writer: GroupCommitWriter) -> None:
+    def __init__(
+        self, *, db: Database, sites: SiteDirectory, writer: GroupCommitWriter[Mapping[str, Any]]
+    ) -> None:
         self._db = db
         self._sites = sites
         self._writer = writer

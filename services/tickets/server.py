@@ -11,6 +11,7 @@ from hydra.tickets.v1 import tickets_pb2, tickets_pb2_grpc
 
 from services.common import logging as hydra_logging
 from services.common.audit import AuditLog
+from services.common.batching import GroupCommitWriter, insert_row_sets
 from services.common.db import Database
 from services.common.delivery import EventDelivery
 from services.common.grpc_server import GrpcApp
@@ -43,6 +44,7 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
     )
     events.send_email("tickets-confirmation", CONFIRMATION_TOPICS, confirmation_email)
     crm = CrmDirectory(settings.crm_address, timeout=settings.crm_timeout_seconds)
+    writer = GroupCommitWriter(db=db, insert_many=insert_row_sets, logger=logger, max_batch=200)
     tickets = TicketServicer(
         TicketService(
             db=db,
@@ -50,6 +52,7 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
             audit=AuditLog(models.audit_log),
             outbox=Outbox(models.outbox),
             crm=crm,
+            writer=writer,
         )
     )
 
@@ -57,6 +60,7 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
         tickets_pb2_grpc.add_TicketServiceServicer_to_server(tickets, server)
 
     async def close() -> None:
+        await writer.flush()  # whatever the drained requests left pending
         await events.close()
         await crm.close()
         await db.dispose()
@@ -69,7 +73,7 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
         register=register,
         probe=db.ping,
         close=close,
-        background=events.background,
+        background=[writer.run, *events.background],
     )
 
 

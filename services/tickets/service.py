@@ -1,4 +1,7 @@
-"""Ticket use cases: crm references checked over gRPC first, then one transaction with its events."""
+"""Ticket use cases: crm references checked over gRPC first, then one transaction with its events.
+
+New tickets are group-committed: concurrent creates share a transaction and one insert per table.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,14 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.audit import AuditLog
+from services.common.batching import GroupCommitWriter, RowRejected, RowSet
 from services.common.crud import TenantTable
 from services.common.db import Database
+from services.common.errors import Conflict
 from services.common.fields import utcnow
 from services.common.identity import Identity
 from services.common.outbox import Outbox
-from services.common.resource import ResourceService
+from services.common.resource import WRITE_CONFLICT, ResourceService
 from services.tickets.crm import CrmDirectory
 
 
@@ -24,11 +29,49 @@ class TicketService(ResourceService):
     not_found = "Ticket not found."
 
     def __init__(
-        self, *, db: Database, table: TenantTable, audit: AuditLog, outbox: Outbox, crm: CrmDirectory
+        self,
+        *,
+        db: Database,
+        table: TenantTable,
+        audit: AuditLog,
+        outbox: Outbox,
+        crm: CrmDirectory,
+        writer: GroupCommitWriter[RowSet],
     ) -> None:
         super().__init__(db=db, table=table, audit=audit)
         self._outbox = outbox
         self._crm = crm
+        self._writer = writer
+
+    async def create(self, caller: Identity, fields: dict[str, Any]) -> Row[Any]:
+        """Opens a ticket: its row, its ticket.created event and its audit entry commit together."""
+        facts = await self.prepare(caller, fields)
+        values = self.table.complete(self.new_row(caller, {"status": "open", "priority": "normal", **fields}))
+        if values["status"] == "resolved":
+            values["resolved_at"] = values["created_at"]
+        rows = RowSet()
+        rows.add(self.table.table, values)
+        rows.add(
+            self._outbox.table,
+            self._outbox.row(
+                tenant_id=caller.tenant_id,
+                topic="ticket.created",
+                payload={
+                    "ticket_id": str(values["id"]),
+                    "title": values["title"],
+                    "email": facts.get("customer_email"),
+                },
+            ),
+        )
+        rows.add(
+            self._audit.table,
+            self._audit.row(caller, resource=self.resource, resource_id=values["id"], action="create"),
+        )
+        try:
+            await self._writer.write(rows)
+        except RowRejected:
+            raise Conflict(WRITE_CONFLICT) from None
+        return self.table.written(values)
 
     async def prepare(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:
         facts: dict[str, Any] = {}
@@ -41,28 +84,6 @@ class TicketService(ResourceService):
                 caller.tenant_id, fields["conversation_id"], field="conversation_id"
             )
         return facts
-
-    async def before_create(
-        self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]
-    ) -> dict[str, Any]:
-        values = {"status": "open", "priority": "normal", **fields}
-        if values["status"] == "resolved":
-            values["resolved_at"] = utcnow()
-        return values
-
-    async def after_create(
-        self, conn: AsyncConnection, caller: Identity, row: Row[Any], facts: dict[str, Any]
-    ) -> None:
-        await self._outbox.record(
-            conn,
-            tenant_id=caller.tenant_id,
-            topic="ticket.created",
-            payload={
-                "ticket_id": str(row.id),
-                "title": row.title,
-                "email": facts.get("customer_email"),
-            },
-        )
 
     async def before_update(
         self, conn: AsyncConnection, caller: Identity, before: Row[Any], fields: dict[str, Any]

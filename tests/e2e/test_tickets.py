@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.e2e.conftest import Edge, Key, create_resource, open_conversation
 from tests.e2e.test_leads import assert_error
+from tests.support.smtp import wait_until
 
 TICKETS = "/api/v1/tickets"
 SCOPES = ["tickets:read", "tickets:write", "crm:read", "crm:write", "conversations:read"]
@@ -48,6 +50,39 @@ def test_create_with_defaults_and_references(edge: Edge, agent: Key) -> None:
         contact["id"],
         conversation,
         "urgent",
+    )
+
+
+def test_concurrent_creates_are_each_checked_stored_and_confirmed(edge: Edge, agent: Key) -> None:
+    """Concurrent creates share crm lookups and commits; each still gets its own answer and email."""
+    account = create_resource(edge, agent, "/api/v1/accounts")
+    mine = edge.http.post(
+        "/api/v1/contacts",
+        json={"email": f"{uuid.uuid4().hex[:12]}@example.com", "account_id": account["id"]},
+        headers=agent.bearer,
+    ).json()["contact"]
+    theirs = create_resource(edge, edge.key(scopes=SCOPES), "/api/v1/contacts")
+    customers = [mine["id"], theirs["id"], str(uuid.uuid4()), None] * 12
+
+    def post(n: int) -> tuple[int, dict]:
+        body = {"title": f"T{n}", **({"customer_id": customers[n]} if customers[n] else {})}
+        response = edge.http.post(TICKETS, json=body, headers=agent.bearer)
+        return response.status_code, response.json()
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(post, range(len(customers))))
+
+    expected = [201 if c in (mine["id"], None) else 400 for c in customers]
+    assert [status for status, _ in answers] == expected, answers
+    created = {body["ticket"]["id"]: body["ticket"] for status, body in answers if status == 201}
+    for n, (status, body) in enumerate(answers):
+        if status == 201:
+            assert (body["ticket"]["title"], body["ticket"]["customer_id"]) == (f"T{n}", customers[n])
+    listed = edge.http.get(TICKETS, params={"limit": 100}, headers=agent.bearer).json()["tickets"]
+    assert {t["id"]: t for t in listed} == created
+    wait_until(lambda: len(edge.mail_to(mine["email"])) == 12, what="one confirmation per ticket")
+    assert sorted(m["Subject"] for m in edge.mail_to(mine["email"])) == sorted(
+        f"We received your request: T{n}" for n, c in enumerate(customers) if c == mine["id"]
     )
 
 

@@ -11,7 +11,14 @@ import grpc
 import pytest
 import sqlalchemy as sa
 from google.protobuf import struct_pb2
-from hydra.crm.v1 import accounts_pb2, accounts_pb2_grpc, leads_pb2, leads_pb2_grpc
+from hydra.crm.v1 import (
+    accounts_pb2,
+    accounts_pb2_grpc,
+    contacts_pb2,
+    contacts_pb2_grpc,
+    leads_pb2,
+    leads_pb2_grpc,
+)
 
 from services.common.db import connect_args, migration_url
 from services.common.delivery import DeliverySettings
@@ -29,10 +36,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def stub(database_url: str, tmp_path: Path) -> Iterator[leads_pb2_grpc.LeadServiceStub]:
+def channel(database_url: str, tmp_path: Path) -> Iterator[grpc.Channel]:
     env = stack_env(tmp_path, database_url=database_url)
     with grpc_processes(env, "crm"), grpc.insecure_channel(f"127.0.0.1:{env['HYDRA_CRM_PORT']}") as channel:
-        yield leads_pb2_grpc.LeadServiceStub(channel)
+        yield channel
+
+
+@pytest.fixture
+def stub(channel: grpc.Channel) -> leads_pb2_grpc.LeadServiceStub:
+    return leads_pb2_grpc.LeadServiceStub(channel)
 
 
 def body(**values: object) -> struct_pb2.Struct:
@@ -71,6 +83,40 @@ def test_identity_and_scope_are_enforced_without_the_edge(stub: leads_pb2_grpc.L
     _, read_only = caller(("crm:read",))
     with pytest.raises(grpc.RpcError) as caught:
         stub.CreateLead(leads_pb2.CreateLeadRequest(lead=body(name="x")), metadata=read_only)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_lookup_contacts_answers_only_the_callers_contacts(channel: grpc.Channel) -> None:
+    accounts = accounts_pb2_grpc.AccountServiceStub(channel)
+    contacts = contacts_pb2_grpc.ContactServiceStub(channel)
+    ids = {}
+    for name in ("mine", "theirs"):
+        _, md = caller()
+        account = accounts.CreateAccount(
+            accounts_pb2.CreateAccountRequest(account=body(name=name)), metadata=md
+        ).account
+        ids[name] = contacts.CreateContact(
+            contacts_pb2.CreateContactRequest(
+                contact=body(email=f"{name}@example.com", account_id=account.id)
+            ),
+            metadata=md,
+        ).contact.id
+        ids[f"{name} md"] = md
+    unknown = str(uuid.uuid4())
+    found = contacts.LookupContacts(
+        contacts_pb2.LookupContactsRequest(ids=[ids["mine"], ids["theirs"], unknown, ids["mine"]]),
+        metadata=ids["mine md"],
+    )
+    assert [(c.id, c.email) for c in found.contacts] == [(ids["mine"], "mine@example.com")]
+    assert not contacts.LookupContacts(contacts_pb2.LookupContactsRequest(), metadata=ids["mine md"]).contacts
+
+    for bad in (["not-a-uuid"], [unknown] * 501):
+        with pytest.raises(grpc.RpcError) as caught:
+            contacts.LookupContacts(contacts_pb2.LookupContactsRequest(ids=bad), metadata=ids["mine md"])
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _, no_scope = caller(("tickets:read",))
+    with pytest.raises(grpc.RpcError) as caught:
+        contacts.LookupContacts(contacts_pb2.LookupContactsRequest(ids=[unknown]), metadata=no_scope)
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 

@@ -1,4 +1,4 @@
-"""Group commit: concurrent writes share transactions, a refused row fails alone, nothing is lost."""
+"""Batching: group commit (a refused row fails alone, nothing is lost) and shared lookup calls."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import Column, Integer, MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.common.batching import GroupCommitWriter, LookupCoalescer, RowRejected
 from services.common.db import Database
-from services.public.batching import GroupCommitWriter, RowRejected
 
 metadata = MetaData()
 rows = Table("rows", metadata, Column("n", Integer, primary_key=True))
@@ -78,3 +78,56 @@ def test_a_flush_on_shutdown_commits_what_is_pending_in_bounded_batches(tmp_path
     asyncio.run(run())
     assert asyncio.run(stored(tmp_path / "db")) == [0, 1, 2, 3, 4]
     assert batches == [2, 2, 1]
+
+
+def test_concurrent_lookups_of_a_group_share_calls_and_a_failed_call_fails_only_its_lookups() -> None:
+    calls: list[tuple[str, list[int]]] = []
+
+    async def fetch(group: str, keys: Sequence[int]) -> dict[int, str]:
+        calls.append((group, sorted(keys)))
+        await asyncio.sleep(0.01)
+        if group == "down":
+            raise ConnectionError("peer down")
+        return {k: f"{group}{k}" for k in keys if k % 2 == 0}
+
+    async def run() -> list[Any]:
+        lookups = LookupCoalescer(fetch, max_batch=3)
+        first = await lookups.get("a", 0)  # alone: its own call, answered at once
+        outcomes = await asyncio.gather(
+            *(lookups.get(group, k) for group in ("a", "b", "down") for k in (1, 2, 2, 3, 4)),
+            return_exceptions=True,
+        )
+        return [first, *outcomes]
+
+    outcomes = asyncio.run(run())
+    assert outcomes[0] == "a0"
+    # Found keys answer their value, missing ones None; a duplicate key is asked once.
+    assert outcomes[1:6] == [None, "a2", "a2", None, "a4"]
+    assert outcomes[6:11] == [None, "b2", "b2", None, "b4"]
+    assert all(isinstance(o, ConnectionError) for o in outcomes[11:])
+    # One call per group at a time, at most max_batch keys each: the rest waits for the next call.
+    assert calls == [
+        ("a", [0]),
+        ("a", [1, 2, 3]),
+        ("b", [1, 2, 3]),
+        ("down", [1, 2, 3]),
+        ("a", [4]),
+        ("b", [4]),
+        ("down", [4]),
+    ]
+
+
+def test_a_cancelled_lookup_does_not_disturb_the_others() -> None:
+    async def fetch(group: str, keys: Sequence[int]) -> dict[int, int]:
+        await asyncio.sleep(0.01)
+        return {k: k for k in keys}
+
+    async def run() -> tuple[int | None, int | None]:
+        lookups = LookupCoalescer(fetch)
+        gone = asyncio.create_task(lookups.get("a", 1))
+        kept = asyncio.create_task(lookups.get("a", 1))
+        await asyncio.sleep(0)
+        gone.cancel()
+        return await kept, await lookups.get("a", 2)
+
+    assert asyncio.run(run()) == (1, 2)
