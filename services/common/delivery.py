@@ -27,6 +27,7 @@ from services.common.events import (
     idempotent_writer,
 )
 from services.common.mail import Email, MaildirMailer, Mailer, MailNotSent, SmtpMailer
+from services.common.outbox import Outbox
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ class EventDelivery:
         self._db = db
         self._inbox = inbox
         self._dispatcher = Dispatcher(db=db, outbox=outbox, bus=self.bus, logger=logger)
+        # Writes record their events through this outbox, so the dispatcher need not poll while idle.
+        self.outbox = Outbox(outbox, on_record=self._dispatcher.wake)
 
     def consume(self, name: str, topics: set[str], handler: Handler) -> None:
         """Runs `handler` once per event of `topics`, recorded under the consumer's `name`."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -267,14 +268,27 @@ class Dispatcher:
     """Moves outbox rows to the bus, oldest first, marking them only after the bus took them."""
 
     def __init__(
-        self, *, db: Database, outbox: Table, bus: Bus, logger: logging.Logger, idle_seconds: float = 0.1
+        self,
+        *,
+        db: Database,
+        outbox: Table,
+        bus: Bus,
+        logger: logging.Logger,
+        idle_seconds: float = 0.1,
+        poll_seconds: float = 1.0,
     ) -> None:
         self._db = db
         self._outbox = outbox
         self._bus = bus
         self._log = logger
         self._idle = idle_seconds
+        self._poll = poll_seconds
+        self._recorded = asyncio.Event()
         self.batch = 100
+
+    def wake(self) -> None:
+        """Tells the dispatcher this process recorded an event (it dispatches after the gathering pause)."""
+        self._recorded.set()
 
     async def dispatch_once(self, batch: int = 100) -> int:
         """Publishes one batch of pending events; returns how many."""
@@ -298,6 +312,7 @@ class Dispatcher:
         """Dispatches until cancelled; failures are logged and retried with backoff."""
         backoff = self._idle
         while True:
+            self._recorded.clear()
             try:
                 full = await self.dispatch_once(self.batch) == self.batch
                 backoff = self._idle
@@ -307,3 +322,7 @@ class Dispatcher:
             if not full:
                 # Let events gather: a few larger batches cost far less than one transaction per event.
                 await asyncio.sleep(backoff)
+                # Idle until this process records an event; the slow poll finds rows other replicas
+                # or a crash left behind (and one recorded just before its transaction committed).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._recorded.wait(), self._poll)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, Text, Uuid, insert
@@ -31,12 +32,14 @@ def outbox_table(metadata: MetaData) -> Table:
 class Outbox:
     """Records events inside the caller's transaction; a dispatcher delivers them later, at least once."""
 
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Table, *, on_record: Callable[[], None] = lambda: None) -> None:
         self.table = table
         self._insert = insert(table)  # built once; each record only binds values
+        self._on_record = on_record
 
     def row(self, *, tenant_id: uuid.UUID, topic: str, payload: dict[str, Any]) -> dict[str, Any]:
         """The outbox row of one event, for a caller that inserts it with others."""
+        self._on_record()
         return {
             "tenant_id": tenant_id,
             "id": uuid.uuid4(),

@@ -25,7 +25,6 @@ from services.common.delivery import EventDelivery
 from services.common.grpc_server import GrpcApp
 from services.common.grpc_server import serve as serve_app
 from services.common.migrations import upgrade
-from services.common.outbox import Outbox
 from services.crm import models, repository
 from services.crm.config import Settings
 from services.crm.consumers import CSAT_TOPICS, csat_email
@@ -56,7 +55,7 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
     )
     events.send_email("crm-csat", CSAT_TOPICS, csat_email)
     audit = AuditLog(models.audit_log)
-    outbox = Outbox(models.outbox)
+    outbox = events.outbox
     leads = LeadServicer(LeadService(db=db, table=repository.leads, audit=audit))
     accounts = AccountServicer(
         AccountService(

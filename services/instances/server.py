@@ -16,7 +16,6 @@ from services.common.delivery import EventDelivery
 from services.common.grpc_server import GrpcApp
 from services.common.grpc_server import serve as serve_app
 from services.common.migrations import upgrade
-from services.common.outbox import Outbox
 from services.instances import models, repository
 from services.instances.config import Settings
 from services.instances.gatekeeper import WidgetTokens
@@ -47,7 +46,7 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
     events.consume("instances-widget-tokens", {INSTANCE_DELETED}, tokens.revoke_for_deleted_instance)
     audit = AuditLog(models.audit_log)
     instances = InstanceServicer(
-        InstanceService(db=db, table=repository.instances, audit=audit, outbox=Outbox(models.outbox))
+        InstanceService(db=db, table=repository.instances, audit=audit, outbox=events.outbox)
     )
     channels = ChannelServicer(
         ChannelService(db=db, table=repository.channels, audit=audit, instances=repository.instances)

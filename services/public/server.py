@@ -26,7 +26,6 @@ from services.common.delivery import EventDelivery
 from services.common.grpc_server import GrpcApp
 from services.common.grpc_server import serve as serve_app
 from services.common.migrations import upgrade
-from services.common.outbox import Outbox
 from services.public import models, repository
 from services.public.agents import Agents
 from services.public.config import Settings
@@ -65,7 +64,7 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
     directory = SiteDirectory(db=db, ttl=settings.site_cache_seconds)
     writer = GroupCommitWriter(db=db, insert_many=repository.insert_page_views, logger=logger)
     audit = AuditLog(models.audit_log)
-    forms = Forms(db=db, sites=directory, audit=audit, outbox=Outbox(models.outbox), crm=crm)
+    forms = Forms(db=db, sites=directory, audit=audit, outbox=events.outbox, crm=crm)
     events.consume_writing("public-form-leads", {FORM_SUBMITTED}, forms.capture_lead)
     sites = SiteServicer(SiteService(db=db, audit=audit, directory=directory))
     analytics = AnalyticsServicer(Analytics(db=db, sites=directory, writer=writer))

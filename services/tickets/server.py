@@ -17,7 +17,6 @@ from services.common.delivery import EventDelivery
 from services.common.grpc_server import GrpcApp
 from services.common.grpc_server import serve as serve_app
 from services.common.migrations import upgrade
-from services.common.outbox import Outbox
 from services.tickets import models, repository
 from services.tickets.config import Settings
 from services.tickets.consumers import CONFIRMATION_TOPICS, confirmation_email
@@ -50,7 +49,7 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
             db=db,
             table=repository.tickets,
             audit=AuditLog(models.audit_log),
-            outbox=Outbox(models.outbox),
+            outbox=events.outbox,
             crm=crm,
             writer=writer,
         )
