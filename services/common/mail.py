@@ -55,14 +55,43 @@ def _header(value: str) -> str:
     return value if value.isascii() else Header(value, "utf-8").encode()
 
 
+_FOLD_AT = 78  # compat32 folds header lines longer than this
+_PLAIN_TAIL = (
+    'MIME-Version: 1.0\nContent-Type: text/plain; charset="us-ascii"\nContent-Transfer-Encoding: 7bit\n\n'
+)
+
+
 def render(email: Email, sender: str) -> bytes:
-    """The message as sent: built with the compat32 policy, which costs ~1/30 of EmailMessage's."""
+    """The message as sent, byte for byte what the compat32 policy makes of it.
+
+    Short ASCII messages (every confirmation of a short title) are written out directly, at about a
+    tenth of the email package's cost; anything that needs encoding or folding goes through it.
+    """
+    headers = message_headers(email, sender)
+    body = email.body
+    if body.isascii() and "\r" not in body and max(map(len, body.split("\n"))) <= 998:
+        lines = [f"{name}: {value}" for name, value in headers.items()]
+        if all(len(line) <= _FOLD_AT for line in lines):
+            return ("\n".join(lines) + "\n" + _PLAIN_TAIL + body).encode("ascii")
+    return render_mime(headers, body)
+
+
+def message_headers(email: Email, sender: str) -> dict[str, str]:
+    """The headers of a message, each value on one line and RFC 2047-encoded when not ASCII."""
+    return {
+        "From": _header(sender),
+        "To": _header(email.to),
+        "Subject": _header(email.subject),
+        "Message-ID": _header(email.message_id),
+    }
+
+
+def render_mime(headers: dict[str, str], body: str) -> bytes:
+    """The message built by the email package (compat32 policy: ~1/30 of EmailMessage's cost)."""
     message = Message()
-    message["From"] = _header(sender)
-    message["To"] = _header(email.to)
-    message["Subject"] = _header(email.subject)
-    message["Message-ID"] = _header(email.message_id)
-    message.set_payload(email.body, "us-ascii" if email.body.isascii() else _UTF8_QP)
+    for name, value in headers.items():
+        message[name] = value
+    message.set_payload(body, "us-ascii" if body.isascii() else _UTF8_QP)
     return message.as_bytes()
 
 
