@@ -65,6 +65,32 @@ def test_per_key_limit_holds_across_two_gatekeepers(two_gatekeepers: tuple[dict[
     assert headers["x-ratelimit-remaining"] == "0" and int(headers["retry-after"]) >= 1
 
 
+def test_concurrent_checks_on_two_gatekeepers_admit_exactly_the_limit(
+    two_gatekeepers: tuple[dict[str, str], list],
+) -> None:
+    env, stubs = two_gatekeepers
+    key = mint(env, tenant=create_tenant(env, "crowd"), scopes=["crm:read"], rate_limit=25)
+    other = mint(env, tenant=create_tenant(env, "bystander"), scopes=["crm:read"], rate_limit=5)
+    # Futures sent together: each gatekeeper decides them in shared batches.
+    calls = [stubs[i % 2].Check.future(check_request(key["key"])) for i in range(40)]
+    calls += [stubs[i % 2].Check.future(check_request(other["key"])) for i in range(8)]
+    answers = [call.result() for call in calls]
+
+    def outcome(answers: list) -> tuple[list[int], list[int]]:
+        allowed = [a for a in answers if a.status.code == code_pb2.OK]
+        refused = [a for a in answers if a.status.code == code_pb2.RESOURCE_EXHAUSTED]
+        assert len(allowed) + len(refused) == len(answers)
+        remaining = sorted(
+            int(h.header.value) for a in allowed for h in a.ok_response.response_headers_to_add
+            if h.header.key == "x-ratelimit-remaining"
+        )
+        return remaining, [a.denied_response.status.code for a in refused]
+
+    # Every admitted request saw its own count; the refused ones got 429.
+    assert outcome(answers[:40]) == (list(range(25)), [429] * 15)
+    assert outcome(answers[40:]) == (list(range(5)), [429] * 3)
+
+
 def test_revocation_on_one_gatekeeper_reaches_the_other_within_a_second(
     two_gatekeepers: tuple[dict[str, str], list],
 ) -> None:
