@@ -136,11 +136,17 @@ class LookupCoalescer(Generic[Group, Key, Value]):
 
     `fetch(group, keys)` answers the keys it found; a key it leaves out is answered None. A failed
     call fails every lookup it carried, and only those.
+
+    With `min_interval`, back-to-back calls of a group start at least that many seconds apart, so
+    under load each call carries more lookups. A lookup that finds no call under way goes at once.
     """
 
-    def __init__(self, fetch: FetchMany[Group, Key, Value], *, max_batch: int = 100) -> None:
+    def __init__(
+        self, fetch: FetchMany[Group, Key, Value], *, max_batch: int = 100, min_interval: float = 0.0
+    ) -> None:
         self._fetch = fetch
         self._max_batch = max_batch
+        self._min_interval = min_interval
         self._waiting: dict[Group, dict[Key, list[asyncio.Future[Value | None]]]] = {}
         self._drains: dict[Group, asyncio.Task[None]] = {}
 
@@ -154,8 +160,14 @@ class LookupCoalescer(Generic[Group, Key, Value]):
 
     async def _drain(self, group: Group) -> None:
         answers: dict[Key, list[asyncio.Future[Value | None]]] = {}
+        loop = asyncio.get_running_loop()
         try:
-            while waiting := self._waiting.get(group):
+            started: float | None = None
+            while self._waiting.get(group):
+                if started is not None and (wait := started + self._min_interval - loop.time()) > 0:
+                    await asyncio.sleep(wait)  # lookups arriving meanwhile join this call
+                started = loop.time()
+                waiting = self._waiting[group]
                 keys = list(waiting)[: self._max_batch]
                 answers = {key: waiting.pop(key) for key in keys}
                 if not waiting:

@@ -13,6 +13,10 @@ from services.common.peers import PeerChannel
 
 _UNAVAILABLE = "crm is unavailable; nothing was changed. Retry safe."
 _LOOKUP_BATCH = 500  # crm's limit per LookupContacts call
+# Under load, LookupContacts calls of one tenant start at least this far apart. A call costs both
+# services far more than the ids it carries: waiting up to 20 ms for company cuts the CPU of a busy
+# ticket create by about a fifth. A lookup that finds no call under way is not delayed.
+_LOOKUP_INTERVAL = 0.02
 
 
 class CrmDirectory:
@@ -27,7 +31,9 @@ class CrmDirectory:
         )
         self._contacts = contacts_pb2_grpc.ContactServiceStub(self._peer.channel)
         self._conversations = conversations_pb2_grpc.ConversationServiceStub(self._peer.channel)
-        self._contact_emails = LookupCoalescer(self._lookup_contacts, max_batch=_LOOKUP_BATCH)
+        self._contact_emails = LookupCoalescer(
+            self._lookup_contacts, max_batch=_LOOKUP_BATCH, min_interval=_LOOKUP_INTERVAL
+        )
 
     async def contact_email(self, tenant_id: uuid.UUID, contact_id: uuid.UUID, *, field: str) -> str:
         """The contact's email; a validation error on `field` if the tenant has no such contact."""

@@ -81,7 +81,9 @@ def test_concurrent_checks_on_two_gatekeepers_admit_exactly_the_limit(
         refused = [a for a in answers if a.status.code == code_pb2.RESOURCE_EXHAUSTED]
         assert len(allowed) + len(refused) == len(answers)
         remaining = sorted(
-            int(h.header.value) for a in allowed for h in a.ok_response.response_headers_to_add
+            int(h.header.value)
+            for a in allowed
+            for h in a.ok_response.response_headers_to_add
             if h.header.key == "x-ratelimit-remaining"
         )
         return remaining, [a.denied_response.status.code for a in refused]

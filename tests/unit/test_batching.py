@@ -131,3 +131,42 @@ def test_a_cancelled_lookup_does_not_disturb_the_others() -> None:
         return await kept, await lookups.get("a", 2)
 
     assert asyncio.run(run()) == (1, 2)
+
+
+def test_with_a_min_interval_lookups_arriving_meanwhile_join_the_next_call() -> None:
+    calls: list[list[int]] = []
+
+    async def run() -> list[int | None]:
+        gates: asyncio.Queue[asyncio.Event] = asyncio.Queue()  # one per call, opened by the test
+
+        async def fetch(group: str, keys: Sequence[int]) -> dict[int, int]:
+            calls.append(sorted(keys))
+            gates.put_nowait(gate := asyncio.Event())
+            await gate.wait()
+            return {k: k for k in keys}
+
+        async def settle() -> None:
+            for _ in range(5):
+                await asyncio.sleep(0)
+
+        lookups = LookupCoalescer(fetch, min_interval=0.3)
+        first = asyncio.create_task(lookups.get("a", 1))
+        await settle()
+        assert calls == [[1]]  # nothing under way: it goes at once
+        waiting = [asyncio.create_task(lookups.get("a", k)) for k in (2, 3)]
+        await settle()
+        (await gates.get()).set()
+        await settle()
+        assert calls == [[1]]  # the next call waits out the interval...
+        waiting.append(asyncio.create_task(lookups.get("a", 4)))  # ...and takes this one along
+        (await gates.get()).set()
+        answers = [await first, *[await task for task in waiting]]
+        # Once the group is quiet, a lone lookup is not held back by the last call.
+        alone = asyncio.create_task(lookups.get("a", 5))
+        await settle()
+        assert calls[-1] == [5]
+        (await gates.get()).set()
+        return [*answers, await alone]
+
+    assert asyncio.run(run()) == [1, 2, 3, 4, 5]
+    assert calls == [[1], [2, 3, 4], [5]]
