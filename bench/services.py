@@ -60,17 +60,17 @@ def main() -> None:
 
         async def get_contact() -> float:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{env['HYDRA_CRM_PORT']}") as channel:
-                stub = contacts_pb2_grpc.ContactServiceStub(channel)
+                contacts = contacts_pb2_grpc.ContactServiceStub(channel)
                 request = contacts_pb2.GetContactRequest(id=contact["id"])
                 return await drive(
-                    lambda _n: stub.GetContact(request, metadata=crm_metadata),
+                    lambda _n: contacts.GetContact(request, metadata=crm_metadata),
                     args.calls,
                     args.concurrency,
                 )
 
         async def create_ticket(customer: bool) -> float:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{env['HYDRA_TICKETS_PORT']}") as channel:
-                stub = tickets_pb2_grpc.TicketServiceStub(channel)
+                tickets = tickets_pb2_grpc.TicketServiceStub(channel)
 
                 def request(n: int) -> tickets_pb2.CreateTicketRequest:
                     message = tickets_pb2.CreateTicketRequest()
@@ -80,7 +80,7 @@ def main() -> None:
                     return message
 
                 return await drive(
-                    lambda n: stub.CreateTicket(request(n), metadata=tickets_metadata),
+                    lambda n: tickets.CreateTicket(request(n), metadata=tickets_metadata),
                     args.calls,
                     args.concurrency,
                 )
