@@ -185,14 +185,23 @@ class KeyStore:
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
         self._touched: dict[uuid.UUID, float] = {}
         self._pending: set[asyncio.Task[None]] = set()
+        self._lookups: dict[str, asyncio.Future[KeyRecord | None]] = {}
 
     async def find(self, secret: str) -> KeyRecord | None:
         """The live key with this secret, or None if unknown or revoked."""
         digest = keys.hash_secret(secret)
-        now = time.monotonic()
         hit = self._cache.get(digest)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > time.monotonic():
             return hit[1]
+        # When an entry expires under load, every check in flight misses at once: one query serves them.
+        lookup = self._lookups.get(digest)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._load(digest))
+            self._lookups[digest] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(digest, None))
+        return await asyncio.shield(lookup)
+
+    async def _load(self, digest: str) -> KeyRecord | None:
         async with self._db.read() as conn:
             row = await repository.find_key_by_hash(conn, key_hash=digest)
         record = None
@@ -207,7 +216,7 @@ class KeyStore:
             )
         if len(self._cache) >= self._max:
             self._cache.clear()
-        self._cache[digest] = (now + self._ttl, record)
+        self._cache[digest] = (time.monotonic() + self._ttl, record)
         return record
 
     def touch(self, record: KeyRecord) -> None:
