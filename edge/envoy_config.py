@@ -14,13 +14,17 @@ from hydra.options.v1 import options_pb2
 
 from edge import openapi
 from edge.bindings import DESCRIPTOR_SET, ROOT, Binding, load_bindings, template_regex
+from edge.gatekeeper.http_check import ROUTE_HEADER_PREFIX
 from services.common import config
 from services.common.identity import IDENTITY_HEADERS
+
+RATE_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "retry-after")
 
 AuthMode = options_pb2.AuthMode
 RateLimitKey = options_pb2.RateLimitKey
 LUA_FILTER = Path(__file__).resolve().parent / "envelope.lua"
 GATEKEEPER = "gatekeeper"
+AUTHZ = "authz"  # the gatekeeper's HTTP listener for ext_authz checks
 SUPPORT_PREFIX = "/api/"
 _AUTH_NAMES = {
     AuthMode.AUTH_MODE_SUPPORT_KEY: "support_key",
@@ -100,16 +104,42 @@ def _address(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
-def _context_extensions(binding: Binding) -> dict[str, str]:
+def _route_headers(binding: Binding) -> dict[str, str]:
+    """The route's policy as the x-hydra-route-* headers Envoy adds to its check request."""
+    return {ROUTE_HEADER_PREFIX + k.replace("_", "-"): v for k, v in _route_policy(binding).items()}
+
+
+def _check_service(route_headers: Mapping[str, str]) -> dict[str, Any]:
+    """ext_authz's HTTP service: which headers travel to the gatekeeper, upstream and back to the client."""
+    service: dict[str, Any] = {
+        "server_uri": {"uri": f"http://{AUTHZ}", "cluster": AUTHZ, "timeout": "2s"},
+        "authorization_response": {
+            "allowed_upstream_headers": _exact(IDENTITY_HEADERS),
+            "allowed_client_headers": _exact(("content-type", *RATE_HEADERS)),
+            "allowed_client_headers_on_success": _exact(RATE_HEADERS),
+        },
+    }
+    if route_headers:
+        service["authorization_request"] = {
+            "headers_to_add": [{"key": k, "value": v} for k, v in route_headers.items()]
+        }
+    return service
+
+
+def _exact(names: Sequence[str]) -> dict[str, Any]:
+    return {"patterns": [{"exact": name} for name in names]}
+
+
+def _route_policy(binding: Binding) -> dict[str, str]:
     policy = binding.policy
-    ext = {"auth": _AUTH_NAMES[policy.auth], "scope": policy.scope}
+    values = {"auth": _AUTH_NAMES[policy.auth], "scope": policy.scope}
     if policy.rate_limit.requests_per_minute:
-        ext["requests_per_minute"] = str(policy.rate_limit.requests_per_minute)
-        ext["limit_name"] = policy.rate_limit.name or binding.rpc
+        values["requests_per_minute"] = str(policy.rate_limit.requests_per_minute)
+        values["limit_name"] = policy.rate_limit.name or binding.rpc
     if policy.auth == AuthMode.AUTH_MODE_WIDGET_TOKEN:
         segments = binding.template.strip("/").split("/")
-        ext["instance_segment"] = str(segments.index("{instance_id}"))
-    return ext
+        values["instance_segment"] = str(segments.index("{instance_id}"))
+    return values
 
 
 def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
@@ -153,7 +183,7 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
         entry["typed_per_filter_config"] = {
             _EXT_AUTHZ: {
                 "@type": _EXT_AUTHZ_PER_ROUTE,
-                "check_settings": {"context_extensions": _context_extensions(binding)},
+                "check_settings": {"http_service": _check_service(_route_headers(binding))},
             }
         }
         if binding.template.startswith(PUBLIC_PREFIX):
@@ -320,7 +350,8 @@ def local_reply_config() -> dict[str, Any]:
     return {"mappers": mappers}
 
 
-def _cluster(name: str, addresses: Sequence[str]) -> dict[str, Any]:
+def _http_cluster(name: str, addresses: Sequence[str]) -> dict[str, Any]:
+    """A cluster of HTTP/1.1 replicas."""
     endpoints = []
     for address in addresses:
         host, _, port = address.rpartition(":")
@@ -331,13 +362,23 @@ def _cluster(name: str, addresses: Sequence[str]) -> dict[str, Any]:
         "dns_lookup_family": "V4_ONLY",
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
+        "circuit_breakers": {
+            "thresholds": [{"max_connections": 4096, "max_pending_requests": 4096, "max_requests": 4096}]
+        },
+    }
+
+
+def _grpc_cluster(name: str, addresses: Sequence[str]) -> dict[str, Any]:
+    """A cluster of gRPC replicas, health-checked over gRPC."""
+    return {
+        **_http_cluster(name, addresses),
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                 "explicit_http_config": {"http2_protocol_options": {}},
             }
         },
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
         "health_checks": [
             {
                 "timeout": "1s",
@@ -349,9 +390,6 @@ def _cluster(name: str, addresses: Sequence[str]) -> dict[str, Any]:
             }
         ],
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
-        "circuit_breakers": {
-            "thresholds": [{"max_connections": 4096, "max_pending_requests": 4096, "max_requests": 4096}]
-        },
     }
 
 
@@ -376,7 +414,7 @@ def _filters(
             "name": _EXT_AUTHZ,
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-                "grpc_service": {"envoy_grpc": {"cluster_name": GATEKEEPER}, "timeout": "2s"},
+                "http_service": _check_service({}),
                 "transport_api_version": "V3",
                 "failure_mode_allow": False,
                 "status_on_error": {"code": 503},
@@ -482,7 +520,10 @@ def render(
                     ],
                 }
             ],
-            "clusters": [_cluster(name, settings.upstreams[name]) for name in [GATEKEEPER, *clusters]],
+            "clusters": [
+                *(_grpc_cluster(name, settings.upstreams[name]) for name in [GATEKEEPER, *clusters]),
+                _http_cluster(AUTHZ, settings.upstreams[AUTHZ]),
+            ],
         },
     }
 

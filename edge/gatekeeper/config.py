@@ -15,6 +15,7 @@ class Settings:
     """Where the gatekeeper listens, its key store, its rate-limit backend, and where instances answer."""
 
     address: str
+    check_address: str  # HTTP/1.1, for Envoy's ext_authz
     database_url: str
     instances_address: str
     redis_url: str | None = None
@@ -33,6 +34,7 @@ class Settings:
             )
         return cls(
             address=config.service_address(env, "gatekeeper"),
+            check_address=config.service_address(env, "authz"),
             database_url=config.env_str(
                 env, "HYDRA_GATEKEEPER_DATABASE_URL", config.sqlite_default(env, "gatekeeper")
             ),

@@ -6,18 +6,17 @@ import asyncio
 from pathlib import Path
 
 import grpc
-from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
 from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc, context_pb2, context_pb2_grpc
 
 from edge.bindings import load_bindings
 from edge.gatekeeper.config import Settings
+from edge.gatekeeper.http_check import CheckServer
 from edge.gatekeeper.instances import InstanceDirectory
 from edge.gatekeeper.limiter import Limiter, MemoryLimiter, RedisLimiter
 from edge.gatekeeper.service import Authorizer, KeyAdmin, KeyStore
 from edge.gatekeeper.servicer import (
     ApiKeyContextServicer,
-    AuthorizationServicer,
     KeyAdminServicer,
     RateLimitServicer,
 )
@@ -41,7 +40,7 @@ def build(settings: Settings) -> GrpcApp:
     db = Database(settings.database_url, schema=SCHEMA)
     limiter: Limiter = RedisLimiter(settings.redis_url, logger) if settings.redis_url else MemoryLimiter()
     store = KeyStore(db=db, ttl=settings.key_cache_seconds)
-    authz = AuthorizationServicer(Authorizer(store=store, limiter=limiter), logger)
+    checks = CheckServer(settings.check_address, Authorizer(store=store, limiter=limiter), logger)
     rls = RateLimitServicer(limiter)
     instances = InstanceDirectory(settings.instances_address)
     key_admin = KeyAdmin(db=db, instances=instances)
@@ -50,12 +49,12 @@ def build(settings: Settings) -> GrpcApp:
     key_context = ApiKeyContextServicer(key_admin, scopes)
 
     def register(server: grpc.aio.Server) -> None:
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(authz, server)
         rls_pb2_grpc.add_RateLimitServiceServicer_to_server(rls, server)
         admin_pb2_grpc.add_KeyAdminServiceServicer_to_server(admin, server)
         context_pb2_grpc.add_ApiKeyContextServiceServicer_to_server(key_context, server)
 
     async def close() -> None:
+        await checks.close()
         await store.close()
         await instances.close()
         await limiter.close()
@@ -69,6 +68,7 @@ def build(settings: Settings) -> GrpcApp:
         register=register,
         probe=db.ping,
         close=close,
+        start=checks.start,
     )
 
 

@@ -238,14 +238,14 @@ class KeyStore:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
 
-# Auth modes as the edge config names them in each route's context_extensions.
+# Auth modes as the edge config names them in each route's policy.
 SUPPORT_KEY, CORE_KEY, WIDGET_TOKEN, PUBLIC = "support_key", "core_key", "widget_token", "public"
 _KIND_FOR_MODE = {SUPPORT_KEY: "hmcp", CORE_KEY: "hc_live", WIDGET_TOKEN: "widget"}
 
 
 @dataclass(frozen=True)
 class RouteAccess:
-    """A route's policy, as the edge config hands it to Check."""
+    """A route's policy, as the edge config hands it to each check."""
 
     auth: str
     scope: str = ""
@@ -254,13 +254,13 @@ class RouteAccess:
     instance_segment: int = -1  # widget routes: which path segment holds the instance id
 
     @classmethod
-    def from_extensions(cls, ext: Mapping[str, str]) -> RouteAccess:
+    def from_policy(cls, policy: Mapping[str, str]) -> RouteAccess:
         return cls(
-            auth=ext.get("auth", ""),
-            scope=ext.get("scope", ""),
-            limit_name=ext.get("limit_name", ""),
-            requests_per_minute=int(ext.get("requests_per_minute") or 0),
-            instance_segment=int(ext.get("instance_segment") or -1),
+            auth=policy.get("auth", ""),
+            scope=policy.get("scope", ""),
+            limit_name=policy.get("limit_name", ""),
+            requests_per_minute=int(policy.get("requests_per_minute") or 0),
+            instance_segment=int(policy.get("instance_segment") or -1),
         )
 
     @property

@@ -1,88 +1,25 @@
-"""The gatekeeper over gRPC: Envoy's ext_authz and RLS protocols, and the key-admin API."""
+"""The gatekeeper over gRPC: Envoy's rate-limit service (RLS) and the key-admin API."""
 
 from __future__ import annotations
 
 import hmac
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
-from envoy.type.v3 import http_status_pb2
-from google.rpc import code_pb2, status_pb2
 from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc, context_pb2, context_pb2_grpc
 from sqlalchemy import Row
 
 from edge.gatekeeper import keys
 from edge.gatekeeper.limiter import Limiter
-from edge.gatekeeper.service import Admission, Authorizer, KeyAdmin, RouteAccess, rate_headers
-from services.common.errors import RateLimited, Surface, Unauthenticated, Unavailable, render
+from edge.gatekeeper.service import KeyAdmin, rate_headers
+from services.common.errors import RateLimited, Surface, Unauthenticated, render
 from services.common.fields import timestamp
-from services.common.identity import IDENTITY_HEADERS, current_identity
+from services.common.identity import current_identity
 
-_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-_GRPC_CODE_FOR_HTTP = {
-    401: code_pb2.UNAUTHENTICATED,
-    403: code_pb2.PERMISSION_DENIED,
-    429: code_pb2.RESOURCE_EXHAUSTED,
-}
 ADMIN_TOKEN_HEADER = "x-hydra-admin-token"
-
-
-def _headers(values: dict[str, str]) -> list[base_pb2.HeaderValueOption]:
-    return [
-        base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, value=v), append_action=_OVERWRITE)
-        for k, v in values.items()
-    ]
-
-
-def check_response(admission: Admission, surface: Surface) -> external_auth_pb2.CheckResponse:
-    """An Admission in Envoy's terms: identity headers upstream, or the surface's error body."""
-    if admission.error is None:
-        return external_auth_pb2.CheckResponse(
-            status=status_pb2.Status(code=code_pb2.OK),
-            ok_response=external_auth_pb2.OkHttpResponse(
-                headers=_headers(admission.identity),
-                headers_to_remove=[h for h in IDENTITY_HEADERS if h not in admission.identity],
-                response_headers_to_add=_headers(admission.rate_headers),
-            ),
-        )
-    rendered = render(admission.error, surface)
-    return external_auth_pb2.CheckResponse(
-        status=status_pb2.Status(code=_GRPC_CODE_FOR_HTTP.get(rendered.http_status, code_pb2.UNAVAILABLE)),
-        denied_response=external_auth_pb2.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=rendered.http_status),
-            headers=_headers({"content-type": "application/json", **admission.rate_headers}),
-            body=rendered.body,
-        ),
-    )
-
-
-class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
-    """ext_authz Check: every key-authenticated route passes here first."""
-
-    def __init__(self, authorizer: Authorizer, logger: logging.Logger) -> None:
-        self._authorizer = authorizer
-        self._log = logger
-
-    async def Check(
-        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
-    ) -> external_auth_pb2.CheckResponse:
-        http = request.attributes.request.http
-        route = RouteAccess.from_extensions(request.attributes.context_extensions)
-        try:
-            admission = await self._authorizer.admit(route, http.headers, http.path)
-        except ValueError:
-            admission = Admission(Unauthenticated("This route does not take API keys."))
-        except Exception as error:
-            self._log.error(
-                "check failed", exc_info=error, extra={"request_id": http.headers.get("x-request-id")}
-            )
-            admission = Admission(Unavailable("Authorization is temporarily unavailable. Retry safe."))
-        return check_response(admission, route.surface)
 
 
 class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):

@@ -76,7 +76,14 @@ def sqlite_default(env: Mapping[str, str], name: str) -> str:
 
 
 # Where each process listens by default (loopback); HYDRA_<NAME>_PORT overrides.
-DEFAULT_PORTS = {"gatekeeper": 50050, "crm": 50051, "tickets": 50052, "instances": 50053, "public": 50054}
+DEFAULT_PORTS = {
+    "authz": 50049,
+    "gatekeeper": 50050,
+    "crm": 50051,
+    "tickets": 50052,
+    "instances": 50053,
+    "public": 50054,
+}
 
 
 def service_port(env: Mapping[str, str], name: str) -> int:

@@ -10,7 +10,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import uvloop
@@ -168,6 +168,7 @@ class GrpcApp:
     probe_interval: float = 2.0
     grace: float = 5.0
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()  # e.g. outbox dispatch, consumers
+    start: Callable[[], Awaitable[None]] | None = None  # e.g. another listener, bound before serving
 
 
 class _HealthMonitor:
@@ -205,6 +206,11 @@ class _HealthMonitor:
             await self.check_once()
 
 
+def _cannot_listen(logger: logging.Logger, app: GrpcApp, address: str) -> NoReturn:
+    logger.error("cannot listen (address in use?)", extra={"address": address, "service": app.name})
+    raise SystemExit(1)
+
+
 async def serve(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event | None = None) -> None:
     """Runs the app until SIGTERM/SIGINT (or `stop`), then drains: NOT_SERVING, stop(grace), close."""
     policies = service_access(*app.services)
@@ -232,8 +238,12 @@ async def serve(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event | N
     except RuntimeError:
         bound = 0
     if bound == 0:
-        logger.error("cannot listen (address in use?)", extra={"address": app.address, "service": app.name})
-        raise SystemExit(1)
+        _cannot_listen(logger, app, app.address)
+    if app.start is not None:
+        try:
+            await app.start()
+        except OSError as error:
+            _cannot_listen(logger, app, str(error))
     monitor = _HealthMonitor(app, health, logger)
     await monitor.check_once()
     await server.start()

@@ -26,6 +26,7 @@ def stack_env(
         HYDRA_EDGE_PORT=str(free_port()),
         HYDRA_ENVOY_ADMIN_PORT=str(free_port()),
         HYDRA_GATEKEEPER_PORT=str(free_port()),
+        HYDRA_AUTHZ_PORT=str(free_port()),
         HYDRA_CRM_PORT=str(free_port()),
         HYDRA_TICKETS_PORT=str(free_port()),
         HYDRA_INSTANCES_PORT=str(free_port()),

@@ -12,7 +12,9 @@ SETTINGS = EdgeSettings(
     listen_host="127.0.0.1",
     port=8080,
     admin_port=9901,
-    upstreams={name: ["127.0.0.1:1"] for name in ("gatekeeper", "crm", "tickets", "instances", "public")},
+    upstreams={
+        name: ["127.0.0.1:1"] for name in ("authz", "gatekeeper", "crm", "tickets", "instances", "public")
+    },
 )
 
 
@@ -20,6 +22,13 @@ def routes() -> list[dict[str, Any]]:
     config = render(SETTINGS, load_bindings())
     manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     return manager["route_config"]["virtual_hosts"][0]["routes"]
+
+
+def check_headers(route: dict[str, Any]) -> dict[str, str]:
+    """The headers Envoy adds to this route's check request."""
+    settings = route["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["check_settings"]
+    added = settings["http_service"]["authorization_request"]["headers_to_add"]
+    return {h["key"]: h["value"] for h in added}
 
 
 def test_every_lead_binding_has_one_route_with_its_scope() -> None:
@@ -32,8 +41,10 @@ def test_every_lead_binding_has_one_route_with_its_scope() -> None:
         "hydra.crm.v1.LeadService.DeleteLead:DELETE": "crm:write",
     }
     for name, scope in expected.items():
-        ext = by_name[name]["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["check_settings"]
-        assert ext["context_extensions"] == {"auth": "support_key", "scope": scope}
+        assert check_headers(by_name[name]) == {
+            "x-hydra-route-auth": "support_key",
+            "x-hydra-route-scope": scope,
+        }
         assert by_name[name]["route"]["cluster"] == "crm"
 
 
@@ -98,7 +109,4 @@ def test_streaming_routes_have_no_timeout() -> None:
         SETTINGS,
     )
     assert route["route"]["timeout"] == "0s"
-    ext = route["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["check_settings"][
-        "context_extensions"
-    ]
-    assert ext["instance_segment"] == "3"
+    assert check_headers(route)["x-hydra-route-instance-segment"] == "3"
