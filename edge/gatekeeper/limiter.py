@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import math
 import os
@@ -9,10 +11,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from edge.gatekeeper.resp import ReplyError, RespConnection
 
 WINDOW_SECONDS = 60.0
 
@@ -94,24 +95,45 @@ return {0, 0, tonumber(oldest[2]) + window - now}
 class RedisLimiter:
     """Windows in Redis, shared by every gatekeeper; falls back to in-process while Redis is down."""
 
-    def __init__(self, url: str, logger: logging.Logger, window: float = WINDOW_SECONDS) -> None:
-        self._redis = aioredis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        self._script = self._redis.register_script(_SLIDING_WINDOW)
+    def __init__(
+        self,
+        url: str,
+        logger: logging.Logger,
+        window: float = WINDOW_SECONDS,
+        *,
+        timeout: float = 0.5,
+        retry_interval: float = 1.0,
+    ) -> None:
+        self._url = url
+        self._timeout = timeout
+        self._retry_interval = retry_interval
+        self._script = _SLIDING_WINDOW.encode()
+        self._sha = hashlib.sha1(self._script).hexdigest()
         self._window_us = int(window * 1_000_000)
         self._fallback = MemoryLimiter(window)
         self._log = logger
         self._degraded = False
         self._token = os.urandom(6).hex()
         self._sequence = 0
+        self._connection: RespConnection | None = None
+        self._connecting: asyncio.Lock = asyncio.Lock()
+        self._next_attempt = 0.0
 
     async def hit(self, key: str, limit: int) -> Verdict:
         self._sequence += 1
         member = f"{self._token}{self._sequence}"
+        args = (1, f"hydra:rl:{key}", self._window_us, limit, member)
         try:
-            allowed, remaining, retry_us = await self._script(
-                keys=[f"hydra:rl:{key}"], args=[self._window_us, limit, member]
-            )
-        except (TimeoutError, RedisError, OSError) as error:
+            async with asyncio.timeout(self._timeout):
+                connection = await self._connect()
+                reply = await connection.call("EVALSHA", self._sha, *args)
+                if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+                    reply = await connection.call("EVAL", self._script, *args)  # loads it for next time
+            if isinstance(reply, ReplyError):
+                raise reply
+            allowed, remaining, retry_us = cast(list[int], reply)
+        except (TimeoutError, ReplyError, OSError, ValueError) as error:
+            self._drop()
             if not self._degraded:
                 self._log.error(
                     "redis unreachable, limiting in-process", extra={"error": type(error).__name__}
@@ -121,11 +143,30 @@ class RedisLimiter:
         if self._degraded:
             self._log.warning("redis reachable again, limiting in redis")
             self._degraded = False
-        retry = 0 if allowed else max(1, math.ceil(int(retry_us) / 1_000_000))
-        return Verdict(bool(allowed), limit, int(remaining), retry)
+        retry = 0 if allowed else max(1, math.ceil(retry_us / 1_000_000))
+        return Verdict(bool(allowed), limit, remaining, retry)
 
-    async def ping(self) -> None:
-        await self._redis.ping()
+    async def _connect(self) -> RespConnection:
+        """The shared connection, opened when missing (after a failed attempt, none for a retry interval)."""
+        if self._connection is not None and not self._connection.closed:
+            return self._connection
+        async with self._connecting:
+            if self._connection is not None and not self._connection.closed:
+                return self._connection
+            if time.monotonic() < self._next_attempt:
+                raise ConnectionError("redis was unreachable moments ago")
+            try:
+                self._connection = await RespConnection.open(self._url)
+            except BaseException:  # timed out too: checks meanwhile go in-process without waiting
+                self._next_attempt = time.monotonic() + self._retry_interval
+                raise
+            return self._connection
+
+    def _drop(self) -> None:
+        # A connection whose reply timed out is out of step with its callers: start over.
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        self._drop()

@@ -134,14 +134,14 @@ def create_database(admin_url: str, name: str) -> str:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    """A fresh Redis with no persistence; yields its URL."""
+def redis_server(*, port: int | None = None, password: str | None = None) -> Iterator[str]:
+    """A fresh Redis with no persistence (on `port`, requiring `password`, when given); yields its URL."""
     binary = shutil.which("redis-server") or (
         "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
     )
     if binary is None:
         raise RuntimeError("redis-server not found: apt-get install -y redis-server")
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         [
             binary,
@@ -155,11 +155,12 @@ def redis_server() -> Iterator[str]:
             "no",
             "--daemonize",
             "no",
+            *(["--requirepass", password] if password else []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"redis://127.0.0.1:{port}/0"
+    url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{port}/0"
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=1)
         deadline = time.monotonic() + 15
