@@ -183,6 +183,15 @@ def test_spoofed_identity_headers_change_nothing(edge: Edge) -> None:
     assert lead["tenant_id"] == writer.tenant
 
 
+def test_route_policy_headers_sent_by_the_client_change_nothing(edge: Edge) -> None:
+    reader = edge.key(scopes=["crm:read"])
+    spoof = {"X-Hydra-Route-Auth": "public", "X-Hydra-Route-Scope": "crm:read"}
+    body = assert_error(edge.http.post(LEADS, json={"name": "x"}, headers=spoof), 401, "unauthorized")
+    assert body["error"] == "Missing API key. Send it as 'Authorization: Bearer hmcp_...'."
+    spoofed = edge.http.post(LEADS, json={"name": "x"}, headers={**reader.bearer, **spoof})
+    assert_error(spoofed, 403, "forbidden_scope")
+
+
 def create_with(edge: Edge, key: Key, extra_headers: dict[str, str]) -> dict:
     response = edge.http.post(LEADS, json={"name": "mine"}, headers={**key.bearer, **extra_headers})
     assert response.status_code == 201
