@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from edge.gatekeeper.resp import ReplyError, RespConnection
+from edge.gatekeeper.resp import ReplyError, RespConnection, split_url
 
 WINDOW_SECONDS = 60.0
 
@@ -105,6 +105,7 @@ class RedisLimiter:
         retry_interval: float = 1.0,
     ) -> None:
         self._url = url
+        split_url(url)  # a malformed URL stops start-up rather than every check
         self._timeout = timeout
         self._retry_interval = retry_interval
         self._script = _SLIDING_WINDOW.encode()
@@ -132,7 +133,7 @@ class RedisLimiter:
             if isinstance(reply, ReplyError):
                 raise reply
             allowed, remaining, retry_us = cast(list[int], reply)
-        except (TimeoutError, ReplyError, OSError, ValueError) as error:
+        except (TimeoutError, ReplyError, OSError, ValueError, TypeError) as error:
             self._drop()
             if not self._degraded:
                 self._log.error(

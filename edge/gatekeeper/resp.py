@@ -11,7 +11,7 @@ import asyncio
 import ssl
 from collections import deque
 from typing import cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 Reply = int | bytes | str | list["Reply"] | None
 
@@ -66,6 +66,14 @@ def parse(buffer: bytes | bytearray, start: int = 0) -> tuple[Reply | ReplyError
     raise ConnectionError(f"not a RESP reply: {bytes(buffer[start : start + 20])!r}")
 
 
+def split_url(url: str) -> SplitResult:
+    """The parts of a redis:// or rediss:// URL; ValueError for anything else."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(f"HYDRA_REDIS_URL must look like redis://host:port/db, got {url!r}")
+    return parts
+
+
 class RespConnection(asyncio.Protocol):
     """One connection; `call` may be used by many tasks at once."""
 
@@ -78,12 +86,10 @@ class RespConnection(asyncio.Protocol):
     @classmethod
     async def open(cls, url: str) -> RespConnection:
         """Connects to redis://[user:password@]host[:port][/db] (rediss:// for TLS), authenticated."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-            raise ValueError(f"HYDRA_REDIS_URL must look like redis://host:port/db, got {url!r}")
+        parts = split_url(url)
         _, connection = await asyncio.get_running_loop().create_connection(
             cls,
-            parts.hostname,
+            cast(str, parts.hostname),
             parts.port or 6379,
             ssl=ssl.create_default_context() if parts.scheme == "rediss" else None,
         )

@@ -2,7 +2,7 @@
 
 import pytest
 
-from edge.gatekeeper.resp import ReplyError, _Incomplete, encode, parse
+from edge.gatekeeper.resp import ReplyError, _Incomplete, encode, parse, split_url
 
 
 def test_commands_are_arrays_of_bulk_strings() -> None:
@@ -41,3 +41,10 @@ def test_errors_are_returned_and_replies_read_back_to_back() -> None:
 def test_garbage_is_a_connection_error() -> None:
     with pytest.raises(ConnectionError):
         parse(b"?what\r\n")
+
+
+@pytest.mark.parametrize("url", ["http://redis:6379", "redis://", "unix:///tmp/redis.sock"])
+def test_only_redis_urls_with_a_host_are_accepted(url: str) -> None:
+    with pytest.raises(ValueError, match="HYDRA_REDIS_URL"):
+        split_url(url)
+    assert split_url("rediss://:pw@cache:6380/2").port == 6380
