@@ -59,6 +59,7 @@ lint: venv  ## ruff + mypy.
 bench: protos  ## Benchmarks through the full edge on PostgreSQL + Redis (prints figures).
 	$(PY) -m bench.edge
 	$(PY) -m bench.services
+	$(PY) -m bench.checks
 	$(PY) -m bench.widget
 
 clean:

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,14 @@ class Case:
 
 
 def wrk(
-    url: str, key: str, *, duration: int, connections: int, body: str | None = None, clients: int = 0
+    url: str,
+    key: str,
+    *,
+    duration: int,
+    connections: int,
+    body: str | None = None,
+    clients: int = 0,
+    headers: Mapping[str, str] | None = None,
 ) -> dict[str, float]:
     """Runs wrk once (POSTing `body` when given); returns req/s, p50/p90/p99 in ms, and non-2xx answers."""
     argv = [
@@ -53,6 +61,8 @@ def wrk(
         "-H",
         f"Authorization: Bearer {key}",
     ]
+    for name, value in (headers or {}).items():
+        argv += ["-H", f"{name}: {value}"]
     env = dict(os.environ)
     if body is not None:
         argv += ["-s", str(HERE / "post_json.lua")]
