@@ -58,6 +58,7 @@ lint: venv  ## ruff + mypy.
 
 bench: protos  ## Benchmarks through the full edge on PostgreSQL + Redis (prints figures).
 	$(PY) -m bench.edge
+	$(PY) -m bench.edge --rate 500 --case "POST /api/v1/tickets"
 	$(PY) -m bench.services
 	$(PY) -m bench.checks
 	$(PY) -m bench.widget

@@ -1,7 +1,9 @@
 """Throughput and latency through the full edge (Envoy, gatekeeper, services; PostgreSQL + Redis), with wrk.
 
 Prints figures; never passes or fails on them. `python -m bench.edge [--duration 15] [--connections 32]
-[--profile DIR]` (--profile records py-spy flame graphs of the gatekeeper and crm during each run).
+[--rate R] [--profile DIR]` (--profile records py-spy flame graphs of the gatekeeper and crm during each
+run). wrk keeps --connections busy and reports the most the stack can do; --rate R offers R requests per
+second instead (bench/paced.py) and reports the latency at that load.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.paced import paced
 from bench.stack import bench_stack, host_speed, host_speed_line
 from hydractl.cli import create_tenant, mint
 
@@ -141,12 +144,105 @@ def profile(pid: int, out: Path, duration: int) -> subprocess.Popen[bytes] | Non
     )
 
 
+def seeded_cases(env: dict[str, str], base: str) -> tuple[str, list[Case]]:
+    """Seeds a tenant with the records the cases read and write; its CRM key and the cases."""
+    tenant = create_tenant(env, "bench")
+    key = mint(
+        env,
+        tenant=tenant,
+        rate_limit=1_000_000_000,
+        scopes=["crm:read", "crm:write", "tickets:read", "tickets:write"],
+    )["key"]
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
+        lead = [http.post("/api/v1/leads", json={"name": f"seed {i}"}).json()["lead"] for i in range(200)][
+            100
+        ]
+        account = http.post("/api/v1/accounts", json={"name": "Bench Inc"}).json()["account"]
+        contact = http.post(
+            "/api/v1/contacts", json={"email": "bench@example.com", "account_id": account["id"]}
+        ).json()["contact"]
+        ticket = http.post("/api/v1/tickets", json={"title": "seed", "customer_id": contact["id"]}).json()
+    core_key = mint(
+        env,
+        tenant=tenant,
+        kind="hc_live",
+        rate_limit=1_000_000_000,
+        scopes=["instances:read", "instances:write", "sites:write"],
+    )["key"]
+    instance = httpx.post(
+        f"{base}/v1/instances", json={"name": "Bench bot"}, headers={"X-Api-Key": core_key}
+    ).json()
+    site = httpx.post(f"{base}/v1/sites", json={"name": "Bench site"}, headers={"X-Api-Key": core_key}).json()
+    cases = [
+        Case("GET /api/v1/leads/{id}", f"{base}/api/v1/leads/{lead['id']}"),
+        Case("GET /api/v1/leads (25)", f"{base}/api/v1/leads"),
+        Case(
+            "POST /api/v1/leads",
+            f"{base}/api/v1/leads",
+            '{"email": "b{n}@example.com", "name": "B {n}"}',
+        ),
+        Case("GET /api/v1/contacts/{id}", f"{base}/api/v1/contacts/{contact['id']}"),
+        Case(
+            "POST /api/v1/contacts",
+            f"{base}/api/v1/contacts",
+            f'{{"email": "c{{n}}@example.com", "account_id": "{account["id"]}"}}',
+        ),
+        Case("GET /api/v1/tickets/{id}", f"{base}/api/v1/tickets/{ticket['ticket']['id']}"),
+        Case("POST /api/v1/tickets (no customer)", f"{base}/api/v1/tickets", '{"title": "T {n}"}'),
+        Case(
+            "POST /api/v1/tickets",
+            f"{base}/api/v1/tickets",
+            f'{{"title": "T {{n}}", "customer_id": "{contact["id"]}"}}',
+        ),
+        Case("GET /v1/instances/{id}", f"{base}/v1/instances/{instance['id']}", key=core_key),
+        Case(
+            "POST /v1/instances/{id}/channels",
+            f"{base}/v1/instances/{instance['id']}/channels",
+            '{"channel_type": "sms", "provider": "twilio", "external_identifier": "+1555{n}"}',
+            key=core_key,
+        ),
+        *(
+            Case(
+                f"POST /v1/public/analytics/track{label}",
+                f"{base}/v1/public/analytics/track",
+                f'{{"site_id": "{site["tracking_token"]}", "page_path": "/p/{{n}}", "session_id": "s"}}',
+                clients=50_000,
+                connections=connections,
+            )
+            # Page views come from many visitors at once: also measured with more connections.
+            for label, connections in (("", 0), (" @128", 128))
+        ),
+    ]
+    return key, cases
+
+
+def load(case: Case, key: str, args: argparse.Namespace) -> dict[str, float]:
+    """Runs one case: at a fixed offered rate (--rate), else with wrk's busy connections."""
+    if args.rate:
+        return paced(
+            case.url, key, rate=args.rate, duration=args.duration, body=case.body, clients=case.clients
+        )
+    return wrk(
+        case.url,
+        key,
+        duration=args.duration,
+        connections=case.connections or args.connections,
+        body=case.body,
+        clients=case.clients,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="open loop: offer this many requests per second (latency from each one's due time), not wrk",
+    )
     parser.add_argument("--profile", type=Path, help="write py-spy profiles here")
     parser.add_argument("--envoy-concurrency", default="1", help="Envoy worker threads")
     parser.add_argument(
@@ -156,7 +252,7 @@ def main() -> None:
         "--log-level", default="INFO", help="services' log level (INFO logs a line per request)"
     )
     args = parser.parse_args()
-    if not shutil.which("wrk"):
+    if not args.rate and not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install -y wrk")
 
     speed_before = host_speed()
@@ -166,78 +262,12 @@ def main() -> None:
         # Page views arrive from many visitors; here they come through one trusted hop (wrk).
         HYDRA_EDGE_TRUSTED_HOPS="1",
     ) as (stack, env):
-        tenant = create_tenant(env, "bench")
-        key = mint(
-            env,
-            tenant=tenant,
-            rate_limit=1_000_000_000,
-            scopes=["crm:read", "crm:write", "tickets:read", "tickets:write"],
-        )["key"]
-        base = stack.edge_url
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
-            lead = [
-                http.post("/api/v1/leads", json={"name": f"seed {i}"}).json()["lead"] for i in range(200)
-            ][100]
-            account = http.post("/api/v1/accounts", json={"name": "Bench Inc"}).json()["account"]
-            contact = http.post(
-                "/api/v1/contacts", json={"email": "bench@example.com", "account_id": account["id"]}
-            ).json()["contact"]
-            ticket = http.post("/api/v1/tickets", json={"title": "seed", "customer_id": contact["id"]}).json()
-        core_key = mint(
-            env,
-            tenant=tenant,
-            kind="hc_live",
-            rate_limit=1_000_000_000,
-            scopes=["instances:read", "instances:write", "sites:write"],
-        )["key"]
-        instance = httpx.post(
-            f"{base}/v1/instances", json={"name": "Bench bot"}, headers={"X-Api-Key": core_key}
-        ).json()
-        site = httpx.post(
-            f"{base}/v1/sites", json={"name": "Bench site"}, headers={"X-Api-Key": core_key}
-        ).json()
-        cases = [
-            Case("GET /api/v1/leads/{id}", f"{base}/api/v1/leads/{lead['id']}"),
-            Case("GET /api/v1/leads (25)", f"{base}/api/v1/leads"),
-            Case(
-                "POST /api/v1/leads",
-                f"{base}/api/v1/leads",
-                '{"email": "b{n}@example.com", "name": "B {n}"}',
-            ),
-            Case("GET /api/v1/contacts/{id}", f"{base}/api/v1/contacts/{contact['id']}"),
-            Case(
-                "POST /api/v1/contacts",
-                f"{base}/api/v1/contacts",
-                f'{{"email": "c{{n}}@example.com", "account_id": "{account["id"]}"}}',
-            ),
-            Case("GET /api/v1/tickets/{id}", f"{base}/api/v1/tickets/{ticket['ticket']['id']}"),
-            Case("POST /api/v1/tickets (no customer)", f"{base}/api/v1/tickets", '{"title": "T {n}"}'),
-            Case(
-                "POST /api/v1/tickets",
-                f"{base}/api/v1/tickets",
-                f'{{"title": "T {{n}}", "customer_id": "{contact["id"]}"}}',
-            ),
-            Case("GET /v1/instances/{id}", f"{base}/v1/instances/{instance['id']}", key=core_key),
-            Case(
-                "POST /v1/instances/{id}/channels",
-                f"{base}/v1/instances/{instance['id']}/channels",
-                '{"channel_type": "sms", "provider": "twilio", "external_identifier": "+1555{n}"}',
-                key=core_key,
-            ),
-            *(
-                Case(
-                    f"POST /v1/public/analytics/track{label}",
-                    f"{base}/v1/public/analytics/track",
-                    f'{{"site_id": "{site["tracking_token"]}", "page_path": "/p/{{n}}", "session_id": "s"}}',
-                    clients=50_000,
-                    connections=connections,
-                )
-                # Page views come from many visitors at once: also measured with more connections.
-                for label, connections in (("", 0), (" @128", 128))
-            ),
-        ]
+        key, cases = seeded_cases(env, stack.edge_url)
+        offered = (
+            f"{args.rate:g} req/s offered (open loop)" if args.rate else f"{args.connections} connections"
+        )
         print(
-            f"\n{args.connections} connections, {args.duration}s each, PostgreSQL + Redis "
+            f"\n{offered}, {args.duration}s each, PostgreSQL + Redis "
             f"(no fsync, nor for mail), log level {args.log_level}, "
             f"{args.envoy_concurrency} Envoy worker(s)\n"
         )
@@ -259,14 +289,7 @@ def main() -> None:
                     if spy:
                         spies.append(spy)
             before = cpu_seconds(stack.processes)
-            f = wrk(
-                case.url,
-                case.key or key,
-                duration=args.duration,
-                connections=case.connections or args.connections,
-                body=case.body,
-                clients=case.clients,
-            )
+            f = load(case, case.key or key, args)
             spent = cpu_seconds(stack.processes)
             requests = f["rps"] * args.duration
             shares.append((name, {p: (spent[p] - before[p]) * 1000 / requests for p in spent}))
@@ -277,7 +300,8 @@ def main() -> None:
                 f"{f['non_2xx']:>9.0f}",
                 flush=True,
             )
-        print("\nCPU milliseconds per request, by process (wrk not counted)")
+        generator = "the load generator" if args.rate else "wrk"
+        print(f"\nCPU milliseconds per request, by process ({generator} not counted)")
         names = [*stack.processes, "postgres", "redis"]
         print(f"{'case':<36}" + "".join(f"{n:>11}" for n in names))
         for name, share in shares:
