@@ -15,8 +15,6 @@ from urllib.parse import urlsplit
 
 import uvloop
 
-_MAX_HEAD = 64 * 1024
-
 
 class _Connection:
     """One keep-alive HTTP/1.1 connection."""
@@ -28,9 +26,7 @@ class _Connection:
     async def exchange(self, request: bytes) -> int:
         """Sends one request and reads its whole answer; returns the status code."""
         self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        if len(head) > _MAX_HEAD:
-            raise ValueError("response head too long")
+        head = await self.reader.readuntil(b"\r\n\r\n")  # LimitOverrunError past 64 KiB
         status_line, _, rest = head.partition(b"\r\n")
         length = 0
         for line in rest.split(b"\r\n"):
@@ -128,7 +124,7 @@ async def _run(
         try:
             conn = await pool.take()
             status = await conn.exchange(_request(url, headers, body, n, clients))
-        except (OSError, ValueError, asyncio.IncompleteReadError):
+        except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             failures += 1
             await pool.lost(conn)
             return
