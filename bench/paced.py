@@ -41,21 +41,31 @@ class _Connection:
         self.writer.close()
 
 
-def _request(url: str, headers: Mapping[str, str], body: str | None, n: int, clients: int) -> bytes:
-    parts = urlsplit(url)
-    method = "POST" if body is not None else "GET"
-    lines = [f"{method} {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1"]
-    lines.append(f"Host: {parts.netloc}")
-    lines.extend(f"{name}: {value}" for name, value in headers.items())
-    if clients:  # many visitors behind one trusted proxy, as bench/post_json.lua does for wrk
-        c = n % clients
-        lines.append(f"X-Forwarded-For: 10.{c >> 16 & 255}.{c >> 8 & 255}.{c & 255}")
-    payload = b""
-    if body is not None:
-        payload = body.replace("{n}", str(n)).encode()
-        lines.append("Content-Type: application/json")
-        lines.append(f"Content-Length: {len(payload)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+class _Requests:
+    """The requests of one run: the fixed head is built once, only the numbered parts per request."""
+
+    def __init__(self, url: str, headers: Mapping[str, str], body: str | None, clients: int) -> None:
+        parts = urlsplit(url)
+        method = "POST" if body is not None else "GET"
+        lines = [f"{method} {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1"]
+        lines.append(f"Host: {parts.netloc}")
+        lines.extend(f"{name}: {value}" for name, value in headers.items())
+        if body is not None:
+            lines.append("Content-Type: application/json")
+        self._head = "\r\n".join(lines) + "\r\n"
+        self._body = body
+        self._clients = clients
+
+    def number(self, n: int) -> bytes:
+        """Request `n`: its body numbered, from its own forwarded client address when spread."""
+        extra = ""
+        if self._clients:  # many visitors behind one trusted proxy, as bench/post_json.lua does for wrk
+            c = n % self._clients
+            extra = f"X-Forwarded-For: 10.{c >> 16 & 255}.{c >> 8 & 255}.{c & 255}\r\n"
+        if self._body is None:
+            return (self._head + extra + "\r\n").encode()
+        payload = self._body.replace("{n}", str(n)).encode()
+        return (self._head + extra + f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
 
 
 def _percentile(ordered: list[float], fraction: float) -> float:
@@ -115,6 +125,7 @@ async def _run(
 ) -> dict[str, float]:
     parts = urlsplit(url)
     pool = _Pool(parts.hostname or "127.0.0.1", parts.port or 80, max_connections)
+    requests = _Requests(url, headers, body, clients)
     latencies: list[float] = []
     failures = 0
 
@@ -123,7 +134,7 @@ async def _run(
         conn = None
         try:
             conn = await pool.take()
-            status = await conn.exchange(_request(url, headers, body, n, clients))
+            status = await conn.exchange(requests.number(n))
         except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             failures += 1
             await pool.lost(conn)

@@ -28,6 +28,13 @@ class _Recorder(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(answer)
 
+    def do_GET(self) -> None:
+        with self.lock:
+            self.seen.append((self.path, dict(self.headers), ""))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -60,6 +67,15 @@ def test_every_scheduled_request_is_sent_numbered_and_counted(server: str) -> No
     assert figures["non_2xx"] == 4  # n = 0, 5, 10, 15
     assert figures["p50"] <= figures["p90"] <= figures["p99"]
     assert 1 <= figures["connections"] <= 20
+
+
+def test_without_a_body_each_request_is_a_get_with_no_content_headers(server: str) -> None:
+    figures = paced(server, "hmcp_k", rate=40, duration=0.25)
+
+    assert len(_Recorder.seen) == 10
+    assert figures["non_2xx"] == 0
+    assert all("Content-Length" not in headers for _, headers, _ in _Recorder.seen)
+    assert all("X-Forwarded-For" not in headers for _, headers, _ in _Recorder.seen)
 
 
 def test_an_address_nobody_listens_on_counts_every_request_as_failed() -> None:
