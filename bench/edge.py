@@ -268,7 +268,7 @@ def main() -> None:
         )
         print(
             f"\n{offered}, {args.duration}s each, PostgreSQL + Redis "
-            f"(no fsync, nor for mail), log level {args.log_level}, "
+            f"(no fsync, nor for mail; consumers in delivery processes), log level {args.log_level}, "
             f"{args.envoy_concurrency} Envoy worker(s)\n"
         )
         print(f"{'case':<36}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
@@ -302,10 +302,10 @@ def main() -> None:
             )
         generator = "the load generator" if args.rate else "wrk"
         print(f"\nCPU milliseconds per request, by process ({generator} not counted)")
-        names = [*stack.processes, "postgres", "redis"]
-        print(f"{'case':<36}" + "".join(f"{n:>11}" for n in names))
+        widths = {n: max(11, len(n) + 2) for n in [*stack.processes, "postgres", "redis"]}
+        print(f"{'case':<36}" + "".join(f"{n:>{w}}" for n, w in widths.items()))
         for name, share in shares:
-            print(f"{name:<36}" + "".join(f"{share[n]:>11.2f}" for n in names))
+            print(f"{name:<36}" + "".join(f"{share[n]:>{w}.2f}" for n, w in widths.items()))
     print(f"\n{host_speed_line(speed_before)}")
 
 

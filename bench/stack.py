@@ -37,7 +37,8 @@ def bench_stack(**extra_env: str) -> Iterator[tuple[Stack, dict[str, str]]]:
             database_url=create_database(admin_url, f"bench_{uuid.uuid4().hex[:6]}"),
             redis_url=redis_url,
             # Like the benchmark's PostgreSQL (fsync=off): the figures are about the software, not the disk.
-            **{"HYDRA_MAILDIR_FSYNC": "off", **extra_env},
+            # Consumers in delivery processes, as deployed with Redis (compose.yaml).
+            **{"HYDRA_MAILDIR_FSYNC": "off", "HYDRA_EVENTS_CONSUMERS": "separate", **extra_env},
         )
         with running_stack(env) as stack:
             yield stack, env

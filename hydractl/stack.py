@@ -20,6 +20,7 @@ from edge import envoy_config
 from edge.gatekeeper.config import Settings as GatekeeperSettings
 from edge.gatekeeper.server import migrate as migrate_gatekeeper
 from services.common import config
+from services.common.delivery import DeliverySettings
 from services.crm.config import Settings as CrmSettings
 from services.crm.server import migrate as migrate_crm
 from services.instances.config import Settings as InstancesSettings
@@ -37,6 +38,9 @@ PROCESSES = {
     "instances": "services.instances",
     "public": "services.public",
 }
+# The processes whose event consumers can run apart from their server, as "<name>-delivery".
+DELIVERING = ("crm", "tickets", "instances", "public")
+DELIVERY_SUFFIX = "-delivery"
 
 
 def migrate_all(env: Mapping[str, str]) -> None:
@@ -81,9 +85,17 @@ class Stack:
             argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
+    @property
+    def process_names(self) -> list[str]:
+        """Every Python process of this stack, in start order: servers, then any delivery processes."""
+        separate = DeliverySettings.from_env(self.env).separate_consumers
+        return [*PROCESSES, *(f"{name}{DELIVERY_SUFFIX}" for name in DELIVERING if separate)]
+
     def start_process(self, name: str) -> None:
-        """Starts (or restarts) one gRPC process."""
-        self._spawn(name, [sys.executable, "-m", PROCESSES[name]])
+        """Starts (or restarts) one gRPC process, or a delivery process ("tickets-delivery")."""
+        server = name.removesuffix(DELIVERY_SUFFIX)
+        role = ["deliver"] if server != name else []
+        self._spawn(name, [sys.executable, "-m", PROCESSES[server], *role])
 
     def recover_process(self, name: str, timeout: float = 60.0) -> None:
         """Starts a stopped process again and waits until Envoy's health checks have passed on the new one."""
@@ -114,7 +126,7 @@ class Stack:
     def start(self, timeout: float = 60.0) -> None:
         """Starts every process and Envoy, then waits until the edge reports healthy."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for name in PROCESSES:
+        for name in self.process_names:
             self.start_process(name)
         settings = envoy_config.EdgeSettings.from_env(self.env)
         path = envoy_config.write(settings, self.log_dir / "envoy.yaml")
@@ -170,8 +182,8 @@ class Stack:
             process.wait()
 
     def stop(self) -> None:
-        """Stops Envoy first (no new requests), then every gRPC process."""
-        for name in ["envoy", *reversed(list(PROCESSES))]:
+        """Stops Envoy first (no new requests), then every Python process."""
+        for name in ["envoy", *reversed(self.process_names)]:
             self.stop_process(name)
         for log in self._logs:
             log.close()

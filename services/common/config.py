@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
@@ -51,6 +51,16 @@ def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
         return _FLAGS[raw.strip().lower()]
     except KeyError:
         raise ConfigError(f"{name} must be 1/0, true/false, yes/no or on/off, got {raw!r}") from None
+
+
+def env_choice(env: Mapping[str, str], name: str, choices: Sequence[str], default: str) -> str:
+    """One of `choices`, or the default when unset or empty."""
+    raw = env.get(name)
+    if not raw:
+        return default
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
 
 
 def data_dir(env: Mapping[str, str]) -> Path:

@@ -41,17 +41,26 @@ class DeliverySettings:
     claim_idle_ms: int
     stream_prefix: str = "hydra:events"
     maildir_fsync: bool = True
+    separate_consumers: bool = False  # consumers run in the service's delivery process, not its server
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DeliverySettings:
+        redis_url = env.get("HYDRA_REDIS_URL") or None
+        consumers = config.env_choice(env, "HYDRA_EVENTS_CONSUMERS", ("in-process", "separate"), "in-process")
+        if consumers == "separate" and redis_url is None:
+            raise config.ConfigError(
+                "HYDRA_EVENTS_CONSUMERS=separate needs HYDRA_REDIS_URL "
+                "(without Redis, events travel in-process)"
+            )
         return cls(
-            redis_url=env.get("HYDRA_REDIS_URL") or None,
+            redis_url=redis_url,
             smtp_url=env.get("HYDRA_SMTP_URL") or None,
             mail_from=config.env_str(env, "HYDRA_MAIL_FROM", "Hydra <no-reply@hydra.localhost>"),
             maildir=config.data_dir(env) / "maildir",
             claim_idle_ms=config.env_int(env, "HYDRA_EVENTS_CLAIM_IDLE_MS", 30_000, minimum=100),
             stream_prefix=config.env_str(env, "HYDRA_EVENTS_STREAM_PREFIX", "hydra:events"),
             maildir_fsync=config.env_flag(env, "HYDRA_MAILDIR_FSYNC", True),
+            separate_consumers=consumers == "separate",
         )
 
 
@@ -92,6 +101,7 @@ class EventDelivery:
     ) -> None:
         self.bus = bus(settings, service=service, address=address, logger=logger)
         self.mailer = mailer(settings)
+        self.separate_consumers = settings.separate_consumers
         self._db = db
         self._inbox = inbox
         self._dispatcher = Dispatcher(db=db, outbox=outbox, bus=self.bus, logger=logger)
@@ -125,7 +135,13 @@ class EventDelivery:
 
     @property
     def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
-        return [self._dispatcher.run, self.bus.run]
+        """The outbox dispatcher: in the server process, where writes wake it."""
+        return [self._dispatcher.run]
+
+    @property
+    def consumers(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        """The event consumers: in the server process, or in a delivery process of their own."""
+        return [self.bus.run]
 
     async def close(self) -> None:
         await self.bus.close()

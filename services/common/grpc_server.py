@@ -167,7 +167,10 @@ class GrpcApp:
     close: Callable[[], Awaitable[None]]
     probe_interval: float = 2.0
     grace: float = 5.0
-    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()  # e.g. outbox dispatch, consumers
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()  # e.g. outbox dispatch
+    consumers: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()  # event consumers
+    # Consumers run in the service's delivery process (`python -m services.<name> deliver`) instead.
+    separate_consumers: bool = False
     start: Callable[[], Awaitable[None]] | None = None  # e.g. another listener, bound before serving
 
 
@@ -249,12 +252,9 @@ async def serve(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event | N
     await server.start()
     logger.info("serving", extra={"address": app.address, "service": app.name})
 
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(monitor.run()), *(asyncio.create_task(job()) for job in app.background)]
+    stop = _stopped_by_signals(stop)
+    jobs = [*app.background, *(() if app.separate_consumers else app.consumers)]
+    tasks = [asyncio.create_task(monitor.run()), *(asyncio.create_task(job()) for job in jobs)]
     try:
         await stop.wait()
     finally:
@@ -268,6 +268,41 @@ async def serve(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event | N
         logger.info("stopped", extra={"service": app.name})
 
 
+async def deliver(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event | None = None) -> None:
+    """Runs only the app's event consumers until SIGTERM/SIGINT (or `stop`), then closes its resources.
+
+    Request handling and event delivery then compete for the CPU as processes, not on one event loop.
+    """
+    if not app.separate_consumers:
+        logger.error(
+            "the event consumers run in the server process; "
+            "a delivery process needs HYDRA_EVENTS_CONSUMERS=separate (with HYDRA_REDIS_URL)",
+            extra={"service": app.name},
+        )
+        raise SystemExit(2)
+    stop = _stopped_by_signals(stop)
+    tasks = [asyncio.create_task(job()) for job in app.consumers]
+    logger.info("delivering events", extra={"service": app.name})
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await app.close()
+        logger.info("stopped", extra={"service": app.name})
+
+
+def _stopped_by_signals(stop: asyncio.Event | None) -> asyncio.Event:
+    """`stop`, or a new event, set on SIGTERM or SIGINT."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 def internal_metadata(
     tenant_id: str, scopes: Sequence[str], key_id: str = "internal"
 ) -> tuple[tuple[str, str], ...]:
@@ -279,10 +314,25 @@ def internal_metadata(
     )
 
 
-__all__ = ["GrpcApp", "HydraInterceptor", "Surface", "internal_metadata", "run", "serve"]
+__all__ = ["GrpcApp", "HydraInterceptor", "Surface", "deliver", "internal_metadata", "main", "run", "serve"]
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
     """Runs a process's main coroutine on uvloop, with start-up objects kept out of GC passes."""
     gc.freeze()  # modules, descriptors and settings live forever: stop rescanning them
     uvloop.run(main)
+
+
+def main(
+    module: str,
+    serve: Callable[[], Coroutine[Any, Any, None]],
+    deliver: Callable[[], Coroutine[Any, Any, None]],
+    argv: Sequence[str],
+) -> None:
+    """`python -m <module>` runs the gRPC server; `python -m <module> deliver`, its event consumers."""
+    if not argv:
+        run(serve())
+    elif list(argv) == ["deliver"]:
+        run(deliver())
+    else:
+        raise SystemExit(f"usage: python -m {module} [deliver]")

@@ -1,8 +1,11 @@
-"""`python -m services.crm`: run the crm gRPC server."""
+"""`python -m services.crm`: the crm gRPC server; with `deliver`, its event consumers."""
 
-from services.common.grpc_server import run
+import sys
+
+from services.common.grpc_server import main
 from services.crm.config import Settings
-from services.crm.server import serve
+from services.crm.server import deliver, serve
 
 if __name__ == "__main__":
-    run(serve(Settings.from_env()))
+    settings = Settings.from_env()
+    main("services.crm", lambda: serve(settings), lambda: deliver(settings), sys.argv[1:])

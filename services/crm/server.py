@@ -23,6 +23,7 @@ from services.common.audit import AuditLog
 from services.common.db import Database
 from services.common.delivery import EventDelivery
 from services.common.grpc_server import GrpcApp
+from services.common.grpc_server import deliver as deliver_app
 from services.common.grpc_server import serve as serve_app
 from services.common.migrations import upgrade
 from services.crm import models, repository
@@ -94,6 +95,8 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
         probe=db.ping,
         close=close,
         background=events.background,
+        consumers=events.consumers,
+        separate_consumers=events.separate_consumers,
     )
 
 
@@ -106,3 +109,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     """Runs the crm server until stopped."""
     logger = hydra_logging.configure("crm", settings.log_level)
     await serve_app(build(settings, logger), logger, stop=stop)
+
+
+async def deliver(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Runs the crm event consumers in a process of their own until stopped."""
+    logger = hydra_logging.configure("crm-delivery", settings.log_level)
+    await deliver_app(build(settings, logger), logger, stop=stop)

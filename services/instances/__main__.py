@@ -1,8 +1,11 @@
-"""`python -m services.instances`: run the instances gRPC server."""
+"""`python -m services.instances`: the instances gRPC server; with `deliver`, its event consumers."""
 
-from services.common.grpc_server import run
+import sys
+
+from services.common.grpc_server import main
 from services.instances.config import Settings
-from services.instances.server import serve
+from services.instances.server import deliver, serve
 
 if __name__ == "__main__":
-    run(serve(Settings.from_env()))
+    settings = Settings.from_env()
+    main("services.instances", lambda: serve(settings), lambda: deliver(settings), sys.argv[1:])

@@ -14,6 +14,7 @@ from services.common.audit import AuditLog
 from services.common.db import Database
 from services.common.delivery import EventDelivery
 from services.common.grpc_server import GrpcApp
+from services.common.grpc_server import deliver as deliver_app
 from services.common.grpc_server import serve as serve_app
 from services.common.migrations import upgrade
 from services.instances import models, repository
@@ -69,6 +70,8 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
         probe=db.ping,
         close=close,
         background=events.background,
+        consumers=events.consumers,
+        separate_consumers=events.separate_consumers,
     )
 
 
@@ -81,3 +84,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     """Runs the instances server until stopped."""
     logger = hydra_logging.configure("instances", settings.log_level)
     await serve_app(build(settings, logger), logger, stop=stop)
+
+
+async def deliver(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Runs the instances event consumers in a process of their own until stopped."""
+    logger = hydra_logging.configure("instances-delivery", settings.log_level)
+    await deliver_app(build(settings, logger), logger, stop=stop)

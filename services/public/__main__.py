@@ -1,8 +1,11 @@
-"""`python -m services.public`: run the public website surface's gRPC server."""
+"""`python -m services.public`: the public gRPC server; with `deliver`, its event consumers."""
 
-from services.common.grpc_server import run
+import sys
+
+from services.common.grpc_server import main
 from services.public.config import Settings
-from services.public.server import serve
+from services.public.server import deliver, serve
 
 if __name__ == "__main__":
-    run(serve(Settings.from_env()))
+    settings = Settings.from_env()
+    main("services.public", lambda: serve(settings), lambda: deliver(settings), sys.argv[1:])

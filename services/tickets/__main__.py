@@ -1,8 +1,11 @@
-"""`python -m services.tickets`: run the tickets gRPC server."""
+"""`python -m services.tickets`: the tickets gRPC server; with `deliver`, its event consumers."""
 
-from services.common.grpc_server import run
+import sys
+
+from services.common.grpc_server import main
 from services.tickets.config import Settings
-from services.tickets.server import serve
+from services.tickets.server import deliver, serve
 
 if __name__ == "__main__":
-    run(serve(Settings.from_env()))
+    settings = Settings.from_env()
+    main("services.tickets", lambda: serve(settings), lambda: deliver(settings), sys.argv[1:])

@@ -15,6 +15,7 @@ from services.common.batching import GroupCommitWriter, insert_row_sets
 from services.common.db import Database
 from services.common.delivery import EventDelivery
 from services.common.grpc_server import GrpcApp
+from services.common.grpc_server import deliver as deliver_app
 from services.common.grpc_server import serve as serve_app
 from services.common.migrations import upgrade
 from services.tickets import models, repository
@@ -73,6 +74,8 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
         probe=db.ping,
         close=close,
         background=[writer.run, *events.background],
+        consumers=events.consumers,
+        separate_consumers=events.separate_consumers,
     )
 
 
@@ -85,3 +88,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     """Runs the tickets server until stopped."""
     logger = hydra_logging.configure("tickets", settings.log_level)
     await serve_app(build(settings, logger), logger, stop=stop)
+
+
+async def deliver(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Runs the tickets event consumers in a process of their own until stopped."""
+    logger = hydra_logging.configure("tickets-delivery", settings.log_level)
+    await deliver_app(build(settings, logger), logger, stop=stop)

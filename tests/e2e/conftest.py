@@ -84,6 +84,7 @@ def edge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             data_dir,
             database_url=create_database(admin_url, f"e2e_{uuid.uuid4().hex[:8]}"),
             redis_url=request.getfixturevalue("redis_url"),
+            HYDRA_EVENTS_CONSUMERS="separate",  # the production shape: consumers in delivery processes
         )
     with running_stack(env) as stack, httpx.Client(base_url=stack.edge_url, timeout=10) as http:
         yield Edge(request.param, stack, env, http)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
@@ -31,8 +34,38 @@ def body(**values: object) -> struct_pb2.Struct:
     return s
 
 
+def create_customers(env: dict[str, str], md: Sequence[tuple[str, str]], addresses: list[str]) -> list[str]:
+    """One account in crm and a contact per address; their ids."""
+    with grpc.insecure_channel(f"127.0.0.1:{env['HYDRA_CRM_PORT']}") as crm:
+        account = (
+            accounts_pb2_grpc.AccountServiceStub(crm)
+            .CreateAccount(accounts_pb2.CreateAccountRequest(account=body(name="A")), metadata=md)
+            .account
+        )
+        contacts = contacts_pb2_grpc.ContactServiceStub(crm)
+        return [
+            contacts.CreateContact(
+                contacts_pb2.CreateContactRequest(contact=body(email=a, account_id=account.id)), metadata=md
+            ).contact.id
+            for a in addresses
+        ]
+
+
+def open_tickets(env: dict[str, str], md: Sequence[tuple[str, str]], customers: list[str]) -> None:
+    """A ticket per customer, through tickets' gRPC server."""
+    with grpc.insecure_channel(f"127.0.0.1:{env['HYDRA_TICKETS_PORT']}") as channel:
+        tickets = tickets_pb2_grpc.TicketServiceStub(channel)
+        for customer in customers:
+            tickets.CreateTicket(
+                tickets_pb2.CreateTicketRequest(ticket=body(title="Help", customer_id=customer)), metadata=md
+            )
+
+
+@pytest.mark.parametrize(
+    ("consumers", "victim"), [("in-process", "tickets"), ("separate", "tickets-delivery")]
+)
 def test_consumer_killed_mid_delivery_sends_each_email_once(
-    tmp_path: Path, postgres_url: str, redis_url: str
+    tmp_path: Path, postgres_url: str, redis_url: str, consumers: str, victim: str
 ) -> None:
     tenant = str(uuid.uuid4())
     md = internal_metadata(tenant, ["crm:write", "crm:read", "tickets:write"])
@@ -43,43 +76,65 @@ def test_consumer_killed_mid_delivery_sends_each_email_once(
             redis_url=redis_url,
             HYDRA_SMTP_URL=smtp.url,
             HYDRA_EVENTS_CLAIM_IDLE_MS="1000",
+            HYDRA_EVENTS_CONSUMERS=consumers,
         )
         with grpc_processes(env, "crm", "tickets") as stack:
-            with grpc.insecure_channel(f"127.0.0.1:{env['HYDRA_CRM_PORT']}") as crm:
-                account = (
-                    accounts_pb2_grpc.AccountServiceStub(crm)
-                    .CreateAccount(accounts_pb2.CreateAccountRequest(account=body(name="A")), metadata=md)
-                    .account
-                )
-                contacts = contacts_pb2_grpc.ContactServiceStub(crm)
-                addresses = [f"c{i}-{tenant[:8]}@example.com" for i in range(3)]
-                customers = [
-                    contacts.CreateContact(
-                        contacts_pb2.CreateContactRequest(contact=body(email=a, account_id=account.id)),
-                        metadata=md,
-                    ).contact.id
-                    for a in addresses
-                ]
+            if consumers == "separate":
+                stack.start_process("tickets-delivery")
+            addresses = [f"c{i}-{tenant[:8]}@example.com" for i in range(3)]
+            customers = create_customers(env, md, addresses)
             smtp.stall.set()
-            with grpc.insecure_channel(f"127.0.0.1:{env['HYDRA_TICKETS_PORT']}") as channel:
-                tickets = tickets_pb2_grpc.TicketServiceStub(channel)
-                for customer in customers:
-                    tickets.CreateTicket(
-                        tickets_pb2.CreateTicketRequest(ticket=body(title="Help", customer_id=customer)),
-                        metadata=md,
-                    )
+            open_tickets(env, md, customers)
             wait_until(smtp.stalled.is_set, what="a delivery in flight")
-            victim = stack.processes.pop("tickets")
-            os.killpg(victim.pid, signal.SIGKILL)  # no drain, no ack, no commit
-            victim.wait()
+            killed = stack.processes.pop(victim)
+            os.killpg(killed.pid, signal.SIGKILL)  # no drain, no ack, no commit
+            killed.wait()
             smtp.stall.clear()
-            stack.start_process("tickets")
-            wait_serving(f"127.0.0.1:{env['HYDRA_TICKETS_PORT']}")
+            stack.start_process(victim)
+            if victim == "tickets":
+                wait_serving(f"127.0.0.1:{env['HYDRA_TICKETS_PORT']}")
             wait_until(lambda: all(smtp.to(a) for a in addresses), what="every confirmation")
             time.sleep(2)  # past the 1 s claim interval: a duplicate would have arrived by now
     assert [len(smtp.to(a)) for a in addresses] == [1, 1, 1]
     message_ids = [smtp.to(a)[0]["Message-ID"] for a in addresses]
     assert len(set(message_ids)) == 3
+
+
+def test_separate_consumers_run_in_the_delivery_process_only(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    tenant = str(uuid.uuid4())
+    md = internal_metadata(tenant, ["crm:write", "crm:read", "tickets:write"])
+    address = f"apart-{tenant[:8]}@example.com"
+    with smtp_server() as smtp:
+        env = stack_env(
+            tmp_path,
+            database_url=postgres_url,
+            redis_url=redis_url,
+            HYDRA_SMTP_URL=smtp.url,
+            HYDRA_EVENTS_CONSUMERS="separate",
+        )
+        with grpc_processes(env, "crm", "tickets") as stack:
+            open_tickets(env, md, create_customers(env, md, [address]))
+            time.sleep(2)  # dispatched at once: were the server consuming, the mail would be here by now
+            assert smtp.to(address) == []
+            stack.start_process("tickets-delivery")
+            wait_until(lambda: smtp.to(address), what="the confirmation, from the delivery process")
+            assert stack.processes["tickets-delivery"].poll() is None
+    assert len(smtp.to(address)) == 1
+
+
+def test_a_delivery_process_refuses_to_start_while_consumers_run_in_the_server(tmp_path: Path) -> None:
+    env = stack_env(tmp_path)
+    finished = subprocess.run(
+        [sys.executable, "-m", "services.tickets", "deliver"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert finished.returncode == 2
+    assert b"a delivery process needs HYDRA_EVENTS_CONSUMERS=separate" in finished.stderr
 
 
 def test_idempotent_consumer_handles_a_redelivered_event_once(tmp_path: Path) -> None:

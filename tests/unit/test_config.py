@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.common.config import ConfigError, env_flag, env_int
+from services.common.config import ConfigError, env_choice, env_flag, env_int
+from services.common.delivery import DeliverySettings
 
 
 @pytest.mark.parametrize(
@@ -30,3 +31,19 @@ def test_integers_below_their_minimum_are_refused() -> None:
         env_int({"HYDRA_N": "0"}, "HYDRA_N", 5, minimum=1)
     with pytest.raises(ConfigError, match="must be an integer"):
         env_int({"HYDRA_N": "five"}, "HYDRA_N", 5)
+
+
+def test_a_choice_is_one_of_its_values_or_refused_by_name() -> None:
+    assert env_choice({}, "HYDRA_C", ("a", "b"), "a") == "a"
+    assert env_choice({"HYDRA_C": "b"}, "HYDRA_C", ("a", "b"), "a") == "b"
+    with pytest.raises(ConfigError, match="HYDRA_C must be one of a, b, got 'c'"):
+        env_choice({"HYDRA_C": "c"}, "HYDRA_C", ("a", "b"), "a")
+
+
+def test_event_consumers_run_in_the_server_unless_told_to_run_apart_which_needs_redis() -> None:
+    assert not DeliverySettings.from_env({}).separate_consumers
+    redis = {"HYDRA_REDIS_URL": "redis://127.0.0.1:6379/0"}
+    assert not DeliverySettings.from_env(redis).separate_consumers
+    assert DeliverySettings.from_env({**redis, "HYDRA_EVENTS_CONSUMERS": "separate"}).separate_consumers
+    with pytest.raises(ConfigError, match="HYDRA_EVENTS_CONSUMERS=separate needs HYDRA_REDIS_URL"):
+        DeliverySettings.from_env({"HYDRA_EVENTS_CONSUMERS": "separate"})
