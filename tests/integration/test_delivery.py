@@ -34,6 +34,20 @@ def body(**values: object) -> struct_pb2.Struct:
     return s
 
 
+def mailing_env(
+    data_dir: Path, postgres_url: str, redis_url: str, smtp_url: str, consumers: str, **extra: str
+) -> dict[str, str]:
+    """A PostgreSQL + Redis stack's environment, mailing through the test's SMTP server."""
+    return stack_env(
+        data_dir,
+        database_url=postgres_url,
+        redis_url=redis_url,
+        HYDRA_SMTP_URL=smtp_url,
+        HYDRA_EVENTS_CONSUMERS=consumers,
+        **extra,
+    )
+
+
 def create_customers(env: dict[str, str], md: Sequence[tuple[str, str]], addresses: list[str]) -> list[str]:
     """One account in crm and a contact per address; their ids."""
     with grpc.insecure_channel(f"127.0.0.1:{env['HYDRA_CRM_PORT']}") as crm:
@@ -70,13 +84,8 @@ def test_consumer_killed_mid_delivery_sends_each_email_once(
     tenant = str(uuid.uuid4())
     md = internal_metadata(tenant, ["crm:write", "crm:read", "tickets:write"])
     with smtp_server() as smtp:
-        env = stack_env(
-            tmp_path,
-            database_url=postgres_url,
-            redis_url=redis_url,
-            HYDRA_SMTP_URL=smtp.url,
-            HYDRA_EVENTS_CLAIM_IDLE_MS="1000",
-            HYDRA_EVENTS_CONSUMERS=consumers,
+        env = mailing_env(
+            tmp_path, postgres_url, redis_url, smtp.url, consumers, HYDRA_EVENTS_CLAIM_IDLE_MS="1000"
         )
         with grpc_processes(env, "crm", "tickets") as stack:
             if consumers == "separate":
@@ -107,13 +116,7 @@ def test_separate_consumers_run_in_the_delivery_process_only(
     md = internal_metadata(tenant, ["crm:write", "crm:read", "tickets:write"])
     address = f"apart-{tenant[:8]}@example.com"
     with smtp_server() as smtp:
-        env = stack_env(
-            tmp_path,
-            database_url=postgres_url,
-            redis_url=redis_url,
-            HYDRA_SMTP_URL=smtp.url,
-            HYDRA_EVENTS_CONSUMERS="separate",
-        )
+        env = mailing_env(tmp_path, postgres_url, redis_url, smtp.url, "separate")
         with grpc_processes(env, "crm", "tickets") as stack:
             open_tickets(env, md, create_customers(env, md, [address]))
             time.sleep(2)  # dispatched at once: were the server consuming, the mail would be here by now
