@@ -60,18 +60,21 @@ def running_stack(env: dict[str, str]) -> Iterator[Stack]:
 def wait_serving(address: str, timeout: float = 30.0) -> None:
     """Blocks until a gRPC server reports SERVING."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        # A channel of its own per attempt: a shared connection refused before the server listened
+        # would wait out gRPC's reconnect backoff (seconds) before trying again.
+        with grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
             try:
                 if (
-                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    health_pb2_grpc.HealthStub(channel)
+                    .Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    .status
                     == health_pb2.HealthCheckResponse.SERVING
                 ):
                     return
             except grpc.RpcError:
                 pass
-            time.sleep(0.1)
+        time.sleep(0.1)
     raise TimeoutError(f"{address} not serving after {timeout:.0f}s")
 
 
