@@ -79,7 +79,7 @@ def wrk(
     return figures
 
 
-def _stat(pid: int | str) -> list[str]:
+def proc_stat(pid: int | str) -> list[str]:
     """The fields of /proc/PID/stat after the command name (state is [0], utime [11], cutime [13])."""
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
@@ -90,12 +90,12 @@ def cpu_seconds(processes: dict[str, subprocess.Popen[bytes]]) -> dict[str, floa
     ticks = os.sysconf("SC_CLK_TCK")
     spent = {name: 0.0 for name in [*processes, "postgres", "redis"]}
     for name, process in processes.items():
-        fields = _stat(process.pid)
+        fields = proc_stat(process.pid)
         spent[name] = (int(fields[11]) + int(fields[12])) / ticks
     for proc in Path("/proc").iterdir():
         try:
             comm = (proc / "comm").read_text().strip()
-            fields = _stat(proc.name) if comm in ("postgres", "redis-server") else None
+            fields = proc_stat(proc.name) if comm in ("postgres", "redis-server") else None
         except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
             continue
         if fields is None:
