@@ -11,17 +11,16 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.common.db import Database
+from services.common.db import Database, DirectConnection
 
 Item = TypeVar("Item")
 Group = TypeVar("Group")
 Key = TypeVar("Key")
 Value = TypeVar("Value")
-InsertMany = Callable[[AsyncConnection, Sequence[Item]], Awaitable[None]]
+InsertMany = Callable[[DirectConnection, Sequence[Item]], Awaitable[None]]
 FetchMany = Callable[[Group, Sequence[Key]], Awaitable[Mapping[Key, Value]]]
 
 
@@ -75,7 +74,7 @@ class GroupCommitWriter(Generic[Item]):
 
     async def _commit(self, batch: list[tuple[Item, asyncio.Future[None]]]) -> None:
         try:
-            async with self._db.transaction() as conn:
+            async with self._db.direct_transaction() as conn:
                 await self._insert_many(conn, [item for item, _ in batch])
         except IntegrityError:
             await self._commit_one_by_one(batch)
@@ -94,7 +93,7 @@ class GroupCommitWriter(Generic[Item]):
         """One refused item must not fail its neighbours: retry the batch item by item."""
         for item, done in batch:
             try:
-                async with self._db.transaction() as conn:
+                async with self._db.direct_transaction() as conn:
                     await self._insert_many(conn, [item])
             except IntegrityError:
                 outcome: BaseException | None = RowRejected()
@@ -120,7 +119,7 @@ class RowSet:
         self.rows.setdefault(table, []).append(row)
 
 
-async def insert_row_sets(conn: AsyncConnection, batch: Sequence[RowSet]) -> None:
+async def insert_row_sets(conn: DirectConnection, batch: Sequence[RowSet]) -> None:
     """Inserts every set of a batch with one multi-row statement per table and row shape (set of columns)."""
     merged: dict[tuple[Table, frozenset[str]], list[Mapping[str, Any]]] = {}
     for row_set in batch:
@@ -128,7 +127,7 @@ async def insert_row_sets(conn: AsyncConnection, batch: Sequence[RowSet]) -> Non
             for row in rows:
                 merged.setdefault((table, frozenset(row)), []).append(row)
     for (table, _), rows in merged.items():
-        await conn.execute(insert(table), rows)
+        await conn.insert_many(table, rows)
 
 
 class LookupCoalescer(Generic[Group, Key, Value]):

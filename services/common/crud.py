@@ -11,6 +11,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine.result import result_tuple
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.common.db import DirectConnection
+
 
 class TenantTable:
     """CRUD on one table whose primary key is (tenant_id, id); every query is scoped by tenant."""
@@ -55,27 +57,27 @@ class TenantTable:
 
     async def among(
         self,
-        conn: AsyncConnection,
+        conn: DirectConnection,
         *,
         tenant_id: uuid.UUID,
         ids: Collection[uuid.UUID],
         columns: Sequence[str],
     ) -> Sequence[Row[Any]]:
         """The tenant's rows whose id is one of `ids` (in no particular order), with only `columns`."""
-        key = (conn.dialect.name, tuple(columns))
+        key = (conn.dialect, tuple(columns))
         query = self._among.get(key)
         if query is None:
             c = self.table.c
             # PostgreSQL: one array parameter, so every batch size shares one prepared statement.
             match = (
                 c.id == any_(bindparam("ids", type_=postgresql.ARRAY(Uuid)))
-                if conn.dialect.name == "postgresql"
+                if conn.dialect == "postgresql"
                 else c.id.in_(bindparam("ids", expanding=True))
             )
             query = self._among[key] = select(*(c[name] for name in columns)).where(
                 c.tenant_id == bindparam("tenant_id"), match
             )
-        return (await conn.execute(query, {"tenant_id": tenant_id, "ids": list(ids)})).all()
+        return await conn.fetch(query, {"tenant_id": tenant_id, "ids": list(ids)})
 
     def _match(
         self, tenant_id: uuid.UUID, row_id: uuid.UUID, scope: Mapping[str, Any] | None

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import event, text
-from sqlalchemy.engine import URL, make_url
+import psycopg
+from psycopg.pq import TransactionStatus
+from psycopg.rows import namedtuple_row
+from sqlalchemy import Select, Table, event, exc, insert, text
+from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 # Constraint names every service's metadata uses, so migrations name them predictably.
@@ -58,19 +65,45 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+class DirectConnection(Protocol):
+    """The few operations of the hottest paths (group commits, batched lookups).
+
+    On PostgreSQL they run on psycopg directly: SQLAlchemy's async execution layer costs more CPU
+    than the statement itself there. Elsewhere they run through SQLAlchemy, with the same results.
+    """
+
+    dialect: str
+
+    async def fetch(self, query: Select[Any], params: Mapping[str, Any]) -> Sequence[Any]:
+        """The rows of `query` (attributes named after its columns), its bind parameters from `params`."""
+        ...
+
+    async def insert_many(self, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Inserts rows that all name the same columns."""
+        ...
+
+
 class Database:
     """A service's engine; `transaction()` commits on success and rolls back on any error."""
 
-    def __init__(self, url: str, *, schema: str, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, schema: str, pool_size: int = 10, direct_pool_size: int = 4) -> None:
         parsed = runtime_url(url)
         self.url = parsed
         self.schema = schema
         options: dict[str, Any] = {"connect_args": connect_args(parsed, schema)}
+        self._direct_pool: _PsycopgPool | None = None
         if parsed.get_backend_name() == "postgresql":
             options.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
         self.engine: AsyncEngine = create_async_engine(parsed, **options)
         if parsed.get_backend_name() == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            self._direct_pool = _PsycopgPool(
+                parsed.set(drivername="postgresql").render_as_string(hide_password=False),
+                connect_args(parsed, schema),
+                size=direct_pool_size,
+                statements=_PsycopgStatements(self.engine.dialect),
+            )
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @property
@@ -85,10 +118,176 @@ class Database:
         """An autocommit connection for single-statement reads: no BEGIN/ROLLBACK round trips."""
         return self._autocommit.connect()
 
+    def direct(self) -> AbstractAsyncContextManager[DirectConnection]:
+        """A DirectConnection in autocommit mode: each statement commits on its own."""
+        if self._direct_pool is None:
+            return _through_alchemy(self.read())
+        return self._direct_pool.connection(transaction=False)
+
+    def direct_transaction(self) -> AbstractAsyncContextManager[DirectConnection]:
+        """A DirectConnection inside one transaction, committed only if the block succeeds."""
+        if self._direct_pool is None:
+            return _through_alchemy(self.transaction())
+        return self._direct_pool.connection(transaction=True)
+
     async def ping(self) -> None:
         """Raises unless the database answers."""
         async with self.read() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self._direct_pool is not None:
+            await self._direct_pool.close()
         await self.engine.dispose()
+
+
+class _AlchemyConnection:
+    """DirectConnection through SQLAlchemy (SQLite)."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+        self.dialect = conn.dialect.name
+
+    async def fetch(self, query: Select[Any], params: Mapping[str, Any]) -> Sequence[Any]:
+        return (await self._conn.execute(query, dict(params))).all()
+
+    async def insert_many(self, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+        await self._conn.execute(insert(table), list(rows))
+
+
+@contextlib.asynccontextmanager
+async def _through_alchemy(
+    connection: AbstractAsyncContextManager[AsyncConnection],
+) -> AsyncIterator[DirectConnection]:
+    async with connection as conn:
+        yield _AlchemyConnection(conn)
+
+
+class _PsycopgStatements:
+    """Core statements as psycopg SQL, compiled once each by SQLAlchemy's PostgreSQL dialect."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+        self._queries: dict[Select[Any], tuple[str, Callable[[Mapping[str, Any]], Mapping[str, Any]]]] = {}
+        self._inserts: dict[tuple[Table, tuple[str, ...]], str] = {}
+
+    def query(self, query: Select[Any]) -> tuple[str, Callable[[Mapping[str, Any]], Mapping[str, Any]]]:
+        """The SQL of `query` and the function turning caller parameters into its bound values."""
+        found = self._queries.get(query)
+        if found is None:
+            found = self._queries[query] = self._compile_query(query)
+        return found
+
+    def insert(self, table: Table, columns: tuple[str, ...]) -> str:
+        """The SQL inserting one row of `columns` into `table` (psycopg's executemany repeats it)."""
+        sql = self._inserts.get((table, columns))
+        if sql is None:
+            compiled = insert(table).compile(dialect=self._dialect, column_keys=list(columns))
+            self._require_no_processing(compiled.binds.values(), [])
+            sql = self._inserts[(table, columns)] = compiled.string
+        return sql
+
+    def _compile_query(
+        self, query: Select[Any]
+    ) -> tuple[str, Callable[[Mapping[str, Any]], Mapping[str, Any]]]:
+        compiled = query.compile(dialect=self._dialect)
+        d = self._dialect
+        processors = {
+            name: processor
+            for name, bind in compiled.binds.items()
+            if (processor := bind.type.dialect_impl(d).bind_processor(d)) is not None
+        }
+        self._require_no_processing([], query.selected_columns)
+
+        def bound(params: Mapping[str, Any]) -> Mapping[str, Any]:
+            values = compiled.construct_params(dict(params))
+            for name, processor in processors.items():
+                values[name] = processor(values[name])
+            return values
+
+        return compiled.string, bound
+
+    def _require_no_processing(self, binds: Any, columns: Any) -> None:
+        """psycopg adapts the values itself; a type that needs SQLAlchemy's conversion can't go direct."""
+        d = self._dialect
+        needing = [b.key for b in binds if b.type.dialect_impl(d).bind_processor(d) is not None]
+        needing += [str(c) for c in columns if c.type.dialect_impl(d).result_processor(d, None) is not None]
+        if needing:
+            raise TypeError(f"{', '.join(needing)}: SQLAlchemy converts these values: not a direct path")
+
+
+class _PsycopgConnection:
+    """DirectConnection on a psycopg connection (PostgreSQL)."""
+
+    dialect = "postgresql"
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], statements: _PsycopgStatements) -> None:
+        self._conn = conn
+        self._statements = statements
+
+    async def fetch(self, query: Select[Any], params: Mapping[str, Any]) -> Sequence[Any]:
+        sql, bound = self._statements.query(query)
+        async with self._conn.cursor(row_factory=namedtuple_row) as cursor:
+            await cursor.execute(sql, bound(params))
+            return await cursor.fetchall()
+
+    async def insert_many(self, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        sql = self._statements.insert(table, tuple(rows[0]))
+        async with self._conn.cursor() as cursor:
+            await cursor.executemany(sql, rows)
+
+
+class _PsycopgPool:
+    """A few psycopg connections kept open for the direct path (SQLAlchemy's pool serves the rest).
+
+    A connection goes back only if it is idle and sound; any other is closed (a cancelled or broken
+    one must not carry its state into the next caller).
+    """
+
+    def __init__(
+        self, conninfo: str, options: Mapping[str, Any], *, size: int, statements: _PsycopgStatements
+    ) -> None:
+        self._connect = functools.partial(
+            psycopg.AsyncConnection.connect, conninfo, autocommit=True, **options
+        )
+        self._statements = statements
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._slots = asyncio.Semaphore(size)
+
+    @contextlib.asynccontextmanager
+    async def connection(self, *, transaction: bool) -> AsyncIterator[DirectConnection]:
+        async with self._slots:
+            try:
+                conn = self._idle.pop() if self._idle else await self._connect()
+            except psycopg.Error as error:
+                raise _as_alchemy_error(error) from error
+            try:
+                if transaction:
+                    async with conn.transaction():
+                        yield _PsycopgConnection(conn, self._statements)
+                else:
+                    yield _PsycopgConnection(conn, self._statements)
+            except psycopg.Error as error:
+                raise _as_alchemy_error(error) from error
+            finally:
+                if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
+                    await conn.close()
+                else:
+                    self._idle.append(conn)
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()
+
+
+def _as_alchemy_error(error: psycopg.Error) -> exc.DBAPIError:
+    """The SQLAlchemy exception SQLAlchemy itself would raise, so callers handle one family of errors."""
+    kind: type[exc.DBAPIError] = exc.DBAPIError
+    if isinstance(error, psycopg.IntegrityError):
+        kind = exc.IntegrityError
+    elif isinstance(error, psycopg.OperationalError):
+        kind = exc.OperationalError
+    return kind(None, None, error)

@@ -7,17 +7,17 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.crud import TenantTable
+from services.common.db import DirectConnection
 from services.public import models
 
 BY_PATH_LIMIT = 100
 
 sites = TenantTable(models.sites)
 form_submissions = TenantTable(models.form_submissions)
-_insert_page_views = insert(models.page_views)
 
 
 async def find_site(conn: AsyncConnection, **unique: uuid.UUID) -> Row[Any] | None:
@@ -28,9 +28,9 @@ async def find_site(conn: AsyncConnection, **unique: uuid.UUID) -> Row[Any] | No
     return (await conn.execute(query)).first()
 
 
-async def insert_page_views(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+async def insert_page_views(conn: DirectConnection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Inserts page views in one statement batch."""
-    await conn.execute(_insert_page_views, [dict(r) for r in rows])
+    await conn.insert_many(models.page_views, rows)
 
 
 def _day(conn: AsyncConnection, column: Any) -> Any:

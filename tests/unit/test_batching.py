@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Column, Integer, MetaData, Table
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.batching import GroupCommitWriter, LookupCoalescer, RowRejected
-from services.common.db import Database
+from services.common.db import Database, DirectConnection
 
 metadata = MetaData()
 rows = Table("rows", metadata, Column("n", Integer, primary_key=True))
@@ -26,9 +25,9 @@ async def writer_on(path: Path, batches: list[int], **options: int) -> AsyncIter
     async with db.transaction() as conn:
         await conn.run_sync(metadata.create_all)
 
-    async def insert_many(conn: AsyncConnection, batch: Sequence[Mapping[str, Any]]) -> None:
+    async def insert_many(conn: DirectConnection, batch: Sequence[Mapping[str, Any]]) -> None:
         batches.append(len(batch))
-        await conn.execute(rows.insert(), [dict(r) for r in batch])
+        await conn.insert_many(rows, batch)
 
     writer = GroupCommitWriter(db=db, insert_many=insert_many, logger=logging.getLogger("test"), **options)
     try:

@@ -1,0 +1,141 @@
+"""The direct path of the hottest statements: psycopg on PostgreSQL, SQLAlchemy on SQLite, same results."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import JSON, Column, DateTime, MetaData, String, Table, Uuid, func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from services.common.crud import TenantTable
+from services.common.db import Database
+
+metadata = MetaData()
+notes = Table(
+    "notes",
+    metadata,
+    Column("tenant_id", Uuid, primary_key=True),
+    Column("id", Uuid, primary_key=True),
+    Column("email", String(100), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+documents = Table("documents", metadata, Column("id", Uuid, primary_key=True), Column("body", JSON))
+tenant_notes = TenantTable(notes)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'direct.sqlite3'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def on_database(url: str, test: Callable[[Database], Awaitable[Any]], **options: int) -> Any:
+    """Runs `test` against a Database with fresh tables, disposing of it afterwards."""
+
+    async def run() -> Any:
+        db = Database(url, schema="public", **options)
+        try:
+            async with db.transaction() as conn:
+                await conn.run_sync(metadata.drop_all)
+                await conn.run_sync(metadata.create_all)
+            return await test(db)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+def note(tenant_id: uuid.UUID, email: str) -> dict[str, Any]:
+    return {"tenant_id": tenant_id, "id": uuid.uuid4(), "email": email, "created_at": dt.datetime.now(dt.UTC)}
+
+
+async def emails(db: Database, tenant_id: uuid.UUID, ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    async with db.direct() as conn:
+        rows = await tenant_notes.among(conn, tenant_id=tenant_id, ids=ids, columns=("id", "email"))
+    return {row.id: row.email for row in rows}
+
+
+def test_rows_inserted_directly_are_read_back_by_tenant_with_their_types(database_url: str) -> None:
+    ours, theirs = uuid.uuid4(), uuid.uuid4()
+    rows = [note(ours, "a@example.com"), note(ours, "b@example.com"), note(theirs, "c@example.com")]
+
+    async def test(db: Database) -> tuple[dict[uuid.UUID, str], list[Any]]:
+        async with db.direct_transaction() as conn:
+            await conn.insert_many(notes, rows)
+        found = await emails(db, ours, [row["id"] for row in rows] + [uuid.uuid4()])
+        async with db.direct() as conn:
+            query = select(notes.c.id, notes.c.created_at).where(notes.c.tenant_id == ours)
+            stored = await conn.fetch(query, {})
+        return found, stored
+
+    found, stored = on_database(database_url, test)
+    # The other tenant's row is not among ours, even by its id; an unknown id is simply absent.
+    assert found == {rows[0]["id"]: "a@example.com", rows[1]["id"]: "b@example.com"}
+    assert {row.id for row in stored} == {rows[0]["id"], rows[1]["id"]}
+    assert all(isinstance(row.id, uuid.UUID) for row in stored)
+    assert {row.created_at.replace(tzinfo=dt.UTC) for row in stored} == {r["created_at"] for r in rows[:2]}
+
+
+def test_a_refused_row_raises_integrity_error_and_undoes_its_whole_transaction(database_url: str) -> None:
+    tenant = uuid.uuid4()
+    first, second = note(tenant, "a@example.com"), note(tenant, "b@example.com")
+
+    async def test(db: Database) -> dict[uuid.UUID, str]:
+        with pytest.raises(IntegrityError):
+            async with db.direct_transaction() as conn:
+                await conn.insert_many(notes, [first])
+                await conn.insert_many(notes, [second, {**second, "email": "again@example.com"}])
+        return await emails(db, tenant, [first["id"], second["id"]])
+
+    assert on_database(database_url, test) == {}
+
+
+def test_a_statement_cancelled_midway_frees_its_connection_for_the_next_caller(postgres_url: str) -> None:
+    tenant = uuid.uuid4()
+    row = note(tenant, "a@example.com")
+
+    async def test(db: Database) -> dict[uuid.UUID, str]:
+        async def sleep() -> None:
+            async with db.direct() as conn:
+                await conn.fetch(select(func.pg_sleep(30)), {})
+
+        async with db.direct_transaction() as conn:
+            await conn.insert_many(notes, [row])
+        sleeping = asyncio.create_task(sleep())
+        await asyncio.sleep(0.3)
+        sleeping.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sleeping
+        # One connection in all: answered at once, so pg_sleep no longer holds it.
+        return await asyncio.wait_for(emails(db, tenant, [row["id"]]), timeout=5)
+
+    assert on_database(postgres_url, test, direct_pool_size=1) == {row["id"]: "a@example.com"}
+
+
+def test_a_type_psycopg_cannot_take_as_is_is_refused_before_anything_runs(postgres_url: str) -> None:
+    async def test(db: Database) -> None:
+        async with db.direct_transaction() as conn:
+            await conn.insert_many(documents, [{"id": uuid.uuid4(), "body": {"a": 1}}])
+
+    with pytest.raises(TypeError, match="body"):
+        on_database(postgres_url, test)
+
+
+def test_an_unreachable_database_raises_sqlalchemy_operational_error() -> None:
+    async def test() -> None:
+        db = Database("postgresql://hydra@127.0.0.1:1/none", schema="public")
+        try:
+            async with db.direct() as conn:
+                await conn.fetch(select(notes.c.id), {})
+        finally:
+            await db.dispose()
+
+    with pytest.raises(OperationalError):
+        asyncio.run(test())
