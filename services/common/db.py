@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.rows import namedtuple_row
-from sqlalchemy import Select, Table, event, exc, insert, text
+from sqlalchemy import Executable, Select, Table, event, exc, insert, text
 from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -80,6 +80,10 @@ class DirectConnection(Protocol):
 
     async def insert_many(self, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
         """Inserts rows that all name the same columns."""
+        ...
+
+    async def execute(self, statement: Executable, params: Mapping[str, Any]) -> int:
+        """Runs a statement that returns no rows (UPDATE, DELETE); how many rows it touched."""
         ...
 
 
@@ -154,6 +158,9 @@ class _AlchemyConnection:
     async def insert_many(self, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
         await self._conn.execute(insert(table), list(rows))
 
+    async def execute(self, statement: Executable, params: Mapping[str, Any]) -> int:
+        return int((await self._conn.execute(statement, dict(params))).rowcount)  # type: ignore[attr-defined]
+
 
 @contextlib.asynccontextmanager
 async def _through_alchemy(
@@ -163,18 +170,26 @@ async def _through_alchemy(
         yield _AlchemyConnection(conn)
 
 
+_MAX_STATEMENTS = 1000  # far more than the code builds; more means statements built per call
+
+
 class _PsycopgStatements:
     """Core statements as psycopg SQL, compiled once each by SQLAlchemy's PostgreSQL dialect."""
 
     def __init__(self, dialect: Dialect) -> None:
         self._dialect = dialect
-        self._queries: dict[Select[Any], tuple[str, Callable[[Mapping[str, Any]], Mapping[str, Any]]]] = {}
+        self._queries: dict[Executable, tuple[str, Callable[[Mapping[str, Any]], Mapping[str, Any]]]] = {}
         self._inserts: dict[tuple[Table, tuple[str, ...]], str] = {}
 
-    def query(self, query: Select[Any]) -> tuple[str, Callable[[Mapping[str, Any]], Mapping[str, Any]]]:
-        """The SQL of `query` and the function turning caller parameters into its bound values."""
+    def query(self, query: Executable) -> tuple[str, Callable[[Mapping[str, Any]], Mapping[str, Any]]]:
+        """The SQL of `query` and the function turning caller parameters into its bound values.
+
+        Cached by the statement object: callers build their statements once and bind values per call.
+        """
         found = self._queries.get(query)
         if found is None:
+            if len(self._queries) >= _MAX_STATEMENTS:
+                raise RuntimeError("a direct statement built per call: build it once, bind values per call")
             found = self._queries[query] = self._compile_query(query)
         return found
 
@@ -188,16 +203,16 @@ class _PsycopgStatements:
         return sql
 
     def _compile_query(
-        self, query: Select[Any]
+        self, query: Executable
     ) -> tuple[str, Callable[[Mapping[str, Any]], Mapping[str, Any]]]:
-        compiled = query.compile(dialect=self._dialect)
+        compiled = query.compile(dialect=self._dialect)  # type: ignore[attr-defined]
         d = self._dialect
         processors = {
             name: processor
             for name, bind in compiled.binds.items()
             if (processor := bind.type.dialect_impl(d).bind_processor(d)) is not None
         }
-        self._require_no_processing([], query.selected_columns)
+        self._require_no_processing([], query.selected_columns if isinstance(query, Select) else [])
 
         def bound(params: Mapping[str, Any]) -> Mapping[str, Any]:
             values = compiled.construct_params(dict(params))
@@ -237,6 +252,12 @@ class _PsycopgConnection:
         sql = self._statements.insert(table, tuple(rows[0]))
         async with self._conn.cursor() as cursor:
             await cursor.executemany(sql, rows)
+
+    async def execute(self, statement: Executable, params: Mapping[str, Any]) -> int:
+        sql, bound = self._statements.query(statement)
+        async with self._conn.cursor() as cursor:
+            await cursor.execute(sql, bound(params))
+            return cursor.rowcount
 
 
 class _PsycopgPool:

@@ -13,7 +13,21 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
-from sqlalchemy import Column, DateTime, MetaData, String, Table, Uuid, delete, select, update
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Uuid,
+    bindparam,
+    delete,
+    func,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -201,9 +215,11 @@ async def _claim(conn: AsyncConnection, claim: Any, consumer: str, events: Seque
     """The events this consumer has not handled yet, now recorded as handled (in the caller's
     transaction). A concurrent delivery of the same event waits here until the other one ends."""
     now = utcnow()
-    rows = [{"consumer": consumer, "event_id": uuid.UUID(e.id), "processed_at": now} for e in events]
+    # A redelivered event can arrive in the same batch as its first delivery: claim it once.
+    unique = list({event.id: event for event in events}.values())
+    rows = [{"consumer": consumer, "event_id": uuid.UUID(e.id), "processed_at": now} for e in unique]
     claimed = {row.event_id for row in await conn.execute(claim, rows)}
-    return [event for event in events if uuid.UUID(event.id) in claimed]
+    return [event for event in unique if uuid.UUID(event.id) in claimed]
 
 
 def idempotent_batch(db: Database, inbox: Table, consumer: str, work: BatchHandler) -> BatchHandler:
@@ -264,6 +280,40 @@ def idempotent_writer(db: Database, inbox: Table, consumer: str, handler: Writin
     return handle
 
 
+class _OutboxStatements:
+    """The oldest pending events (locked, skipping those another replica holds), and their marking.
+
+    Rows are marked by their whole primary key, so the update finds them through it: the outbox keeps
+    every dispatched row, and a match on id alone would read all of them.
+    """
+
+    def __init__(self, outbox: Table, dialect: str) -> None:
+        c = outbox.c
+        pending = select(outbox).where(c.dispatched_at.is_(None)).order_by(c.created_at)
+        self.pending = pending.limit(bindparam("batch", type_=Integer))
+        self._postgres = dialect == "postgresql"
+        if self._postgres:
+            self.pending = self.pending.with_for_update(skip_locked=True)  # replicas share the outbox
+            keys = (
+                func.unnest(
+                    bindparam("tenant_ids", type_=postgresql.ARRAY(Uuid)),
+                    bindparam("ids", type_=postgresql.ARRAY(Uuid)),
+                )
+                .table_valued("tenant_id", "id")
+                .render_derived(name="dispatched")
+            )
+            dispatched = tuple_(c.tenant_id, c.id).in_(select(keys.c.tenant_id, keys.c.id))
+        else:
+            dispatched = tuple_(c.tenant_id, c.id).in_(bindparam("keys", expanding=True))
+        self.mark = update(outbox).where(dispatched).values(dispatched_at=bindparam("now"))
+
+    def mark_params(self, rows: Sequence[Any]) -> dict[str, Any]:
+        """The parameters of `mark` for these rows, stamped now."""
+        if self._postgres:
+            return {"now": utcnow(), "tenant_ids": [r.tenant_id for r in rows], "ids": [r.id for r in rows]}
+        return {"now": utcnow(), "keys": [(r.tenant_id, r.id) for r in rows]}
+
+
 class Dispatcher:
     """Moves outbox rows to the bus, oldest first, marking them only after the bus took them."""
 
@@ -278,13 +328,13 @@ class Dispatcher:
         poll_seconds: float = 1.0,
     ) -> None:
         self._db = db
-        self._outbox = outbox
         self._bus = bus
         self._log = logger
         self._idle = idle_seconds
         self._poll = poll_seconds
         self._recorded = asyncio.Event()
         self.batch = 100
+        self._statements = _OutboxStatements(outbox, db.dialect)
 
     def wake(self) -> None:
         """Tells the dispatcher this process recorded an event (it dispatches after the gathering pause)."""
@@ -292,20 +342,14 @@ class Dispatcher:
 
     async def dispatch_once(self, batch: int = 100) -> int:
         """Publishes one batch of pending events; returns how many."""
-        table = self._outbox
-        query = select(table).where(table.c.dispatched_at.is_(None)).order_by(table.c.created_at).limit(batch)
-        if self._db.dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True)  # replicas share the outbox
-        async with self._db.transaction() as conn:
-            rows = (await conn.execute(query)).all()
+        async with self._db.direct_transaction() as conn:
+            rows = await conn.fetch(self._statements.pending, {"batch": batch})
             if not rows:
                 return 0
             await self._bus.publish(
                 [Event(str(r.id), str(r.tenant_id), r.topic, json.loads(r.payload)) for r in rows]
             )
-            await conn.execute(
-                update(table).where(table.c.id.in_([r.id for r in rows])).values(dispatched_at=utcnow())
-            )
+            await conn.execute(self._statements.mark, self._statements.mark_params(rows))
         return len(rows)
 
     async def run(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -21,11 +22,14 @@ from hydra.crm.v1 import accounts_pb2, accounts_pb2_grpc, contacts_pb2, contacts
 from hydra.tickets.v1 import tickets_pb2, tickets_pb2_grpc
 
 from services.common.db import Database
-from services.common.events import Event, idempotent, inbox_table
+from services.common.events import Dispatcher, Event, LocalBus, idempotent, inbox_table
 from services.common.grpc_server import internal_metadata
+from services.common.outbox import Outbox, outbox_table
 from tests.support.servers import free_port
 from tests.support.smtp import smtp_server, wait_until
 from tests.support.stack import grpc_processes, stack_env, wait_serving
+
+TENANTS = (uuid.uuid4(), uuid.uuid4())
 
 
 def body(**values: object) -> struct_pb2.Struct:
@@ -228,6 +232,52 @@ def test_a_batch_failing_part_way_keeps_what_was_done_and_retries_only_the_rest(
 
     asyncio.run(scenario())
     assert handled == [e.id for e in events]
+
+
+def test_an_event_redelivered_within_one_batch_is_handled_once(inbox_db: Database) -> None:
+    metadata = sa.MetaData()
+    inbox = inbox_table(metadata)
+    handled: list[str] = []
+    first, second = (Event(str(uuid.uuid4()), str(uuid.uuid4()), "ticket.created", {}) for _ in range(2))
+
+    async def record(event: Event) -> None:
+        handled.append(event.id)
+
+    async def scenario() -> None:
+        async with inbox_db.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        # The dispatcher published `first` again (it stopped before marking it): one read holds both.
+        await idempotent(inbox_db, inbox, "test-consumer", record)([first, second, first])
+        await inbox_db.dispose()
+
+    asyncio.run(scenario())
+    assert handled == [first.id, second.id]
+
+
+def test_the_dispatcher_publishes_each_pending_event_once_oldest_first(inbox_db: Database) -> None:
+    metadata = sa.MetaData()
+    outbox = outbox_table(metadata)
+    published: list[list[int]] = []
+
+    class RecordingBus(LocalBus):
+        async def publish(self, events: Sequence[Event]) -> None:
+            published.append([event.payload["n"] for event in events])
+
+    async def scenario() -> int:
+        async with inbox_db.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            for n in range(5):  # two tenants, interleaved
+                await Outbox(outbox).record(conn, tenant_id=TENANTS[n % 2], topic="t", payload={"n": n})
+        dispatcher = Dispatcher(db=inbox_db, outbox=outbox, bus=RecordingBus(), logger=logging.getLogger())
+        counts = [await dispatcher.dispatch_once(batch=3) for _ in range(3)]
+        async with inbox_db.read() as conn:
+            pending = await conn.scalar(sa.select(sa.func.count()).where(outbox.c.dispatched_at.is_(None)))
+        await inbox_db.dispose()
+        assert counts == [3, 2, 0]
+        return int(pending or 0)
+
+    assert asyncio.run(scenario()) == 0
+    assert published == [[0, 1, 2], [3, 4]]
 
 
 def test_ticket_status_and_assignment_changes_reach_the_stream(
