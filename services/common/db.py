@@ -66,7 +66,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class DirectConnection(Protocol):
-    """The few operations of the hottest paths (group commits, batched lookups).
+    """The few operations of the hottest paths (group commits, the outbox dispatcher, batched lookups).
 
     On PostgreSQL they run on psycopg directly: SQLAlchemy's async execution layer costs more CPU
     than the statement itself there. Elsewhere they run through SQLAlchemy, with the same results.
