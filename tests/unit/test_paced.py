@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 from collections.abc import Iterator
@@ -15,12 +16,14 @@ from bench.paced import paced
 class _Recorder(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as Envoy answers
     seen: list[tuple[str, dict[str, str], str]] = []
+    collecting: list[bool] = []  # whether the process's garbage collector was on, per request
     lock = threading.Lock()
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"])).decode()
         with self.lock:
             self.seen.append((self.path, dict(self.headers), body))
+            self.collecting.append(gc.isenabled())
         refused = json.loads(body)["n"] % 5 == 0
         answer = b'{"ok": true}'
         self.send_response(500 if refused else 201)
@@ -42,6 +45,7 @@ class _Recorder(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     _Recorder.seen = []
+    _Recorder.collecting = []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -67,6 +71,17 @@ def test_every_scheduled_request_is_sent_numbered_and_counted(server: str) -> No
     assert figures["non_2xx"] == 4  # n = 0, 5, 10, 15
     assert figures["p50"] <= figures["p90"] <= figures["p99"]
     assert 1 <= figures["connections"] <= 20
+    assert 0 <= figures["late_max"] < 500
+
+
+def test_no_garbage_collection_pauses_the_generator_while_a_run_lasts(server: str) -> None:
+    assert gc.isenabled()
+
+    paced(server, "hmcp_k", rate=40, duration=0.25, body='{"n": {n}}')
+
+    assert _Recorder.collecting == [False] * 10
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
 
 
 def test_without_a_body_each_request_is_a_get_with_no_content_headers(server: str) -> None:
