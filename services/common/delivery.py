@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import socket
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -20,6 +21,7 @@ from services.common.events import (
     Handler,
     LocalBus,
     RedisStreamBus,
+    Retention,
     Unfinished,
     WritingHandler,
     idempotent,
@@ -42,6 +44,9 @@ class DeliverySettings:
     stream_prefix: str = "hydra:events"
     maildir_fsync: bool = True
     separate_consumers: bool = False  # consumers run in the service's delivery process, not its server
+    # Dispatched outbox rows and idempotency records are deleted this long after: far past any
+    # redelivery (a pending stream entry is claimed again after claim_idle_ms).
+    retention: dt.timedelta = dt.timedelta(days=7)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DeliverySettings:
@@ -61,6 +66,7 @@ class DeliverySettings:
             stream_prefix=config.env_str(env, "HYDRA_EVENTS_STREAM_PREFIX", "hydra:events"),
             maildir_fsync=config.env_flag(env, "HYDRA_MAILDIR_FSYNC", True),
             separate_consumers=consumers == "separate",
+            retention=dt.timedelta(hours=config.env_int(env, "HYDRA_EVENTS_RETENTION_HOURS", 168, minimum=1)),
         )
 
 
@@ -105,6 +111,7 @@ class EventDelivery:
         self._db = db
         self._inbox = inbox
         self._dispatcher = Dispatcher(db=db, outbox=outbox, bus=self.bus, logger=logger)
+        self._retention = Retention(db=db, outbox=outbox, inbox=inbox, keep=settings.retention, logger=logger)
         # Writes record their events through this outbox, so the dispatcher need not poll while idle.
         self.outbox = Outbox(outbox, on_record=self._dispatcher.wake)
 
@@ -135,8 +142,8 @@ class EventDelivery:
 
     @property
     def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
-        """The outbox dispatcher: in the server process, where writes wake it."""
-        return [self._dispatcher.run]
+        """The outbox dispatcher (in the server process, where writes wake it) and the records purge."""
+        return [self._dispatcher.run, self._retention.run]
 
     @property
     def consumers(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:

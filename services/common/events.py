@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import uuid
@@ -15,15 +16,19 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 from sqlalchemy import (
     Column,
+    ColumnClause,
     DateTime,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     Uuid,
+    any_,
     bindparam,
     delete,
     func,
+    literal_column,
     select,
     tuple_,
     update,
@@ -202,6 +207,7 @@ def inbox_table(metadata: MetaData) -> Table:
         Column("consumer", String(100), primary_key=True),
         Column("event_id", Uuid, primary_key=True),
         Column("processed_at", DateTime(timezone=True), nullable=False),
+        Index(None, "processed_at"),  # Retention finds the old records through it
     )
 
 
@@ -370,3 +376,73 @@ class Dispatcher:
                 # or a crash left behind (and one recorded just before its transaction committed).
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._recorded.wait(), self._poll)
+
+
+_BATCH = bindparam("batch", type_=Integer)
+
+
+class Retention:
+    """Deletes the event records no longer needed: outbox rows dispatched, and idempotency records
+    made, longer ago than `keep`. A pending outbox row is kept however old it is.
+
+    Each table is purged a batch per transaction, so no purge holds locks for long.
+    """
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        outbox: Table,
+        inbox: Table,
+        keep: dt.timedelta,
+        logger: logging.Logger,
+        interval_seconds: float = 60.0,
+        batch: int = 5000,
+    ) -> None:
+        self._db = db
+        self._keep = keep
+        self._log = logger
+        self._interval = interval_seconds
+        self._batch = batch
+        self._purges = (
+            _purge_statement(outbox, outbox.c.dispatched_at, db.dialect),
+            _purge_statement(inbox, inbox.c.processed_at, db.dialect),
+        )
+
+    async def purge_once(self, now: dt.datetime | None = None) -> int:
+        """Deletes every record past retention at `now`; returns how many."""
+        cutoff = (now or utcnow()) - self._keep
+        deleted = 0
+        for purge in self._purges:
+            while True:
+                async with self._db.direct_transaction() as conn:
+                    count = await conn.execute(purge, {"cutoff": cutoff, "batch": self._batch})
+                deleted += count
+                if count < self._batch:
+                    break
+                await asyncio.sleep(0)  # requests run between batches
+        return deleted
+
+    async def run(self) -> None:
+        """Purges every `interval_seconds` until cancelled; a failure is logged and retried next time."""
+        while True:
+            try:
+                if deleted := await self.purge_once():
+                    self._log.info("purged event records", extra={"rows": deleted})
+            except Exception as error:
+                self._log.warning("purging event records failed", extra={"error": type(error).__name__})
+            await asyncio.sleep(self._interval)
+
+
+def _purge_statement(table: Table, stamp: Any, dialect: str) -> Any:
+    """DELETE of at most :batch rows of `table` stamped before :cutoff: found through the stamp's index,
+    deleted by their physical row ids (PostgreSQL's ctid, SQLite's rowid), so the delete reads no
+    other row (matched by key instead, PostgreSQL hash-joined the whole table: 53 ms at 200k rows)."""
+    if dialect == "postgresql":
+        ctid: ColumnClause[Any] = literal_column("ctid")
+        doomed = select(ctid).select_from(table).where(stamp < bindparam("cutoff")).limit(_BATCH)
+        return delete(table).where(ctid == any_(func.array(doomed.scalar_subquery())))
+    rowid: ColumnClause[Any] = literal_column("rowid")
+    return delete(table).where(
+        rowid.in_(select(rowid).select_from(table).where(stamp < bindparam("cutoff")).limit(_BATCH))
+    )

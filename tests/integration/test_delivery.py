@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 import signal
@@ -22,7 +23,8 @@ from hydra.crm.v1 import accounts_pb2, accounts_pb2_grpc, contacts_pb2, contacts
 from hydra.tickets.v1 import tickets_pb2, tickets_pb2_grpc
 
 from services.common.db import Database
-from services.common.events import Dispatcher, Event, LocalBus, idempotent, inbox_table
+from services.common.events import Dispatcher, Event, LocalBus, Retention, idempotent, inbox_table
+from services.common.fields import utcnow
 from services.common.grpc_server import internal_metadata
 from services.common.outbox import Outbox, outbox_table
 from tests.support.servers import free_port
@@ -278,6 +280,56 @@ def test_the_dispatcher_publishes_each_pending_event_once_oldest_first(inbox_db:
 
     assert asyncio.run(scenario()) == 0
     assert published == [[0, 1, 2], [3, 4]]
+
+
+def test_records_past_retention_are_purged_and_a_pending_event_is_kept_however_old(
+    inbox_db: Database,
+) -> None:
+    metadata = sa.MetaData()
+    outbox, inbox = outbox_table(metadata), inbox_table(metadata)
+    now = utcnow()
+    old, recent = now - dt.timedelta(days=8), now - dt.timedelta(days=1)
+
+    def event(dispatched_at: dt.datetime | None) -> dict[str, object]:
+        return {
+            "tenant_id": TENANTS[0],
+            "id": uuid.uuid4(),
+            "topic": "t",
+            "payload": "{}",
+            "created_at": old,
+            "dispatched_at": dispatched_at,
+        }
+
+    dispatched_long_ago = [event(old) for _ in range(3)]
+    kept_events = [event(recent), event(None)]  # dispatched yesterday; never dispatched
+    records = [
+        {"consumer": "c", "event_id": uuid.uuid4(), "processed_at": at} for at in (old, old, old, recent)
+    ]
+
+    async def scenario() -> tuple[int, set[uuid.UUID], set[uuid.UUID]]:
+        async with inbox_db.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            await conn.execute(sa.insert(outbox), [*dispatched_long_ago, *kept_events])
+            await conn.execute(sa.insert(inbox), records)
+        retention = Retention(
+            db=inbox_db,
+            outbox=outbox,
+            inbox=inbox,
+            keep=dt.timedelta(days=7),
+            logger=logging.getLogger(),
+            batch=2,
+        )
+        deleted = await retention.purge_once(now)
+        async with inbox_db.read() as conn:
+            events_left = set((await conn.execute(sa.select(outbox.c.id))).scalars())
+            records_left = set((await conn.execute(sa.select(inbox.c.event_id))).scalars())
+        await inbox_db.dispose()
+        return deleted, events_left, records_left
+
+    deleted, events_left, records_left = asyncio.run(scenario())
+    assert deleted == 6  # in batches of two: 2 + 1 of each table
+    assert events_left == {e["id"] for e in kept_events}
+    assert records_left == {records[3]["event_id"]}
 
 
 def test_ticket_status_and_assignment_changes_reach_the_stream(

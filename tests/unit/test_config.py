@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from services.common.config import ConfigError, env_choice, env_flag, env_int
@@ -47,3 +49,11 @@ def test_event_consumers_run_in_the_server_unless_told_to_run_apart_which_needs_
     assert DeliverySettings.from_env({**redis, "HYDRA_EVENTS_CONSUMERS": "separate"}).separate_consumers
     with pytest.raises(ConfigError, match="HYDRA_EVENTS_CONSUMERS=separate needs HYDRA_REDIS_URL"):
         DeliverySettings.from_env({"HYDRA_EVENTS_CONSUMERS": "separate"})
+
+
+def test_event_records_are_kept_a_week_unless_told_otherwise_and_at_least_an_hour() -> None:
+    assert DeliverySettings.from_env({}).retention == dt.timedelta(days=7)
+    day_and_a_half = DeliverySettings.from_env({"HYDRA_EVENTS_RETENTION_HOURS": "36"})
+    assert day_and_a_half.retention == dt.timedelta(hours=36)
+    with pytest.raises(ConfigError, match="HYDRA_EVENTS_RETENTION_HOURS must be at least 1, got 0"):
+        DeliverySettings.from_env({"HYDRA_EVENTS_RETENTION_HOURS": "0"})

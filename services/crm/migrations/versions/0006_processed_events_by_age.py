@@ -1,0 +1,19 @@
+"""Processed events: indexed by when they were made, for the purge of old idempotency records.
+
+Revision ID: 0006
+"""
+
+from alembic import op
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index("ix_processed_events_processed_at", "processed_events", ["processed_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_processed_events_processed_at", table_name="processed_events")
