@@ -22,7 +22,9 @@ class TenantTable:
         c = table.c
         self._order = list(order_by) if order_by is not None else [c.created_at.desc(), c.id.desc()]
         # The hot read is built once; only its parameters change per request.
-        self._get = select(table).where(c.tenant_id == bindparam("tenant_id"), c.id == bindparam("row_id"))
+        self.get_query = select(table).where(
+            c.tenant_id == bindparam("tenant_id"), c.id == bindparam("row_id")
+        )
         self._insert = insert(table).returning(*table.c)
         self._row = result_tuple([column.name for column in table.c])
         self._among: dict[tuple[str, tuple[str, ...]], Any] = {}
@@ -52,8 +54,13 @@ class TenantTable:
     ) -> Row[Any] | None:
         """One row of the tenant (and of `scope`'s parent columns, when given), or None."""
         if not scope:
-            return (await conn.execute(self._get, {"tenant_id": tenant_id, "row_id": row_id})).first()
+            return (await conn.execute(self.get_query, {"tenant_id": tenant_id, "row_id": row_id})).first()
         return (await conn.execute(select(self.table).where(*self._match(tenant_id, row_id, scope)))).first()
+
+    async def find(self, conn: DirectConnection, *, tenant_id: uuid.UUID, row_id: uuid.UUID) -> Any | None:
+        """One row of the tenant, or None, on the direct path (for tables whose `get_query` goes direct)."""
+        rows = await conn.fetch(self.get_query, {"tenant_id": tenant_id, "row_id": row_id})
+        return rows[0] if rows else None
 
     async def among(
         self,

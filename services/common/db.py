@@ -128,6 +128,11 @@ class Database:
             return _through_alchemy(self.read())
         return self._direct_pool.connection(transaction=False)
 
+    def goes_direct(self, query: Select[Any]) -> bool:
+        """Whether `query` runs on psycopg directly: on PostgreSQL, only if no value of it needs
+        SQLAlchemy's conversion (elsewhere `direct()` is SQLAlchemy, which takes any)."""
+        return self._direct_pool is None or self._direct_pool.statements.accepts(query)
+
     def direct_transaction(self) -> AbstractAsyncContextManager[DirectConnection]:
         """A DirectConnection inside one transaction, committed only if the block succeeds."""
         if self._direct_pool is None:
@@ -192,6 +197,14 @@ class _PsycopgStatements:
                 raise RuntimeError("a direct statement built per call: build it once, bind values per call")
             found = self._queries[query] = self._compile_query(query)
         return found
+
+    def accepts(self, query: Executable) -> bool:
+        """Whether `query` can run as psycopg SQL (compiled and cached if so)."""
+        try:
+            self.query(query)
+        except TypeError:
+            return False
+        return True
 
     def insert(self, table: Table, columns: tuple[str, ...]) -> str:
         """The SQL inserting one row of `columns` into `table` (psycopg's executemany repeats it)."""
@@ -273,7 +286,7 @@ class _PsycopgPool:
         self._connect = functools.partial(
             psycopg.AsyncConnection.connect, conninfo, autocommit=True, **options
         )
-        self._statements = statements
+        self.statements = statements
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._slots = asyncio.Semaphore(size)
 
@@ -287,9 +300,9 @@ class _PsycopgPool:
             try:
                 if transaction:
                     async with conn.transaction():
-                        yield _PsycopgConnection(conn, self._statements)
+                        yield _PsycopgConnection(conn, self.statements)
                 else:
-                    yield _PsycopgConnection(conn, self._statements)
+                    yield _PsycopgConnection(conn, self.statements)
             except psycopg.Error as error:
                 raise _as_alchemy_error(error) from error
             finally:

@@ -10,7 +10,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import JSON, Column, DateTime, MetaData, String, Table, Uuid, func, select
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    Uuid,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from services.common.crud import TenantTable
@@ -27,6 +43,31 @@ notes = Table(
 )
 documents = Table("documents", metadata, Column("id", Uuid, primary_key=True), Column("body", JSON))
 tenant_notes = TenantTable(notes)
+records = TenantTable(
+    Table(
+        "records",
+        metadata,
+        Column("tenant_id", Uuid, primary_key=True),
+        Column("id", Uuid, primary_key=True),
+        Column("name", String(100), nullable=False),
+        Column("body", Text),
+        Column("settings", JSON),
+        Column("enabled", Boolean),
+        Column("score", Integer),
+        Column("due", Date),
+        Column("created_at", DateTime(timezone=True)),
+    )
+)
+prices = TenantTable(
+    Table(
+        "prices",
+        metadata,
+        Column("tenant_id", Uuid, primary_key=True),
+        Column("id", Uuid, primary_key=True),
+        Column("amount", Numeric(10, 2)),
+    ),
+    order_by=[],
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -81,6 +122,49 @@ def test_rows_inserted_directly_are_read_back_by_tenant_with_their_types(databas
     assert {row.id for row in stored} == {rows[0]["id"], rows[1]["id"]}
     assert all(isinstance(row.id, uuid.UUID) for row in stored)
     assert {row.created_at.replace(tzinfo=dt.UTC) for row in stored} == {r["created_at"] for r in rows[:2]}
+
+
+def test_a_row_found_directly_is_the_row_sqlalchemy_reads(database_url: str) -> None:
+    tenant = uuid.uuid4()
+    full = {
+        "tenant_id": tenant,
+        "id": uuid.uuid4(),
+        "name": "Ada",
+        "body": "long text",
+        "settings": {"tone": "warm", "limits": [1, 2], "on": True},
+        "enabled": False,
+        "score": 42,
+        "due": dt.date(2027, 1, 31),
+        "created_at": dt.datetime(2026, 11, 23, 12, 30, 5, 123456, tzinfo=dt.UTC),
+    }
+    sparse = {"tenant_id": tenant, "id": uuid.uuid4(), "name": "Bob"}
+
+    async def test(db: Database) -> list[tuple[Any, Any]]:
+        async with db.transaction() as conn:
+            await conn.execute(insert(records.table), [full, records.complete(sparse)])
+        pairs = []
+        for tenant_id, row_id in ((tenant, full["id"]), (tenant, sparse["id"]), (uuid.uuid4(), full["id"])):
+            async with db.direct() as direct:
+                found = await records.find(direct, tenant_id=tenant_id, row_id=row_id)
+            async with db.read() as conn:
+                read = await records.get(conn, tenant_id=tenant_id, row_id=row_id)
+            pairs.append((found, read))
+        assert db.goes_direct(records.get_query)
+        return pairs
+
+    (found_full, read_full), (found_sparse, read_sparse), other_tenant = on_database(database_url, test)
+    assert tuple(found_full) == tuple(read_full)
+    assert found_full.settings == full["settings"] and found_full.due == full["due"]
+    assert tuple(found_sparse) == tuple(read_sparse)
+    assert found_sparse.settings is None and found_sparse.enabled is None
+    assert other_tenant == (None, None)  # another tenant's id finds nothing
+
+
+def test_a_read_of_a_value_psycopg_would_give_differently_stays_on_sqlalchemy(postgres_url: str) -> None:
+    async def test(db: Database) -> tuple[bool, bool]:
+        return db.goes_direct(prices.get_query), db.goes_direct(records.get_query)
+
+    assert on_database(postgres_url, test) == (False, True)
 
 
 def test_a_refused_row_raises_integrity_error_and_undoes_its_whole_transaction(database_url: str) -> None:

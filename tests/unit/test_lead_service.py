@@ -23,9 +23,14 @@ class FakeDatabase:
 
     read = transaction
 
+    def goes_direct(self, query: object) -> bool:
+        return False  # reads go through read()
+
 
 class FakeTable:
     """TenantTable over a dict keyed by (tenant_id, id)."""
+
+    get_query = None
 
     def __init__(self) -> None:
         self.rows: dict[tuple[uuid.UUID, uuid.UUID], dict[str, Any]] = {}
