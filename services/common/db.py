@@ -66,7 +66,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class DirectConnection(Protocol):
-    """The few operations of the hottest paths (group commits, the outbox dispatcher, batched lookups).
+    """The few operations of the hottest paths (group commits, the outbox dispatcher, batched lookups,
+    GET and list reads, the purge of old event records).
 
     On PostgreSQL they run on psycopg directly: SQLAlchemy's async execution layer costs more CPU
     than the statement itself there. Elsewhere they run through SQLAlchemy, with the same results.
@@ -289,10 +290,15 @@ class _PsycopgPool:
         self.statements = statements
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._slots = asyncio.Semaphore(size)
+        # Reads never hold every connection: a burst of slow ones must not hold up group commits.
+        self._read_slots = asyncio.Semaphore(max(size - 1, 1))
 
     @contextlib.asynccontextmanager
     async def connection(self, *, transaction: bool) -> AsyncIterator[DirectConnection]:
-        async with self._slots:
+        async with contextlib.AsyncExitStack() as slots:
+            if not transaction:
+                await slots.enter_async_context(self._read_slots)
+            await slots.enter_async_context(self._slots)
             try:
                 conn = self._idle.pop() if self._idle else await self._connect()
             except psycopg.Error as error:

@@ -160,6 +160,44 @@ def test_a_row_found_directly_is_the_row_sqlalchemy_reads(database_url: str) -> 
     assert other_tenant == (None, None)  # another tenant's id finds nothing
 
 
+def test_a_page_read_directly_is_the_list_sqlalchemy_reads(database_url: str) -> None:
+    ours, theirs = uuid.uuid4(), uuid.uuid4()
+    start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    rows = [
+        records.complete(
+            {
+                "tenant_id": ours if n < 6 else theirs,
+                "id": uuid.uuid4(),
+                "name": "even" if n % 2 == 0 else "odd",
+                "created_at": start + dt.timedelta(minutes=n),
+            }
+        )
+        for n in range(8)
+    ]
+
+    async def test(db: Database) -> list[tuple[list[Any], list[Any]]]:
+        async with db.transaction() as conn:
+            await conn.execute(insert(records.table), rows)
+        pages = []
+        for limit, filters in ((10, {}), (2, {}), (10, {"name": "even"}), (1, {"name": "odd"})):
+            async with db.direct() as direct:
+                page = await records.page(direct, tenant_id=ours, limit=limit, filters=filters)
+            async with db.read() as conn:
+                listed = await records.list(conn, tenant_id=ours, limit=limit, filters=filters)
+            pages.append(([row.id for row in page], [row.id for row in listed]))
+        return pages
+
+    pages = on_database(database_url, test)
+    newest_first = [row["id"] for row in reversed(rows[:6])]
+    assert [page for page, _ in pages] == [
+        newest_first,
+        newest_first[:2],
+        [i for i in newest_first if i in {r["id"] for r in rows[0:6:2]}],
+        newest_first[:1],
+    ]
+    assert all(page == listed for page, listed in pages)
+
+
 def test_a_read_of_a_value_psycopg_would_give_differently_stays_on_sqlalchemy(postgres_url: str) -> None:
     async def test(db: Database) -> tuple[bool, bool]:
         return db.goes_direct(prices.get_query), db.goes_direct(records.get_query)
@@ -201,6 +239,27 @@ def test_a_statement_cancelled_midway_frees_its_connection_for_the_next_caller(p
         return await asyncio.wait_for(emails(db, tenant, [row["id"]]), timeout=5)
 
     assert on_database(postgres_url, test, direct_pool_size=1) == {row["id"]: "a@example.com"}
+
+
+def test_slow_reads_never_hold_every_direct_connection_from_a_transaction(postgres_url: str) -> None:
+    tenant = uuid.uuid4()
+    row = note(tenant, "a@example.com")
+
+    async def test(db: Database) -> tuple[bool, dict[uuid.UUID, str]]:
+        async def slow_read() -> None:
+            async with db.direct() as conn:
+                await conn.fetch(select(func.pg_sleep(2)), {})
+
+        reads = [asyncio.create_task(slow_read()) for _ in range(2)]
+        await asyncio.sleep(0.2)  # both reads under way or waiting for a connection
+        async with db.direct_transaction() as conn:
+            await conn.insert_many(notes, [row])
+        reads_still_running = not any(read.done() for read in reads)
+        await asyncio.gather(*reads)
+        return reads_still_running, await emails(db, tenant, [row["id"]])
+
+    # Two connections: one is kept from reads, so the write commits while the first read sleeps.
+    assert on_database(postgres_url, test, direct_pool_size=2) == (True, {row["id"]: "a@example.com"})
 
 
 def test_a_type_psycopg_cannot_take_as_is_is_refused_before_anything_runs(postgres_url: str) -> None:
