@@ -48,24 +48,20 @@ class TenantTable:
         conn: AsyncConnection,
         *,
         tenant_id: uuid.UUID,
-        limit: int | None,
+        limit: int,
         filters: Mapping[str, Any] | None = None,
     ) -> Sequence[Row[Any]]:
-        """The tenant's rows in list order, equal to every given filter."""
-        query = select(self.table).where(self.table.c.tenant_id == tenant_id)
-        for column, value in (filters or {}).items():
-            query = query.where(self.table.c[column] == value)
-        query = query.order_by(*self._order)
-        return (await conn.execute(query if limit is None else query.limit(limit))).all()
+        """The tenant's rows in list order, equal to every given filter, `limit` at most."""
+        given = dict(filters or {})
+        return (
+            await conn.execute(self.page_query(tuple(given)), _page_params(tenant_id, limit, given))
+        ).all()
 
     async def page(
         self, conn: DirectConnection, *, tenant_id: uuid.UUID, limit: int, filters: Mapping[str, Any]
     ) -> Sequence[Any]:
-        """`list` on the direct path (for tables whose `get_query` goes direct), `limit` rows at most."""
-        params = {f"filter_{name}": value for name, value in filters.items()}
-        return await conn.fetch(
-            self.page_query(tuple(filters)), {"tenant_id": tenant_id, "limit": limit, **params}
-        )
+        """`list` on the direct path (for tables whose `get_query` goes direct)."""
+        return await conn.fetch(self.page_query(tuple(filters)), _page_params(tenant_id, limit, filters))
 
     def page_query(self, filtered: tuple[str, ...]) -> Select[Any]:
         """The list statement filtering on the `filtered` columns: built once per set, values bound."""
@@ -177,3 +173,8 @@ class TenantTable:
         for column, value in equals.items():
             query = query.where(self.table.c[column] == value)
         return int((await conn.execute(query)).scalar_one())
+
+
+def _page_params(tenant_id: uuid.UUID, limit: int, filters: Mapping[str, Any]) -> dict[str, Any]:
+    """The values `page_query` binds."""
+    return {"tenant_id": tenant_id, "limit": limit, **{f"filter_{k}": v for k, v in filters.items()}}
