@@ -286,6 +286,9 @@ def idempotent_writer(db: Database, inbox: Table, consumer: str, handler: Writin
     return handle
 
 
+_BATCH = bindparam("batch", type_=Integer)  # how many rows a batch statement takes at most
+
+
 class _OutboxStatements:
     """The oldest pending events (locked, skipping those another replica holds), and their marking.
 
@@ -296,7 +299,7 @@ class _OutboxStatements:
     def __init__(self, outbox: Table, dialect: str) -> None:
         c = outbox.c
         pending = select(outbox).where(c.dispatched_at.is_(None)).order_by(c.created_at)
-        self.pending = pending.limit(bindparam("batch", type_=Integer))
+        self.pending = pending.limit(_BATCH)
         self._postgres = dialect == "postgresql"
         if self._postgres:
             self.pending = self.pending.with_for_update(skip_locked=True)  # replicas share the outbox
@@ -376,9 +379,6 @@ class Dispatcher:
                 # or a crash left behind (and one recorded just before its transaction committed).
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._recorded.wait(), self._poll)
-
-
-_BATCH = bindparam("batch", type_=Integer)
 
 
 class Retention:
