@@ -18,6 +18,7 @@ from google.protobuf import descriptor_pb2
 from hydra.options.v1 import options_pb2
 
 from edge.bindings import DESCRIPTOR_SET, Binding, load_bindings
+from services.common.fields import text_pattern
 
 AuthMode = options_pb2.AuthMode
 StringFormat = options_pb2.StringFormat
@@ -176,6 +177,8 @@ class _Builder:
                 single["maxLength"] = rules.max_length
             if rules.one_of:
                 single["enum"] = list(rules.one_of)
+            elif single.get("type") == "string" and "format" not in single:
+                single["pattern"] = text_pattern(multiline=rules.multiline)
             for bound, key in (("minimum", "minimum"), ("minimum_number", "minimum")):
                 if rules.HasField(bound):
                     single[key] = getattr(rules, bound)

@@ -29,6 +29,11 @@ class MethodAccess:
         return Surface.SUPPORT if self.auth == AuthMode.AUTH_MODE_SUPPORT_KEY else Surface.CORE
 
     @property
+    def reads_raw_fields(self) -> bool:
+        """Internal and operator RPCs take plain message fields, not a JSON body that parse_input reads."""
+        return self.auth in (AuthMode.AUTH_MODE_INTERNAL, AuthMode.AUTH_MODE_ADMIN)
+
+    @property
     def needs_identity(self) -> bool:
         """Key-authenticated, widget and internal RPCs act for a tenant; public ones do not."""
         return self.auth in (

@@ -12,9 +12,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Table
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, StatementError
 
 from services.common.db import Database, DirectConnection
+from services.common.errors import FieldError, ValidationError
 
 Item = TypeVar("Item")
 Group = TypeVar("Group")
@@ -26,6 +27,17 @@ FetchMany = Callable[[Group, Sequence[Key]], Awaitable[Mapping[Key, Value]]]
 
 class RowRejected(Exception):
     """A row the database refused on its own (e.g. its parent row was deleted meanwhile)."""
+
+
+# What the caller of a row the database refused as malformed is told (validation should have caught it).
+UNSTORABLE = "The request holds a value that cannot be stored."
+
+
+def _is_outage(error: Exception) -> bool:
+    """Whether `error` is the database being unreachable, rather than something about the rows."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, OperationalError | InterfaceError | OSError | TimeoutError)
 
 
 class GroupCommitWriter(Generic[Item]):
@@ -76,10 +88,14 @@ class GroupCommitWriter(Generic[Item]):
         try:
             async with self._db.direct_transaction() as conn:
                 await self._insert_many(conn, [item for item, _ in batch])
-        except IntegrityError:
-            await self._commit_one_by_one(batch)
-            return
-        except Exception as error:  # the database is down: every caller of this batch learns it
+        except Exception as error:
+            if len(batch) > 1 and not _is_outage(error):
+                await self._commit_one_by_one(batch)  # one refused row must not fail its neighbours
+                return
+            if isinstance(error, StatementError) and not _is_outage(error):
+                self._settle_refused(batch[0][1], error)
+                return
+            # The database is down: every caller of this batch learns it.
             self._log.warning("batch write failed: %s", error.__class__.__name__)
             for _, done in batch:
                 if not done.done():
@@ -95,18 +111,29 @@ class GroupCommitWriter(Generic[Item]):
             try:
                 async with self._db.direct_transaction() as conn:
                     await self._insert_many(conn, [item])
-            except IntegrityError:
-                outcome: BaseException | None = RowRejected()
-            except Exception as error:
-                outcome = error
-            else:
-                outcome = None
-            if done.done():
+            except StatementError as error:
+                if _is_outage(error):
+                    if not done.done():
+                        done.set_exception(error)
+                else:
+                    self._settle_refused(done, error)
                 continue
-            if outcome is None:
+            except Exception as error:
+                if not done.done():
+                    done.set_exception(error)
+                continue
+            if not done.done():
                 done.set_result(None)
-            else:
-                done.set_exception(outcome)
+
+    def _settle_refused(self, done: asyncio.Future[None], error: StatementError) -> None:
+        """Tells the caller of one row the database refused why: a conflict, or a malformed value."""
+        if done.done():
+            return
+        if isinstance(error, IntegrityError):
+            done.set_exception(RowRejected())
+            return
+        self._log.warning("row refused by the database: %s", error.__class__.__name__)
+        done.set_exception(ValidationError(FieldError(("body",), UNSTORABLE, "value_error"), UNSTORABLE))
 
 
 class RowSet:

@@ -326,8 +326,20 @@ class _PsycopgPool:
 def _as_alchemy_error(error: psycopg.Error) -> exc.DBAPIError:
     """The SQLAlchemy exception SQLAlchemy itself would raise, so callers handle one family of errors."""
     kind: type[exc.DBAPIError] = exc.DBAPIError
-    if isinstance(error, psycopg.IntegrityError):
-        kind = exc.IntegrityError
-    elif isinstance(error, psycopg.OperationalError):
-        kind = exc.OperationalError
+    for driver_error, alchemy_error in _ERROR_KINDS:
+        if isinstance(error, driver_error):
+            kind = alchemy_error
+            break
     return kind(None, None, error)
+
+
+# psycopg's DB-API exception classes and SQLAlchemy's wrappers of the same name.
+_ERROR_KINDS: tuple[tuple[type[psycopg.Error], type[exc.DBAPIError]], ...] = (
+    (psycopg.IntegrityError, exc.IntegrityError),
+    (psycopg.DataError, exc.DataError),
+    (psycopg.OperationalError, exc.OperationalError),
+    (psycopg.ProgrammingError, exc.ProgrammingError),
+    (psycopg.InterfaceError, exc.InterfaceError),
+    (psycopg.InternalError, exc.InternalError),
+    (psycopg.NotSupportedError, exc.NotSupportedError),
+)

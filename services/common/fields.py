@@ -19,6 +19,20 @@ from services.common.errors import FieldError, InvalidPathId, ValidationError
 StringFormat = options_pb2.StringFormat
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+# Refused in every string: U+0000 and the other C0 and C1 control characters (and DEL), except tab,
+# LF and CR. They end up in email headers, logs, terminals and CSV exports, where they do harm.
+# Written as \uXXXX escapes, which Python's re and JSON Schema's (ECMA-262) patterns both read.
+CONTROL_CHARACTERS = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f"
+# Refused in one-line strings (names, titles, emails, subjects) as well: every kind of line break.
+LINE_BREAKS = r"\u000a\u000d\u2028\u2029"
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
+_LINE_BREAK = re.compile(f"[{LINE_BREAKS}]")
+
+
+def text_pattern(*, multiline: bool) -> str:
+    """The anchored pattern acceptable text matches (as published in the OpenAPI document)."""
+    refused = CONTROL_CHARACTERS if multiline else CONTROL_CHARACTERS + LINE_BREAKS
+    return f"^[^{refused}]*$"
 _INT_TYPES = {
     FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
     FieldDescriptor.TYPE_INT64: (-(2**53), 2**53),  # JSON numbers are doubles: stay exact
@@ -131,6 +145,8 @@ def _parse_single(
             raise ValidationError(
                 FieldError(loc, f"Object should have at most {rules.max_items} properties", "too_long")
             )
+        if errors := _json_text_errors(value, loc):
+            raise ValidationError(errors)
         return value
     raise TypeError(f"unsupported input field type for {field.full_name}")
 
@@ -150,9 +166,66 @@ def _parse_number(value: Any, rules: options_pb2.FieldRules, loc: tuple) -> floa
     return number
 
 
+def text_error(value: str, loc: tuple[str | int, ...], *, multiline: bool) -> FieldError | None:
+    """Why `value` is not acceptable text (a control character, or a line break in a one-line
+    field), or None."""
+    if value.isprintable():  # the common case, and the fastest test
+        return None
+    if _CONTROL.search(value):
+        return FieldError(loc, "String should not contain control characters", "string_pattern_mismatch")
+    if not multiline and _LINE_BREAK.search(value):
+        return FieldError(loc, "String should be a single line", "string_pattern_mismatch")
+    return None
+
+
+def _json_text_errors(value: Any, loc: tuple[str | int, ...]) -> list[FieldError]:
+    """Text errors anywhere in a free-form JSON value: keys are one line, strings may span lines."""
+    if isinstance(value, str):
+        error = text_error(value, loc, multiline=True)
+        return [] if error is None else [error]
+    errors: list[FieldError] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            key_error = text_error(key, (*loc, key), multiline=False)
+            errors.extend([key_error] if key_error is not None else _json_text_errors(item, (*loc, key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            errors.extend(_json_text_errors(item, (*loc, index)))
+    return errors
+
+
+def refuse_control_characters(message: Message, loc: tuple[str | int, ...] = ("body",)) -> None:
+    """Validates every string a request message carries (nested messages included) as text, one line
+    unless the field's rules say multiline; for RPCs whose fields parse_input does not read."""
+    errors: list[FieldError] = []
+    for field, value in message.ListFields():
+        multiline = field.GetOptions().Extensions[options_pb2.rules].multiline
+        values = value if field.is_repeated else [value]
+        for index, item in enumerate(values):
+            where = (*loc, field.name, index) if field.is_repeated else (*loc, field.name)
+            if isinstance(item, str):
+                error = text_error(item, where, multiline=multiline)
+                if error is not None:
+                    errors.append(error)
+            elif field.message_type is not None and field.message_type.full_name in (_STRUCT, _VALUE):
+                python = (
+                    struct_to_dict(item) if field.message_type.full_name == _STRUCT else value_to_python(item)
+                )
+                errors.extend(_json_text_errors(python, where))
+            elif isinstance(item, Message):
+                try:
+                    refuse_control_characters(item, where)
+                except ValidationError as error:
+                    errors.extend(error.errors)
+    if errors:
+        raise ValidationError(errors)
+
+
 def _parse_string(value: Any, rules: options_pb2.FieldRules, loc: tuple) -> Any:
     if not isinstance(value, str):
         raise ValidationError(FieldError(loc, "Input should be a valid string", "string_type"))
+    if (error := text_error(value, loc, multiline=rules.multiline)) is not None:
+        raise ValidationError(error)
     if len(value) < rules.min_length:
         raise ValidationError(
             FieldError(loc, f"String should have at least {rules.min_length} characters", "string_too_short")

@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from services.common import identity as ident
 from services.common.access import MethodAccess, service_access
 from services.common.errors import HydraError, InternalError, Surface, render
+from services.common.fields import refuse_control_characters
 
 HTTP_STATUS_HEADER = "x-http-status"
 ERROR_BODY_HEADER = "x-error-body"
@@ -75,6 +76,8 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
     ) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with self._guard(policy, context):
+                if policy.reads_raw_fields:
+                    refuse_control_characters(request)
                 return await behavior(request, context)
 
         return wrapped

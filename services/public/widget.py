@@ -89,9 +89,9 @@ class WidgetChat:
         self, caller: Identity, instance_id: uuid.UUID, conversation_id: uuid.UUID | None, message: str
     ) -> Any:
         if conversation_id is None:
-            opened = await self._crm.open(
-                caller.tenant_id, instance_id=instance_id, subject=message[:SUBJECT_LENGTH]
-            )
+            # A subject is one line; the visitor's message may span several.
+            subject = " ".join(message.split())[:SUBJECT_LENGTH]
+            opened = await self._crm.open(caller.tenant_id, instance_id=instance_id, subject=subject)
             conversation_id = uuid.UUID(opened.id)
         return await self._crm.add_message(
             caller.tenant_id, str(conversation_id), role="visitor", content=message, instance_id=instance_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,8 +30,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from services.common.batching import GroupCommitWriter
 from services.common.crud import TenantTable
 from services.common.db import Database
+from services.common.errors import ValidationError
 
 metadata = MetaData()
 notes = Table(
@@ -282,3 +285,30 @@ def test_an_unreachable_database_raises_sqlalchemy_operational_error() -> None:
 
     with pytest.raises(OperationalError):
         asyncio.run(test())
+
+
+def test_a_row_postgresql_refuses_as_malformed_fails_alone_in_its_group_commit(postgres_url: str) -> None:
+    """A NUL byte (which PostgreSQL text cannot hold) in one request of a batch: the others commit,
+    whatever their tenant, and the bad one is a validation error, not a server error."""
+    ours, theirs = uuid.uuid4(), uuid.uuid4()
+    good = [note(ours if n % 2 else theirs, f"n{n}@example.com") for n in range(40)]
+    bad = note(ours, "nul\x00@example.com")
+
+    async def test(db: Database) -> tuple[list[Any], int]:
+        async def insert_many(conn: Any, batch: Any) -> None:
+            await conn.insert_many(notes, batch)
+
+        writer = GroupCommitWriter(db=db, insert_many=insert_many, logger=logging.getLogger("test"))
+        loop = asyncio.create_task(writer.run())
+        outcomes = await asyncio.gather(
+            *(writer.write(row) for row in [*good[:20], bad, *good[20:]]), return_exceptions=True
+        )
+        loop.cancel()
+        async with db.direct() as conn:
+            (count,) = await conn.fetch(select(func.count()).select_from(notes), {})
+        return outcomes, count[0]
+
+    outcomes, count = on_database(postgres_url, test)
+    assert count == 40
+    assert [o for o in outcomes if o is not None] == [outcomes[20]]
+    assert isinstance(outcomes[20], ValidationError)

@@ -2,11 +2,17 @@
 
 import pytest
 from google.protobuf import struct_pb2
-from hydra.crm.v1 import leads_pb2
+from hydra.crm.v1 import conversations_pb2, leads_pb2
 from hydra.instances.v1 import channels_pb2, instances_pb2
 
 from services.common.errors import InvalidPathId, ValidationError
-from services.common.fields import nullable, parse_input, parse_limit, parse_path_id
+from services.common.fields import (
+    nullable,
+    parse_input,
+    parse_limit,
+    parse_path_id,
+    refuse_control_characters,
+)
 
 LEAD = leads_pb2.LeadInput.DESCRIPTOR
 
@@ -149,3 +155,62 @@ def test_object_property_count_is_bounded() -> None:
     with pytest.raises(ValidationError) as caught:
         parse_input(body, CHANNEL, partial=False)
     assert [(e.loc, e.type) for e in caught.value.errors] == [(("body", "config"), "too_long")]
+
+
+CONTROL = ["\x00", "\x01", "\x08", "\x0b", "\x0c", "\x1b", "\x1f", "\x7f", "\x80", "\x85", "\x9f"]
+
+
+@pytest.mark.parametrize("character", CONTROL)
+def test_control_characters_are_refused_in_every_string(character: str) -> None:
+    assert errors_of(struct(name=f"Ada{character}Lovelace")) == [
+        (("body", "name"), "string_pattern_mismatch")
+    ]
+    body = struct(title="Refunds", content=f"Line one{character}")
+    with pytest.raises(ValidationError) as caught:
+        parse_input(body, instances_pb2.KnowledgeEntryInput.DESCRIPTOR, partial=False)
+    assert [e.loc for e in caught.value.errors] == [("body", "content")]
+
+
+@pytest.mark.parametrize("line_break", ["\n", "\r", "\r\n", "\u2028", "\u2029"])
+def test_one_line_fields_refuse_line_breaks_and_multiline_fields_keep_them(line_break: str) -> None:
+    assert errors_of(struct(company=f"Acme{line_break}Inc")) == [
+        (("body", "company"), "string_pattern_mismatch")
+    ]
+    content = f"First line{line_break}second line\twith a tab"
+    entry = parse_input(
+        struct(title="Refunds\tpolicy", content=content),
+        instances_pb2.KnowledgeEntryInput.DESCRIPTOR,
+        partial=False,
+    )
+    assert entry == {"title": "Refunds\tpolicy", "content": content}
+
+
+def test_unicode_text_that_is_not_control_passes() -> None:
+    name = "Zoë Ångström 李 \u200d emoji \U0001f600"
+    assert parse_input(struct(name=name), LEAD, partial=False) == {"name": name}
+
+
+def test_free_form_json_objects_are_checked_all_the_way_down() -> None:
+    config = {"ok": "multi\nline", "nested": {"list": ["fine", "bad\x07"]}, "key\nbreak": 1}
+    with pytest.raises(ValidationError) as caught:
+        parse_input(
+            struct(channel_type="sms", provider="twilio", external_identifier="+1555", config=config),
+            channels_pb2.ChannelInput.DESCRIPTOR,
+            partial=False,
+        )
+    assert sorted(e.loc for e in caught.value.errors) == [
+        ("body", "config", "key\nbreak"),
+        ("body", "config", "nested", "list", 1),
+    ]
+
+
+def test_raw_request_messages_are_checked_field_by_field() -> None:
+    refuse_control_characters(conversations_pb2.AddMessageRequest(role="visitor", content="two\nlines"))
+    with pytest.raises(ValidationError) as caught:
+        refuse_control_characters(
+            conversations_pb2.CreateConversationRequest(channel="web_chat", subject="two\nlines")
+        )
+    assert [e.loc for e in caught.value.errors] == [("body", "subject")]
+    with pytest.raises(ValidationError) as caught:
+        refuse_control_characters(conversations_pb2.AddMessageRequest(role="visitor", content="nul\x00"))
+    assert [e.loc for e in caught.value.errors] == [("body", "content")]
