@@ -33,6 +33,8 @@ def text_pattern(*, multiline: bool) -> str:
     """The anchored pattern acceptable text matches (as published in the OpenAPI document)."""
     refused = CONTROL_CHARACTERS if multiline else CONTROL_CHARACTERS + LINE_BREAKS
     return f"^[^{refused}]*$"
+
+
 _INT_TYPES = {
     FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
     FieldDescriptor.TYPE_INT64: (-(2**53), 2**53),  # JSON numbers are doubles: stay exact

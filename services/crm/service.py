@@ -41,35 +41,29 @@ class LeadService(ResourceService):
     async def capture(
         self, caller: Identity, *, email: str, details: dict[str, Any], source: str
     ) -> tuple[Row[Any], bool]:
-        """Creates a lead, or updates the tenant's newest lead with this email; True when created."""
+        """Creates a lead with these details, or finds the tenant's newest lead with this email, which it
+        never changes (anonymous input must not overwrite what the tenant has); True when created."""
         now = utcnow()
         async with self._transaction() as conn:
             existing = await repository.find_lead_by_email(conn, tenant_id=caller.tenant_id, email=email)
-            if existing is None:
-                row = await self.table.insert(
-                    conn,
-                    values={
-                        **details,
-                        "email": email,
-                        "source": source or DEFAULT_SOURCE,
-                        "tenant_id": caller.tenant_id,
-                        "id": uuid.uuid4(),
-                        "created_at": now,
-                        "updated_at": now,
-                    },
-                )
-            else:
-                updated = await self.table.update(
-                    conn,
-                    tenant_id=caller.tenant_id,
-                    row_id=existing.id,
-                    values={**details, "updated_at": now},
-                )
-                assert updated is not None  # read in this transaction
-                row = updated
-            action = "create" if existing is None else "update"
-            await self._audit.record(conn, caller, resource=self.resource, resource_id=row.id, action=action)
-        return row, existing is None
+            if existing is not None:
+                return existing, False
+            row = await self.table.insert(
+                conn,
+                values={
+                    **details,
+                    "email": email,
+                    "source": source or DEFAULT_SOURCE,
+                    "tenant_id": caller.tenant_id,
+                    "id": uuid.uuid4(),
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+            await self._audit.record(
+                conn, caller, resource=self.resource, resource_id=row.id, action="create"
+            )
+        return row, True
 
 
 class ContactService(ResourceService):

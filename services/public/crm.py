@@ -74,7 +74,7 @@ class CrmConversations:
         return (await self._call(self._conversations.AnnotateConversation, request, tenant_id)).conversation
 
     async def capture_lead(self, tenant_id: uuid.UUID, *, email: str, details: dict[str, str]) -> Any:
-        """Creates or updates the tenant's lead with this email (source website_form); returns it."""
+        """The tenant's lead with this email: created (source website_form), or found unchanged."""
         request = leads_pb2.CaptureLeadRequest(email=email, source="website_form", **details)
         response = await self._peer.lookup(
             self._leads.CaptureLead, request, tenant_id, unavailable=_UNAVAILABLE

@@ -70,7 +70,7 @@ async def page_view_summary(
 async def set_submission_lead(
     conn: AsyncConnection, *, tenant_id: uuid.UUID, submission_id: uuid.UUID, lead_id: uuid.UUID
 ) -> None:
-    """Records which crm lead a submission created or updated."""
+    """Records which crm lead a submission created or found."""
     c = models.form_submissions.c
     await conn.execute(
         update(models.form_submissions)

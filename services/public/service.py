@@ -209,7 +209,7 @@ class Forms:
         return list(rows)
 
     async def capture_lead(self, conn: AsyncConnection, event: Event) -> None:
-        """Consumer of form.submitted: creates or updates the lead in crm, then links it to the submission."""
+        """Consumer of form.submitted: creates or finds the lead in crm, then links the submission to it."""
         tenant_id = uuid.UUID(event.tenant_id)
         lead = await self._crm.capture_lead(
             tenant_id, email=event.payload["email"], details=event.payload["details"]
@@ -223,15 +223,20 @@ class Forms:
 
 
 def lead_details(form_data: Mapping[str, Any]) -> dict[str, str]:
-    """The lead fields a form carries (name, phone, company) that crm will accept."""
+    """The lead fields a form carries (name, phone, company) that crm will accept: one line each, within
+    crm's length limits (a form's values may span lines; a lead's name may not)."""
     details = {}
     for name, most in LEAD_DETAILS.items():
-        value = form_data.get(name)
-        if isinstance(value, str) and 0 < len(value.strip()) <= most:
-            details[name] = value.strip()
+        value = _one_line(form_data.get(name))
+        if 0 < len(value) <= most:
+            details[name] = value
     if "name" not in details:
-        first, last = form_data.get("first_name"), form_data.get("last_name")
-        joined = " ".join(p.strip() for p in (first, last) if isinstance(p, str) and p.strip())
+        joined = " ".join(p for p in (_one_line(form_data.get(k)) for k in ("first_name", "last_name")) if p)
         if 0 < len(joined) <= LEAD_DETAILS["name"]:
             details["name"] = joined
     return details
+
+
+def _one_line(value: Any) -> str:
+    """A form value as one line of text ("" for anything else)."""
+    return " ".join(value.split()) if isinstance(value, str) else ""

@@ -252,7 +252,7 @@ def wait_for(check, timeout: float = 15.0):  # type: ignore[no-untyped-def]
         time.sleep(0.1)
 
 
-def test_a_submission_with_an_email_creates_then_updates_one_crm_lead(edge: Edge) -> None:
+def test_a_submission_with_an_email_creates_one_crm_lead_and_later_ones_never_change_it(edge: Edge) -> None:
     core = core_key(edge)
     support = edge.key(core.tenant, scopes=["crm:read"])
     site = create_site(edge, core)
@@ -276,13 +276,20 @@ def test_a_submission_with_an_email_creates_then_updates_one_crm_lead(edge: Edge
         assert wait_for(lambda: submission_lead(first)) == lead["id"]
         second = client.post(
             SUBMIT,
-            json={"site_id": site["id"], "email": email.upper(), "form_data": {"name": "Ada Lovelace"}},
+            json={
+                "site_id": site["id"],
+                "email": email.upper(),
+                "form_data": {"name": "Mallory", "phone": "+1 555 0199", "company": "Evil"},
+            },
         ).json()["submission_id"]
         assert wait_for(lambda: submission_lead(second)) == lead["id"]
-    (updated,) = leads()
-    assert (
-        updated["id"] == lead["id"] and updated["name"] == "Ada Lovelace" and updated["company"] == "Engines"
-    )
+    # The anonymous second submission is attached to the lead but changed nothing on it; what it said
+    # stays on the submission.
+    (unchanged,) = leads()
+    assert unchanged == lead
+    listed = edge.http.get(f"/v1/sites/{site['id']}/submissions", headers=core.api_key).json()
+    (kept,) = [s for s in listed["submissions"] if s["id"] == second]
+    assert kept["form_data"] == {"name": "Mallory", "phone": "+1 555 0199", "company": "Evil"}
     # Another tenant's leads never see it.
     stranger = edge.key(scopes=["crm:read"])
     listed = edge.http.get("/api/v1/leads?limit=100", headers=stranger.bearer).json()["leads"]
@@ -336,3 +343,59 @@ def test_hydractl_publishes_and_lists_a_tenants_sites(edge: Edge, capsys, monkey
     with pytest.raises(SystemExit):
         main(["sites", "create", "--tenant", tenant, "--name", "x" * 201])
     assert "name" in capsys.readouterr().err
+
+
+def test_a_form_never_changes_a_lead_the_tenant_made(edge: Edge) -> None:
+    core = core_key(edge)
+    support = edge.key(core.tenant, scopes=["crm:read", "crm:write"])
+    site = create_site(edge, core)
+    email = f"customer-{uuid.uuid4().hex[:8]}@example.com"
+    made = edge.http.post(
+        "/api/v1/leads",
+        json={"email": email, "name": "Real Customer", "phone": "+44 20 7946 0000", "company": None},
+        headers=support.bearer,
+    ).json()["lead"]
+    with visitor(edge) as client:
+        submission = client.post(
+            SUBMIT,
+            json={
+                "site_id": site["id"],
+                "email": email,
+                "form_data": {
+                    "first_name": "Not",
+                    "last_name": "Them",
+                    "phone": "0",
+                    "company": "Takeover Ltd",
+                },
+            },
+        ).json()["submission_id"]
+
+    def linked() -> str | None:
+        listed = edge.http.get(f"/v1/sites/{site['id']}/submissions", headers=core.api_key).json()
+        return next(s["lead_id"] for s in listed["submissions"] if s["id"] == submission)
+
+    assert wait_for(linked) == made["id"]
+    assert edge.http.get(f"/api/v1/leads/{made['id']}", headers=support.bearer).json()["lead"] == made
+
+
+def test_form_values_over_several_lines_become_one_line_lead_details(edge: Edge) -> None:
+    core = core_key(edge)
+    support = edge.key(core.tenant, scopes=["crm:read"])
+    site = create_site(edge, core)
+    email = f"lines-{uuid.uuid4().hex[:8]}@example.com"
+    with visitor(edge) as client:
+        response = client.post(
+            SUBMIT,
+            json={
+                "site_id": site["id"],
+                "email": email,
+                "form_data": {"name": "Ada\n  Lovelace", "message": "a\nb"},
+            },
+        )
+        assert response.status_code == 200, response.text
+
+    def lead() -> dict | None:
+        listed = edge.http.get("/api/v1/leads?limit=100", headers=support.bearer).json()["leads"]
+        return next((lead for lead in listed if lead["email"] == email), None)
+
+    assert wait_for(lead)["name"] == "Ada Lovelace"
