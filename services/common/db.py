@@ -95,7 +95,8 @@ class Database:
         parsed = runtime_url(url)
         self.url = parsed
         self.schema = schema
-        options: dict[str, Any] = {"connect_args": connect_args(parsed, schema)}
+        # Bound values never appear in exception messages (and so never in logs): they are user data.
+        options: dict[str, Any] = {"connect_args": connect_args(parsed, schema), "hide_parameters": True}
         self._direct_pool: _PsycopgPool | None = None
         if parsed.get_backend_name() == "postgresql":
             options.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)

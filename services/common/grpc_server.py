@@ -23,6 +23,7 @@ from services.common import identity as ident
 from services.common.access import MethodAccess, service_access
 from services.common.errors import HydraError, InternalError, Surface, render
 from services.common.fields import refuse_control_characters
+from services.common.logging import log_loop_exception
 
 HTTP_STATUS_HEADER = "x-http-status"
 ERROR_BODY_HEADER = "x-error-body"
@@ -219,6 +220,7 @@ def _cannot_listen(logger: logging.Logger, app: GrpcApp, address: str) -> NoRetu
 
 async def serve(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event | None = None) -> None:
     """Runs the app until SIGTERM/SIGINT (or `stop`), then drains: NOT_SERVING, stop(grace), close."""
+    asyncio.get_running_loop().set_exception_handler(log_loop_exception(logger))
     policies = service_access(*app.services)
     server = grpc.aio.server(
         interceptors=[HydraInterceptor(policies, logger)],
@@ -276,6 +278,7 @@ async def deliver(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event |
 
     Request handling and event delivery then compete for the CPU as processes, not on one event loop.
     """
+    asyncio.get_running_loop().set_exception_handler(log_loop_exception(logger))
     if not app.separate_consumers:
         logger.error(
             "the event consumers run in the server process; "

@@ -6,7 +6,11 @@ import json
 import logging
 import sys
 import time
+import traceback
+from types import TracebackType
 from typing import Any
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 
 class JsonFormatter(logging.Formatter):
@@ -26,6 +30,39 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+    def formatException(self, ei: Any) -> str:
+        """Where each exception of the chain was raised and its class, never its message."""
+        return safe_traceback(ei)
+
+
+def safe_traceback(exc_info: ExcInfo) -> str:
+    """A traceback without exception messages: a message can hold bound SQL parameters or the text of
+    a request (personal data), the frames and classes say where to look."""
+    _, error, _ = exc_info
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        frames = traceback.extract_tb(current.__traceback__)
+        kind = type(current)
+        parts.append("".join(traceback.format_list(frames)) + f"{kind.__module__}.{kind.__qualname__}\n")
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return "\nCaused by (most recent last):\n".join(reversed(parts)).rstrip("\n")
+
+
+def log_loop_exception(logger: logging.Logger) -> Any:
+    """An asyncio exception handler that logs the exception's class and traceback, never its message
+    (asyncio's own repeats the exception's repr, message included)."""
+
+    def handle(_loop: Any, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        extra = {"error": type(error).__name__} if error is not None else {}
+        exc_info = (type(error), error, error.__traceback__) if error is not None else None
+        logger.error("background task failed", exc_info=exc_info, extra=extra)
+
+    return handle
 
 
 def configure(service: str, level: str = "INFO") -> logging.Logger:

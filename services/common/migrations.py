@@ -25,7 +25,7 @@ def run_env(metadata: MetaData) -> None:
     config = context.config
     schema = config.attributes["schema"]
     url = migration_url(config.attributes["url"])
-    engine = create_engine(url, connect_args=connect_args(url, schema))
+    engine = create_engine(url, connect_args=connect_args(url, schema), hide_parameters=True)
     with engine.connect() as connection:
         if url.get_backend_name() == "postgresql":
             connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))

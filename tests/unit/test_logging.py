@@ -1,0 +1,88 @@
+"""Log lines never carry exception messages: they can hold bound SQL parameters or a request's text."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+
+from sqlalchemy import Column, MetaData, String, Table, create_engine, insert
+from sqlalchemy.exc import IntegrityError
+
+from services.common.logging import JsonFormatter, log_loop_exception
+
+MARKER = "secret-person@example.com"
+
+
+def logged(record_error: BaseException) -> dict:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("test.safe")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    try:
+        raise record_error
+    except BaseException as error:
+        logger.error("unhandled error", exc_info=error, extra={"request_id": "r-1"})
+    return json.loads(stream.getvalue())
+
+
+def raise_chained() -> None:
+    try:
+        raise KeyError(MARKER)
+    except KeyError as cause:
+        raise ValueError(f"bad value {MARKER}") from cause
+
+
+def test_the_traceback_names_classes_and_frames_but_not_messages() -> None:
+    try:
+        raise_chained()
+    except ValueError as error:
+        entry = logged(error)
+    assert MARKER not in json.dumps(entry)
+    assert entry["request_id"] == "r-1"
+    assert "builtins.ValueError" in entry["exc"] and "builtins.KeyError" in entry["exc"]
+    assert "raise_chained" in entry["exc"] and "test_logging.py" in entry["exc"]
+
+
+def test_sql_errors_carry_no_bound_values(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    metadata = MetaData()
+    people = Table("people", metadata, Column("email", String, primary_key=True))
+    engine = create_engine(f"sqlite:///{tmp_path / 'db'}", hide_parameters=True)
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(people).values(email=MARKER))
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(people).values(email=MARKER))
+    except IntegrityError as error:
+        assert MARKER not in str(error)
+        assert MARKER not in json.dumps(logged(error))
+    engine.dispose()
+
+
+def test_asyncio_background_failures_are_logged_without_their_message() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("test.loop")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+
+    async def fail() -> None:
+        raise RuntimeError(MARKER)
+
+    async def run() -> None:
+        asyncio.get_running_loop().set_exception_handler(log_loop_exception(logger))
+        task = asyncio.create_task(fail())
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        asyncio.get_running_loop().call_exception_handler(
+            {"message": "failed", "exception": task.exception()}
+        )
+
+    asyncio.run(run())
+    assert MARKER not in stream.getvalue()
+    assert "RuntimeError" in stream.getvalue()
