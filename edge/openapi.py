@@ -274,15 +274,29 @@ class _Builder:
             "description": "Invalid input; every offending field is named.",
             "content": {"application/json": {"schema": invalid}},
         }
-        for status, text in (
-            ("401", "Missing, malformed or revoked key."),
-            ("403", "The key lacks the route's scope."),
-            ("404", "Not found (or another tenant's)."),
-            ("429", "Rate limit spent; see Retry-After."),
+        writes = binding.method != "GET"
+        for status, text, applies in (
+            # The edge reads the request before any field is checked (FastAPI would say 422 here too,
+            # but cannot tell which field: the detail is one message).
+            (
+                "400",
+                "The request could not be read: malformed JSON, or an unknown query parameter.",
+                not support,
+            ),
+            ("401", "Missing, malformed or revoked key.", binding.policy.auth != AuthMode.AUTH_MODE_PUBLIC),
+            ("403", "The key lacks the route's scope.", binding.policy.auth != AuthMode.AUTH_MODE_PUBLIC),
+            ("404", "Not found (or another tenant's).", True),
+            (
+                "409",
+                "Conflicts with the current state (rows that block a delete, a paused instance).",
+                writes,
+            ),
+            ("413", "The request body is too large.", writes),
+            ("429", "Rate limit spent; see Retry-After.", True),
+            ("503", "A service this route needs is unavailable; nothing was changed. Retry safe.", True),
         ):
-            if binding.policy.auth == AuthMode.AUTH_MODE_PUBLIC and status in ("401", "403"):
-                continue
-            responses[status] = {"description": text, "content": {"application/json": {"schema": error}}}
+            if applies:
+                responses[status] = {"description": text, "content": {"application/json": {"schema": error}}}
         return responses
 
 
