@@ -9,18 +9,9 @@ import uuid
 from pathlib import Path
 
 from edge.bindings import load_bindings
-from hydractl.cli import mint
+from hydractl.cli import DEMO_SCOPES, mint
 from tests.e2e.conftest import Edge, core_key, create_instance, create_site, open_conversation
 from tests.e2e.test_public_site import SUBMIT, visitor
-
-SUPPORT_SCOPES = (
-    "crm:read",
-    "crm:write",
-    "conversations:read",
-    "conversations:write",
-    "tickets:read",
-    "tickets:write",
-)
 
 
 def marked_bodies(marker: str, email: str) -> list[dict]:
@@ -57,7 +48,7 @@ def test_a_marked_email_in_every_routes_body_reaches_no_log(edge: Edge) -> None:
     tag = uuid.uuid4().hex[:12]
     marker = f"pii-{tag}"
     email = f"{marker}@example.com"
-    support = edge.key(scopes=SUPPORT_SCOPES)
+    support = edge.key(scopes=DEMO_SCOPES)
     core = core_key(edge, support.tenant)
     instance = create_instance(edge, core, name="Bot")
     site = create_site(edge, core)

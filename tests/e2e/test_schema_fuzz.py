@@ -12,19 +12,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis import checks as st_checks
 
-from hydractl.cli import mint
+from hydractl.cli import DEMO_SCOPES, mint
 from tests.e2e.conftest import CORE_SCOPES, Edge, core_key, create_instance, create_site
 
 # Per operation and generation mode (valid and invalid data): bounded, and the same on every run.
 EXAMPLES = 15
-SUPPORT_SCOPES = (
-    "crm:read",
-    "crm:write",
-    "conversations:read",
-    "conversations:write",
-    "tickets:read",
-    "tickets:write",
-)
 CHECKS = [
     st_checks.not_a_server_error,
     st_checks.status_code_conformance,
@@ -76,7 +68,7 @@ def fuzz(edge: Edge, operation: Any, strategy: Any, headers: dict[str, str], fin
 
 
 def test_generated_requests_get_documented_answers_and_no_server_error(edge: Edge) -> None:
-    support = edge.key(scopes=SUPPORT_SCOPES, rate_limit=1_000_000)
+    support = edge.key(scopes=DEMO_SCOPES, rate_limit=1_000_000)
     core = core_key(edge, support.tenant, scopes=CORE_SCOPES, rate_limit=1_000_000)
     instance = create_instance(edge, core, knowledge=[{"title": "Refunds", "content": "Within 30 days."}])
     site = create_site(edge, core)

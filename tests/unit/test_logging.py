@@ -15,13 +15,19 @@ from services.common.logging import JsonFormatter, log_loop_exception
 MARKER = "secret-person@example.com"
 
 
-def logged(record_error: BaseException) -> dict:
+def json_logger(name: str) -> tuple[logging.Logger, io.StringIO]:
+    """A logger writing JSON lines into a string."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("test.safe")
+    logger = logging.getLogger(name)
     logger.handlers[:] = [handler]
     logger.propagate = False
+    return logger, stream
+
+
+def logged(record_error: BaseException) -> dict:
+    logger, stream = json_logger("test.safe")
     try:
         raise record_error
     except BaseException as error:
@@ -64,12 +70,7 @@ def test_sql_errors_carry_no_bound_values(tmp_path) -> None:  # type: ignore[no-
 
 
 def test_asyncio_background_failures_are_logged_without_their_message() -> None:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("test.loop")
-    logger.handlers[:] = [handler]
-    logger.propagate = False
+    logger, stream = json_logger("test.loop")
 
     async def fail() -> None:
         raise RuntimeError(MARKER)
