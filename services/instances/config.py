@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from services.common import config
 from services.common.delivery import DeliverySettings
+from services.common.outbound import HostPolicy
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class Settings:
     database_url: str
     gatekeeper_address: str
     delivery: DeliverySettings
+    model_hosts: HostPolicy
     admin_token: str | None = None
     log_level: str = "INFO"
     pool_size: int = 10
@@ -31,6 +33,7 @@ class Settings:
             ),
             gatekeeper_address=env.get("HYDRA_GATEKEEPER_ADDR") or config.service_address(env, "gatekeeper"),
             delivery=DeliverySettings.from_env(env),
+            model_hosts=HostPolicy.from_env(env),
             admin_token=env.get("HYDRA_ADMIN_TOKEN") or None,
             log_level=config.env_str(env, "HYDRA_LOG_LEVEL", "INFO"),
             pool_size=config.env_int(env, "HYDRA_DB_POOL_SIZE", 10, minimum=1),

@@ -47,7 +47,13 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
     events.consume("instances-widget-tokens", {INSTANCE_DELETED}, tokens.revoke_for_deleted_instance)
     audit = AuditLog(models.audit_log)
     instances = InstanceServicer(
-        InstanceService(db=db, table=repository.instances, audit=audit, outbox=events.outbox)
+        InstanceService(
+            db=db,
+            table=repository.instances,
+            audit=audit,
+            outbox=events.outbox,
+            model_hosts=settings.model_hosts,
+        )
     )
     channels = ChannelServicer(
         ChannelService(db=db, table=repository.channels, audit=audit, instances=repository.instances)

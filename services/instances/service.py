@@ -14,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.common.audit import AuditLog
 from services.common.crud import TenantTable
 from services.common.db import Database
-from services.common.errors import NotFound
+from services.common.errors import FieldError, NotFound, ValidationError
 from services.common.identity import Identity
+from services.common.outbound import HostPolicy
 from services.common.outbox import Outbox
 from services.common.resource import ResourceService
 from services.instances.models import DEFAULT_MODEL
@@ -43,9 +44,29 @@ class InstanceService(ResourceService):
     not_found = INSTANCE_NOT_FOUND
     list_default = list_maximum = 1000  # HydraCore lists return every row in scope
 
-    def __init__(self, *, db: Database, table: TenantTable, audit: AuditLog, outbox: Outbox) -> None:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        table: TenantTable,
+        audit: AuditLog,
+        outbox: Outbox,
+        model_hosts: HostPolicy | None = None,
+    ) -> None:
         super().__init__(db=db, table=table, audit=audit)
         self._outbox = outbox
+        self._model_hosts = model_hosts or HostPolicy()
+
+    async def prepare(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:
+        """Refuses a model server URL on an address tenants may not reach, judged without DNS.
+
+        The public service judges the host again each time it resolves it, before it connects.
+        """
+        base_url = fields.get("model", {}).get("base_url")
+        refusal = self._model_hosts.refusal(base_url) if base_url else None
+        if refusal is not None:
+            raise ValidationError(FieldError(("body", "model", "base_url"), refusal, "value_error"))
+        return {}
 
     async def before_create(
         self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]

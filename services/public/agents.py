@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import json
 import re
+import socket
+import ssl
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import httpcore
 import httpx
 
+from services.common.outbound import HostPolicy, IPAddress, is_public
 from services.public.knowledge import WORD, KnowledgeEntry, KnowledgeIndex
+
+SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 
 OPENAI_COMPATIBLE_BACKEND = "openai_compatible"
 # A match's BM25 score divided by the weight of a term found in one entry only: 1.0 is such a term
@@ -55,8 +63,21 @@ NOT_CONFIGURED = "The agent is not configured."
 UNAVAILABLE = "The agent backend is unavailable."
 UNREADABLE = "The agent backend sent a reply that could not be read."
 BACKEND_ERROR = "The agent backend could not answer."
+REFUSED = "The agent backend's address is not allowed."
+TOO_LONG = "The agent's reply was too long."
+LINE_TOO_LONG = "The agent backend sent a reply that could not be read (a line too long)."
+TOO_SLOW = "The agent took too long to answer."
 _CHAT_ROLES = {"visitor": "user", "bot": "assistant", "agent": "assistant"}
 _WORD_GROUP = re.compile(rf"\s*(?:\S+\s*){{1,{WORDS_PER_DELTA}}}")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+# httpcore's exceptions share no base class; these are every failure of a request or its stream.
+_HTTP_ERRORS = (
+    httpcore.TimeoutException,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.UnsupportedProtocol,
+    httpcore.ProxyError,
+)
 
 
 @dataclass(frozen=True)
@@ -112,7 +133,7 @@ class AgentFailed(Exception):
 class Agent(Protocol):
     """Produces a reply as a stream of events."""
 
-    def reply(self, request: AgentInput) -> AsyncIterator[AgentEvent]:
+    def reply(self, request: AgentInput) -> AsyncGenerator[AgentEvent, None]:
         """The reply's events, in order."""
         ...
 
@@ -123,8 +144,18 @@ class AgentDefaults:
 
     base_url: str | None = None
     model: str | None = None
-    api_key: str | None = None  # sent as a Bearer token; never logged
-    timeout_seconds: float = 30.0
+    api_key: str | None = None  # sent as a Bearer token to base_url only; never logged
+    timeout_seconds: float = 30.0  # to connect, and between two reads
+
+
+@dataclass(frozen=True)
+class AgentLimits:
+    """Caps on one turn with a model server, and on the connections model servers may hold."""
+
+    turn_seconds: float = 120.0  # from the request to the end of the reply
+    max_reply_bytes: int = 2 * 1024 * 1024  # of the event stream as received
+    max_line_bytes: int = 64 * 1024
+    max_connections: int = 100
 
 
 class IndexCache:
@@ -184,7 +215,7 @@ class KnowledgeAgent:
     def __init__(self, *, indexes: IndexCache | None = None) -> None:
         self._indexes = indexes or IndexCache()
 
-    async def reply(self, request: AgentInput) -> AsyncIterator[AgentEvent]:
+    async def reply(self, request: AgentInput) -> AsyncGenerator[AgentEvent, None]:
         """The best entry's content in word groups, or a short notice and a Handoff."""
         if asks_for_human(request.message):
             yield Delta(HANDOFF_ASKED)
@@ -206,45 +237,71 @@ class OpenAICompatibleAgent:
     def __init__(
         self,
         *,
-        client: httpx.AsyncClient,
+        pool: httpcore.AsyncConnectionPool,
         settings: AgentSettings,
         defaults: AgentDefaults,
+        limits: AgentLimits,
         indexes: IndexCache,
     ) -> None:
-        self._client = client
+        self._pool = pool
         self._settings = settings
         self._defaults = defaults
+        self._limits = limits
         self._indexes = indexes
 
-    async def reply(self, request: AgentInput) -> AsyncIterator[AgentEvent]:
-        """Each content delta of the streamed completion, as soon as it arrives."""
+    async def reply(self, request: AgentInput) -> AsyncGenerator[AgentEvent, None]:
+        """Each content delta of the streamed completion, as soon as it arrives, within the turn's caps."""
+        deadline = asyncio.get_running_loop().time() + self._limits.turn_seconds
         base_url = self._settings.base_url or self._defaults.base_url
         model = self._settings.model or self._defaults.model
         if not base_url or not model:
             raise AgentFailed(NOT_CONFIGURED)
+        url = _chat_completions_url(base_url)
         body: dict[str, Any] = {"model": model, "stream": True, "messages": await self._messages(request)}
         if self._settings.temperature is not None:
             body["temperature"] = self._settings.temperature
         if self._settings.max_tokens is not None:
             body["max_tokens"] = self._settings.max_tokens
-        headers = {"Accept": "text/event-stream"}
-        if self._defaults.api_key:
-            headers["Authorization"] = f"Bearer {self._defaults.api_key}"
-        url = _chat_completions_url(base_url)
+        headers = [
+            (b"Accept", b"text/event-stream"),
+            (b"Accept-Encoding", b"identity"),  # a compressed reply could inflate past every cap
+            (b"Content-Type", b"application/json"),
+        ]
+        if self._defaults.api_key and _is_default_server(self._settings.base_url, self._defaults.base_url):
+            headers.append((b"Authorization", f"Bearer {self._defaults.api_key}".encode()))
+        timeout = self._defaults.timeout_seconds
+        extensions = {"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}}
         try:
-            async with self._client.stream("POST", url, json=body, headers=headers) as response:
-                if not response.is_success:
+            async with contextlib.AsyncExitStack() as stack:
+                async with asyncio.timeout_at(deadline):
+                    response = await stack.enter_async_context(
+                        self._pool.stream(
+                            "POST",
+                            url,
+                            headers=headers,
+                            content=json.dumps(body).encode(),
+                            extensions=extensions,
+                        )
+                    )
+                # Redirects are not followed: a 3xx is a failure like any other non-2xx answer.
+                if not 200 <= response.status < 300:
                     raise AgentFailed(UNAVAILABLE)
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
+                if _header(response, b"content-encoding") not in (b"", b"identity"):
+                    raise AgentFailed(UNREADABLE)
+                async for line in _lines(response.aiter_stream(), self._limits, deadline):
+                    if not line.startswith(b"data:"):
                         continue  # blank lines, SSE comments and other fields
-                    data = line.removeprefix("data:").strip()
-                    if data == "[DONE]":
+                    data = line.removeprefix(b"data:").strip()
+                    if data == b"[DONE]":
                         return
                     text = _delta_content(data)
                     if text:
                         yield Delta(text)
-        except httpx.HTTPError:
+        except AddressRefused:
+            raise AgentFailed(REFUSED) from None
+        except TimeoutError:
+            raise AgentFailed(TOO_SLOW) from None
+        except _HTTP_ERRORS:
             raise AgentFailed(UNAVAILABLE) from None
         # Every OpenAI-compatible server ends with [DONE]; without it the reply was cut off.
         raise AgentFailed(UNAVAILABLE)
@@ -267,19 +324,136 @@ class OpenAICompatibleAgent:
         return messages
 
 
-def _chat_completions_url(base_url: str) -> httpx.URL:
+def _is_default_server(base_url: str | None, default_base_url: str | None) -> bool:
+    """Whether a turn goes to the operator's own server (the only one the operator's key is for)."""
+    return base_url is None or (
+        default_base_url is not None and base_url.strip().rstrip("/") == default_base_url.strip().rstrip("/")
+    )
+
+
+def _header(response: httpcore.Response, name: bytes) -> bytes:
+    values = [v.strip().lower() for k, v in response.headers if k.lower() == name]
+    return b",".join(values)
+
+
+async def _lines(chunks: AsyncIterator[bytes], limits: AgentLimits, deadline: float) -> AsyncIterator[bytes]:
+    """The lines of an event stream (CR, LF or CRLF ended), refusing a stream past the turn's caps."""
+    buffer = bytearray()
+    received = 0
+    ended = False
+    while not ended:
+        # The deadline wraps each read, never a yield: a timeout must not fire in the consumer's code.
+        async with asyncio.timeout_at(deadline):
+            chunk = await anext(chunks, None)
+        if chunk is None:
+            ended = True
+        else:
+            received += len(chunk)
+            if received > limits.max_reply_bytes:
+                raise AgentFailed(TOO_LONG)
+            buffer += chunk
+        start = 0
+        for match in _LINE_END.finditer(buffer):
+            if match.group() == b"\r" and match.end() == len(buffer) and not ended:
+                break  # a CR at the end may be the first half of a CRLF
+            line = bytes(buffer[start : match.start()])
+            start = match.end()
+            if len(line) > limits.max_line_bytes:
+                raise AgentFailed(LINE_TOO_LONG)
+            yield line
+        del buffer[:start]
+        if len(buffer) > limits.max_line_bytes:
+            raise AgentFailed(LINE_TOO_LONG)
+    if buffer:
+        yield bytes(buffer)
+
+
+def _chat_completions_url(base_url: str) -> httpcore.URL:
     """Where to post; a URL no request could reach means the agent is not configured."""
     try:
-        url = httpx.URL(base_url.rstrip("/") + "/chat/completions")
-    except httpx.InvalidURL:
+        url = httpx.URL(base_url.strip().rstrip("/") + "/chat/completions")
+        port = url.port
+    except (httpx.InvalidURL, ValueError):
         raise AgentFailed(NOT_CONFIGURED) from None
-    # httpx lets an out-of-range port through to the socket, which fails with an ExceptionGroup.
-    if url.scheme not in ("http", "https") or not url.host or not 0 < (url.port or 80) <= 65535:
+    if url.scheme not in ("http", "https") or not url.host or not 0 < (port or 80) <= 65535:
         raise AgentFailed(NOT_CONFIGURED)
-    return url
+    return httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=port, target=url.raw_path)
 
 
-def _delta_content(data: str) -> str:
+class AddressRefused(Exception):
+    """A model server's host is, or resolves to, an address a tenant may not reach."""
+
+
+class PinnedNetwork(httpcore.AsyncNetworkBackend):
+    """Resolves a model server's host once, checks every address, and connects to an address it checked.
+
+    The connection is made to the resolved address itself, so nothing resolves the name again between
+    the check and the connect (DNS rebinding); TLS still verifies the certificate for the name, which
+    the connection pool hands to start_tls, and the Host header keeps the name too.
+    """
+
+    def __init__(self, hosts: HostPolicy, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+        self._hosts = hosts
+        self._inner = inner or httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Iterable[SocketOption] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = await self._resolve(host, port, timeout)
+        if not self._hosts.trusts(host, port) and not all(is_public(a) for a in addresses):
+            raise AddressRefused()
+        failure: Exception = httpcore.ConnectError("no address")
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(
+                    str(address),
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
+                failure = error
+        raise failure
+
+    async def _resolve(self, host: str, port: int, seconds: float | None) -> list[IPAddress]:
+        try:
+            async with asyncio.timeout(seconds):
+                found = await asyncio.get_running_loop().getaddrinfo(
+                    host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+                )
+        except TimeoutError:
+            raise httpcore.ConnectTimeout("name resolution timed out") from None
+        except (OSError, UnicodeError):
+            raise httpcore.ConnectError("name resolution failed") from None
+        addresses: list[IPAddress] = []
+        for _family, _type, _proto, _name, sockaddr in found:
+            # A scope id (fe80::1%eth0) is dropped: link-local addresses are refused unless trusted anyway.
+            address = ipaddress.ip_address(str(sockaddr[0]).partition("%")[0])
+            if address not in addresses:
+                addresses.append(address)
+        if not addresses:
+            raise httpcore.ConnectError("name resolution found no address")
+        return addresses
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        socket_options: Iterable[SocketOption] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise AddressRefused()
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _delta_content(data: bytes) -> str:
     """The reply text in one streamed chunk ("" for chunks without any, such as the role or usage)."""
     try:
         chunk = json.loads(data)
@@ -298,15 +472,27 @@ def _delta_content(data: str) -> str:
 
 
 class Agents:
-    """Picks the backend for an instance's settings; owns the shared HTTP client."""
+    """Picks the backend for an instance's settings; owns the connection pool to model servers."""
 
-    def __init__(self, *, defaults: AgentDefaults, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        defaults: AgentDefaults,
+        limits: AgentLimits | None = None,
+        hosts: HostPolicy | None = None,
+        network: httpcore.AsyncNetworkBackend | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._defaults = defaults
+        self._limits = limits or AgentLimits()
         self._indexes = IndexCache()
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(defaults.timeout_seconds),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        trusted = (hosts or HostPolicy()).with_origin_of(defaults.base_url)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context or httpx.create_ssl_context(),
+            max_connections=self._limits.max_connections,
+            max_keepalive_connections=min(20, self._limits.max_connections),
+            keepalive_expiry=5.0,
+            network_backend=PinnedNetwork(trusted, network),
         )
         self._knowledge = KnowledgeAgent(indexes=self._indexes)
 
@@ -314,10 +500,14 @@ class Agents:
         """The OpenAI-compatible backend when asked for, else the knowledge agent (which needs nothing)."""
         if settings.backend == OPENAI_COMPATIBLE_BACKEND:
             return OpenAICompatibleAgent(
-                client=self._client, settings=settings, defaults=self._defaults, indexes=self._indexes
+                pool=self._pool,
+                settings=settings,
+                defaults=self._defaults,
+                limits=self._limits,
+                indexes=self._indexes,
             )
         return self._knowledge
 
     async def close(self) -> None:
-        """Closes the HTTP client's connections."""
-        await self._client.aclose()
+        """Closes the connections to model servers."""
+        await self._pool.aclose()

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 from services.common import config
 from services.common.delivery import DeliverySettings
-from services.public.agents import AgentDefaults
+from services.common.outbound import HostPolicy
+from services.public.agents import AgentDefaults, AgentLimits
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Where public listens, its database, its peers (crm, instances) and the agents' defaults."""
+    """Where public listens, its database, its peers (crm, instances), the agents' defaults and caps."""
 
     address: str
     database_url: str
@@ -20,6 +21,8 @@ class Settings:
     instances_address: str
     delivery: DeliverySettings
     agent: AgentDefaults
+    agent_limits: AgentLimits
+    agent_hosts: HostPolicy
     log_level: str = "INFO"
     pool_size: int = 10
     peer_timeout_seconds: float = 5.0
@@ -42,6 +45,15 @@ class Settings:
                 api_key=env.get("HYDRA_AGENT_API_KEY") or None,
                 timeout_seconds=float(config.env_int(env, "HYDRA_AGENT_TIMEOUT_SECONDS", 30, minimum=1)),
             ),
+            agent_limits=AgentLimits(
+                turn_seconds=float(config.env_int(env, "HYDRA_AGENT_TURN_SECONDS", 120, minimum=1)),
+                max_reply_bytes=config.env_int(
+                    env, "HYDRA_AGENT_MAX_REPLY_BYTES", 2 * 1024 * 1024, minimum=1024
+                ),
+                max_line_bytes=config.env_int(env, "HYDRA_AGENT_MAX_LINE_BYTES", 64 * 1024, minimum=1024),
+                max_connections=config.env_int(env, "HYDRA_AGENT_MAX_CONNECTIONS", 100, minimum=1),
+            ),
+            agent_hosts=HostPolicy.from_env(env),
             log_level=config.env_str(env, "HYDRA_LOG_LEVEL", "INFO"),
             pool_size=config.env_int(env, "HYDRA_DB_POOL_SIZE", 10, minimum=1),
         )

@@ -61,7 +61,7 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
     )
     crm = CrmConversations(settings.crm_address, timeout=settings.peer_timeout_seconds)
     instances = InstanceCatalog(settings.instances_address, timeout=settings.peer_timeout_seconds)
-    agents = Agents(defaults=settings.agent)
+    agents = Agents(defaults=settings.agent, limits=settings.agent_limits, hosts=settings.agent_hosts)
     directory = SiteDirectory(db=db, ttl=settings.site_cache_seconds)
     writer = GroupCommitWriter(db=db, insert_many=repository.insert_page_views, logger=logger)
     audit = AuditLog(models.audit_log)

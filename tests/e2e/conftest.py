@@ -17,7 +17,7 @@ from hydra.crm.v1 import conversations_pb2, conversations_pb2_grpc
 from hydractl.cli import create_tenant, mint
 from hydractl.stack import Stack
 from services.common.grpc_server import internal_metadata
-from tests.support.servers import create_database
+from tests.support.servers import create_database, free_port
 from tests.support.smtp import SmtpSink
 from tests.support.stack import running_stack, stack_env
 
@@ -73,11 +73,26 @@ class Edge:
         return Key(secret=data["key"], id=data["id"], tenant=tenant)
 
 
+# Tenants' model servers in these tests listen on 127.0.0.2, which the operator opens (loopback is
+# otherwise refused); the operator's own default server, with its key, on 127.0.0.3.
+TENANT_MODEL_HOST = "127.0.0.2"
+OPERATOR_MODEL_HOST = "127.0.0.3"
+OPERATOR_MODEL_KEY = "sk-operator-e2e"
+
+
+def agent_env() -> dict[str, str]:
+    return {
+        "HYDRA_AGENT_ALLOWED_HOSTS": TENANT_MODEL_HOST,
+        "HYDRA_AGENT_BASE_URL": f"http://{OPERATOR_MODEL_HOST}:{free_port()}/v1",
+        "HYDRA_AGENT_API_KEY": OPERATOR_MODEL_KEY,
+    }
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def edge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     data_dir = tmp_path_factory.mktemp(request.param)
     if request.param == "embedded":
-        env = stack_env(data_dir)
+        env = stack_env(data_dir, **agent_env())
     else:
         admin_url = request.getfixturevalue("postgres_admin_url")
         env = stack_env(
@@ -85,6 +100,7 @@ def edge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             database_url=create_database(admin_url, f"e2e_{uuid.uuid4().hex[:8]}"),
             redis_url=request.getfixturevalue("redis_url"),
             HYDRA_EVENTS_CONSUMERS="separate",  # the production shape: consumers in delivery processes
+            **agent_env(),
         )
     with running_stack(env) as stack, httpx.Client(base_url=stack.edge_url, timeout=10) as http:
         yield Edge(request.param, stack, env, http)

@@ -42,7 +42,7 @@ def test_instance_lifecycle_with_agent_settings(edge: Edge) -> None:
         name="Support bot",
         description="Answers billing questions",
         system_prompt="Be brief.",
-        model={"backend": "openai_compatible", "model": "llama3", "base_url": "http://127.0.0.1:8000/v1"},
+        model={"backend": "openai_compatible", "model": "llama3", "base_url": "https://llm.example.com/v1"},
         knowledge=[{"title": "Refunds", "content": "Refunds within 30 days."}],
     )
     assert uuid.UUID(created["id"]).version == 4
@@ -50,7 +50,7 @@ def test_instance_lifecycle_with_agent_settings(edge: Edge) -> None:
     assert created["model"] == {
         "backend": "openai_compatible",
         "model": "llama3",
-        "base_url": "http://127.0.0.1:8000/v1",
+        "base_url": "https://llm.example.com/v1",
         "temperature": None,
         "max_tokens": None,
     }

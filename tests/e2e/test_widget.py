@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import httpx
 
 from hydractl.cli import mint
-from tests.e2e.conftest import Edge, Key, core_key, create_instance
+from tests.e2e.conftest import TENANT_MODEL_HOST, Edge, Key, core_key, create_instance
 from tests.e2e.test_core_routes import assert_detail
+from tests.e2e.test_public_site import visitor
 from tests.support.llm_server import FakeChatServer
 
 KNOWLEDGE = [
@@ -33,6 +34,7 @@ class Widget:
     token: str
     core: Key
     support: Key
+    token_id: str = ""
 
     @property
     def path(self) -> str:
@@ -46,9 +48,9 @@ class Widget:
 def widget(edge: Edge, **instance_fields: object) -> Widget:
     core = core_key(edge)
     instance = create_instance(edge, core, knowledge=KNOWLEDGE, **instance_fields)
-    token = mint(edge.env, tenant=core.tenant, kind="widget", scopes=[], instance=instance["id"])["key"]
+    minted = mint(edge.env, tenant=core.tenant, kind="widget", scopes=[], instance=instance["id"])
     support = edge.key(core.tenant, scopes=["conversations:read", "conversations:write"])
-    return Widget(instance, token, core, support)
+    return Widget(instance, minted["key"], core, support, minted["id"])
 
 
 def parse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict]]:
@@ -65,7 +67,11 @@ def parse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict]]:
 
 
 def chat(edge: Edge, w: Widget, message: str, **extra: object) -> list[tuple[str, dict]]:
-    with edge.http.stream("POST", w.path, json={"message": message, **extra}, headers=w.headers) as response:
+    # Each from an address of its own: chats are limited per client IP, and the tests chat a lot.
+    with (
+        visitor(edge) as client,
+        client.stream("POST", w.path, json={"message": message, **extra}, headers=w.headers) as response,
+    ):
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"] == "text/event-stream"
         assert response.headers["cache-control"] == "no-cache"
@@ -178,7 +184,7 @@ def test_a_paused_or_deleted_instance_does_not_answer(edge: Edge) -> None:
 def test_an_openai_compatible_backend_streams_incrementally(edge: Edge) -> None:
     release = threading.Event()
     pieces = ["Refunds ", "take ", "14 days."]
-    with FakeChatServer(pieces=pieces, hold_after_first=release) as server:
+    with FakeChatServer(pieces=pieces, hold_after_first=release, host=TENANT_MODEL_HOST) as server:
         w = widget(
             edge,
             system_prompt="You are the Acme help desk.",
@@ -211,12 +217,13 @@ def test_an_openai_compatible_backend_streams_incrementally(edge: Edge) -> None:
         assert "Acme help desk" in body["messages"][0]["content"]
         assert "Refunds are issued within 14 days" in body["messages"][0]["content"]
         assert body["messages"][-1] == {"role": "user", "content": "How long do refunds take?"}
+        assert "authorization" not in request.headers  # the operator's key is for the operator's server
         stored = conversation(edge, w, seen[0][1]["conversation_id"])
         assert stored["message_count"] == 2
 
 
 def test_a_failing_backend_ends_the_stream_with_an_error_event_and_hands_off(edge: Edge) -> None:
-    with FakeChatServer(pieces=["never"], status=500) as server:
+    with FakeChatServer(pieces=["never"], status=500, host=TENANT_MODEL_HOST) as server:
         w = widget(edge, model={"backend": "openai_compatible", "model": "m", "base_url": server.base_url})
         events = chat(edge, w, "Hello, anyone there?")
     assert [n for n, _ in events] == ["conversation", "error"]

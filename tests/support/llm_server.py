@@ -6,8 +6,9 @@ It stands in for the external model provider (vLLM, llama.cpp, Ollama...): the o
 from __future__ import annotations
 
 import json
+import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -30,8 +31,9 @@ class FakeChatServer:
     """Streams `pieces` as chat.completion.chunk events; may hold after the first piece, or fail.
 
     `with FakeChatServer(pieces=["Hi ", "there"]) as server:` serves on `server.base_url`
-    (http://127.0.0.1:PORT/v1) until the block ends. The settings are attributes a test may change between
-    requests; every request, whatever its outcome, is in `server.requests`.
+    (http://127.0.0.1:PORT/v1, or the host and port given; TLS when given a server context) until the
+    block ends. The settings are attributes a test may change between requests; every request,
+    whatever its outcome, is in `server.requests`.
     """
 
     def __init__(
@@ -42,6 +44,10 @@ class FakeChatServer:
         hold_timeout: float = HOLD_TIMEOUT_SECONDS,
         status: int = 200,
         events: Sequence[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.pieces = list(pieces)
         self.hold_after_first = hold_after_first  # after the first piece, wait until this is set
@@ -50,10 +56,15 @@ class FakeChatServer:
         # Raw event-stream text sent as given instead of the pieces (no [DONE] added): for comments,
         # in-stream errors, malformed or cut-off streams.
         self.events = None if events is None else list(events)
+        self.headers = dict(headers or {})  # added to every response (e.g. Location, Content-Encoding)
         self._requests: list[RecordedRequest] = []
         self._holds_timed_out = 0
         self._lock = threading.Lock()
-        self._http = _HTTPServer(self)
+        self._http = _HTTPServer(self, (host, port))
+        self.server_names: list[str | None] = []  # the TLS server name (SNI) of each handshake
+        if tls is not None:
+            tls.sni_callback = lambda _socket, name, _context: self.server_names.append(name)
+            self._http.socket = tls.wrap_socket(self._http.socket, server_side=True)
         self._thread = threading.Thread(target=self._serve, name="fake-chat", daemon=True)
 
     @property
@@ -104,9 +115,9 @@ class FakeChatServer:
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, chat: FakeChatServer) -> None:
+    def __init__(self, chat: FakeChatServer, address: tuple[str, int]) -> None:
         self.chat = chat
-        super().__init__(("127.0.0.1", 0), _ChatHandler)
+        super().__init__(address, _ChatHandler)
 
 
 class _ChatHandler(BaseHTTPRequestHandler):
@@ -141,6 +152,7 @@ class _ChatHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
+        self._send_extra_headers()
         self.end_headers()
         try:
             if chat.events is not None:
@@ -168,8 +180,13 @@ class _ChatHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        self._send_extra_headers()
         self.end_headers()
         self.wfile.write(data)
+
+    def _send_extra_headers(self) -> None:
+        for name, value in self.server.chat.headers.items():
+            self.send_header(name, value)
 
 
 def _event(delta: dict[str, str], finish_reason: str | None) -> str:

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
+import httpcore
 import pytest
 
+from services.common.outbound import HostPolicy
 from services.public.agents import (
     AgentDefaults,
     AgentEvent,
     AgentFailed,
     AgentInput,
+    AgentLimits,
     Agents,
     AgentSettings,
     Delta,
@@ -41,11 +48,20 @@ def ask(
     return AgentInput(system_prompt="Be brief.", knowledge=knowledge, history=history, message=message)
 
 
+# The test servers listen on loopback, which tenants' URLs may reach only once the operator allows it.
+LOCAL_SERVERS = HostPolicy.from_entries(["127.0.0.1"])
+
+
 def reply(
-    settings: AgentSettings, request: AgentInput, defaults: AgentDefaults | None = None
+    settings: AgentSettings,
+    request: AgentInput,
+    defaults: AgentDefaults | None = None,
+    *,
+    limits: AgentLimits | None = None,
+    hosts: HostPolicy = LOCAL_SERVERS,
 ) -> list[AgentEvent]:
     async def run() -> list[AgentEvent]:
-        agents = Agents(defaults=defaults or AgentDefaults())
+        agents = Agents(defaults=defaults or AgentDefaults(), limits=limits, hosts=hosts)
         try:
             return [event async for event in agents.for_settings(settings).reply(request)]
         finally:
@@ -234,3 +250,169 @@ def test_the_index_cache_reuses_indexes_and_stays_bounded() -> None:
         assert await cache.get(small) is not first
 
     asyncio.run(run())
+
+
+def test_the_operators_key_goes_only_to_the_operators_own_server() -> None:
+    with FakeChatServer() as operators, FakeChatServer() as tenants:
+        defaults = AgentDefaults(base_url=operators.base_url, model="m", api_key="sk-operator")
+        # The instance leaves its URL null, or names the operator's own server: the key goes along.
+        for base_url in (None, operators.base_url + "/"):
+            settings = AgentSettings("openai_compatible", base_url=base_url)
+            assert text_of(reply(settings, ask("hi"), defaults)) == "Hello!"
+        # A tenant's own server never receives it.
+        assert text_of(
+            reply(AgentSettings("openai_compatible", base_url=tenants.base_url), ask("hi"), defaults)
+        )
+    assert [r.headers.get("authorization") for r in operators.requests] == ["Bearer sk-operator"] * 2
+    (request,) = tenants.requests
+    assert "authorization" not in request.headers
+    assert not any("sk-operator" in value for value in request.headers.values())
+
+
+def test_loopback_is_refused_unless_allowed_also_when_a_name_resolves_to_it() -> None:
+    with FakeChatServer() as server:
+        port = server.base_url.rsplit(":", 1)[1].split("/")[0]
+        for base_url in (server.base_url, f"http://localhost:{port}/v1", f"http://2130706433:{port}/v1"):
+            settings = AgentSettings("openai_compatible", model="m", base_url=base_url)
+            with pytest.raises(AgentFailed) as failed:
+                reply(settings, ask("hi"), hosts=HostPolicy())
+            assert str(failed.value) == "The agent backend's address is not allowed."
+        assert server.requests == []
+        # The operator opens the name: it is resolved and used like any other host.
+        named = AgentSettings("openai_compatible", model="m", base_url=f"http://localhost:{port}/v1")
+        assert text_of(reply(named, ask("hi"), hosts=HostPolicy.from_entries(["localhost"]))) == "Hello!"
+    assert len(server.requests) == 1
+
+
+class RecordingNetwork(httpcore.AsyncNetworkBackend):
+    """The real network, recording where each connection goes."""
+
+    def __init__(self) -> None:
+        self.inner = httpcore.AnyIOBackend()
+        self.hosts: list[str] = []
+
+    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):  # type: ignore[no-untyped-def]  # noqa: ASYNC109
+        self.hosts.append(host)
+        return await self.inner.connect_tcp(host, port, timeout, local_address, socket_options)
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+def test_the_connection_goes_to_the_address_that_was_checked() -> None:
+    network = RecordingNetwork()
+    with FakeChatServer() as server:
+        port = server.base_url.rsplit(":", 1)[1].split("/")[0]
+        settings = AgentSettings("openai_compatible", model="m", base_url=f"http://localhost:{port}/v1")
+
+        async def run() -> list[AgentEvent]:
+            agents = Agents(
+                defaults=AgentDefaults(), hosts=HostPolicy.from_entries(["localhost"]), network=network
+            )
+            try:
+                return [e async for e in agents.for_settings(settings).reply(ask("hi"))]
+            finally:
+                await agents.close()
+
+        assert text_of(asyncio.run(run())) == "Hello!"
+    # The name was resolved once, and the socket opened to the address itself: nothing resolves it again.
+    assert network.hosts == ["127.0.0.1"]
+    (request,) = server.requests
+    assert request.headers["host"] == f"localhost:{port}"
+
+
+def _certificates(directory: Path, name: str) -> tuple[Path, Path, Path]:
+    """A CA certificate, and a key and certificate for `name` that it signed (openssl)."""
+    ca_key, ca, key, request, cert = (directory / f for f in ("ca.key", "ca.pem", "k.pem", "r.csr", "c.pem"))
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
+            "-days", "1", "-subj", "/CN=Test CA")  # fmt: skip
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(request),
+        "-subj",
+        f"/CN={name}",
+    )
+    extensions = directory / "ext.cnf"
+    extensions.write_text(f"subjectAltName=DNS:{name}\n")
+    openssl("x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-out", str(cert), "-days", "1", "-extfile", str(extensions))  # fmt: skip
+    return ca, key, cert
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+@pytest.mark.parametrize("certified_name", ["localhost", "someone-else.test"])
+def test_https_is_pinned_to_the_checked_address_and_verified_for_the_name(
+    tmp_path: Path, certified_name: str
+) -> None:
+    ca, key, cert = _certificates(tmp_path, certified_name)
+    served = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    served.load_cert_chain(cert, key)
+    trusting = ssl.create_default_context(cafile=str(ca))
+    network = RecordingNetwork()
+    with FakeChatServer(tls=served) as server:
+        port = server.base_url.rsplit(":", 1)[1].split("/")[0]
+        settings = AgentSettings("openai_compatible", model="m", base_url=f"https://localhost:{port}/v1")
+
+        async def run() -> list[AgentEvent]:
+            agents = Agents(
+                defaults=AgentDefaults(),
+                hosts=HostPolicy.from_entries(["localhost"]),
+                network=network,
+                ssl_context=trusting,
+            )
+            try:
+                return [e async for e in agents.for_settings(settings).reply(ask("hi"))]
+            finally:
+                await agents.close()
+
+        if certified_name == "localhost":
+            assert text_of(asyncio.run(run())) == "Hello!"
+            assert server.requests[0].headers["host"] == f"localhost:{port}"
+        else:  # a certificate for another name is refused, though the address is the right one
+            with pytest.raises(AgentFailed, match="unavailable"):
+                asyncio.run(run())
+            assert server.requests == []
+    assert network.hosts == ["127.0.0.1"]
+    assert server.server_names == ["localhost"]
+
+
+def test_redirects_are_not_followed() -> None:
+    with FakeChatServer() as target, FakeChatServer(status=307) as server:
+        server.headers["Location"] = target.base_url + "/chat/completions"
+        with pytest.raises(AgentFailed, match="unavailable"):
+            reply(openai_settings(server), ask("hi"))
+    assert len(server.requests) == 1 and target.requests == []
+
+
+def test_a_compressed_reply_is_refused_unread() -> None:
+    with FakeChatServer(headers={"Content-Encoding": "gzip"}) as server:
+        with pytest.raises(AgentFailed, match="could not be read"):
+            reply(openai_settings(server), ask("hi"))
+        assert server.requests[0].headers["accept-encoding"] == "identity"
+
+
+def test_a_reply_is_capped_in_bytes_line_length_and_time() -> None:
+    limits = AgentLimits(max_reply_bytes=4096, max_line_bytes=1024, turn_seconds=1)
+    # Many small deltas: the reply stops where the stream passes 4 KiB.
+    with FakeChatServer(pieces=["word "] * 1000) as server, pytest.raises(AgentFailed, match="too long"):
+        reply(openai_settings(server), ask("hi"), limits=limits)
+    # One line longer than 1 KiB, ended or not.
+    for events in ([content("x" * 2000)], ["data: " + "x" * 2000]):
+        with FakeChatServer(events=events) as server, pytest.raises(AgentFailed, match="a line too long"):
+            reply(openai_settings(server), ask("hi"), limits=limits)
+    # A server that stops sending (each read would wait 30 s): the turn ends after 1 s.
+    release = threading.Event()
+    with FakeChatServer(pieces=["a", "b"], hold_after_first=release, hold_timeout=30) as server:
+        with pytest.raises(AgentFailed, match="took too long"):
+            reply(openai_settings(server), ask("hi"), limits=limits)
+        assert not release.is_set()
