@@ -1,8 +1,10 @@
 """Widget chat time-to-first-event and time-to-done through the full edge, with the default knowledge agent.
 
 Prints figures; never passes or fails on them. `python -m bench.widget [--chats 200] [--concurrency 1,8]`
-(PostgreSQL + Redis). Each chat opens a conversation, so every turn pays for the whole path: token check,
-instance lookup, conversation and message writes in crm, retrieval, reply storage and tagging.
+(PostgreSQL + Redis). Each chat opens a conversation, so every turn pays for the whole path: token check
+(with the per-IP and per-instance windows), instance lookup, conversation and message writes in crm,
+retrieval, reply storage and tagging. Each chat comes from its own visitor address (one trusted hop,
+X-Forwarded-For), as on a real site; the instance's own window (1200 messages a minute) still applies.
 """
 
 from __future__ import annotations
@@ -40,13 +42,15 @@ def knowledge(entries: int) -> list[dict[str, str]]:
     return base + filler
 
 
-async def one_chat(client: httpx.AsyncClient, path: str, token: str, question: str) -> tuple[float, float]:
+async def one_chat(
+    client: httpx.AsyncClient, path: str, token: str, question: str, visitor: int
+) -> tuple[float, float]:
     """(seconds to the first event, seconds to the done event) of one chat turn."""
     started = time.perf_counter()
     first = None
-    async with client.stream(
-        "POST", path, json={"message": question}, headers={"X-Widget-Token": token}
-    ) as r:
+    address = f"10.{visitor >> 16 & 255}.{visitor >> 8 & 255}.{visitor & 255}"
+    headers = {"X-Widget-Token": token, "X-Forwarded-For": address}
+    async with client.stream("POST", path, json={"message": question}, headers=headers) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
             if first is None and line.startswith("event:"):
@@ -60,12 +64,12 @@ async def run(base: str, path: str, token: str, *, chats: int, concurrency: int)
     results: list[tuple[float, float]] = []
     queue = list(range(chats))
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        await one_chat(client, path, token, QUESTIONS[0])  # warm the connection and the index
+        await one_chat(client, path, token, QUESTIONS[0], 0)  # warm the connection and the index
 
         async def worker() -> None:
             while queue:
                 n = queue.pop()
-                results.append(await one_chat(client, path, token, QUESTIONS[n % len(QUESTIONS)]))
+                results.append(await one_chat(client, path, token, QUESTIONS[n % len(QUESTIONS)], n + 1))
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return results
@@ -85,7 +89,11 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=200, help="knowledge entries of the instance")
     args = parser.parse_args()
     speed_before = host_speed()
-    with bench_stack() as (stack, env):
+    visitors = [int(c) for c in args.concurrency.split(",")]
+    with bench_stack(
+        HYDRA_EDGE_TRUSTED_HOPS="1",
+        HYDRA_WIDGET_STREAMS_PER_INSTANCE=str(max(8, *visitors)),  # all visitors talk to one instance
+    ) as (stack, env):
         tenant = create_tenant(env, "bench")
         core = mint(env, tenant=tenant, kind="hc_live", scopes=["instances:write"])["key"]
         instance = httpx.post(
@@ -100,7 +108,7 @@ def main() -> None:
         print(f"\n{args.chats} chats per row; knowledge agent, {args.entries} entries; PostgreSQL + Redis\n")
         columns = ("visitors", "chats/s", "first p50", "first p90", "first p99", "done p50", "done p99")
         print("".join(f"{c:>11}" for c in columns))
-        for concurrency in (int(c) for c in args.concurrency.split(",")):
+        for concurrency in visitors:
             started = time.perf_counter()
             results = asyncio.run(run(stack.edge_url, path, token, chats=args.chats, concurrency=concurrency))
             elapsed = time.perf_counter() - started

@@ -15,8 +15,9 @@ from hydra.options.v1 import options_pb2
 from edge import openapi
 from edge.bindings import DESCRIPTOR_SET, ROOT, Binding, load_bindings, template_regex
 from edge.gatekeeper.http_check import ROUTE_HEADER_PREFIX
+from edge.gatekeeper.service import BY_CLIENT_IP, BY_INSTANCE, PriorLimit
 from services.common import config
-from services.common.identity import IDENTITY_HEADERS
+from services.common.identity import CLIENT_IP_HEADER, IDENTITY_HEADERS
 
 RATE_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "retry-after")
 
@@ -38,6 +39,7 @@ _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 _CORS = "envoy.filters.http.cors"
 _LUA = "envoy.filters.http.lua"
 PUBLIC_PREFIX = "/v1/public/"
+_CLIENT_ADDRESS = "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
 # Browsers on any published website call the public routes; credentials never travel as cookies.
 _PUBLIC_CORS = {
     "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
@@ -139,7 +141,30 @@ def _route_policy(binding: Binding) -> dict[str, str]:
     if policy.auth == AuthMode.AUTH_MODE_WIDGET_TOKEN:
         segments = binding.template.strip("/").split("/")
         values["instance_segment"] = str(segments.index("{instance_id}"))
+    if policy.prior_rate_limits:
+        values["prior_limits"] = ",".join(p.encode() for p in _prior_limits(binding))
     return values
+
+
+def _prior_limits(binding: Binding) -> list[PriorLimit]:
+    """The route's prior windows, checked: per client IP on any keyed route, per instance on widget routes."""
+    limits = []
+    for limit in binding.policy.prior_rate_limits:
+        if limit.key == RateLimitKey.RATE_LIMIT_KEY_CLIENT_IP:
+            key = BY_CLIENT_IP
+        elif (
+            limit.key == RateLimitKey.RATE_LIMIT_KEY_INSTANCE
+            and binding.policy.auth == AuthMode.AUTH_MODE_WIDGET_TOKEN
+        ):
+            key = BY_INSTANCE
+        else:
+            raise ValueError(
+                f"{binding.rpc}: a prior rate limit counts per client IP, or per instance on widget routes"
+            )
+        if not limit.name.isidentifier() or limit.requests_per_minute < 1:
+            raise ValueError(f"{binding.rpc}: a prior rate limit needs a name and requests_per_minute")
+        limits.append(PriorLimit(key, limit.name, limit.requests_per_minute))
+    return limits
 
 
 def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
@@ -180,10 +205,21 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
                 }
             ]
     else:
+        route_headers = _route_headers(binding)
+        if any(p.key == BY_CLIENT_IP for p in _prior_limits(binding)):
+            # The client's address as Envoy determined it (trusted hops honoured), for the gatekeeper's
+            # per-IP window and the service's per-IP stream cap; a client's own header is overwritten.
+            route_headers[CLIENT_IP_HEADER] = _CLIENT_ADDRESS
+            entry["request_headers_to_add"] = [
+                {
+                    "header": {"key": CLIENT_IP_HEADER, "value": _CLIENT_ADDRESS},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ]
         entry["typed_per_filter_config"] = {
             _EXT_AUTHZ: {
                 "@type": _EXT_AUTHZ_PER_ROUTE,
-                "check_settings": {"http_service": _check_service(_route_headers(binding))},
+                "check_settings": {"http_service": _check_service(route_headers)},
             }
         }
         if binding.template.startswith(PUBLIC_PREFIX):

@@ -26,7 +26,7 @@ from services.common.errors import (
     ValidationError,
 )
 from services.common.fields import utcnow
-from services.common.identity import has_scope
+from services.common.identity import CLIENT_IP_HEADER, has_scope
 
 DEFAULT_RATE_LIMIT = 60
 MAX_RATE_LIMIT = 1_000_000_000
@@ -243,6 +243,33 @@ SUPPORT_KEY, CORE_KEY, WIDGET_TOKEN, PUBLIC = "support_key", "core_key", "widget
 _KIND_FOR_MODE = {SUPPORT_KEY: "hmcp", CORE_KEY: "hc_live", WIDGET_TOKEN: "widget"}
 
 
+# What a prior window counts by, as the edge config names it.
+BY_CLIENT_IP, BY_INSTANCE = "client_ip", "instance"
+
+
+@dataclass(frozen=True)
+class PriorLimit:
+    """A window a request must fit before the key's own: one per client IP or per instance."""
+
+    key: str  # BY_CLIENT_IP or BY_INSTANCE
+    name: str
+    requests_per_minute: int
+
+    @classmethod
+    def parse_all(cls, text: str) -> tuple[PriorLimit, ...]:
+        """From the edge config's "key:name:rpm,key:name:rpm"."""
+        limits = []
+        for item in filter(None, text.split(",")):
+            key, name, rpm = item.split(":")
+            if key not in (BY_CLIENT_IP, BY_INSTANCE) or not name or not rpm.isdigit():
+                raise ValueError(f"bad prior limit {item!r}")
+            limits.append(cls(key, name, int(rpm)))
+        return tuple(limits)
+
+    def encode(self) -> str:
+        return f"{self.key}:{self.name}:{self.requests_per_minute}"
+
+
 @dataclass(frozen=True)
 class RouteAccess:
     """A route's policy, as the edge config hands it to each check."""
@@ -252,6 +279,7 @@ class RouteAccess:
     limit_name: str = ""
     requests_per_minute: int = 0  # 0: the key's own limit
     instance_segment: int = -1  # widget routes: which path segment holds the instance id
+    prior_limits: tuple[PriorLimit, ...] = ()
 
     @classmethod
     def from_policy(cls, policy: Mapping[str, str]) -> RouteAccess:
@@ -261,6 +289,7 @@ class RouteAccess:
             limit_name=policy.get("limit_name", ""),
             requests_per_minute=int(policy.get("requests_per_minute") or 0),
             instance_segment=int(policy.get("instance_segment") or -1),
+            prior_limits=PriorLimit.parse_all(policy.get("prior_limits", "")),
         )
 
     @property
@@ -319,17 +348,30 @@ class Authorizer:
             return Admission(ForbiddenScope(route.scope, record.scopes))
         if route.auth == WIDGET_TOKEN and not _instance_matches(record, path, route.instance_segment):
             return Admission(Unauthenticated("Widget token is not valid for this instance."))
+        # In order, each counted only if the ones before allowed the request: a flood from one address
+        # spends its own window, never the instance's or the key's that other visitors share.
+        verdicts = []
+        for prior in route.prior_limits:
+            subject = headers.get(CLIENT_IP_HEADER) if prior.key == BY_CLIENT_IP else record.instance_id
+            if not subject:
+                continue
+            verdict = await self._limiter.hit(
+                f"{prior.key}:{prior.name}:{subject}", prior.requests_per_minute
+            )
+            if not verdict.allowed:
+                return Admission(RateLimited("Rate limit exceeded"), rate_headers=rate_headers(verdict))
+            verdicts.append(verdict)
         limit = route.requests_per_minute or record.rate_limit
         window = (
             f"key:{record.id}" if not route.requests_per_minute else f"key:{record.id}:{route.limit_name}"
         )
         verdict = await self._limiter.hit(window, limit)
-        headers = rate_headers(verdict)
         if not verdict.allowed:
             return Admission(
                 RateLimited(f"Rate limit exceeded. Limit {limit} requests per minute per API key."),
-                rate_headers=headers,
+                rate_headers=rate_headers(verdict),
             )
+        tightest = min([verdict, *verdicts], key=lambda v: v.remaining)
         self._store.touch(record)
         identity = {
             "x-hydra-tenant-id": str(record.tenant_id),
@@ -338,7 +380,7 @@ class Authorizer:
         }
         if record.instance_id is not None:
             identity["x-hydra-instance-id"] = str(record.instance_id)
-        return Admission(identity=identity, rate_headers=headers)
+        return Admission(identity=identity, rate_headers=rate_headers(tightest))
 
 
 def _missing_message(auth: str) -> str:

@@ -15,6 +15,10 @@ SCOPES_HEADER = "x-hydra-scopes"
 INSTANCE_HEADER = "x-hydra-instance-id"
 IDENTITY_HEADERS = (TENANT_HEADER, KEY_HEADER, SCOPES_HEADER, INSTANCE_HEADER)
 
+# The client's address as the edge determined it (trusted proxies honoured), set by the edge on the
+# routes limited per client IP, overwriting whatever a client sent.
+CLIENT_IP_HEADER = "x-hydra-client-ip"
+
 
 @dataclass(frozen=True)
 class Identity:

@@ -9,11 +9,12 @@ from services.common import config
 from services.common.delivery import DeliverySettings
 from services.common.outbound import HostPolicy
 from services.public.agents import AgentDefaults, AgentLimits
+from services.public.widget import WidgetLimits
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Where public listens, its database, its peers (crm, instances), the agents' defaults and caps."""
+    """Where public listens, its database, its peers, the agents' defaults and the widget's caps."""
 
     address: str
     database_url: str
@@ -23,6 +24,7 @@ class Settings:
     agent: AgentDefaults
     agent_limits: AgentLimits
     agent_hosts: HostPolicy
+    widget: WidgetLimits
     log_level: str = "INFO"
     pool_size: int = 10
     peer_timeout_seconds: float = 5.0
@@ -54,6 +56,10 @@ class Settings:
                 max_connections=config.env_int(env, "HYDRA_AGENT_MAX_CONNECTIONS", 100, minimum=1),
             ),
             agent_hosts=HostPolicy.from_env(env),
+            widget=WidgetLimits(
+                streams_per_ip=config.env_int(env, "HYDRA_WIDGET_STREAMS_PER_IP", 8, minimum=1),
+                streams_per_instance=config.env_int(env, "HYDRA_WIDGET_STREAMS_PER_INSTANCE", 8, minimum=1),
+            ),
             log_level=config.env_str(env, "HYDRA_LOG_LEVEL", "INFO"),
             pool_size=config.env_int(env, "HYDRA_DB_POOL_SIZE", 10, minimum=1),
         )

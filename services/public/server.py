@@ -70,7 +70,14 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
     sites = SiteServicer(SiteService(db=db, audit=audit, directory=directory))
     analytics = AnalyticsServicer(Analytics(db=db, sites=directory, writer=writer))
     chat = WidgetServicer(
-        WidgetChat(instances=instances, crm=crm, agents=agents, tagger=Tagger(), logger=logger)
+        WidgetChat(
+            instances=instances,
+            crm=crm,
+            agents=agents,
+            tagger=Tagger(),
+            limits=settings.widget,
+            logger=logger,
+        )
     )
 
     def register(server: grpc.aio.Server) -> None:

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from google.api import httpbody_pb2
 
-from services.common.errors import Conflict, NotFound, Unauthenticated
+from services.common.errors import Conflict, NotFound, RateLimited, Unauthenticated
 from services.common.identity import Identity
 from services.public.agents import AgentFailed, AgentInput, Agents, Delta, Handoff, Turn
 from services.public.crm import CrmConversations
 from services.public.instances import InstanceCatalog
+from services.public.limits import ConcurrencyLimit
 from services.public.tagging import Tagger, Tags
 
 INSTANCE_NOT_FOUND = "Instance not found"
@@ -25,6 +28,20 @@ SUBJECT_LENGTH = 80
 # The bot answers only while no human owns the conversation.
 BOT_ANSWERS = ("open", "waiting")
 AGENT_FAILED_HANDOFF = "The agent could not answer; a human will follow up."
+TOO_MANY_FROM_ADDRESS = "Too many chats in progress from your address. Please retry shortly."
+TOO_MANY_FOR_INSTANCE = "Too many chats with this agent are in progress. Please retry shortly."
+
+
+@dataclass(frozen=True)
+class WidgetLimits:
+    """Caps on streams open at once in this process: per client IP and per instance.
+
+    The per-instance cap is also an instance's share of the connections to model servers, so a slow
+    server cannot hold more than that many of them, whatever its visitors send.
+    """
+
+    streams_per_ip: int = 8
+    streams_per_instance: int = 8
 
 
 def sse(event: str, data: Mapping[str, Any]) -> httpbody_pb2.HttpBody:
@@ -45,45 +62,53 @@ class WidgetChat:
         crm: CrmConversations,
         agents: Agents,
         tagger: Tagger,
+        limits: WidgetLimits,
         logger: logging.Logger,
     ) -> None:
         self._instances = instances
         self._crm = crm
         self._agents = agents
         self._tagger = tagger
+        self._per_ip = ConcurrencyLimit(limits.streams_per_ip)
+        self._per_instance = ConcurrencyLimit(limits.streams_per_instance)
         self._log = logger
 
     async def turn(
-        self, caller: Identity, instance_id: uuid.UUID, fields: Mapping[str, Any]
+        self, caller: Identity, instance_id: uuid.UUID, fields: Mapping[str, Any], *, client_ip: str = ""
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         """The response stream; every check that can refuse the request runs before its first event."""
         if caller.instance_id != str(instance_id):
             raise Unauthenticated("Widget token is not valid for this instance.")
-        instance = await self._instances.profile(caller.tenant_id, instance_id)
-        if instance is None:
-            raise NotFound(INSTANCE_NOT_FOUND)
-        if not instance.active:
-            raise Conflict("Instance is paused; its widget does not answer.")
-        message: str = fields["message"]
-        tagging = asyncio.get_running_loop().run_in_executor(None, self._tagger.tag, message)
-        try:
-            stored = await self._store_visitor_message(
-                caller, instance_id, fields.get("conversation_id"), message
-            )
-        except BaseException:
-            await asyncio.gather(tagging, return_exceptions=True)
-            raise
-        conversation = stored.conversation
-        yield sse("conversation", {"conversation_id": conversation.id})
-        async for chunk in self._answer(
-            caller,
-            instance=instance,
-            conversation=conversation,
-            visitor_message_id=stored.message.id,
-            message=message,
-            tagging=tagging,
-        ):
-            yield chunk
+        with contextlib.ExitStack() as held:
+            # Cheapest first: a flood is refused before it costs a lookup.
+            if client_ip:
+                held.enter_context(self._per_ip.hold(client_ip, RateLimited(TOO_MANY_FROM_ADDRESS)))
+            held.enter_context(self._per_instance.hold(instance_id, RateLimited(TOO_MANY_FOR_INSTANCE)))
+            instance = await self._instances.profile(caller.tenant_id, instance_id)
+            if instance is None:
+                raise NotFound(INSTANCE_NOT_FOUND)
+            if not instance.active:
+                raise Conflict("Instance is paused; its widget does not answer.")
+            message: str = fields["message"]
+            tagging = asyncio.get_running_loop().run_in_executor(None, self._tagger.tag, message)
+            try:
+                stored = await self._store_visitor_message(
+                    caller, instance_id, fields.get("conversation_id"), message
+                )
+            except BaseException:
+                await asyncio.gather(tagging, return_exceptions=True)
+                raise
+            conversation = stored.conversation
+            yield sse("conversation", {"conversation_id": conversation.id})
+            async for chunk in self._answer(
+                caller,
+                instance=instance,
+                conversation=conversation,
+                visitor_message_id=stored.message.id,
+                message=message,
+                tagging=tagging,
+            ):
+                yield chunk
 
     async def _store_visitor_message(
         self, caller: Identity, instance_id: uuid.UUID, conversation_id: uuid.UUID | None, message: str

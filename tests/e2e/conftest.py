@@ -74,7 +74,8 @@ class Edge:
 
 
 # Tenants' model servers in these tests listen on 127.0.0.2, which the operator opens (loopback is
-# otherwise refused); the operator's own default server, with its key, on 127.0.0.3.
+# otherwise refused); the operator's own default server, with its key, on 127.0.0.3. Small stream caps
+# keep the tests that fill them cheap.
 TENANT_MODEL_HOST = "127.0.0.2"
 OPERATOR_MODEL_HOST = "127.0.0.3"
 OPERATOR_MODEL_KEY = "sk-operator-e2e"
@@ -85,6 +86,8 @@ def agent_env() -> dict[str, str]:
         "HYDRA_AGENT_ALLOWED_HOSTS": TENANT_MODEL_HOST,
         "HYDRA_AGENT_BASE_URL": f"http://{OPERATOR_MODEL_HOST}:{free_port()}/v1",
         "HYDRA_AGENT_API_KEY": OPERATOR_MODEL_KEY,
+        "HYDRA_WIDGET_STREAMS_PER_IP": "3",
+        "HYDRA_WIDGET_STREAMS_PER_INSTANCE": "2",
     }
 
 

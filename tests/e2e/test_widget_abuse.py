@@ -1,8 +1,11 @@
-"""Hostile tenants of widget chat: outbound calls to a tenant-chosen model server."""
+"""Hostile tenants and visitors of widget chat: outbound calls to model servers, floods."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+from collections.abc import Iterator
 
 import httpx
 
@@ -15,7 +18,8 @@ from tests.e2e.conftest import (
     create_instance,
 )
 from tests.e2e.test_core_routes import assert_detail
-from tests.e2e.test_widget import chat, conversation, widget
+from tests.e2e.test_public_site import visitor
+from tests.e2e.test_widget import Widget, chat, conversation, parse_events, widget
 from tests.support.llm_server import FakeChatServer
 
 REFUSED = "The agent backend's address is not allowed."
@@ -116,3 +120,77 @@ def test_a_reply_past_a_cap_ends_the_turn_in_band(edge: Edge) -> None:
     assert [n for n, _ in events] == ["conversation", "error"]
     assert "could not be read" in events[-1][1]["detail"]
     assert conversation(edge, w, events[0][1]["conversation_id"])["status"] == "escalated"
+
+
+@contextlib.contextmanager
+def open_stream(
+    edge: Edge, w: Widget, client: httpx.Client | None = None
+) -> Iterator[Iterator[tuple[str, dict]]]:
+    """A chat whose stream is open (the conversation and first delta read); its remaining events."""
+    with contextlib.ExitStack() as stack:
+        client = client or stack.enter_context(visitor(edge))
+        response = stack.enter_context(
+            client.stream("POST", w.path, json={"message": "Hello"}, headers=w.headers, timeout=30)
+        )
+        assert response.status_code == 200, response.read()
+        events = parse_events(response.iter_lines())
+        assert next(events)[0] == "conversation"
+        assert next(events) == ("delta", {"content": "First "})
+        yield events
+
+
+def held_server(release: threading.Event) -> FakeChatServer:
+    """A model server that sends one piece, then holds the rest of each reply until released."""
+    return FakeChatServer(
+        pieces=["First ", "and last."], hold_after_first=release, hold_timeout=60, host=TENANT_MODEL_HOST
+    )
+
+
+def test_a_slow_model_server_holds_only_its_instances_share(edge: Edge) -> None:
+    release = threading.Event()
+    with held_server(release) as slow, FakeChatServer(host=TENANT_MODEL_HOST) as fast:
+        slow_bot = widget(edge, model=openai_model(slow.base_url))
+        with open_stream(edge, slow_bot) as first, open_stream(edge, slow_bot) as second:
+            # Its two places (the test stack's cap) are taken: a third chat is refused before it starts.
+            with visitor(edge) as client:
+                refused = client.post(slow_bot.path, json={"message": "Hello"}, headers=slow_bot.headers)
+            assert "Too many chats" in assert_detail(refused, 429)
+            # Other tenants' chats go on.
+            assert chat(edge, widget(edge, model=openai_model(fast.base_url)), "hi")[-1][0] == "done"
+            assert chat(edge, widget(edge), "How long do refunds take?")[-1][0] == "done"
+            release.set()
+            for events in (first, second):
+                assert [n for n, _ in events] == ["delta", "done"]
+        # Places are given back when streams end.
+        assert chat(edge, slow_bot, "again")[-1][0] == "done"
+    assert len(slow.requests) == 3
+
+
+def test_one_address_holds_only_its_own_streams(edge: Edge) -> None:
+    release = threading.Event()
+    with held_server(release) as slow:
+        bots = [widget(edge, model=openai_model(slow.base_url)) for _ in range(2)]
+        with visitor(edge) as client, contextlib.ExitStack() as streams:
+            for bot in (bots[0], bots[0], bots[1]):  # the test stack's cap: three per address
+                streams.enter_context(open_stream(edge, bot, client))
+            refused = client.post(bots[1].path, json={"message": "Hello"}, headers=bots[1].headers)
+            assert "from your address" in assert_detail(refused, 429)
+            # Another address is not held back.
+            with open_stream(edge, bots[1]):
+                pass
+            release.set()
+
+
+def test_a_flood_from_one_address_leaves_other_visitors_chatting(edge: Edge) -> None:
+    w = widget(edge)  # a token with the default limit, 60 a minute, shared by every visitor
+    with visitor(edge) as flooder:
+        # Cheap messages (refused as invalid by the service, after the edge counted them).
+        statuses = [
+            flooder.post(w.path, json={"message": ""}, headers=w.headers).status_code for _ in range(70)
+        ]
+        refused = flooder.post(w.path, json={"message": "hi"}, headers=w.headers)
+    assert statuses == [422] * 30 + [429] * 40
+    assert assert_detail(refused, 429) == "Rate limit exceeded"
+    assert refused.headers["x-ratelimit-limit"] == "30" and int(refused.headers["retry-after"]) >= 1
+    # The flood spent its own address's window, not the token's or the instance's.
+    assert chat(edge, w, "How long do refunds take?")[-1][0] == "done"

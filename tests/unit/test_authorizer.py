@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from edge.gatekeeper.limiter import MemoryLimiter
-from edge.gatekeeper.service import Admission, Authorizer, KeyRecord, RouteAccess
+from edge.gatekeeper.service import Admission, Authorizer, KeyRecord, PriorLimit, RouteAccess
 from services.common.errors import ForbiddenScope, RateLimited, Unauthenticated
 
 TENANT = uuid.uuid4()
@@ -100,3 +100,32 @@ def test_widget_token_only_opens_its_own_instance() -> None:
     ok = admit(route, headers, f"/v1/public/widget/{INSTANCE}/chat")
     assert ok.error is None and ok.identity["x-hydra-instance-id"] == str(INSTANCE)
     assert isinstance(admit(route, headers, f"/v1/public/widget/{uuid.uuid4()}/chat").error, Unauthenticated)
+
+
+WIDGET_LIMITED = RouteAccess(
+    auth="widget_token",
+    instance_segment=3,
+    prior_limits=(PriorLimit("client_ip", "PerIp", 3), PriorLimit("instance", "PerInstance", 5)),
+)
+CHAT_PATH = f"/v1/public/widget/{INSTANCE}/chat"
+
+
+def test_one_ip_spends_only_its_own_window_never_the_instances_or_the_tokens() -> None:
+    authorizer = Authorizer(store=FakeStore(), limiter=MemoryLimiter())  # type: ignore[arg-type]
+
+    def from_ip(address: str) -> Admission:
+        headers = {"x-widget-token": "hwt_chat", "x-hydra-client-ip": address}
+        return admit(WIDGET_LIMITED, headers, CHAT_PATH, authorizer)
+
+    flood = [from_ip("198.51.100.7") for _ in range(100)]
+    assert [a.error is None for a in flood] == [True] * 3 + [False] * 97
+    refused = flood[-1]
+    assert isinstance(refused.error, RateLimited) and refused.error.message == "Rate limit exceeded"
+    assert refused.rate_headers["x-ratelimit-limit"] == "3" and int(refused.rate_headers["retry-after"]) >= 1
+    # 97 refusals later, the instance's window (5) and the token's (60) have counted only 3.
+    other = from_ip("203.0.113.9")
+    assert other.error is None
+    assert other.rate_headers == {"x-ratelimit-limit": "5", "x-ratelimit-remaining": "1"}  # the tightest
+    assert from_ip("203.0.113.10").error is None
+    # The instance's window is shared by every address.
+    assert isinstance(from_ip("203.0.113.11").error, RateLimited)

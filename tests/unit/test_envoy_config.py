@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import pytest
 from hydra.options.v1 import options_pb2
 
 from edge import envoy_config
@@ -110,3 +111,35 @@ def test_streaming_routes_have_no_timeout() -> None:
     )
     assert route["route"]["timeout"] == "0s"
     assert check_headers(route)["x-hydra-route-instance-segment"] == "3"
+
+
+def test_the_widget_route_limits_per_client_ip_and_instance_before_the_token() -> None:
+    (chat,) = [r for r in routes() if r["name"] == "hydra.public.v1.WidgetService.Chat:POST"]
+    headers = check_headers(chat)
+    assert headers["x-hydra-route-prior-limits"] == (
+        "client_ip:WidgetChatPerIp:30,instance:WidgetChatPerInstance:1200"
+    )
+    # The address Envoy sees (trusted hops honoured) goes to the check and upstream, never the client's.
+    assert headers["x-hydra-client-ip"] == "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
+    assert chat["request_headers_to_add"] == [
+        {
+            "header": {"key": "x-hydra-client-ip", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        }
+    ]
+    # Routes without per-IP windows carry neither.
+    (leads,) = [r for r in routes() if r["name"] == "hydra.crm.v1.LeadService.ListLeads:GET"]
+    assert "x-hydra-client-ip" not in check_headers(leads) and "request_headers_to_add" not in leads
+
+
+def test_a_per_instance_window_needs_a_widget_route() -> None:
+    policy = options_pb2.AccessPolicy(
+        auth=options_pb2.AUTH_MODE_CORE_KEY,
+        prior_rate_limits=[
+            options_pb2.RateLimitPolicy(
+                key=options_pb2.RATE_LIMIT_KEY_INSTANCE, requests_per_minute=5, name="x"
+            )
+        ],
+    )
+    with pytest.raises(ValueError, match="per instance"):
+        envoy_config.route(Binding("x.Y.Z", "x.Y", "public", "GET", "/v1/z", policy, False), SETTINGS)
