@@ -44,6 +44,15 @@ async def get_key(conn: AsyncConnection, *, key_id: uuid.UUID) -> Row[Any] | Non
     return (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
 
 
+async def live_key_ids(
+    conn: AsyncConnection, *, tenant_id: uuid.UUID, key_ids: Sequence[uuid.UUID]
+) -> Sequence[uuid.UUID]:
+    query = select(api_keys.c.id).where(
+        api_keys.c.tenant_id == tenant_id, api_keys.c.id.in_(key_ids), api_keys.c.revoked_at.is_(None)
+    )
+    return (await conn.execute(query)).scalars().all()
+
+
 async def update_key(conn: AsyncConnection, *, key_id: uuid.UUID, values: dict[str, Any]) -> Row[Any] | None:
     query = update(api_keys).where(api_keys.c.id == key_id).values(**values).returning(*api_keys.c)
     return (await conn.execute(query)).first()

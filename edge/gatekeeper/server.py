@@ -7,7 +7,14 @@ from pathlib import Path
 
 import grpc
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
-from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc, context_pb2, context_pb2_grpc
+from hydra.gatekeeper.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    context_pb2,
+    context_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+)
 
 from edge.bindings import load_bindings
 from edge.gatekeeper.config import Settings
@@ -18,6 +25,7 @@ from edge.gatekeeper.service import Authorizer, KeyAdmin, KeyStore
 from edge.gatekeeper.servicer import (
     ApiKeyContextServicer,
     KeyAdminServicer,
+    KeyStatusServicer,
     RateLimitServicer,
 )
 from services.common import logging as hydra_logging
@@ -31,6 +39,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICES = [
     admin_pb2.DESCRIPTOR.services_by_name["KeyAdminService"],
     context_pb2.DESCRIPTOR.services_by_name["ApiKeyContextService"],
+    keys_pb2.DESCRIPTOR.services_by_name["KeyStatusService"],
 ]
 
 
@@ -52,6 +61,7 @@ def build(settings: Settings) -> GrpcApp:
         rls_pb2_grpc.add_RateLimitServiceServicer_to_server(rls, server)
         admin_pb2_grpc.add_KeyAdminServiceServicer_to_server(admin, server)
         context_pb2_grpc.add_ApiKeyContextServiceServicer_to_server(key_context, server)
+        keys_pb2_grpc.add_KeyStatusServiceServicer_to_server(KeyStatusServicer(key_admin), server)
 
     async def close() -> None:
         await checks.close()

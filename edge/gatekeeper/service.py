@@ -29,6 +29,7 @@ from services.common.fields import utcnow
 from services.common.identity import CLIENT_IP_HEADER, has_scope
 
 DEFAULT_RATE_LIMIT = 60
+MAX_KEYS_ASKED = 1000
 MAX_RATE_LIMIT = 1_000_000_000
 _SCOPE = re.compile(r"^[a-z][a-z0-9_-]*:([a-z][a-z0-9_-]*|\*)$")
 _TOUCH_INTERVAL = 60.0  # seconds between last_used_at writes for one key
@@ -142,6 +143,22 @@ class KeyAdmin:
             return await repository.revoke_instance_keys(
                 conn, tenant_id=tenant, instance_id=instance, at=utcnow()
             )
+
+    async def live_keys(self, tenant_id: uuid.UUID, key_ids: Sequence[str]) -> list[str]:
+        """Those of `key_ids` that are the tenant's keys and not revoked (malformed ids are not keys)."""
+        if len(key_ids) > MAX_KEYS_ASKED:
+            raise _invalid("key_ids", f"At most {MAX_KEYS_ASKED} keys per call")
+        ids = []
+        for key_id in key_ids:
+            try:
+                ids.append(uuid.UUID(key_id))
+            except ValueError:
+                continue
+        if not ids:
+            return []
+        async with self._db.read() as conn:
+            live = await repository.live_key_ids(conn, tenant_id=tenant_id, key_ids=ids)
+        return sorted(str(key_id) for key_id in live)
 
     async def key(self, key_id: str) -> Row[Any]:
         """One key's record (never its secret, which is not stored)."""

@@ -9,7 +9,14 @@ from typing import Any
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
-from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc, context_pb2, context_pb2_grpc
+from hydra.gatekeeper.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    context_pb2,
+    context_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+)
 from sqlalchemy import Row
 
 from edge.gatekeeper import keys
@@ -159,3 +166,14 @@ class ApiKeyContextServicer(context_pb2_grpc.ApiKeyContextServiceServicer):
             available_scopes=self._available,
             created_at=timestamp(row.created_at),
         )
+
+
+class KeyStatusServicer(keys_pb2_grpc.KeyStatusServiceServicer):
+    """Which keys of the caller's tenant are live: services holding a stream open for a key ask it."""
+
+    def __init__(self, admin: KeyAdmin) -> None:
+        self._admin = admin
+
+    async def ListLiveKeys(self, request: keys_pb2.ListLiveKeysRequest, context: Any) -> Any:
+        live = await self._admin.live_keys(current_identity().tenant_id, list(request.key_ids))
+        return keys_pb2.ListLiveKeysResponse(live_key_ids=live)

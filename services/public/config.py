@@ -20,6 +20,7 @@ class Settings:
     database_url: str
     crm_address: str
     instances_address: str
+    gatekeeper_address: str
     delivery: DeliverySettings
     agent: AgentDefaults
     agent_limits: AgentLimits
@@ -40,6 +41,7 @@ class Settings:
             ),
             crm_address=env.get("HYDRA_CRM_ADDR") or config.service_address(env, "crm"),
             instances_address=env.get("HYDRA_INSTANCES_ADDR") or config.service_address(env, "instances"),
+            gatekeeper_address=env.get("HYDRA_GATEKEEPER_ADDR") or config.service_address(env, "gatekeeper"),
             delivery=DeliverySettings.from_env(env),
             agent=AgentDefaults(
                 base_url=env.get("HYDRA_AGENT_BASE_URL") or None,
@@ -59,6 +61,7 @@ class Settings:
             widget=WidgetLimits(
                 streams_per_ip=config.env_int(env, "HYDRA_WIDGET_STREAMS_PER_IP", 8, minimum=1),
                 streams_per_instance=config.env_int(env, "HYDRA_WIDGET_STREAMS_PER_INSTANCE", 8, minimum=1),
+                recheck_seconds=float(config.env_int(env, "HYDRA_WIDGET_RECHECK_SECONDS", 2, minimum=1)),
             ),
             log_level=config.env_str(env, "HYDRA_LOG_LEVEL", "INFO"),
             pool_size=config.env_int(env, "HYDRA_DB_POOL_SIZE", 10, minimum=1),

@@ -31,11 +31,12 @@ from services.public import models, repository
 from services.public.agents import Agents
 from services.public.config import Settings
 from services.public.crm import CrmConversations
+from services.public.gatekeeper import KeyStatus
 from services.public.instances import InstanceCatalog
 from services.public.service import FORM_SUBMITTED, Analytics, Forms, SiteDirectory, SiteService
 from services.public.servicer import AnalyticsServicer, FormServicer, SiteServicer, WidgetServicer
 from services.public.tagging import Tagger
-from services.public.widget import WidgetChat
+from services.public.widget import StreamGuard, WidgetChat
 
 SCHEMA = "website"  # not "public": that is PostgreSQL's default schema
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -61,7 +62,11 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
     )
     crm = CrmConversations(settings.crm_address, timeout=settings.peer_timeout_seconds)
     instances = InstanceCatalog(settings.instances_address, timeout=settings.peer_timeout_seconds)
+    keys = KeyStatus(settings.gatekeeper_address, timeout=settings.peer_timeout_seconds)
     agents = Agents(defaults=settings.agent, limits=settings.agent_limits, hosts=settings.agent_hosts)
+    guard = StreamGuard(
+        keys=keys, instances=instances, interval=settings.widget.recheck_seconds, logger=logger
+    )
     directory = SiteDirectory(db=db, ttl=settings.site_cache_seconds)
     writer = GroupCommitWriter(db=db, insert_many=repository.insert_page_views, logger=logger)
     audit = AuditLog(models.audit_log)
@@ -75,6 +80,7 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
             crm=crm,
             agents=agents,
             tagger=Tagger(),
+            guard=guard,
             limits=settings.widget,
             logger=logger,
         )
@@ -92,6 +98,7 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
         await agents.close()
         await crm.close()
         await instances.close()
+        await keys.close()
         await db.dispose()
 
     return GrpcApp(
@@ -101,7 +108,7 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
         register=register,
         probe=db.ping,
         close=close,
-        background=[writer.run, *events.background],
+        background=[writer.run, guard.run, *events.background],
         consumers=events.consumers,
         separate_consumers=events.separate_consumers,
     )

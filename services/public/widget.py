@@ -7,9 +7,9 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from google.api import httpbody_pb2
 
@@ -17,6 +17,7 @@ from services.common.errors import Conflict, NotFound, RateLimited, Unauthentica
 from services.common.identity import Identity
 from services.public.agents import AgentFailed, AgentInput, Agents, Delta, Handoff, Turn
 from services.public.crm import CrmConversations
+from services.public.gatekeeper import KeyStatus
 from services.public.instances import InstanceCatalog
 from services.public.limits import ConcurrencyLimit
 from services.public.tagging import Tagger, Tags
@@ -28,13 +29,15 @@ SUBJECT_LENGTH = 80
 # The bot answers only while no human owns the conversation.
 BOT_ANSWERS = ("open", "waiting")
 AGENT_FAILED_HANDOFF = "The agent could not answer; a human will follow up."
+STREAM_ENDED = "This chat is no longer available."
 TOO_MANY_FROM_ADDRESS = "Too many chats in progress from your address. Please retry shortly."
 TOO_MANY_FOR_INSTANCE = "Too many chats with this agent are in progress. Please retry shortly."
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class WidgetLimits:
-    """Caps on streams open at once in this process: per client IP and per instance.
+    """Caps on streams open at once in this process (per client IP, per instance); re-check interval.
 
     The per-instance cap is also an instance's share of the connections to model servers, so a slow
     server cannot hold more than that many of them, whatever its visitors send.
@@ -42,6 +45,7 @@ class WidgetLimits:
 
     streams_per_ip: int = 8
     streams_per_instance: int = 8
+    recheck_seconds: float = 2.0
 
 
 def sse(event: str, data: Mapping[str, Any]) -> httpbody_pb2.HttpBody:
@@ -50,6 +54,116 @@ def sse(event: str, data: Mapping[str, Any]) -> httpbody_pb2.HttpBody:
     return httpbody_pb2.HttpBody(
         content_type=EVENT_STREAM, data=f"event: {event}\ndata: {payload}\n\n".encode()
     )
+
+
+class StreamEnded(Exception):
+    """The stream's token was revoked or its instance deleted while it was open."""
+
+
+class Watch:
+    """One open stream: whose it is, and whether it must end now."""
+
+    def __init__(self, caller: Identity, instance_id: uuid.UUID) -> None:
+        self.tenant_id = caller.tenant_id
+        self.key_id = caller.key_id
+        self.instance_id = instance_id
+        self.ended = False
+        self._scope: asyncio.Timeout | None = None
+
+    def end(self) -> None:
+        """Ends the stream: the read it is waiting on is cancelled, and every later one refused."""
+        self.ended = True
+        if self._scope is not None:
+            self._scope.reschedule(asyncio.get_running_loop().time())
+
+    async def next_of(self, events: AsyncIterator[T]) -> T | None:
+        """The next of `events` (None at their end); StreamEnded as soon as the stream must end."""
+        if self.ended:
+            raise StreamEnded()
+        # A timeout scope that end() fires at once; it wraps this one read, never a yield of the caller.
+        scope = asyncio.timeout(None)
+        self._scope = scope
+        try:
+            async with scope:
+                return await anext(events, None)
+        except TimeoutError:
+            if scope.expired():
+                raise StreamEnded() from None
+            raise
+        finally:
+            self._scope = None
+
+
+class StreamGuard:
+    """Ends open streams whose widget token was revoked or whose instance was deleted.
+
+    Every few seconds one question per tenant goes to the gatekeeper and one per instance to the
+    instances service, however many streams are open. A peer that cannot answer ends nothing.
+    """
+
+    def __init__(
+        self, *, keys: KeyStatus, instances: InstanceCatalog, interval: float, logger: logging.Logger
+    ) -> None:
+        self._keys = keys
+        self._instances = instances
+        self._interval = interval
+        self._log = logger
+        self._open: set[Watch] = set()
+
+    @contextlib.contextmanager
+    def watching(self, caller: Identity, instance_id: uuid.UUID) -> Iterator[Watch]:
+        """A Watch for the block's stream, checked until the block ends."""
+        watch = Watch(caller, instance_id)
+        self._open.add(watch)
+        try:
+            yield watch
+        finally:
+            self._open.discard(watch)
+
+    async def run(self) -> None:
+        """Checks the open streams every interval, for as long as the server runs."""
+        while True:
+            await asyncio.sleep(self._interval)
+            if self._open:
+                try:
+                    await self.check_once()
+                except Exception as error:  # the next round tries again; streams are never left unchecked
+                    self._log.error("widget stream re-check failed: %s", error.__class__.__name__)
+
+    async def check_once(self) -> None:
+        """Ends each open stream whose token is no longer live or whose instance is gone."""
+        watches = list(self._open)
+        asked: dict[uuid.UUID, set[str]] = {}
+        for watch in watches:
+            if _is_uuid(watch.key_id):
+                asked.setdefault(watch.tenant_id, set()).add(watch.key_id)
+        instances = sorted({(w.tenant_id, w.instance_id) for w in watches})
+        answers = await asyncio.gather(
+            *(self._keys.live(tenant, ids) for tenant, ids in asked.items()),
+            *(self._instances.profile(tenant, instance) for tenant, instance in instances),
+            return_exceptions=True,
+        )
+        live = dict(zip(asked, answers[: len(asked)], strict=True))
+        profiles = dict(zip(instances, answers[len(asked) :], strict=True))
+        failures = {type(a).__name__ for a in answers if isinstance(a, BaseException)}
+        if failures:
+            self._log.warning("could not re-check open widget streams: %s", ", ".join(sorted(failures)))
+        for watch in watches:
+            keys = live.get(watch.tenant_id)
+            revoked = (
+                isinstance(keys, set) and watch.key_id in asked[watch.tenant_id] and watch.key_id not in keys
+            )
+            deleted = profiles[(watch.tenant_id, watch.instance_id)] is None
+            if revoked or deleted:
+                watch.end()
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 class WidgetChat:
@@ -62,6 +176,7 @@ class WidgetChat:
         crm: CrmConversations,
         agents: Agents,
         tagger: Tagger,
+        guard: StreamGuard,
         limits: WidgetLimits,
         logger: logging.Logger,
     ) -> None:
@@ -69,6 +184,7 @@ class WidgetChat:
         self._crm = crm
         self._agents = agents
         self._tagger = tagger
+        self._guard = guard
         self._per_ip = ConcurrencyLimit(limits.streams_per_ip)
         self._per_instance = ConcurrencyLimit(limits.streams_per_instance)
         self._log = logger
@@ -100,15 +216,17 @@ class WidgetChat:
                 raise
             conversation = stored.conversation
             yield sse("conversation", {"conversation_id": conversation.id})
-            async for chunk in self._answer(
-                caller,
-                instance=instance,
-                conversation=conversation,
-                visitor_message_id=stored.message.id,
-                message=message,
-                tagging=tagging,
-            ):
-                yield chunk
+            with self._guard.watching(caller, instance_id) as watch:
+                async for chunk in self._answer(
+                    caller,
+                    instance=instance,
+                    conversation=conversation,
+                    visitor_message_id=stored.message.id,
+                    message=message,
+                    tagging=tagging,
+                    watch=watch,
+                ):
+                    yield chunk
 
     async def _store_visitor_message(
         self, caller: Identity, instance_id: uuid.UUID, conversation_id: uuid.UUID | None, message: str
@@ -131,6 +249,7 @@ class WidgetChat:
         visitor_message_id: str,
         message: str,
         tagging: asyncio.Future[Tags],
+        watch: Watch,
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         """After the stream started: deltas, then the stored reply in `done`, or an in-band `error`."""
         tenant = caller.tenant_id
@@ -146,8 +265,9 @@ class WidgetChat:
                     history=history,
                     message=message,
                 )
+                events = agent.reply(request)
                 try:
-                    async for event in agent.reply(request):
+                    while (event := await watch.next_of(events)) is not None:
                         if isinstance(event, Delta) and event.text:
                             reply.append(event.text)
                             yield sse("delta", {"content": event.text})
@@ -157,6 +277,12 @@ class WidgetChat:
                     await self._annotate(tenant, conversation, await tagging, AGENT_FAILED_HANDOFF)
                     yield sse("error", {"detail": str(failure)})
                     return
+                except StreamEnded:
+                    # The token or the instance is gone: nothing more is written for it.
+                    yield sse("error", {"detail": STREAM_ENDED})
+                    return
+                finally:
+                    await events.aclose()
             stored_id = None
             if reply:
                 added = await self._crm.add_message(

@@ -88,6 +88,7 @@ def agent_env() -> dict[str, str]:
         "HYDRA_AGENT_API_KEY": OPERATOR_MODEL_KEY,
         "HYDRA_WIDGET_STREAMS_PER_IP": "3",
         "HYDRA_WIDGET_STREAMS_PER_INSTANCE": "2",
+        "HYDRA_WIDGET_RECHECK_SECONDS": "1",
     }
 
 

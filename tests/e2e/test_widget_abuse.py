@@ -1,4 +1,4 @@
-"""Hostile tenants and visitors of widget chat: outbound calls to model servers, floods."""
+"""Hostile tenants and visitors of widget chat: outbound calls to model servers, floods, revocation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import threading
 from collections.abc import Iterator
 
 import httpx
+import pytest
 
+from hydractl.cli import revoke_key
 from tests.e2e.conftest import (
     OPERATOR_MODEL_HOST,
     OPERATOR_MODEL_KEY,
@@ -23,6 +25,7 @@ from tests.e2e.test_widget import Widget, chat, conversation, parse_events, widg
 from tests.support.llm_server import FakeChatServer
 
 REFUSED = "The agent backend's address is not allowed."
+ENDED = "This chat is no longer available."
 
 
 def openai_model(base_url: str | None) -> dict[str, object]:
@@ -194,3 +197,19 @@ def test_a_flood_from_one_address_leaves_other_visitors_chatting(edge: Edge) -> 
     assert refused.headers["x-ratelimit-limit"] == "30" and int(refused.headers["retry-after"]) >= 1
     # The flood spent its own address's window, not the token's or the instance's.
     assert chat(edge, w, "How long do refunds take?")[-1][0] == "done"
+
+
+@pytest.mark.parametrize("ending", ["token revoked", "instance deleted"])
+def test_an_open_stream_ends_within_seconds_of_losing_its_access(edge: Edge, ending: str) -> None:
+    release = threading.Event()
+    with held_server(release) as slow:
+        w = widget(edge, model=openai_model(slow.base_url))
+        with open_stream(edge, w) as events:
+            if ending == "token revoked":
+                revoke_key(edge.env, w.token_id)
+            else:
+                deleted = edge.http.delete(f"/v1/instances/{w.instance['id']}", headers=w.core.api_key)
+                assert deleted.status_code == 204
+            # The model server is still holding its reply (for a minute): the stream ends anyway.
+            assert list(events) == [("error", {"detail": ENDED})]
+            assert not release.is_set() and slow.holds_timed_out == 0
