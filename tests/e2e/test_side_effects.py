@@ -42,24 +42,27 @@ def test_ticket_confirmation_email_is_sent_once(edge: Edge) -> None:
     assert len(edge.mail_to(contact["email"])) == 1
 
 
-def test_a_title_with_line_breaks_is_confirmed_on_one_subject_line(edge: Edge) -> None:
+def test_a_title_that_would_inject_a_header_is_refused_and_the_next_is_confirmed(edge: Edge) -> None:
     key = edge.key(scopes=SCOPES)
     contact = contact_with_email(edge, key)
-    for title in ("Locked out\r\nBcc: attacker@example.com", "Still locked out — ça bloque"):
-        response = edge.http.post(
-            "/api/v1/tickets", json={"title": title, "customer_id": contact["id"]}, headers=key.bearer
-        )
-        assert response.status_code == 201
-    mails = wait_until(
-        lambda: (found := edge.mail_to(contact["email"])) and len(found) == 2 and found,
-        what="both confirmations",
+    injected = edge.http.post(
+        "/api/v1/tickets",
+        json={"title": "Locked out\r\nBcc: attacker@example.com", "customer_id": contact["id"]},
+        headers=key.bearer,
     )
-    subjects = sorted(str(make_header(decode_header(m["Subject"]))) for m in mails)
-    assert subjects == [
-        "We received your request: Locked out Bcc: attacker@example.com",
-        "We received your request: Still locked out — ça bloque",
-    ]
-    assert all(m["Bcc"] is None for m in mails)
+    assert injected.status_code == 400 and "title" in injected.json()["error"]
+    response = edge.http.post(
+        "/api/v1/tickets",
+        json={"title": "Still locked out — ça bloque", "customer_id": contact["id"]},
+        headers=key.bearer,
+    )
+    assert response.status_code == 201
+    (mail,) = wait_until(lambda: edge.mail_to(contact["email"]), what="the confirmation")
+    assert (
+        str(make_header(decode_header(mail["Subject"])))
+        == "We received your request: Still locked out — ça bloque"
+    )
+    assert mail["Bcc"] is None
 
 
 def test_resolving_a_conversation_sends_the_csat_survey(edge: Edge) -> None:
