@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import socket
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +14,16 @@ from sqlalchemy import Table
 
 from services.common import config
 from services.common.db import Database
+from services.common.dead_letters import Consumer, DeadLetterStore, RetryPolicy
 from services.common.events import (
     Bus,
+    CountingHandler,
     Dispatcher,
     Event,
+    EventFailed,
     Handler,
     LocalBus,
+    PermanentError,
     RedisStreamBus,
     Retention,
     Unfinished,
@@ -47,6 +51,9 @@ class DeliverySettings:
     # Dispatched outbox rows and idempotency records are deleted this long after: far past any
     # redelivery (a pending stream entry is claimed again after claim_idle_ms).
     retention: dt.timedelta = dt.timedelta(days=7)
+    # A failed event is tried again after 1 s, then 2, 4 … up to a minute apart; after 8 failures
+    # that were its own (about two minutes) it becomes a dead letter.
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DeliverySettings:
@@ -67,7 +74,23 @@ class DeliverySettings:
             maildir_fsync=config.env_flag(env, "HYDRA_MAILDIR_FSYNC", True),
             separate_consumers=consumers == "separate",
             retention=dt.timedelta(hours=config.env_int(env, "HYDRA_EVENTS_RETENTION_HOURS", 168, minimum=1)),
+            retry=retry_policy(env),
         )
+
+
+def retry_policy(env: Mapping[str, str]) -> RetryPolicy:
+    """HYDRA_EVENTS_MAX_ATTEMPTS, HYDRA_EVENTS_RETRY_MS (the first wait) and HYDRA_EVENTS_RETRY_MAX_MS."""
+    first = config.env_int(env, "HYDRA_EVENTS_RETRY_MS", 1000, minimum=1)
+    most = config.env_int(env, "HYDRA_EVENTS_RETRY_MAX_MS", 60_000, minimum=1)
+    if most < first:
+        raise config.ConfigError(
+            f"HYDRA_EVENTS_RETRY_MAX_MS ({most}) must be at least HYDRA_EVENTS_RETRY_MS ({first})"
+        )
+    return RetryPolicy(
+        max_attempts=config.env_int(env, "HYDRA_EVENTS_MAX_ATTEMPTS", 8, minimum=1),
+        first_delay=dt.timedelta(milliseconds=first),
+        max_delay=dt.timedelta(milliseconds=most),
+    )
 
 
 def bus(settings: DeliverySettings, *, service: str, address: str, logger: logging.Logger) -> Bus:
@@ -103,6 +126,7 @@ class EventDelivery:
         db: Database,
         outbox: Table,
         inbox: Table,
+        dead_letters: Table,
         logger: logging.Logger,
     ) -> None:
         self.bus = bus(settings, service=service, address=address, logger=logger)
@@ -110,18 +134,28 @@ class EventDelivery:
         self.separate_consumers = settings.separate_consumers
         self._db = db
         self._inbox = inbox
+        self._log = logger
+        self._retry = settings.retry
+        self._dead_letters = DeadLetterStore(db, dead_letters, max_attempts=settings.retry.max_attempts)
+        self._consumers: list[Consumer] = []
         self._dispatcher = Dispatcher(db=db, outbox=outbox, bus=self.bus, logger=logger)
         self._retention = Retention(db=db, outbox=outbox, inbox=inbox, keep=settings.retention, logger=logger)
         # Writes record their events through this outbox, so the dispatcher need not poll while idle.
         self.outbox = Outbox(outbox, on_record=self._dispatcher.wake)
 
+    def _subscribe(self, name: str, topics: set[str], handler: CountingHandler) -> None:
+        """Subscribes the named consumer; what it fails on is retried, then kept as a dead letter."""
+        consumer = Consumer(name, handler, store=self._dead_letters, policy=self._retry, logger=self._log)
+        self._consumers.append(consumer)
+        self.bus.subscribe(name, topics, consumer.handle)
+
     def consume(self, name: str, topics: set[str], handler: Handler) -> None:
         """Runs `handler` once per event of `topics`, recorded under the consumer's `name`."""
-        self.bus.subscribe(name, topics, idempotent(self._db, self._inbox, name, handler))
+        self._subscribe(name, topics, idempotent(self._db, self._inbox, name, handler))
 
     def consume_writing(self, name: str, topics: set[str], handler: WritingHandler) -> None:
         """Like consume, for handlers that also write to this service's database (in one transaction)."""
-        self.bus.subscribe(name, topics, idempotent_writer(self._db, self._inbox, name, handler))
+        self._subscribe(name, topics, idempotent_writer(self._db, self._inbox, name, handler))
 
     def send_email(self, name: str, topics: set[str], compose: Callable[[Event], Email | None]) -> None:
         """Emails what `compose` makes of each event of `topics` (nothing when it returns None)."""
@@ -134,11 +168,20 @@ class EventDelivery:
 
         guarded = idempotent_batch(self._db, self._inbox, name, send)
 
-        async def handle(events: Sequence[Event]) -> None:
+        async def handle(events: Sequence[Event]) -> int:
             # Events with nothing to send need no idempotency record (composing is cheap: no rendering).
-            await guarded([event for event in events if compose(event) is not None])
+            sendable: list[Event] = []
+            for event in events:
+                try:
+                    email = compose(event)
+                except Exception as error:  # composing is pure: this event would fail the same way again
+                    handled = await guarded(sendable)
+                    raise EventFailed(event, PermanentError(type(error).__name__), handled=handled) from error
+                if email is not None:
+                    sendable.append(event)
+            return await guarded(sendable)
 
-        self.bus.subscribe(name, topics, handle)
+        self._subscribe(name, topics, handle)
 
     @property
     def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
@@ -147,8 +190,8 @@ class EventDelivery:
 
     @property
     def consumers(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
-        """The event consumers: in the server process, or in a delivery process of their own."""
-        return [self.bus.run]
+        """The event consumers and their retries: in the server process, or in a delivery process."""
+        return [self.bus.run, *(consumer.run for consumer in self._consumers)]
 
     async def close(self) -> None:
         await self.bus.close()

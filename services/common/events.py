@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import enum
 import json
 import logging
 import uuid
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import grpc
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 from sqlalchemy import (
@@ -34,9 +36,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.db import Database
+from services.common.errors import Unavailable
 from services.common.fields import utcnow
 
 
@@ -53,6 +57,8 @@ class Event:
 Handler = Callable[[Event], Awaitable[None]]
 WritingHandler = Callable[[AsyncConnection, Event], Awaitable[None]]
 BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]
+# A consumer's handling of a batch: how many of its events it handled now (not those handled before).
+CountingHandler = Callable[[Sequence[Event]], Awaitable[int]]
 
 
 class Unfinished(Exception):
@@ -62,6 +68,77 @@ class Unfinished(Exception):
         super().__init__(f"stopped after {done} events: {type(cause).__name__}")
         self.done = done
         self.cause = cause
+
+
+class EventFailed(Exception):
+    """Handling a batch stopped at `event`: the events before it were handled (`handled` of them now,
+    the others before), the ones after it were not tried."""
+
+    def __init__(self, event: Event, cause: BaseException, *, handled: int = 0) -> None:
+        super().__init__(f"event {event.id} failed: {type(cause).__name__}")
+        self.event = event
+        self.cause = cause
+        self.handled = handled
+
+
+class PermanentError(Exception):
+    """The event can never be handled (the same input fails the same way): no retry, a dead letter.
+
+    Its message is a label safe to store (an error class, a reply code), never user text.
+    """
+
+
+class Transient(Exception):
+    """What the event goes to could not take it now (busy, or out of service): tried again later."""
+
+
+class Unreachable(Exception):
+    """What the events go to could not be reached at all: no event was tried."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(type(cause).__name__)
+        self.cause = cause
+
+
+class Fault(enum.Enum):
+    """Whose fault a failure is, which decides how it is retried."""
+
+    PERMANENT = "permanent"  # the event's, for good: a dead letter at once
+    EVENT = "event"  # the event's, maybe for now: retried a bounded number of times
+    DOWNSTREAM = "downstream"  # what the events go to: counted against the event only if others get through
+
+
+_DOWNSTREAM_CODES = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.CANCELLED,
+}
+
+
+def classify(error: BaseException) -> Fault:
+    """Whose fault an error raised while handling an event is."""
+    if isinstance(error, PermanentError):
+        return Fault.PERMANENT
+    if isinstance(error, Transient | Unreachable | Unavailable | OSError | TimeoutError):
+        return Fault.DOWNSTREAM  # connection refused, reset or timed out; a peer that did not answer
+    if isinstance(error, OperationalError | InterfaceError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    ):
+        return Fault.DOWNSTREAM
+    if isinstance(error, grpc.aio.AioRpcError) and error.code() in _DOWNSTREAM_CODES:
+        return Fault.DOWNSTREAM
+    return Fault.EVENT
+
+
+def error_label(error: BaseException) -> str:
+    """What may be recorded of an error: its class (and a reply code), never its text (it may hold
+    addresses or message bodies)."""
+    if isinstance(error, Unreachable):
+        return type(error.cause).__name__
+    if isinstance(error, PermanentError | Transient) and error.args:
+        return str(error.args[0])[:200]
+    return type(error).__name__
 
 
 class Bus(Protocol):
@@ -77,16 +154,27 @@ class Bus(Protocol):
 
 
 class LocalBus:
-    """In-process delivery: publishing calls every matching consumer before the outbox row is marked."""
+    """In-process delivery: publishing calls every matching consumer before the outbox row is marked.
+
+    A consumer settles each event itself (handled, or kept for a retry or as a dead letter), so a
+    failing event never fails the publish; only a consumer that could not record its failures does,
+    and then the others still had their turn and the batch is published again.
+    """
 
     def __init__(self) -> None:
         self._subscribers: list[tuple[set[str], BatchHandler]] = []
 
     async def publish(self, events: Sequence[Event]) -> None:
+        failure: Exception | None = None
         for topics, handler in self._subscribers:
             matching = [event for event in events if event.topic in topics]
             if matching:
-                await handler(matching)
+                try:
+                    await handler(matching)
+                except Exception as error:
+                    failure = failure or error
+        if failure is not None:
+            raise failure
 
     def subscribe(self, group: str, topics: set[str], handler: BatchHandler) -> None:
         self._subscribers.append((topics, handler))
@@ -138,18 +226,24 @@ class RedisStreamBus:
         await asyncio.gather(*(self._consume(*group) for group in self._groups))
 
     async def _consume(self, group: str, topics: set[str], handler: BatchHandler) -> None:
+        backoff = 1.0
         while True:
             try:
                 await self._ensure_group(group)
                 await self._drain(group, topics, handler, "0")  # what this consumer had but never acked
+                backoff = 1.0
                 while True:
                     await self._claim(group, topics, handler)
                     await self._drain(group, topics, handler, ">", block_ms=1000)
-            except Exception as error:  # never let one failure end the consumer: back off, re-read pending
+                    backoff = 1.0
+            except (
+                Exception
+            ) as error:  # Redis or the database is down: back off, then re-read what is pending
                 self._log.warning(
                     "event consumer failed; retrying", extra={"group": group, "error": type(error).__name__}
                 )
-                await asyncio.sleep(1)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
 
     async def _ensure_group(self, group: str) -> None:
         try:
@@ -181,19 +275,32 @@ class RedisStreamBus:
             await self._handle(group, topics, handler, claimed)
 
     async def _handle(self, group: str, topics: set[str], handler: BatchHandler, entries: list[Any]) -> None:
-        """Hands the entries' events of `topics` to the handler at once; acks them all once it succeeded
-        (after a failure nothing is acked: redelivery is safe, the handler is idempotent)."""
+        """Hands the entries' events of `topics` to the handler at once; acks them all once it returned.
+
+        The handler settles every event (handled, or recorded for a retry or as a dead letter); if it
+        raises, it could not record that, so nothing is acked and the batch is read again later.
+        """
         events = []
-        for _entry_id, fields in entries:
+        for entry_id, fields in entries:
             if fields:  # an entry trimmed away leaves only its id
-                data = {k.decode(): v.decode() for k, v in fields.items()}
-                if data["topic"] in topics:
-                    events.append(
-                        Event(data["id"], data["tenant_id"], data["topic"], json.loads(data["payload"]))
-                    )
+                event = self._decode(entry_id, fields)
+                if event is not None and event.topic in topics:
+                    events.append(event)
         if events:
             await handler(events)
         await self._redis.xack(self._stream, group, *(entry_id for entry_id, _ in entries))
+
+    def _decode(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Event | None:
+        """The entry's event; None (logged, then acked with the rest) for one no dispatcher wrote."""
+        try:
+            data = {k.decode(): v.decode() for k, v in fields.items()}
+            return Event(data["id"], data["tenant_id"], data["topic"], json.loads(data["payload"]))
+        except (KeyError, ValueError) as error:
+            self._log.error(
+                "unreadable stream entry skipped",
+                extra={"entry": entry_id.decode(errors="replace"), "error": type(error).__name__},
+            )
+            return None
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -228,22 +335,24 @@ async def _claim(conn: AsyncConnection, claim: Any, consumer: str, events: Seque
     return [event for event in unique if uuid.UUID(event.id) in claimed]
 
 
-def idempotent_batch(db: Database, inbox: Table, consumer: str, work: BatchHandler) -> BatchHandler:
-    """Runs `work` on the events of each batch not handled before, recording them in one transaction.
+def idempotent_batch(db: Database, inbox: Table, consumer: str, work: BatchHandler) -> CountingHandler:
+    """Runs `work` on the events of each batch not handled before, recording them in one transaction;
+    returns how many it handled.
 
-    If `work` raises Unfinished, the events it finished stay recorded and the rest are released for
-    a later delivery; any other error releases the whole batch.
+    If `work` raises Unfinished, the events it finished stay recorded, the rest are released for a
+    later delivery, and EventFailed names the event it stopped at; any other error releases the
+    whole batch and is raised as it is (which event failed is not known).
     """
     claim = _claim_statement(db, inbox)
 
-    async def handle(events: Sequence[Event]) -> None:
+    async def handle(events: Sequence[Event]) -> int:
         if not events:
-            return
+            return 0
         failure: BaseException | None = None
         async with db.transaction() as conn:
             fresh = await _claim(conn, claim, consumer, events)
             if not fresh:
-                return
+                return 0
             try:
                 await work(fresh)
             except Exception as error:
@@ -253,13 +362,18 @@ def idempotent_batch(db: Database, inbox: Table, consumer: str, work: BatchHandl
                 await conn.execute(
                     delete(inbox).where(inbox.c.consumer == consumer, inbox.c.event_id.in_(released))
                 )
+        if isinstance(failure, Unfinished) and failure.done < len(fresh):
+            raise EventFailed(fresh[failure.done], failure.cause, handled=failure.done) from failure.cause
         if failure is not None:
-            raise failure.cause if isinstance(failure, Unfinished) else failure
+            if len(fresh) == 1:
+                raise EventFailed(fresh[0], failure) from failure
+            raise failure
+        return len(fresh)
 
     return handle
 
 
-def idempotent(db: Database, inbox: Table, consumer: str, handler: Handler) -> BatchHandler:
+def idempotent(db: Database, inbox: Table, consumer: str, handler: Handler) -> CountingHandler:
     """Runs `handler` at most once per event: its record commits together with the handling."""
 
     async def each(events: Sequence[Event]) -> None:
@@ -272,16 +386,23 @@ def idempotent(db: Database, inbox: Table, consumer: str, handler: Handler) -> B
     return idempotent_batch(db, inbox, consumer, each)
 
 
-def idempotent_writer(db: Database, inbox: Table, consumer: str, handler: WritingHandler) -> BatchHandler:
+def idempotent_writer(db: Database, inbox: Table, consumer: str, handler: WritingHandler) -> CountingHandler:
     """Like idempotent, for handlers that write to this database too: each event in its own transaction
     with its record, so one failing write cannot undo the others."""
     claim = _claim_statement(db, inbox)
 
-    async def handle(events: Sequence[Event]) -> None:
+    async def handle(events: Sequence[Event]) -> int:
+        handled = 0
         for event in events:
-            async with db.transaction() as conn:
-                if await _claim(conn, claim, consumer, [event]):
-                    await handler(conn, event)
+            fresh = False
+            try:
+                async with db.transaction() as conn:
+                    if fresh := bool(await _claim(conn, claim, consumer, [event])):
+                        await handler(conn, event)
+            except Exception as error:
+                raise EventFailed(event, error, handled=handled) from error
+            handled += fresh
+        return handled
 
     return handle
 

@@ -41,6 +41,7 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
         db=db,
         outbox=models.outbox,
         inbox=models.processed_events,
+        dead_letters=models.dead_letters,
         logger=logger,
     )
     tokens = WidgetTokens(settings.gatekeeper_address, admin_token=settings.admin_token)

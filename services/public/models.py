@@ -22,6 +22,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.audit import audit_table
 from services.common.db import NAMING_CONVENTION
+from services.common.dead_letters import dead_letter_table
 from services.common.events import inbox_table
 from services.common.outbox import outbox_table
 
@@ -98,3 +99,4 @@ form_submissions = cast(Table, FormSubmission.__table__)
 audit_log = audit_table(Base.metadata)
 outbox = outbox_table(Base.metadata)
 processed_events = inbox_table(Base.metadata)
+dead_letters = dead_letter_table(Base.metadata)

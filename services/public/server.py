@@ -58,6 +58,7 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
         db=db,
         outbox=models.outbox,
         inbox=models.processed_events,
+        dead_letters=models.dead_letters,
         logger=logger,
     )
     crm = CrmConversations(settings.crm_address, timeout=settings.peer_timeout_seconds)

@@ -11,6 +11,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.audit import audit_table
 from services.common.db import NAMING_CONVENTION
+from services.common.dead_letters import dead_letter_table
 from services.common.events import inbox_table
 from services.common.outbox import outbox_table
 
@@ -54,3 +55,4 @@ tickets = cast(Table, Ticket.__table__)
 audit_log = audit_table(Base.metadata)
 outbox = outbox_table(Base.metadata)
 processed_events = inbox_table(Base.metadata)
+dead_letters = dead_letter_table(Base.metadata)

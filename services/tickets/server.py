@@ -40,6 +40,7 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
         db=db,
         outbox=models.outbox,
         inbox=models.processed_events,
+        dead_letters=models.dead_letters,
         logger=logger,
     )
     events.send_email("tickets-confirmation", CONFIRMATION_TOPICS, confirmation_email)

@@ -23,7 +23,15 @@ from hydra.crm.v1 import accounts_pb2, accounts_pb2_grpc, contacts_pb2, contacts
 from hydra.tickets.v1 import tickets_pb2, tickets_pb2_grpc
 
 from services.common.db import Database
-from services.common.events import Dispatcher, Event, LocalBus, Retention, idempotent, inbox_table
+from services.common.events import (
+    Dispatcher,
+    Event,
+    EventFailed,
+    LocalBus,
+    Retention,
+    idempotent,
+    inbox_table,
+)
 from services.common.fields import utcnow
 from services.common.grpc_server import internal_metadata
 from services.common.outbox import Outbox, outbox_table
@@ -185,8 +193,9 @@ def test_a_failing_handler_is_retried_not_recorded(tmp_path: Path) -> None:
             await conn.run_sync(metadata.create_all)
         handle = idempotent(db, inbox, "test-consumer", flaky)
         event = Event(str(uuid.uuid4()), str(uuid.uuid4()), "ticket.created", {})
-        with pytest.raises(ConnectionError):
+        with pytest.raises(EventFailed) as failed:
             await handle([event])
+        assert isinstance(failed.value.cause, ConnectionError) and failed.value.event == event
         await handle([event])
         await handle([event])
         await db.dispose()
@@ -221,8 +230,10 @@ def test_a_batch_failing_part_way_keeps_what_was_done_and_retries_only_the_rest(
         async with inbox_db.engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
         handle = idempotent(inbox_db, inbox, "test-consumer", handle_one)
-        with pytest.raises(ConnectionError):
+        with pytest.raises(EventFailed) as failed:
             await handle(events)
+        assert (failed.value.event, failed.value.handled) == (events[2], 2)
+        assert isinstance(failed.value.cause, ConnectionError)
         assert handled == [events[0].id, events[1].id]
         poisoned.clear()
         await handle(events)  # redelivered whole: only the two never finished run
