@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,6 +16,13 @@ from google.protobuf import json_format, struct_pb2
 from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc
 from hydra.public.v1 import sites_pb2, sites_pb2_grpc
 
+from hydractl.events import (
+    SERVICES,
+    DeadLettersUnavailable,
+    drop_dead_letters,
+    list_dead_letters,
+    retry_dead_letters,
+)
 from hydractl.stack import Stack, StackError, migrate_all
 from services.common import config
 from services.common.grpc_server import internal_metadata
@@ -216,6 +224,62 @@ def cmd_sites_list(args: argparse.Namespace, env: dict[str, str]) -> None:
     _emit(args, sites, "\n".join(lines))
 
 
+def _dead_letter_filters(args: argparse.Namespace) -> dict[str, Any]:
+    """The services and row filters the dead-letter commands were given (ids checked)."""
+    ids = getattr(args, "event_ids", None) or []
+    for value in [*ids, *([args.tenant] if args.tenant else [])]:
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            raise CliError(f"not an id: {value!r}") from None
+    return {
+        "services": args.service or [],
+        "consumer": args.consumer,
+        "tenant": args.tenant,
+        "event_ids": ids,
+        "retrying": args.retrying,
+    }
+
+
+def _chosen_dead_letters(args: argparse.Namespace) -> dict[str, Any]:
+    """Filters for retry and drop, which act on named events or, with --all, on every match."""
+    if not args.event_ids and not args.all:
+        raise CliError("name the events (their ids), or pass --all for every dead letter that matches")
+    return _dead_letter_filters(args)
+
+
+def cmd_dead_letters_list(args: argparse.Namespace, env: dict[str, str]) -> None:
+    try:
+        letters = list_dead_letters(env, limit=args.limit, **_dead_letter_filters(args))
+    except DeadLettersUnavailable as error:
+        raise CliError(str(error)) from None
+    lines = [
+        f"{d['event_id']}  {d['service']}/{d['consumer']}  {d['topic']}  tenant {d['tenant_id']}  "
+        f"{d['error']}  {d['attempts']} attempt(s)  "
+        + (f"dead since {d['dead_at']}" if d["dead_at"] else f"retrying at {d['next_attempt_at']}")
+        for d in letters
+    ]
+    _emit(args, letters, "\n".join(lines) if lines else "no dead letters")
+
+
+def cmd_dead_letters_retry(args: argparse.Namespace, env: dict[str, str]) -> None:
+    try:
+        count = retry_dead_letters(env, **_chosen_dead_letters(args))
+    except DeadLettersUnavailable as error:
+        raise CliError(str(error)) from None
+    _emit(
+        args, {"retried": count}, f"{count} marked for retry: each goes back to the consumer that failed it"
+    )
+
+
+def cmd_dead_letters_drop(args: argparse.Namespace, env: dict[str, str]) -> None:
+    try:
+        count = drop_dead_letters(env, **_chosen_dead_letters(args))
+    except DeadLettersUnavailable as error:
+        raise CliError(str(error)) from None
+    _emit(args, {"dropped": count}, f"{count} dropped")
+
+
 def demo_keys(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fresh Support (hmcp_) and HydraCore (hc_live_) keys for the demo tenant (created on first use)."""
     tenants = _call(env, "ListTenants", admin_pb2.ListTenantsRequest()).tenants
@@ -311,6 +375,34 @@ def parser() -> argparse.ArgumentParser:
     site_p.add_argument("--name", required=True, help="display name")
     site_p.add_argument("--domain", help="the domain it is published on")
     command(sites, "list", cmd_sites_list, "list a tenant's sites").add_argument("--tenant", required=True)
+
+    events = sub.add_parser("events", help="event delivery").add_subparsers(dest="area", required=True)
+    dead = events.add_parser("dead-letters", help="events a consumer gave up on").add_subparsers(
+        dest="action", required=True
+    )
+
+    def dead_letter_command(
+        name: str, handler: Callable[..., None], help_text: str
+    ) -> argparse.ArgumentParser:
+        p = command(dead, name, handler, help_text)
+        p.add_argument("--service", action="append", choices=sorted(SERVICES), help="only this service's")
+        p.add_argument("--consumer", help="only this consumer's, e.g. tickets-confirmation")
+        p.add_argument("--tenant", help="only this tenant's")
+        p.add_argument(
+            "--retrying", action="store_true", help="also failed events still retried on their own"
+        )
+        return p
+
+    dead_letter_command(
+        "list", cmd_dead_letters_list, "list dead letters, newest failure first"
+    ).add_argument("--limit", type=int, default=100, help="at most this many per service (default 100)")
+    for name, handler, help_text in (
+        ("retry", cmd_dead_letters_retry, "deliver again, to the consumer that failed each one only"),
+        ("drop", cmd_dead_letters_drop, "delete: never deliver them"),
+    ):
+        p = dead_letter_command(name, handler, help_text)
+        p.add_argument("event_ids", nargs="*", metavar="EVENT_ID")
+        p.add_argument("--all", action="store_true", help="every dead letter the other options match")
     return root
 
 

@@ -22,6 +22,7 @@ from google.protobuf import struct_pb2
 from hydra.crm.v1 import accounts_pb2, accounts_pb2_grpc, contacts_pb2, contacts_pb2_grpc
 from hydra.tickets.v1 import tickets_pb2, tickets_pb2_grpc
 
+from hydractl.events import list_dead_letters
 from services.common.db import Database
 from services.common.events import (
     Dispatcher,
@@ -393,6 +394,10 @@ def test_email_waits_for_a_relay_that_is_down_and_is_sent_once_it_is_up(
         database_url=postgres_url,
         redis_url=redis_url,
         HYDRA_SMTP_URL=f"smtp://127.0.0.1:{relay_port}",
+        # Far more retries during the outage than an event's attempts: an outage is not the event's fault.
+        HYDRA_EVENTS_MAX_ATTEMPTS="2",
+        HYDRA_EVENTS_RETRY_MS="100",
+        HYDRA_EVENTS_RETRY_MAX_MS="200",
     )
     with grpc_processes(env, "crm", "tickets"):
         with grpc.insecure_channel(f"127.0.0.1:{env['HYDRA_CRM_PORT']}") as crm:
@@ -416,9 +421,12 @@ def test_email_waits_for_a_relay_that_is_down_and_is_sent_once_it_is_up(
                 tickets_pb2.CreateTicketRequest(ticket=body(title="Help", customer_id=contact.id)),
                 metadata=md,
             )
-        time.sleep(2)  # the consumer has failed at least once by now
+        time.sleep(3)  # the consumer has failed several times by now
+        waiting = list_dead_letters(env, services=["tickets"], retrying=True)
+        assert [(d["status"], d["attempts"]) for d in waiting] == [("retrying", 0)]
         with smtp_server(relay_port) as smtp:
             (mail,) = wait_until(lambda: smtp.to("late@example.com"), what="the delayed email")
             time.sleep(1.5)
             assert len(smtp.to("late@example.com")) == 1
+        assert list_dead_letters(env, retrying=True) == []
     assert mail["Subject"] == "We received your request: Help"

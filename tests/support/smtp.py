@@ -1,4 +1,5 @@
-"""A real SMTP server for tests (aiosmtpd), recording what it receives; it can stall deliveries on demand."""
+"""A real SMTP server for tests (aiosmtpd), recording what it receives; it can stall deliveries, or refuse
+recipients, on demand."""
 
 from __future__ import annotations
 
@@ -17,13 +18,26 @@ from tests.support.servers import free_port
 
 
 class SmtpSink:
-    """What the server received; while `stall` is set, DATA is not answered (a relay hanging mid-send)."""
+    """What the server received; while `stall` is set, DATA is not answered (a relay hanging mid-send);
+    a recipient in `refuse` gets that reply to RCPT (e.g. "550 5.1.1 No such user")."""
 
     def __init__(self) -> None:
         self.messages: list[Message] = []
         self.stall = threading.Event()
         self.stalled = threading.Event()  # set once a delivery is being held
+        self.refuse: dict[str, str] = {}
+        self.refused: list[str] = []  # every recipient refused, once per refusal
         self.url = ""
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        reply = self.refuse.get(address)
+        if reply is not None:
+            self.refused.append(address)
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         while self.stall.is_set():
