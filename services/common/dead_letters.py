@@ -344,6 +344,7 @@ class Consumer:
         self._lease = lease
         self._handled_at: dt.datetime | None = None  # when the handler last got an event through
         self._outages = 0  # attempts in a row that got nothing through: paces retries during an outage
+        self._outage_until: dt.datetime | None = None
         self._recorded = asyncio.Event()
 
     async def handle(self, events: Sequence[Event]) -> None:
@@ -371,6 +372,10 @@ class Consumer:
     async def retry_due(self) -> float:
         """Tries one batch of the retries due now; returns how long to wait before looking again."""
         now = utcnow()
+        if self._outage_until is not None and now < self._outage_until:
+            # What the events go to is down: the due retries wait for the next probe instead of all
+            # failing alike (new events still try, and the first one through ends the wait).
+            return (self._outage_until - now).total_seconds()
         next_due = await self._store.next_due(self.name)
         if next_due is None or next_due > now:
             until = self._poll if next_due is None else (next_due - now).total_seconds()
@@ -405,18 +410,23 @@ class Consumer:
                     got_through = self._through()
                 queue = queue[len(batch) :]
                 continue
-            except EventFailed as failed:
-                if failed.handled:
-                    got_through = self._through()
-                event, cause = failed.event, failed.cause
-                position = next((i for i, e in enumerate(queue) if e.id == event.id), 0)
-                queue = [e for e in queue[position + 1 :] if e.id != event.id]
             except Exception as error:
-                if len(batch) > 1:
+                if isinstance(error, EventFailed) and error.handled:
+                    got_through = self._through()
+                position = next(
+                    (
+                        i
+                        for i, e in enumerate(batch)
+                        if isinstance(error, EventFailed) and e.id == error.event.id
+                    ),
+                    None,
+                )
+                if position is None and len(batch) > 1:
                     one_by_one = True  # which event failed is unknown: try each alone
                     continue
-                event, cause = batch[0], error
-                queue = queue[1:]
+                event = batch[position or 0]
+                cause = error.cause if isinstance(error, EventFailed) else error
+                queue = [e for e in queue[(position or 0) + 1 :] if e.id != event.id]
             fault = classify(cause)
             if fault is not Fault.DOWNSTREAM or got_through or self._got_through(failed_at.get(event.id)):
                 failures.append(_Failure(event, error_label(cause), fault is Fault.PERMANENT, counted=True))
@@ -427,18 +437,24 @@ class Consumer:
                 failures += [_Failure(e, error_label(c), False, counted=False) for e, c in suspects]
                 failures += [_Failure(e, error_label(cause), False, counted=False) for e in queue]
                 suspects, queue = [], []
-                self._outages += 1
+                self._outage()
         # A downstream failure, then the events after it got through: it was this event's own.
         failures += [_Failure(e, error_label(c), False, counted=got_through) for e, c in suspects]
         if suspects and not got_through:
-            self._outages += 1
+            self._outage()
         return failures
 
     def _through(self) -> bool:
         """Notes that the handler got an event through just now."""
         self._handled_at = utcnow()
         self._outages = 0
+        self._outage_until = None
         return True
+
+    def _outage(self) -> None:
+        """Notes an attempt that got nothing through: retries pause, longer each time in a row."""
+        self._outages += 1
+        self._outage_until = utcnow() + self._policy.delay(self._outages)
 
     async def _record(self, failures: Sequence[_Failure], attempts_before: Mapping[str, int]) -> None:
         """Records the failures: each one retried after its backoff, or dead."""
@@ -464,17 +480,22 @@ class Consumer:
                     "dead_at": now if dead else None,
                 }
             )
-            log = self._log.warning if dead else self._log.info
-            log(
-                "event moved to dead letters" if dead else "event failed; will retry",
-                extra={
-                    "consumer": self.name,
-                    "event_id": event.id,
-                    "tenant_id": event.tenant_id,
-                    "topic": event.topic,
-                    "error": failure.error,
-                    "attempts": attempts,
-                },
+            if failure.counted:
+                (self._log.warning if dead else self._log.info)(
+                    "event moved to dead letters" if dead else "event failed; will retry",
+                    extra={
+                        "consumer": self.name,
+                        "event_id": event.id,
+                        "tenant_id": event.tenant_id,
+                        "topic": event.topic,
+                        "error": failure.error,
+                        "attempts": attempts,
+                    },
+                )
+        if waiting := sum(not f.counted for f in failures):
+            self._log.warning(
+                "events wait for what they go to to come back",
+                extra={"consumer": self.name, "events": waiting, "error": failures[-1].error},
             )
         await self._store.record(rows)
         self._recorded.set()

@@ -57,3 +57,26 @@ def test_event_records_are_kept_a_week_unless_told_otherwise_and_at_least_an_hou
     assert day_and_a_half.retention == dt.timedelta(hours=36)
     with pytest.raises(ConfigError, match="HYDRA_EVENTS_RETENTION_HOURS must be at least 1, got 0"):
         DeliverySettings.from_env({"HYDRA_EVENTS_RETENTION_HOURS": "0"})
+
+
+def test_failed_events_are_retried_eight_times_from_a_second_apart_up_to_a_minute() -> None:
+    policy = DeliverySettings.from_env({}).retry
+    assert policy.max_attempts == 8
+    waits = [policy.delay(n).total_seconds() for n in range(1, 9)]
+    assert waits == [1, 2, 4, 8, 16, 32, 60, 60] and sum(waits[:7]) == 123  # dead about two minutes in
+    assert policy.delay(10_000) == dt.timedelta(seconds=60)
+    tuned = DeliverySettings.from_env(
+        {"HYDRA_EVENTS_MAX_ATTEMPTS": "3", "HYDRA_EVENTS_RETRY_MS": "200", "HYDRA_EVENTS_RETRY_MAX_MS": "500"}
+    ).retry
+    assert (tuned.max_attempts, tuned.delay(1), tuned.delay(3)) == (
+        3,
+        dt.timedelta(milliseconds=200),
+        dt.timedelta(milliseconds=500),
+    )
+    with pytest.raises(ConfigError, match="HYDRA_EVENTS_MAX_ATTEMPTS must be at least 1, got 0"):
+        DeliverySettings.from_env({"HYDRA_EVENTS_MAX_ATTEMPTS": "0"})
+    with pytest.raises(
+        ConfigError,
+        match=r"HYDRA_EVENTS_RETRY_MAX_MS \(1000\) must be at least HYDRA_EVENTS_RETRY_MS \(5000\)",
+    ):
+        DeliverySettings.from_env({"HYDRA_EVENTS_RETRY_MS": "5000", "HYDRA_EVENTS_RETRY_MAX_MS": "1000"})
