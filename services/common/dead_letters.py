@@ -181,7 +181,9 @@ class DeadLetterStore:
             .values(next_attempt_at=bindparam("lease_until"))
             .returning(t.c.tenant_id, t.c.event_id, t.c.topic, t.c.payload, t.c.attempts, t.c.last_failed_at)
         )
-        self._next_due = select(func.min(t.c.next_attempt_at)).where(t.c.consumer == bindparam("of_consumer"))
+        self._next_due = select(func.min(t.c.next_attempt_at).label("due")).where(
+            t.c.consumer == bindparam("of_consumer")
+        )
         self._delivered = delete(t).where(
             t.c.consumer == bindparam("of_consumer"),
             tuple_(t.c.tenant_id, t.c.event_id).in_(bindparam("keys", expanding=True)),
@@ -194,8 +196,10 @@ class DeadLetterStore:
 
     async def next_due(self, consumer: str) -> dt.datetime | None:
         """When the consumer's earliest retry is due (None: it has none)."""
-        async with self._db.read() as conn:
-            return _aware(await conn.scalar(self._next_due, {"of_consumer": consumer}))
+        # Asked every few seconds by every consumer, so it takes the direct path (a third of the CPU).
+        async with self._db.direct() as conn:
+            (row,) = await conn.fetch(self._next_due, {"of_consumer": consumer})
+        return _aware(row.due)
 
     async def claim(self, consumer: str, *, now: dt.datetime, lease: dt.timedelta, batch: int) -> list[_Due]:
         """Up to `batch` of the consumer's retries due at `now`, each held for `lease`."""
@@ -330,7 +334,7 @@ class Consumer:
         store: DeadLetterStore,
         policy: RetryPolicy,
         logger: logging.Logger,
-        poll_seconds: float = 2.0,
+        poll_seconds: float = 5.0,
         batch: int = 20,
         lease: dt.timedelta = dt.timedelta(seconds=60),
     ) -> None:

@@ -302,7 +302,7 @@ def test_the_in_process_dispatcher_is_not_blocked_by_a_consumer_failure(db: Data
     assert handled == [1, 2]
 
 
-def test_a_poisoned_stream_entry_is_acknowledged_and_the_group_goes_on(
+def test_poisoned_and_unreadable_stream_entries_are_acknowledged_and_the_group_goes_on(
     tmp_path: Path, redis_url: str
 ) -> None:
     db = Database(f"sqlite:///{tmp_path / 'events.sqlite3'}", schema="public")
@@ -320,6 +320,9 @@ def test_a_poisoned_stream_entry_is_acknowledged_and_the_group_goes_on(
         bus = RedisStreamBus(redis_url, stream=stream, consumer="test@host:1", logger=LOG)
         bus.subscribe("c", {"ticket.created"}, consumer(db, tables, handle, "c").handle)
         runner = asyncio.create_task(bus.run())
+        writer = redis.Redis.from_url(redis_url)
+        writer.xadd(stream, {"id": "not written by a dispatcher"})  # unreadable: logged and skipped
+        writer.close()
         await bus.publish([poison])
         await bus.publish([good])
         for _ in range(100):
