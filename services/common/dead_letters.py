@@ -415,22 +415,16 @@ class Consumer:
                 queue = queue[len(batch) :]
                 continue
             except Exception as error:
-                if isinstance(error, EventFailed) and error.handled:
+                named = error if isinstance(error, EventFailed) else None
+                if named is not None and named.handled:
                     got_through = self._through()
-                position = next(
-                    (
-                        i
-                        for i, e in enumerate(batch)
-                        if isinstance(error, EventFailed) and e.id == error.event.id
-                    ),
-                    None,
-                )
+                position = next((i for i, e in enumerate(batch) if named and e.id == named.event.id), None)
                 if position is None and len(batch) > 1:
                     one_by_one = True  # which event failed is unknown: try each alone
                     continue
-                event = batch[position or 0]
-                cause = error.cause if isinstance(error, EventFailed) else error
-                queue = [e for e in queue[(position or 0) + 1 :] if e.id != event.id]
+                position = position or 0
+                event, cause = batch[position], named.cause if named else error
+                queue = [e for e in queue[position + 1 :] if e.id != event.id]
             fault = classify(cause)
             if fault is not Fault.DOWNSTREAM or got_through or self._got_through(failed_at.get(event.id)):
                 failures.append(_Failure(event, error_label(cause), fault is Fault.PERMANENT, counted=True))
