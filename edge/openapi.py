@@ -268,7 +268,7 @@ class _Builder:
                 "content": {"application/json": {"schema": self.output_schema(method.output_type)}},
             }
         responses["400" if support else "422"] = {
-            "description": "Invalid input; every offending field is named.",
+            "description": "Invalid input; the offending fields are named (the first 50, then a count).",
             "content": {"application/json": {"schema": invalid}},
         }
         for status, text in (
