@@ -37,6 +37,10 @@ _EXT_AUTHZ = "envoy.filters.http.ext_authz"
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 _CORS = "envoy.filters.http.cors"
 _LUA = "envoy.filters.http.lua"
+# Request headers the services could not carry as gRPC metadata (a name outside [0-9a-z_.-]), binary
+# metadata they would have to decode (-bin), and gRPC's own headers (grpc-timeout, grpc-encoding, ...):
+# dropped before the transcoder, or grpc answers the whole request with a stream error (a 503).
+UNCARRIABLE_HEADERS = r"[^:].*[^-._0-9a-z].*|[^-._0-9a-z:].*|.*-bin|grpc-.*"
 PUBLIC_PREFIX = "/v1/public/"
 # Browsers on any published website call the public routes; credentials never travel as cookies.
 _PUBLIC_CORS = {
@@ -184,7 +188,7 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
             _EXT_AUTHZ: {
                 "@type": _EXT_AUTHZ_PER_ROUTE,
                 "check_settings": {"http_service": _check_service(_route_headers(binding))},
-            }
+            },
         }
         if binding.template.startswith(PUBLIC_PREFIX):
             entry["typed_per_filter_config"][_CORS] = _PUBLIC_CORS
@@ -436,6 +440,17 @@ def _filters(
                 "rate_limit_service": {
                     "grpc_service": {"envoy_grpc": {"cluster_name": GATEKEEPER}},
                     "transport_api_version": "V3",
+                },
+            },
+        },
+        {
+            "name": "envoy.filters.http.header_mutation",
+            "typed_config": {
+                "@type": _TYPE + "filters.http.header_mutation.v3.HeaderMutation",
+                "mutations": {
+                    "request_mutations": [
+                        {"remove_on_match": {"key_matcher": {"safe_regex": {"regex": UNCARRIABLE_HEADERS}}}}
+                    ]
                 },
             },
         },

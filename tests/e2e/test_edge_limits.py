@@ -2,9 +2,83 @@
 
 from __future__ import annotations
 
-from tests.e2e.conftest import Edge, Key, core_key, create_instance
+from collections.abc import Callable
+
+import pytest
+
+from hydractl.cli import mint
+from tests.e2e.conftest import Edge, Key, core_key, create_instance, create_site
 from tests.e2e.test_core_routes import assert_detail
 from tests.e2e.test_leads import assert_error
+from tests.e2e.test_public_site import TRACK
+
+# Legal HTTP header names that are not legal gRPC metadata, and headers gRPC would read itself.
+ODD_HEADERS = [
+    {"x-trace~id": "1"},
+    {"x-a*b": "1"},
+    {"x-a!b": "1"},
+    {"X-Mixed-Case": "1"},
+    {"x-trace-bin": "!!! not base64"},
+    {"grpc-timeout": "1n"},
+    {"grpc-encoding": "gzip"},
+    {"x-value": "caf\u00e9".encode()},  # UTF-8 bytes in a value
+]
+
+
+@pytest.fixture(scope="module")
+def tenant(edge: Edge) -> dict:
+    """One tenant with a key for each surface, an instance with a widget token, and a site."""
+    support = edge.key(scopes=["crm:read", "tickets:read", "conversations:read"])
+    core = core_key(edge, support.tenant)
+    instance = create_instance(edge, core, knowledge=[{"title": "Refunds", "content": "Within 14 days."}])
+    token = mint(edge.env, tenant=core.tenant, kind="widget", scopes=[], instance=instance["id"])["key"]
+    return {
+        "support": support,
+        "core": core,
+        "instance": instance,
+        "token": token,
+        "site": create_site(edge, core),
+    }
+
+
+# A sample of routes of every service: crm, tickets, instances, public, the gatekeeper (api-key-context).
+ROUTES: dict[str, Callable[[dict], tuple[str, str, dict, dict | None, int]]] = {
+    "crm leads": lambda t: ("GET", "/api/v1/leads", t["support"].bearer, None, 200),
+    "crm conversations": lambda t: ("GET", "/api/v1/conversations", t["support"].bearer, None, 200),
+    "tickets": lambda t: ("GET", "/api/v1/tickets", t["support"].bearer, None, 200),
+    "instances": lambda t: ("GET", f"/v1/instances/{t['instance']['id']}", t["core"].api_key, None, 200),
+    "channels": lambda t: (
+        "GET",
+        f"/v1/instances/{t['instance']['id']}/channels",
+        t["core"].api_key,
+        None,
+        200,
+    ),
+    "sites": lambda t: ("GET", "/v1/sites", t["core"].api_key, None, 200),
+    "analytics": lambda t: (
+        "POST",
+        TRACK,
+        {},
+        {"site_id": t["site"]["tracking_token"], "page_path": "/odd-headers"},
+        204,
+    ),
+    "widget chat": lambda t: (
+        "POST",
+        f"/v1/public/widget/{t['instance']['id']}/chat",
+        {"X-Widget-Token": t["token"]},
+        {"message": "refunds?"},
+        200,
+    ),
+    "key context": lambda t: ("GET", "/v1/mcp/api-key-context", t["core"].api_key, None, 200),
+}
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_headers_grpc_cannot_carry_never_fail_a_request(edge: Edge, tenant: dict, route: str) -> None:
+    method, path, auth, body, status = ROUTES[route](tenant)
+    for odd in ODD_HEADERS:
+        response = edge.http.request(method, path, json=body, headers={**auth, **odd})
+        assert response.status_code == status, (odd, response.status_code, response.text[:200])
 
 
 def test_a_422_listing_hundreds_of_errors_arrives_whole_with_a_count_of_the_rest(edge: Edge) -> None:

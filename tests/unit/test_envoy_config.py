@@ -1,12 +1,18 @@
 """The Envoy config is derived from the protos: every binding routed once, with its policy."""
 
+import json
+import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hydra.options.v1 import options_pb2
 
 from edge import envoy_config
 from edge.bindings import Binding, load_bindings, template_regex
 from edge.envoy_config import EdgeSettings, render
+from hydractl.stack import envoy_binary
 
 SETTINGS = EdgeSettings(
     listen_host="127.0.0.1",
@@ -110,3 +116,43 @@ def test_streaming_routes_have_no_timeout() -> None:
     )
     assert route["route"]["timeout"] == "0s"
     assert check_headers(route)["x-hydra-route-instance-segment"] == "3"
+
+
+def manager() -> dict[str, Any]:
+    config = render(SETTINGS, load_bindings())
+    return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+@pytest.mark.parametrize(
+    ("name", "dropped"),
+    [
+        ("x-trace~id", True),
+        ("x-a*b", True),
+        ("x-a!b", True),
+        ("~", True),
+        ("X-Upper", True),  # Envoy lower-cases names; one it did not would not be gRPC metadata either
+        ("x-trace-bin", True),
+        ("grpc-timeout", True),
+        ("grpc-encoding", True),
+        (":path", False),
+        (":authority", False),
+        ("x-request-id", False),
+        ("content-type", False),
+        ("x_under.score-1", False),
+        ("authorization", False),
+    ],
+)
+def test_headers_the_services_cannot_carry_are_dropped(name: str, dropped: bool) -> None:
+    assert bool(re.fullmatch(envoy_config.UNCARRIABLE_HEADERS, name)) is dropped
+    filters = {f["name"]: f for f in manager()["http_filters"]}
+    mutation = filters["envoy.filters.http.header_mutation"]["typed_config"]["mutations"]
+    matcher = mutation["request_mutations"][0]["remove_on_match"]["key_matcher"]["safe_regex"]["regex"]
+    assert matcher == envoy_config.UNCARRIABLE_HEADERS
+
+
+def test_the_config_is_valid_for_the_real_envoy(tmp_path: Path) -> None:
+    path = tmp_path / "envoy.yaml"
+    path.write_text(json.dumps(render(SETTINGS, load_bindings())))
+    argv = [envoy_binary(), "--mode", "validate", "-c", str(path)]
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
