@@ -104,7 +104,8 @@ class _Builder:
                 "type": "object",
                 "description": self.protos.comments.get(type_name, ""),
                 "properties": properties,
-                "required": [f.name for f in message.field],
+                # Unset optional fields (presence: `optional`) are not printed at all.
+                "required": [f.name for f in message.field if not f.proto3_optional],
             }
         return {"$ref": f"#/components/schemas/{name}"}
 

@@ -7,10 +7,10 @@ from collections.abc import Callable
 import pytest
 
 from hydractl.cli import mint
-from tests.e2e.conftest import Edge, Key, core_key, create_instance, create_site
+from tests.e2e.conftest import Edge, Key, core_key, create_channel, create_instance, create_site
 from tests.e2e.test_core_routes import assert_detail
 from tests.e2e.test_leads import assert_error
-from tests.e2e.test_public_site import TRACK
+from tests.e2e.test_public_site import SUBMIT, TRACK, visitor
 
 # Legal HTTP header names that are not legal gRPC metadata, and headers gRPC would read itself.
 ODD_HEADERS = [
@@ -101,3 +101,51 @@ def test_a_400_listing_hundreds_of_errors_arrives_whole_on_the_support_api(edge:
     )
     body = assert_error(response, 400, "validation_error")
     assert "Extra inputs are not permitted" in body["error"] and body["error"].endswith("more errors")
+
+
+def all_pages(edge: Edge, path: str, plural: str, headers: dict, **params: object) -> list[list[dict]]:
+    """Every page of a list, following next_cursor."""
+    pages: list[list[dict]] = []
+    cursor = None
+    while True:
+        query = {**params, **({"cursor": cursor} if cursor else {})}
+        response = edge.http.get(path, params=query, headers=headers, timeout=60)
+        assert response.status_code == 200, response.text[:300]
+        body = response.json()
+        assert body["count"] == len(body[plural])
+        pages.append(body[plural])
+        cursor = body.get("next_cursor")
+        if cursor is None:
+            return pages
+
+
+@pytest.mark.parametrize("kind", ["instances", "channels", "sites", "submissions"])
+def test_every_core_list_pages_by_limit_and_cursor(edge: Edge, kind: str) -> None:
+    key = core_key(edge)
+    if kind == "instances":
+        made = [create_instance(edge, key, name=f"i{n}")["id"] for n in range(5)][::-1]
+        path = "/v1/instances"
+    elif kind == "channels":
+        instance = create_instance(edge, key)["id"]
+        made = [create_channel(edge, key, instance, external_identifier=f"+1555{n}")["id"] for n in range(5)]
+        path = f"/v1/instances/{instance}/channels"  # oldest first
+    elif kind == "sites":
+        made = [create_site(edge, key, name=f"s{n}")["id"] for n in range(5)][::-1]
+        path = "/v1/sites"
+    else:
+        site = create_site(edge, key)
+        with visitor(edge) as client:
+            made = [
+                client.post(SUBMIT, json={"site_id": site["id"], "form_data": {"n": n}}).json()[
+                    "submission_id"
+                ]
+                for n in range(5)
+            ][::-1]
+        path = f"/v1/sites/{site['id']}/submissions"
+    pages = all_pages(edge, path, kind, key.api_key, limit=2)
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert [row["id"] for page in pages for row in page] == made
+    everything = edge.http.get(path, headers=key.api_key).json()
+    assert "next_cursor" not in everything and [r["id"] for r in everything[kind]] == made
+    bad = edge.http.get(path, params={"cursor": "not-a-cursor"}, headers=key.api_key)
+    assert assert_detail(bad, 422)[0]["loc"] == ["query", "cursor"]
