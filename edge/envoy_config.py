@@ -13,10 +13,11 @@ from typing import Any
 from hydra.options.v1 import options_pb2
 
 from edge import openapi
-from edge.bindings import DESCRIPTOR_SET, ROOT, Binding, load_bindings, template_regex
+from edge.bindings import DESCRIPTOR_SET, JSON_BYTES_PER_CHAR, ROOT, Binding, load_bindings, template_regex
 from edge.gatekeeper.http_check import ROUTE_HEADER_PREFIX
 from services.common import config
 from services.common.identity import IDENTITY_HEADERS
+from services.common.paging import PAGE_JSON_BYTES
 
 RATE_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "retry-after")
 
@@ -37,6 +38,9 @@ _EXT_AUTHZ = "envoy.filters.http.ext_authz"
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 _CORS = "envoy.filters.http.cors"
 _LUA = "envoy.filters.http.lua"
+_BUFFER = "envoy.filters.http.buffer"
+_LARGE_BODIES = "large_bodies"  # a second buffer filter, after the key check, for routes with larger bodies
+MIB = 1024 * 1024
 # Request headers the services could not carry as gRPC metadata (a name outside [0-9a-z_.-]), binary
 # metadata they would have to decode (-bin), and gRPC's own headers (grpc-timeout, grpc-encoding, ...):
 # dropped before the transcoder, or grpc answers the whole request with a stream error (a 503).
@@ -85,6 +89,8 @@ class EdgeSettings:
     upstream_timeout_seconds: int = 15
     # Proxies in front of Envoy whose X-Forwarded-For entries are trusted (0: the peer is the client).
     trusted_hops: int = 0
+    # A request body larger than this is 413, unless its route's field rules allow a larger valid one.
+    max_request_bytes: int = MIB
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
@@ -101,7 +107,26 @@ class EdgeSettings:
             upstreams=upstreams,
             descriptor_set=Path(env.get("HYDRA_DESCRIPTOR_SET") or DESCRIPTOR_SET),
             trusted_hops=config.env_int(env, "HYDRA_EDGE_TRUSTED_HOPS", 0),
+            max_request_bytes=config.env_int(env, "HYDRA_EDGE_MAX_REQUEST_BYTES", MIB, minimum=1024),
         )
+
+    def max_answer_bytes(self, bindings: Sequence[Binding]) -> int:
+        """The largest answer a route can legally produce, so the transcoder never refuses one.
+
+        A resource is at most what its largest valid body wrote (JSON escapes its characters to at most
+        JSON_BYTES_PER_CHAR bytes, as a body may); one written from a body the rules leave unbounded is
+        at most that many bytes per byte of the request limit; a list page stops at PAGE_JSON_BYTES
+        (or holds a single resource). Plus room for the fields the service adds (ids, times).
+        """
+        largest = max(
+            [self.max_request_bytes * JSON_BYTES_PER_CHAR, PAGE_JSON_BYTES]
+            + [b.body_bytes for b in bindings if b.body_bytes]
+        )
+        return _round_up(largest + MIB, MIB)
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
 
 
 def _address(host: str, port: int) -> dict[str, Any]:
@@ -158,6 +183,14 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
         },
         "route": {"cluster": binding.cluster, "timeout": timeout},
     }
+    per_filter: dict[str, Any] = {}
+    if binding.body_bytes and binding.body_bytes > settings.max_request_bytes:
+        # Only a caller with a key gets this much of a body buffered.
+        per_filter[_BUFFER] = {"@type": _FILTER_CONFIG, "disabled": True}
+        per_filter[_LARGE_BODIES] = {
+            "@type": _TYPE + "filters.http.buffer.v3.BufferPerRoute",
+            "buffer": {"max_request_bytes": binding.body_bytes},
+        }
     if binding.success_status != 200:
         # envelope.lua applies it to a 200 from the transcoder; errors carry their own status.
         entry["metadata"] = {"filter_metadata": {_LUA: {"success_status": str(binding.success_status)}}}
@@ -165,6 +198,7 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
         # ext_authz does not run here, so nothing would overwrite identity headers a client sent.
         entry["request_headers_to_remove"] = list(IDENTITY_HEADERS)
         entry["typed_per_filter_config"] = {
+            **per_filter,
             _EXT_AUTHZ: {"@type": _EXT_AUTHZ_PER_ROUTE, "disabled": True},
             _CORS: _PUBLIC_CORS,
         }
@@ -185,6 +219,7 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
             ]
     else:
         entry["typed_per_filter_config"] = {
+            **per_filter,
             _EXT_AUTHZ: {
                 "@type": _EXT_AUTHZ_PER_ROUTE,
                 "check_settings": {"http_service": _check_service(_route_headers(binding))},
@@ -398,8 +433,12 @@ def _grpc_cluster(name: str, addresses: Sequence[str]) -> dict[str, Any]:
 
 
 def _filters(
-    settings: EdgeSettings, services: Sequence[str], clusters: Sequence[str]
+    settings: EdgeSettings, services: Sequence[str], clusters: Sequence[str], max_answer_bytes: int
 ) -> list[dict[str, Any]]:
+    buffer = {
+        "@type": _TYPE + "filters.http.buffer.v3.Buffer",
+        "max_request_bytes": settings.max_request_bytes,
+    }
     return [
         {
             "name": _CORS,
@@ -414,6 +453,9 @@ def _filters(
                 "cluster_min_healthy_percentages": {c: {"value": 100} for c in clusters},
             },
         },
+        # The whole body, before anything else works on it: one over the limit is 413 however it is sent.
+        # (After ext_authz, a body over the limit that ext_authz had buffered would stall, not 413.)
+        {"name": _BUFFER, "typed_config": buffer},
         {
             "name": _EXT_AUTHZ,
             "typed_config": {
@@ -443,6 +485,8 @@ def _filters(
                 },
             },
         },
+        # Enabled per route, with that route's limit.
+        {"name": _LARGE_BODIES, "disabled": True, "typed_config": buffer},
         {
             "name": "envoy.filters.http.header_mutation",
             "typed_config": {
@@ -475,6 +519,8 @@ def _filters(
                     "reject_unknown_query_parameters": True,
                     "reject_binding_body_field_collisions": True,
                 },
+                # Unset, a unary answer larger than the connection buffer (1 MiB) would become a 500.
+                "max_response_body_size": max_answer_bytes,
             },
         },
         {
@@ -493,6 +539,7 @@ def render(
     """The whole Envoy bootstrap for these bindings (and the API reference files, when given)."""
     clusters = sorted({b.cluster for b in bindings} - {GATEKEEPER})
     services = sorted({b.service for b in bindings})
+    max_answer = settings.max_answer_bytes(bindings)
     routes = [*docs_routes(docs or {}), *(route(b, settings) for b in bindings)]
     routes.extend(preflight_routes(bindings))
     routes.extend(method_not_allowed_routes(bindings))
@@ -514,7 +561,7 @@ def render(
             "virtual_hosts": [{"name": "hydra", "domains": ["*"], "routes": routes}],
         },
         "local_reply_config": local_reply_config(),
-        "http_filters": _filters(settings, services, [*clusters, GATEKEEPER]),
+        "http_filters": _filters(settings, services, [*clusters, GATEKEEPER], max_answer),
     }
     return {
         "admin": {"address": _address("127.0.0.1", settings.admin_port)},
@@ -523,6 +570,8 @@ def render(
                 {
                     "name": "edge",
                     "address": _address(settings.listen_host, settings.port),
+                    # Flow control per connection: how much Envoy reads or queues before pausing it.
+                    "per_connection_buffer_limit_bytes": MIB,
                     "filter_chains": [
                         {
                             "filters": [

@@ -272,6 +272,11 @@ class _Builder:
             "description": "Invalid input; the offending fields are named (the first 50, then a count).",
             "content": {"application/json": {"schema": invalid}},
         }
+        if method.options.Extensions[annotations_pb2.http].body:
+            responses["413"] = {
+                "description": "Request body too large.",
+                "content": {"application/json": {"schema": error}},
+            }
         for status, text in (
             ("401", "Missing, malformed or revoked key."),
             ("403", "The key lacks the route's scope."),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -11,6 +12,8 @@ from tests.e2e.conftest import Edge, Key, core_key, create_channel, create_insta
 from tests.e2e.test_core_routes import assert_detail
 from tests.e2e.test_leads import assert_error
 from tests.e2e.test_public_site import SUBMIT, TRACK, visitor
+
+MB = 1_000_000
 
 # Legal HTTP header names that are not legal gRPC metadata, and headers gRPC would read itself.
 ODD_HEADERS = [
@@ -103,6 +106,44 @@ def test_a_400_listing_hundreds_of_errors_arrives_whole_on_the_support_api(edge:
     assert "Extra inputs are not permitted" in body["error"] and body["error"].endswith("more errors")
 
 
+def body_of(size: int) -> bytes:
+    return json.dumps({"name": "x" * size}).encode()
+
+
+def chunks(data: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
+    """The body sent chunked, with no Content-Length for the edge to check first."""
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+@pytest.mark.parametrize("size", [3 * MB, 2 * MB, 1_100_000])
+def test_a_body_over_the_limit_is_413_in_each_surfaces_envelope(edge: Edge, key: Key, size: int) -> None:
+    json_header = {"content-type": "application/json"}
+    big = body_of(size)
+    for content in (big, chunks(big)):
+        response = edge.http.post("/api/v1/leads", content=content, headers={**key.bearer, **json_header})
+        assert_error(response, 413, "validation_error")
+    core = core_key(edge)
+    for content in (big, chunks(big)):
+        response = edge.http.post("/v1/sites", content=content, headers={**core.api_key, **json_header})
+        assert assert_detail(response, 413) == "Request body too large."
+    with visitor(edge) as client:  # a public route: no key at all
+        assert assert_detail(client.post(SUBMIT, content=big, headers=json_header), 413)
+
+
+def test_an_instance_of_the_largest_valid_size_is_written_and_read(edge: Edge) -> None:
+    key = core_key(edge)
+    knowledge = [{"title": "t" * 200, "content": "<" * 20_000} for _ in range(500)]
+    response = edge.http.post(
+        "/v1/instances", json={"name": "Big", "knowledge": knowledge}, headers=key.api_key, timeout=60
+    )
+    assert response.status_code == 201, response.text[:300]
+    got = edge.http.get(f"/v1/instances/{response.json()['id']}", headers=key.api_key, timeout=60)
+    assert got.status_code == 200
+    assert len(got.content) > 60 * MB  # every "<" printed as \u003c
+    assert got.json()["knowledge"] == knowledge
+
+
 def all_pages(edge: Edge, path: str, plural: str, headers: dict, **params: object) -> list[list[dict]]:
     """Every page of a list, following next_cursor."""
     pages: list[list[dict]] = []
@@ -117,6 +158,15 @@ def all_pages(edge: Edge, path: str, plural: str, headers: dict, **params: objec
         cursor = body.get("next_cursor")
         if cursor is None:
             return pages
+
+
+def test_a_tenant_whose_instances_outgrow_one_answer_gets_pages_not_a_500(edge: Edge) -> None:
+    key = core_key(edge)
+    knowledge = [{"title": "t", "content": "<" * 20_000} for _ in range(60)]  # ~7 MB of JSON each
+    created = [create_instance(edge, key, name=f"big {n}", knowledge=knowledge)["id"] for n in range(10)]
+    pages = all_pages(edge, "/v1/instances", "instances", key.api_key)
+    assert len(pages) > 1
+    assert [i["id"] for page in pages for i in page] == created[::-1]  # newest first, each once
 
 
 @pytest.mark.parametrize("kind", ["instances", "channels", "sites", "submissions"])

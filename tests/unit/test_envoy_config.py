@@ -13,6 +13,7 @@ from edge import envoy_config
 from edge.bindings import Binding, load_bindings, template_regex
 from edge.envoy_config import EdgeSettings, render
 from hydractl.stack import envoy_binary
+from services.common.paging import PAGE_JSON_BYTES
 
 SETTINGS = EdgeSettings(
     listen_host="127.0.0.1",
@@ -148,6 +149,37 @@ def test_headers_the_services_cannot_carry_are_dropped(name: str, dropped: bool)
     mutation = filters["envoy.filters.http.header_mutation"]["typed_config"]["mutations"]
     matcher = mutation["request_mutations"][0]["remove_on_match"]["key_matcher"]["safe_regex"]["regex"]
     assert matcher == envoy_config.UNCARRIABLE_HEADERS
+
+
+def test_bodies_are_limited_per_route_by_what_the_field_rules_allow() -> None:
+    by_name = {r["name"]: r for r in routes()}
+    create = by_name["hydra.instances.v1.InstanceService.CreateInstance:POST"]["typed_per_filter_config"]
+    # 500 entries of 200 + 20,000 characters, each as a 6-byte escape at worst, plus the other fields.
+    assert 500 * 20_200 * 6 < create["large_bodies"]["buffer"]["max_request_bytes"] < 500 * 20_200 * 6 * 1.01
+    assert create["envoy.filters.http.buffer"]["disabled"] is True  # buffered only once the key checked
+    lead = by_name["hydra.crm.v1.LeadService.CreateLead:POST"]["typed_per_filter_config"]
+    assert "large_bodies" not in lead and "envoy.filters.http.buffer" not in lead
+    filters = [f["name"] for f in manager()["http_filters"]]
+    assert filters.index("envoy.filters.http.buffer") < filters.index("envoy.filters.http.ext_authz")
+    assert filters.index("envoy.filters.http.ext_authz") < filters.index("large_bodies")
+    assert filters.index("large_bodies") < filters.index("envoy.filters.http.grpc_json_transcoder")
+
+
+def test_the_transcoder_carries_the_largest_legal_answer() -> None:
+    bindings = load_bindings()
+    transcoder = {f["name"]: f for f in manager()["http_filters"]}["envoy.filters.http.grpc_json_transcoder"]
+    limit = transcoder["typed_config"]["max_response_body_size"]
+    largest_instance = max(b.body_bytes or 0 for b in bindings)
+    assert largest_instance >= 500 * 20_200 * 6
+    assert limit > largest_instance and limit > PAGE_JSON_BYTES
+
+
+def test_body_bounds_follow_the_input_rules() -> None:
+    bounds = {(b.rpc.rsplit(".", 1)[1], b.method): b.body_bytes for b in load_bindings()}
+    assert bounds[("CreateLead", "POST")] == bounds[("UpdateLead", "PATCH")]
+    assert 5_000 < (bounds[("CreateLead", "POST")] or 0) < 10_000  # a few fields of at most 320 characters
+    assert bounds[("CreateChannel", "POST")] is None  # config values are not bounded by the rules
+    assert bounds[("GetLead", "GET")] is None
 
 
 def test_the_config_is_valid_for_the_real_envoy(tmp_path: Path) -> None:
