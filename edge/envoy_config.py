@@ -89,8 +89,18 @@ class EdgeSettings:
     upstream_timeout_seconds: int = 15
     # Proxies in front of Envoy whose X-Forwarded-For entries are trusted (0: the peer is the client).
     trusted_hops: int = 0
+    # Slow clients: a request's headers, the whole request, an idle connection, an idle stream.
+    request_headers_timeout_seconds: int = 10
+    request_timeout_seconds: int = 60
+    idle_timeout_seconds: int = 60
+    stream_idle_timeout_seconds: int = 30
+    # The widget chat's SSE stream: silent for at most this long, open for at most a turn.
+    chat_idle_timeout_seconds: int = 60
+    chat_max_seconds: int = 300
     # A request body larger than this is 413, unless its route's field rules allow a larger valid one.
     max_request_bytes: int = MIB
+    max_connections: int = 10_000
+    max_heap_mb: int = 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
@@ -107,7 +117,15 @@ class EdgeSettings:
             upstreams=upstreams,
             descriptor_set=Path(env.get("HYDRA_DESCRIPTOR_SET") or DESCRIPTOR_SET),
             trusted_hops=config.env_int(env, "HYDRA_EDGE_TRUSTED_HOPS", 0),
+            request_headers_timeout_seconds=_seconds(env, "HYDRA_EDGE_REQUEST_HEADERS_TIMEOUT_SECONDS", 10),
+            request_timeout_seconds=_seconds(env, "HYDRA_EDGE_REQUEST_TIMEOUT_SECONDS", 60),
+            idle_timeout_seconds=_seconds(env, "HYDRA_EDGE_IDLE_TIMEOUT_SECONDS", 60),
+            stream_idle_timeout_seconds=_seconds(env, "HYDRA_EDGE_STREAM_IDLE_TIMEOUT_SECONDS", 30),
+            chat_idle_timeout_seconds=_seconds(env, "HYDRA_EDGE_CHAT_IDLE_TIMEOUT_SECONDS", 60),
+            chat_max_seconds=_seconds(env, "HYDRA_EDGE_CHAT_MAX_SECONDS", 300),
             max_request_bytes=config.env_int(env, "HYDRA_EDGE_MAX_REQUEST_BYTES", MIB, minimum=1024),
+            max_connections=config.env_int(env, "HYDRA_EDGE_MAX_CONNECTIONS", 10_000, minimum=1),
+            max_heap_mb=config.env_int(env, "HYDRA_EDGE_MAX_HEAP_MB", 1024, minimum=64),
         )
 
     def max_answer_bytes(self, bindings: Sequence[Binding]) -> int:
@@ -123,6 +141,10 @@ class EdgeSettings:
             + [b.body_bytes for b in bindings if b.body_bytes]
         )
         return _round_up(largest + MIB, MIB)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
+    return config.env_int(env, name, default, minimum=1)
 
 
 def _round_up(value: int, step: int) -> int:
@@ -183,6 +205,10 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
         },
         "route": {"cluster": binding.cluster, "timeout": timeout},
     }
+    if binding.streaming:
+        # Not the stream idle timeout meant for unary calls: a reply may pause while the model thinks.
+        entry["route"]["idle_timeout"] = f"{settings.chat_idle_timeout_seconds}s"
+        entry["route"]["max_stream_duration"] = {"max_stream_duration": f"{settings.chat_max_seconds}s"}
     per_filter: dict[str, Any] = {}
     if binding.body_bytes and binding.body_bytes > settings.max_request_bytes:
         # Only a caller with a key gets this much of a body buffered.
@@ -555,6 +581,16 @@ def render(
         "generate_request_id": True,
         "normalize_path": True,
         "merge_slashes": True,
+        "request_headers_timeout": f"{settings.request_headers_timeout_seconds}s",
+        "request_timeout": f"{settings.request_timeout_seconds}s",
+        "stream_idle_timeout": f"{settings.stream_idle_timeout_seconds}s",
+        "common_http_protocol_options": {"idle_timeout": f"{settings.idle_timeout_seconds}s"},
+        # Envoy's edge defaults allow 2^31 streams per connection and 256 MiB windows.
+        "http2_protocol_options": {
+            "max_concurrent_streams": 100,
+            "initial_stream_window_size": 65536,
+            "initial_connection_window_size": MIB,
+        },
         "route_config": {
             "name": "hydra",
             "max_direct_response_body_size_bytes": 4 * 1024 * 1024,  # the OpenAPI document
@@ -564,7 +600,9 @@ def render(
         "http_filters": _filters(settings, services, [*clusters, GATEKEEPER], max_answer),
     }
     return {
-        "admin": {"address": _address("127.0.0.1", settings.admin_port)},
+        # Health checks and operators still get in when clients hold every connection.
+        "admin": {"address": _address("127.0.0.1", settings.admin_port), "ignore_global_conn_limit": True},
+        "overload_manager": overload_manager(settings),
         "static_resources": {
             "listeners": [
                 {
@@ -589,6 +627,42 @@ def render(
                 _http_cluster(AUTHZ, settings.upstreams[AUTHZ]),
             ],
         },
+    }
+
+
+_FIXED_HEAP = "envoy.resource_monitors.fixed_heap"
+
+
+def overload_manager(settings: EdgeSettings) -> dict[str, Any]:
+    """Envoy's own protection: a heap budget (shed work as it fills) and a cap on client connections."""
+
+    def at(fraction: float) -> list[dict[str, Any]]:
+        return [{"name": _FIXED_HEAP, "threshold": {"value": fraction}}]
+
+    return {
+        "refresh_interval": "0.25s",
+        "resource_monitors": [
+            {
+                "name": _FIXED_HEAP,
+                "typed_config": {
+                    "@type": _TYPE + "resource_monitors.fixed_heap.v3.FixedHeapConfig",
+                    "max_heap_size_bytes": settings.max_heap_mb * MIB,
+                },
+            },
+            {
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": _TYPE
+                    + "resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": settings.max_connections,
+                },
+            },
+        ],
+        "actions": [
+            {"name": "envoy.overload_actions.shrink_heap", "triggers": at(0.90)},
+            {"name": "envoy.overload_actions.disable_http_keepalive", "triggers": at(0.92)},
+            {"name": "envoy.overload_actions.stop_accepting_requests", "triggers": at(0.95)},
+        ],
     }
 
 

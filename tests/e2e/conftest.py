@@ -76,8 +76,10 @@ class Edge:
 @pytest.fixture(scope="session", params=BACKENDS)
 def edge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     data_dir = tmp_path_factory.mktemp(request.param)
+    # Short enough for a slow-header test to finish quickly; no real client takes this long.
+    edge_env = {"HYDRA_EDGE_REQUEST_HEADERS_TIMEOUT_SECONDS": "2"}
     if request.param == "embedded":
-        env = stack_env(data_dir)
+        env = stack_env(data_dir, **edge_env)
     else:
         admin_url = request.getfixturevalue("postgres_admin_url")
         env = stack_env(
@@ -85,6 +87,7 @@ def edge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             database_url=create_database(admin_url, f"e2e_{uuid.uuid4().hex[:8]}"),
             redis_url=request.getfixturevalue("redis_url"),
             HYDRA_EVENTS_CONSUMERS="separate",  # the production shape: consumers in delivery processes
+            **edge_env,
         )
     with running_stack(env) as stack, httpx.Client(base_url=stack.edge_url, timeout=10) as http:
         yield Edge(request.param, stack, env, http)

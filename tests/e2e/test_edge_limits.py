@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -199,3 +201,26 @@ def test_every_core_list_pages_by_limit_and_cursor(edge: Edge, kind: str) -> Non
     assert "next_cursor" not in everything and [r["id"] for r in everything[kind]] == made
     bad = edge.http.get(path, params={"cursor": "not-a-cursor"}, headers=key.api_key)
     assert assert_detail(bad, 422)[0]["loc"] == ["query", "cursor"]
+
+
+def test_a_client_sending_its_headers_slowly_is_cut_off(edge: Edge) -> None:
+    limit = int(edge.env["HYDRA_EDGE_REQUEST_HEADERS_TIMEOUT_SECONDS"])
+    port = int(edge.env["HYDRA_EDGE_PORT"])
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(0.5)
+        sock.sendall(b"GET /api/v1/leads HTTP/1.1\r\nhost: edge\r\n")
+        answer = b""
+        while time.monotonic() - started < limit + 20:
+            try:
+                sock.sendall(b"x-slow: 1\r\n")  # one more header every half second, never the blank line
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+    assert time.monotonic() - started < limit + 20
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 408")

@@ -109,19 +109,47 @@ def test_public_route_strips_identity_headers_and_limits_per_ip() -> None:
     ]
 
 
-def test_streaming_routes_have_no_timeout() -> None:
+def test_streaming_routes_have_no_response_timeout_but_their_own_bounds() -> None:
     policy = options_pb2.AccessPolicy(auth=options_pb2.AUTH_MODE_WIDGET_TOKEN)
     route = envoy_config.route(
         Binding("x.Y.Chat", "x.Y", "public", "POST", "/v1/public/widget/{instance_id}/chat", policy, True),
         SETTINGS,
     )
     assert route["route"]["timeout"] == "0s"
+    assert route["route"]["idle_timeout"] == "60s"
+    assert route["route"]["max_stream_duration"] == {"max_stream_duration": "300s"}
     assert check_headers(route)["x-hydra-route-instance-segment"] == "3"
 
 
 def manager() -> dict[str, Any]:
     config = render(SETTINGS, load_bindings())
     return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def test_slow_clients_meet_deliberate_timeouts() -> None:
+    settings = EdgeSettings.from_env({"HYDRA_EDGE_REQUEST_HEADERS_TIMEOUT_SECONDS": "3"})
+    hcm = render(settings, load_bindings())["static_resources"]["listeners"][0]["filter_chains"][0]
+    typed = hcm["filters"][0]["typed_config"]
+    assert typed["request_headers_timeout"] == "3s"
+    assert typed["request_timeout"] == "60s"
+    assert typed["stream_idle_timeout"] == "30s"
+    assert typed["common_http_protocol_options"] == {"idle_timeout": "60s"}
+    assert typed["http2_protocol_options"]["max_concurrent_streams"] == 100
+
+
+def test_envoy_guards_its_heap_and_its_connections() -> None:
+    settings = EdgeSettings.from_env({"HYDRA_EDGE_MAX_HEAP_MB": "512", "HYDRA_EDGE_MAX_CONNECTIONS": "300"})
+    config = render(settings, load_bindings())
+    overload = config["overload_manager"]
+    monitors = {m["name"]: m["typed_config"] for m in overload["resource_monitors"]}
+    assert monitors["envoy.resource_monitors.fixed_heap"]["max_heap_size_bytes"] == 512 * 1024 * 1024
+    limit = monitors["envoy.resource_monitors.global_downstream_max_connections"]
+    assert limit["max_active_downstream_connections"] == 300
+    thresholds = {
+        a["name"].rsplit(".", 1)[1]: a["triggers"][0]["threshold"]["value"] for a in overload["actions"]
+    }
+    assert thresholds["shrink_heap"] < thresholds["stop_accepting_requests"] < 1
+    assert config["admin"]["ignore_global_conn_limit"] is True
 
 
 @pytest.mark.parametrize(
