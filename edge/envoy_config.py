@@ -14,7 +14,7 @@ from hydra.options.v1 import options_pb2
 
 from edge import openapi
 from edge.bindings import DESCRIPTOR_SET, JSON_BYTES_PER_CHAR, ROOT, Binding, load_bindings, template_regex
-from edge.gatekeeper.http_check import ROUTE_HEADER_PREFIX
+from edge.gatekeeper.http_check import CLIENT_ADDRESS_HEADER, ROUTE_HEADER_PREFIX
 from services.common import config
 from services.common.identity import IDENTITY_HEADERS
 from services.common.paging import PAGE_JSON_BYTES
@@ -162,19 +162,17 @@ def _route_headers(binding: Binding) -> dict[str, str]:
 
 def _check_service(route_headers: Mapping[str, str]) -> dict[str, Any]:
     """ext_authz's HTTP service: which headers travel to the gatekeeper, upstream and back to the client."""
-    service: dict[str, Any] = {
+    # Added by Envoy, so a client's own header of that name never reaches the gatekeeper.
+    added = {**route_headers, CLIENT_ADDRESS_HEADER: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}
+    return {
         "server_uri": {"uri": f"http://{AUTHZ}", "cluster": AUTHZ, "timeout": "2s"},
+        "authorization_request": {"headers_to_add": [{"key": k, "value": v} for k, v in added.items()]},
         "authorization_response": {
             "allowed_upstream_headers": _exact(IDENTITY_HEADERS),
             "allowed_client_headers": _exact(("content-type", *RATE_HEADERS)),
             "allowed_client_headers_on_success": _exact(RATE_HEADERS),
         },
     }
-    if route_headers:
-        service["authorization_request"] = {
-            "headers_to_add": [{"key": k, "value": v} for k, v in route_headers.items()]
-        }
-    return service
 
 
 def _exact(names: Sequence[str]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from services.common.identity import IDENTITY_HEADERS
 
 # Envoy adds these to every check request (per route); a client's own headers never reach us as these.
 ROUTE_HEADER_PREFIX = "x-hydra-route-"
+CLIENT_ADDRESS_HEADER = "x-hydra-client-address"  # the client's address, as Envoy determined it
 # Envoy removes the request headers named here before the request goes upstream.
 HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
 MAX_HEAD_BYTES = 64 * 1024
@@ -163,7 +164,9 @@ class CheckProtocol(asyncio.Protocol):
     async def _decide(self, request: _Request) -> bytes:
         route = route_access(request.headers)
         try:
-            admission = await self._authorizer.admit(route, request.headers, request.path)
+            admission = await self._authorizer.admit(
+                route, request.headers, request.path, client=request.headers.get(CLIENT_ADDRESS_HEADER, "")
+            )
         except ValueError:
             admission = Admission(Unauthenticated("This route does not take API keys."))
         except Exception as error:

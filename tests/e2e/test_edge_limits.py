@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import secrets
 import socket
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from edge.gatekeeper.service import DEFAULT_INVALID_KEYS_PER_MINUTE
 from hydractl.cli import mint
 from tests.e2e.conftest import Edge, Key, core_key, create_channel, create_instance, create_site
 from tests.e2e.test_core_routes import assert_detail
@@ -16,7 +18,6 @@ from tests.e2e.test_leads import assert_error
 from tests.e2e.test_public_site import SUBMIT, TRACK, visitor
 
 MB = 1_000_000
-
 # Legal HTTP header names that are not legal gRPC metadata, and headers gRPC would read itself.
 ODD_HEADERS = [
     {"x-trace~id": "1"},
@@ -224,3 +225,28 @@ def test_a_client_sending_its_headers_slowly_is_cut_off(edge: Edge) -> None:
             answer += chunk
     assert time.monotonic() - started < limit + 20
     assert answer == b"" or answer.startswith(b"HTTP/1.1 408")
+
+
+def test_a_flood_of_unknown_keys_from_one_address_is_429_while_others_keep_working(
+    edge: Edge, key: Key
+) -> None:
+    core = core_key(edge)
+    with visitor(edge) as flooder:
+        answers = [
+            flooder.get(
+                "/api/v1/leads", headers={"Authorization": f"Bearer hmcp_{secrets.token_urlsafe(24)}"}
+            )
+            for _ in range(70)
+        ]
+        statuses = [a.status_code for a in answers]
+        allowed = DEFAULT_INVALID_KEYS_PER_MINUTE
+        assert statuses == [401] * allowed + [429] * (70 - allowed), statuses
+        limited = answers[-1]
+        assert_error(limited, 429, "rate_limited")
+        assert int(limited.headers["retry-after"]) >= 1
+        core_answer = flooder.get(
+            "/v1/instances", headers={"X-Api-Key": f"hc_live_{secrets.token_urlsafe(24)}"}
+        )
+        assert isinstance(assert_detail(core_answer, 429), str)
+        assert edge.http.get("/api/v1/leads", headers=key.bearer).status_code == 200  # another address
+        assert edge.http.get("/v1/instances", headers=core.api_key).status_code == 200

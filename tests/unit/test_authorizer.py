@@ -22,7 +22,7 @@ class FakeStore:
     def __init__(self) -> None:
         self.touched: list[uuid.UUID] = []
 
-    async def find(self, secret: str) -> KeyRecord | None:
+    async def find(self, secret: str, *, load: bool = True) -> KeyRecord | None:
         return RECORDS.get(secret)
 
     def touch(self, record: KeyRecord) -> None:
@@ -100,3 +100,45 @@ def test_widget_token_only_opens_its_own_instance() -> None:
     ok = admit(route, headers, f"/v1/public/widget/{INSTANCE}/chat")
     assert ok.error is None and ok.identity["x-hydra-instance-id"] == str(INSTANCE)
     assert isinstance(admit(route, headers, f"/v1/public/widget/{uuid.uuid4()}/chat").error, Unauthenticated)
+
+
+class CachingStore(FakeStore):
+    """A store whose cache holds only the keys it was told about; loads are counted."""
+
+    def __init__(self, cached: set[str]) -> None:
+        super().__init__()
+        self.cached = cached
+        self.loads = 0
+
+    async def find(self, secret: str, *, load: bool = True) -> KeyRecord | None:
+        if secret in self.cached:
+            return RECORDS.get(secret)
+        if not load:
+            return None
+        self.loads += 1
+        return RECORDS.get(secret)
+
+
+def test_unknown_keys_from_one_address_are_refused_past_a_limit_without_lookups() -> None:
+    store = CachingStore(cached={"hmcp_reader"})
+    authorizer = Authorizer(store=store, limiter=MemoryLimiter(), invalid_keys_per_minute=3)  # type: ignore[arg-type]
+
+    async def ask(secret: str, client: str) -> Admission:
+        return await authorizer.admit(SUPPORT_READ, {"authorization": f"Bearer {secret}"}, "/", client=client)
+
+    async def main() -> None:
+        for n in range(3):
+            assert isinstance((await ask(f"hmcp_guess{n}", "198.51.100.7")).error, Unauthenticated)
+        refused = await ask("hmcp_guess3", "198.51.100.7")
+        assert isinstance(refused.error, RateLimited)
+        assert (
+            refused.rate_headers["x-ratelimit-limit"] == "3" and int(refused.rate_headers["retry-after"]) >= 1
+        )
+        loads = store.loads
+        for n in range(100):
+            assert isinstance((await ask(f"hmcp_flood{n}", "198.51.100.7")).error, RateLimited)
+        assert store.loads == loads  # refused before any lookup
+        assert (await ask("hmcp_reader", "198.51.100.7")).error is None  # a cached key still works
+        assert isinstance((await ask("hmcp_guess9", "203.0.113.9")).error, Unauthenticated)  # another address
+
+    asyncio.run(main())

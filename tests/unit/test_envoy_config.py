@@ -51,6 +51,7 @@ def test_every_lead_binding_has_one_route_with_its_scope() -> None:
         assert check_headers(by_name[name]) == {
             "x-hydra-route-auth": "support_key",
             "x-hydra-route-scope": scope,
+            "x-hydra-client-address": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
         }
         assert by_name[name]["route"]["cluster"] == "crm"
 
