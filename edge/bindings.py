@@ -33,6 +33,8 @@ class Binding:
     policy: options_pb2.AccessPolicy
     streaming: bool
     success_status: int = 200  # 201 for creates, 204 for empty answers: the edge sets it, not the service
+    # The most bytes a valid JSON body can take, from the input's field rules; None: no body, or unbounded.
+    body_bytes: int | None = None
 
     @property
     def path_regex(self) -> str:
@@ -57,6 +59,61 @@ def _verb(rule: http_pb2.HttpRule) -> tuple[str, str]:
     if kind is None:
         raise ValueError("HttpRule without a pattern")
     return kind.upper(), getattr(rule, kind)
+
+
+# A character of a JSON string takes at most 6 bytes (a \uXXXX escape; UTF-8 takes at most 4).
+JSON_BYTES_PER_CHAR = 6
+_NUMBER_BYTES = 32  # a JSON number or boolean, with room to spare
+_PUNCTUATION_BYTES = 8  # quotes, colon, comma and spaces around one key or item
+_FORMAT_CHARS = {
+    options_pb2.StringFormat.STRING_FORMAT_UUID: 36,
+    options_pb2.StringFormat.STRING_FORMAT_DATE: 10,
+}
+_FieldType = descriptor_pb2.FieldDescriptorProto
+
+
+def input_twin(request_type: str, body_field: str) -> str:
+    """The message whose fields and rules a Struct body follows: CreateLeadRequest.lead → LeadInput."""
+    package = request_type.rsplit(".", 1)[0]
+    return f"{package}.{body_field.title().replace('_', '')}Input"
+
+
+def body_bytes(
+    request_type: str, body_field: str, messages: dict[str, descriptor_pb2.DescriptorProto]
+) -> int | None:
+    """The most bytes a valid JSON body can take, or None when its rules leave a field unbounded."""
+    twin = messages.get(input_twin(request_type, body_field))
+    return None if twin is None else _object_bytes(twin, messages)
+
+
+def _object_bytes(
+    message: descriptor_pb2.DescriptorProto, messages: dict[str, descriptor_pb2.DescriptorProto]
+) -> int | None:
+    total = 2
+    for field in message.field:
+        value = _field_bytes(field, messages)
+        if value is None:
+            return None
+        total += len(field.name) + _PUNCTUATION_BYTES + value
+    return total
+
+
+def _field_bytes(
+    field: descriptor_pb2.FieldDescriptorProto, messages: dict[str, descriptor_pb2.DescriptorProto]
+) -> int | None:
+    rules = field.options.Extensions[options_pb2.rules]
+    if field.type == _FieldType.TYPE_STRING:
+        chars = rules.max_length or _FORMAT_CHARS.get(rules.format, 0)
+        chars = chars or max((len(choice) for choice in rules.one_of), default=0)
+        single = chars * JSON_BYTES_PER_CHAR + 2 if chars else None
+    elif field.type == _FieldType.TYPE_MESSAGE:
+        nested = messages.get(field.type_name)  # well-known types (Struct, Value) are not bounded by rules
+        single = None if nested is None else _object_bytes(nested, messages)
+    else:
+        single = _NUMBER_BYTES
+    if single is None or field.label != _FieldType.LABEL_REPEATED:
+        return single
+    return rules.max_items * (single + _PUNCTUATION_BYTES) + 2 if rules.max_items else None
 
 
 def success_status(
@@ -94,6 +151,7 @@ def load_bindings(descriptor_set: Path = DESCRIPTOR_SET) -> list[Binding]:
                 status = success_status(method, messages[method.output_type])
                 for each in [rule, *rule.additional_bindings]:
                     verb, template = _verb(each)
+                    body = body_bytes(method.input_type, each.body, messages) if each.body else None
                     bindings.append(
                         Binding(
                             rpc,
@@ -104,6 +162,7 @@ def load_bindings(descriptor_set: Path = DESCRIPTOR_SET) -> list[Binding]:
                             policy,
                             method.server_streaming,
                             status,
+                            body,
                         )
                     )
     seen: dict[tuple[str, str], str] = {}

@@ -13,11 +13,12 @@ from typing import Any
 from hydra.options.v1 import options_pb2
 
 from edge import openapi
-from edge.bindings import DESCRIPTOR_SET, ROOT, Binding, load_bindings, template_regex
+from edge.bindings import DESCRIPTOR_SET, JSON_BYTES_PER_CHAR, ROOT, Binding, load_bindings, template_regex
 from edge.gatekeeper.http_check import ROUTE_HEADER_PREFIX
 from edge.gatekeeper.service import BY_CLIENT_IP, BY_INSTANCE, PriorLimit
 from services.common import config
 from services.common.identity import CLIENT_IP_HEADER, IDENTITY_HEADERS
+from services.common.paging import PAGE_JSON_BYTES
 
 RATE_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "retry-after")
 
@@ -38,6 +39,13 @@ _EXT_AUTHZ = "envoy.filters.http.ext_authz"
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 _CORS = "envoy.filters.http.cors"
 _LUA = "envoy.filters.http.lua"
+_BUFFER = "envoy.filters.http.buffer"
+_LARGE_BODIES = "large_bodies"  # a second buffer filter, after the key check, for routes with larger bodies
+MIB = 1024 * 1024
+# Request headers the services could not carry as gRPC metadata (a name outside [0-9a-z_.-]), binary
+# metadata they would have to decode (-bin), and gRPC's own headers (grpc-timeout, grpc-encoding, ...):
+# dropped before the transcoder, or grpc answers the whole request with a stream error (a 503).
+UNCARRIABLE_HEADERS = r"[^:].*[^-._0-9a-z].*|[^-._0-9a-z:].*|.*-bin|grpc-.*"
 PUBLIC_PREFIX = "/v1/public/"
 _CLIENT_ADDRESS = "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
 # Browsers on any published website call the public routes; credentials never travel as cookies.
@@ -83,6 +91,18 @@ class EdgeSettings:
     upstream_timeout_seconds: int = 15
     # Proxies in front of Envoy whose X-Forwarded-For entries are trusted (0: the peer is the client).
     trusted_hops: int = 0
+    # Slow clients: a request's headers, the whole request, an idle connection, an idle stream.
+    request_headers_timeout_seconds: int = 10
+    request_timeout_seconds: int = 60
+    idle_timeout_seconds: int = 60
+    stream_idle_timeout_seconds: int = 30
+    # The widget chat's SSE stream: silent for at most this long, open for at most a turn.
+    chat_idle_timeout_seconds: int = 60
+    chat_max_seconds: int = 300
+    # A request body larger than this is 413, unless its route's field rules allow a larger valid one.
+    max_request_bytes: int = MIB
+    max_connections: int = 10_000
+    max_heap_mb: int = 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
@@ -99,7 +119,38 @@ class EdgeSettings:
             upstreams=upstreams,
             descriptor_set=Path(env.get("HYDRA_DESCRIPTOR_SET") or DESCRIPTOR_SET),
             trusted_hops=config.env_int(env, "HYDRA_EDGE_TRUSTED_HOPS", 0),
+            request_headers_timeout_seconds=_seconds(env, "HYDRA_EDGE_REQUEST_HEADERS_TIMEOUT_SECONDS", 10),
+            request_timeout_seconds=_seconds(env, "HYDRA_EDGE_REQUEST_TIMEOUT_SECONDS", 60),
+            idle_timeout_seconds=_seconds(env, "HYDRA_EDGE_IDLE_TIMEOUT_SECONDS", 60),
+            stream_idle_timeout_seconds=_seconds(env, "HYDRA_EDGE_STREAM_IDLE_TIMEOUT_SECONDS", 30),
+            chat_idle_timeout_seconds=_seconds(env, "HYDRA_EDGE_CHAT_IDLE_TIMEOUT_SECONDS", 60),
+            chat_max_seconds=_seconds(env, "HYDRA_EDGE_CHAT_MAX_SECONDS", 300),
+            max_request_bytes=config.env_int(env, "HYDRA_EDGE_MAX_REQUEST_BYTES", MIB, minimum=1024),
+            max_connections=config.env_int(env, "HYDRA_EDGE_MAX_CONNECTIONS", 10_000, minimum=1),
+            max_heap_mb=config.env_int(env, "HYDRA_EDGE_MAX_HEAP_MB", 1024, minimum=64),
         )
+
+    def max_answer_bytes(self, bindings: Sequence[Binding]) -> int:
+        """The largest answer a route can legally produce, so the transcoder never refuses one.
+
+        A resource is at most what its largest valid body wrote (JSON escapes its characters to at most
+        JSON_BYTES_PER_CHAR bytes, as a body may); one written from a body the rules leave unbounded is
+        at most that many bytes per byte of the request limit; a list page stops at PAGE_JSON_BYTES
+        (or holds a single resource). Plus room for the fields the service adds (ids, times).
+        """
+        largest = max(
+            [self.max_request_bytes * JSON_BYTES_PER_CHAR, PAGE_JSON_BYTES]
+            + [b.body_bytes for b in bindings if b.body_bytes]
+        )
+        return _round_up(largest + MIB, MIB)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
+    return config.env_int(env, name, default, minimum=1)
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
 
 
 def _address(host: str, port: int) -> dict[str, Any]:
@@ -113,19 +164,17 @@ def _route_headers(binding: Binding) -> dict[str, str]:
 
 def _check_service(route_headers: Mapping[str, str]) -> dict[str, Any]:
     """ext_authz's HTTP service: which headers travel to the gatekeeper, upstream and back to the client."""
-    service: dict[str, Any] = {
+    # Added by Envoy, so a client's own header of that name never reaches the gatekeeper.
+    added = {**route_headers, CLIENT_IP_HEADER: _CLIENT_ADDRESS}
+    return {
         "server_uri": {"uri": f"http://{AUTHZ}", "cluster": AUTHZ, "timeout": "2s"},
+        "authorization_request": {"headers_to_add": [{"key": k, "value": v} for k, v in added.items()]},
         "authorization_response": {
             "allowed_upstream_headers": _exact(IDENTITY_HEADERS),
             "allowed_client_headers": _exact(("content-type", *RATE_HEADERS)),
             "allowed_client_headers_on_success": _exact(RATE_HEADERS),
         },
     }
-    if route_headers:
-        service["authorization_request"] = {
-            "headers_to_add": [{"key": k, "value": v} for k, v in route_headers.items()]
-        }
-    return service
 
 
 def _exact(names: Sequence[str]) -> dict[str, Any]:
@@ -179,6 +228,18 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
         },
         "route": {"cluster": binding.cluster, "timeout": timeout},
     }
+    if binding.streaming:
+        # Not the stream idle timeout meant for unary calls: a reply may pause while the model thinks.
+        entry["route"]["idle_timeout"] = f"{settings.chat_idle_timeout_seconds}s"
+        entry["route"]["max_stream_duration"] = {"max_stream_duration": f"{settings.chat_max_seconds}s"}
+    per_filter: dict[str, Any] = {}
+    if binding.body_bytes and binding.body_bytes > settings.max_request_bytes:
+        # Only a caller with a key gets this much of a body buffered.
+        per_filter[_BUFFER] = {"@type": _FILTER_CONFIG, "disabled": True}
+        per_filter[_LARGE_BODIES] = {
+            "@type": _TYPE + "filters.http.buffer.v3.BufferPerRoute",
+            "buffer": {"max_request_bytes": binding.body_bytes},
+        }
     if binding.success_status != 200:
         # envelope.lua applies it to a 200 from the transcoder; errors carry their own status.
         entry["metadata"] = {"filter_metadata": {_LUA: {"success_status": str(binding.success_status)}}}
@@ -186,6 +247,7 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
         # ext_authz does not run here, so nothing would overwrite identity headers a client sent.
         entry["request_headers_to_remove"] = list(IDENTITY_HEADERS)
         entry["typed_per_filter_config"] = {
+            **per_filter,
             _EXT_AUTHZ: {"@type": _EXT_AUTHZ_PER_ROUTE, "disabled": True},
             _CORS: _PUBLIC_CORS,
         }
@@ -205,11 +267,9 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
                 }
             ]
     else:
-        route_headers = _route_headers(binding)
         if any(p.key == BY_CLIENT_IP for p in _prior_limits(binding)):
-            # The client's address as Envoy determined it (trusted hops honoured), for the gatekeeper's
-            # per-IP window and the service's per-IP stream cap; a client's own header is overwritten.
-            route_headers[CLIENT_IP_HEADER] = _CLIENT_ADDRESS
+            # The client's address as Envoy determined it (trusted hops honoured) goes upstream too, for
+            # the service's per-IP stream cap; a client's own header of that name is overwritten.
             entry["request_headers_to_add"] = [
                 {
                     "header": {"key": CLIENT_IP_HEADER, "value": _CLIENT_ADDRESS},
@@ -217,10 +277,11 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
                 }
             ]
         entry["typed_per_filter_config"] = {
+            **per_filter,
             _EXT_AUTHZ: {
                 "@type": _EXT_AUTHZ_PER_ROUTE,
-                "check_settings": {"http_service": _check_service(route_headers)},
-            }
+                "check_settings": {"http_service": _check_service(_route_headers(binding))},
+            },
         }
         if binding.template.startswith(PUBLIC_PREFIX):
             entry["typed_per_filter_config"][_CORS] = _PUBLIC_CORS
@@ -430,8 +491,12 @@ def _grpc_cluster(name: str, addresses: Sequence[str]) -> dict[str, Any]:
 
 
 def _filters(
-    settings: EdgeSettings, services: Sequence[str], clusters: Sequence[str]
+    settings: EdgeSettings, services: Sequence[str], clusters: Sequence[str], max_answer_bytes: int
 ) -> list[dict[str, Any]]:
+    buffer = {
+        "@type": _TYPE + "filters.http.buffer.v3.Buffer",
+        "max_request_bytes": settings.max_request_bytes,
+    }
     return [
         {
             "name": _CORS,
@@ -446,6 +511,9 @@ def _filters(
                 "cluster_min_healthy_percentages": {c: {"value": 100} for c in clusters},
             },
         },
+        # The whole body, before anything else works on it: one over the limit is 413 however it is sent.
+        # (After ext_authz, a body over the limit that ext_authz had buffered would stall, not 413.)
+        {"name": _BUFFER, "typed_config": buffer},
         {
             "name": _EXT_AUTHZ,
             "typed_config": {
@@ -475,6 +543,19 @@ def _filters(
                 },
             },
         },
+        # Enabled per route, with that route's limit.
+        {"name": _LARGE_BODIES, "disabled": True, "typed_config": buffer},
+        {
+            "name": "envoy.filters.http.header_mutation",
+            "typed_config": {
+                "@type": _TYPE + "filters.http.header_mutation.v3.HeaderMutation",
+                "mutations": {
+                    "request_mutations": [
+                        {"remove_on_match": {"key_matcher": {"safe_regex": {"regex": UNCARRIABLE_HEADERS}}}}
+                    ]
+                },
+            },
+        },
         {
             "name": _LUA,
             "typed_config": {
@@ -496,6 +577,8 @@ def _filters(
                     "reject_unknown_query_parameters": True,
                     "reject_binding_body_field_collisions": True,
                 },
+                # Unset, a unary answer larger than the connection buffer (1 MiB) would become a 500.
+                "max_response_body_size": max_answer_bytes,
             },
         },
         {
@@ -514,6 +597,7 @@ def render(
     """The whole Envoy bootstrap for these bindings (and the API reference files, when given)."""
     clusters = sorted({b.cluster for b in bindings} - {GATEKEEPER})
     services = sorted({b.service for b in bindings})
+    max_answer = settings.max_answer_bytes(bindings)
     routes = [*docs_routes(docs or {}), *(route(b, settings) for b in bindings)]
     routes.extend(preflight_routes(bindings))
     routes.extend(method_not_allowed_routes(bindings))
@@ -529,21 +613,35 @@ def render(
         "generate_request_id": True,
         "normalize_path": True,
         "merge_slashes": True,
+        "request_headers_timeout": f"{settings.request_headers_timeout_seconds}s",
+        "request_timeout": f"{settings.request_timeout_seconds}s",
+        "stream_idle_timeout": f"{settings.stream_idle_timeout_seconds}s",
+        "common_http_protocol_options": {"idle_timeout": f"{settings.idle_timeout_seconds}s"},
+        # Envoy's edge defaults allow 2^31 streams per connection and 256 MiB windows.
+        "http2_protocol_options": {
+            "max_concurrent_streams": 100,
+            "initial_stream_window_size": 65536,
+            "initial_connection_window_size": MIB,
+        },
         "route_config": {
             "name": "hydra",
             "max_direct_response_body_size_bytes": 4 * 1024 * 1024,  # the OpenAPI document
             "virtual_hosts": [{"name": "hydra", "domains": ["*"], "routes": routes}],
         },
         "local_reply_config": local_reply_config(),
-        "http_filters": _filters(settings, services, [*clusters, GATEKEEPER]),
+        "http_filters": _filters(settings, services, [*clusters, GATEKEEPER], max_answer),
     }
     return {
-        "admin": {"address": _address("127.0.0.1", settings.admin_port)},
+        # Health checks and operators still get in when clients hold every connection.
+        "admin": {"address": _address("127.0.0.1", settings.admin_port), "ignore_global_conn_limit": True},
+        "overload_manager": overload_manager(settings),
         "static_resources": {
             "listeners": [
                 {
                     "name": "edge",
                     "address": _address(settings.listen_host, settings.port),
+                    # Flow control per connection: how much Envoy reads or queues before pausing it.
+                    "per_connection_buffer_limit_bytes": MIB,
                     "filter_chains": [
                         {
                             "filters": [
@@ -561,6 +659,42 @@ def render(
                 _http_cluster(AUTHZ, settings.upstreams[AUTHZ]),
             ],
         },
+    }
+
+
+_FIXED_HEAP = "envoy.resource_monitors.fixed_heap"
+
+
+def overload_manager(settings: EdgeSettings) -> dict[str, Any]:
+    """Envoy's own protection: a heap budget (shed work as it fills) and a cap on client connections."""
+
+    def at(fraction: float) -> list[dict[str, Any]]:
+        return [{"name": _FIXED_HEAP, "threshold": {"value": fraction}}]
+
+    return {
+        "refresh_interval": "0.25s",
+        "resource_monitors": [
+            {
+                "name": _FIXED_HEAP,
+                "typed_config": {
+                    "@type": _TYPE + "resource_monitors.fixed_heap.v3.FixedHeapConfig",
+                    "max_heap_size_bytes": settings.max_heap_mb * MIB,
+                },
+            },
+            {
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": _TYPE
+                    + "resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": settings.max_connections,
+                },
+            },
+        ],
+        "actions": [
+            {"name": "envoy.overload_actions.shrink_heap", "triggers": at(0.90)},
+            {"name": "envoy.overload_actions.disable_http_keepalive", "triggers": at(0.92)},
+            {"name": "envoy.overload_actions.stop_accepting_requests", "triggers": at(0.95)},
+        ],
     }
 
 

@@ -105,7 +105,8 @@ class _Builder:
                 "type": "object",
                 "description": self.protos.comments.get(type_name, ""),
                 "properties": properties,
-                "required": [f.name for f in message.field],
+                # Unset optional fields (presence: `optional`) are not printed at all.
+                "required": [f.name for f in message.field if not f.proto3_optional],
             }
         return {"$ref": f"#/components/schemas/{name}"}
 
@@ -271,7 +272,7 @@ class _Builder:
                 "content": {"application/json": {"schema": self.output_schema(method.output_type)}},
             }
         responses["400" if support else "422"] = {
-            "description": "Invalid input; every offending field is named.",
+            "description": "Invalid input; the offending fields are named (the first 50, then a count).",
             "content": {"application/json": {"schema": invalid}},
         }
         writes = binding.method != "GET"
@@ -291,7 +292,11 @@ class _Builder:
                 "Conflicts with the current state (rows that block a delete, a paused instance).",
                 writes,
             ),
-            ("413", "The request body is too large.", writes),
+            (
+                "413",
+                "The request body is too large.",
+                bool(method.options.Extensions[annotations_pb2.http].body),
+            ),
             ("429", "Rate limit spent; see Retry-After.", True),
             ("503", "A service this route needs is unavailable; nothing was changed. Retry safe.", True),
         ):

@@ -217,9 +217,14 @@ def cmd_sites_create(args: argparse.Namespace, env: dict[str, str]) -> None:
 
 
 def cmd_sites_list(args: argparse.Namespace, env: dict[str, str]) -> None:
-    sites = [
-        site_dict(s) for s in _sites_call(env, args.tenant, "ListSites", sites_pb2.ListSitesRequest()).sites
-    ]
+    sites: list[dict[str, Any]] = []
+    request = sites_pb2.ListSitesRequest()
+    while True:  # every page
+        page = _sites_call(env, args.tenant, "ListSites", request)
+        sites.extend(site_dict(s) for s in page.sites)
+        if not page.HasField("next_cursor"):
+            break
+        request = sites_pb2.ListSitesRequest(cursor=page.next_cursor)
     lines = [f"{s['id']}  token {s['tracking_token']}  {s['name']}" for s in sites]
     _emit(args, sites, "\n".join(lines))
 

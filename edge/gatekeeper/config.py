@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.bindings import DESCRIPTOR_SET
+from edge.gatekeeper.service import DEFAULT_INVALID_KEYS_PER_MINUTE
 from services.common import config
 
 
@@ -21,6 +22,7 @@ class Settings:
     redis_url: str | None = None
     admin_token: str | None = None
     key_cache_seconds: float = 0.5
+    invalid_keys_per_minute: int = DEFAULT_INVALID_KEYS_PER_MINUTE  # per client address
     log_level: str = "INFO"
     descriptor_set: Path = DESCRIPTOR_SET
 
@@ -42,6 +44,9 @@ class Settings:
             redis_url=env.get("HYDRA_REDIS_URL") or None,
             admin_token=env.get("HYDRA_ADMIN_TOKEN") or None,
             key_cache_seconds=cache_ms / 1000,
+            invalid_keys_per_minute=config.env_int(
+                env, "HYDRA_INVALID_KEYS_PER_MINUTE", DEFAULT_INVALID_KEYS_PER_MINUTE, minimum=1
+            ),
             log_level=config.env_str(env, "HYDRA_LOG_LEVEL", "INFO"),
             descriptor_set=Path(env.get("HYDRA_DESCRIPTOR_SET") or DESCRIPTOR_SET),
         )

@@ -14,7 +14,7 @@ from typing import cast
 
 from edge.gatekeeper.service import Admission, Authorizer, RouteAccess
 from services.common.errors import Unauthenticated, Unavailable, render
-from services.common.identity import IDENTITY_HEADERS
+from services.common.identity import CLIENT_IP_HEADER, IDENTITY_HEADERS
 
 # Envoy adds these to every check request (per route); a client's own headers never reach us as these.
 ROUTE_HEADER_PREFIX = "x-hydra-route-"
@@ -163,7 +163,9 @@ class CheckProtocol(asyncio.Protocol):
     async def _decide(self, request: _Request) -> bytes:
         route = route_access(request.headers)
         try:
-            admission = await self._authorizer.admit(route, request.headers, request.path)
+            admission = await self._authorizer.admit(
+                route, request.headers, request.path, client=request.headers.get(CLIENT_IP_HEADER, "")
+            )
         except ValueError:
             admission = Admission(Unauthenticated("This route does not take API keys."))
         except Exception as error:

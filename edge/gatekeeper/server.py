@@ -49,7 +49,10 @@ def build(settings: Settings) -> GrpcApp:
     db = Database(settings.database_url, schema=SCHEMA)
     limiter: Limiter = RedisLimiter(settings.redis_url, logger) if settings.redis_url else MemoryLimiter()
     store = KeyStore(db=db, ttl=settings.key_cache_seconds)
-    checks = CheckServer(settings.check_address, Authorizer(store=store, limiter=limiter), logger)
+    authorizer = Authorizer(
+        store=store, limiter=limiter, invalid_keys_per_minute=settings.invalid_keys_per_minute
+    )
+    checks = CheckServer(settings.check_address, authorizer, logger)
     rls = RateLimitServicer(limiter)
     instances = InstanceDirectory(settings.instances_address)
     key_admin = KeyAdmin(db=db, instances=instances)

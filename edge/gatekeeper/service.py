@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,7 +28,7 @@ from services.common.errors import (
     ValidationError,
 )
 from services.common.fields import utcnow
-from services.common.identity import CLIENT_IP_HEADER, has_scope
+from services.common.identity import has_scope
 
 DEFAULT_RATE_LIMIT = 60
 MAX_KEYS_ASKED = 1000
@@ -192,24 +194,54 @@ class KeyRecord:
     instance_id: uuid.UUID | None
 
 
-class KeyStore:
-    """Finds live keys by secret, caching briefly (revocation shows within the cache time)."""
+class _Expiring(OrderedDict[str, tuple[float, KeyRecord | None]]):
+    """Entries that expire, least recently used first; the oldest go once there are `size`."""
 
-    def __init__(self, *, db: Database, ttl: float, max_entries: int = 100_000) -> None:
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def fresh(self, key: str, now: float) -> tuple[float, KeyRecord | None] | None:
+        entry = self.get(key)
+        if entry is None or entry[0] <= now:
+            return None
+        self.move_to_end(key)
+        return entry
+
+    def put(self, key: str, value: tuple[float, KeyRecord | None]) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+class KeyStore:
+    """Finds live keys by secret, caching briefly (revocation shows within the cache time).
+
+    Live keys and unknown secrets are cached apart, each bounded, least recently used leaving first:
+    a flood of random secrets only ever evicts other unknown ones, never the keys in use.
+    """
+
+    def __init__(
+        self, *, db: Database, ttl: float, max_entries: int = 100_000, max_unknown: int = 10_000
+    ) -> None:
         self._db = db
         self._ttl = ttl
-        self._max = max_entries
-        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._known = _Expiring(max_entries)
+        self._unknown = _Expiring(max_unknown)
         self._touched: dict[uuid.UUID, float] = {}
         self._pending: set[asyncio.Task[None]] = set()
         self._lookups: dict[str, asyncio.Future[KeyRecord | None]] = {}
 
-    async def find(self, secret: str) -> KeyRecord | None:
-        """The live key with this secret, or None if unknown or revoked."""
+    async def find(self, secret: str, *, load: bool = True) -> KeyRecord | None:
+        """The live key with this secret, or None if unknown or revoked (or not cached, without `load`)."""
         digest = keys.hash_secret(secret)
-        hit = self._cache.get(digest)
-        if hit is not None and hit[0] > time.monotonic():
+        now = time.monotonic()
+        hit = self._known.fresh(digest, now) or self._unknown.fresh(digest, now)
+        if hit is not None:
             return hit[1]
+        if not load:
+            return None
         # When an entry expires under load, every check in flight misses at once: one query serves them.
         lookup = self._lookups.get(digest)
         if lookup is None:
@@ -231,9 +263,9 @@ class KeyStore:
                 rate_limit=row.rate_limit_per_minute,
                 instance_id=row.instance_id,
             )
-        if len(self._cache) >= self._max:
-            self._cache.clear()
-        self._cache[digest] = (time.monotonic() + self._ttl, record)
+        cache = self._unknown if record is None else self._known
+        cache.put(digest, (time.monotonic() + self._ttl, record))
+        (self._known if record is None else self._unknown).pop(digest, None)
         return record
 
     def touch(self, record: KeyRecord) -> None:
@@ -342,14 +374,54 @@ def credential(headers: Mapping[str, str], auth: str) -> str | None:
     return headers.get("x-api-key") or None
 
 
-class Authorizer:
-    """Decides one request: identify the key, check scope and instance, then rate limit."""
+class _Blocked:
+    """Client addresses refused for now, each until a time; the oldest forgotten past `size`."""
 
-    def __init__(self, *, store: KeyStore, limiter: Limiter) -> None:
+    def __init__(self, size: int = 100_000) -> None:
+        self._until: OrderedDict[str, float] = OrderedDict()
+        self._size = size
+
+    def seconds_left(self, client: str, now: float) -> float:
+        until = self._until.get(client)
+        if until is None:
+            return 0.0
+        if until <= now:
+            del self._until[client]
+            return 0.0
+        return until - now
+
+    def block(self, client: str, until: float) -> None:
+        self._until[client] = until
+        self._until.move_to_end(client)
+        while len(self._until) > self._size:
+            self._until.popitem(last=False)
+
+
+DEFAULT_INVALID_KEYS_PER_MINUTE = 60
+
+
+class Authorizer:
+    """Decides one request: identify the key, check scope and instance, then rate limit.
+
+    Unknown or revoked keys count against the client's address: past `invalid_keys_per_minute`, its
+    requests with keys not already cached are refused (429) without looking them up.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: KeyStore,
+        limiter: Limiter,
+        invalid_keys_per_minute: int = DEFAULT_INVALID_KEYS_PER_MINUTE,
+    ) -> None:
         self._store = store
         self._limiter = limiter
+        self._invalid_limit = invalid_keys_per_minute
+        self._blocked = _Blocked()
 
-    async def admit(self, route: RouteAccess, headers: Mapping[str, str], path: str) -> Admission:
+    async def admit(
+        self, route: RouteAccess, headers: Mapping[str, str], path: str, *, client: str = ""
+    ) -> Admission:
         if route.auth not in _KIND_FOR_MODE:
             raise ValueError(f"route has no key-based auth mode: {route.auth!r}")
         secret = credential(headers, route.auth)
@@ -358,9 +430,10 @@ class Authorizer:
         kind = keys.kind_of(secret)
         if kind != _KIND_FOR_MODE[route.auth]:
             return Admission(Unauthenticated(_wrong_kind_message(route.auth)))
-        record = await self._store.find(secret)
+        blocked = self._blocked.seconds_left(client, time.monotonic())
+        record = await self._store.find(secret, load=not blocked)
         if record is None:
-            return Admission(Unauthenticated("Invalid or revoked API key."))
+            return await self._invalid_key(client, blocked)
         if route.scope and not has_scope(record.scopes, route.scope):
             return Admission(ForbiddenScope(route.scope, record.scopes))
         if route.auth == WIDGET_TOKEN and not _instance_matches(record, path, route.instance_segment):
@@ -369,7 +442,7 @@ class Authorizer:
         # spends its own window, never the instance's or the key's that other visitors share.
         verdicts = []
         for prior in route.prior_limits:
-            subject = headers.get(CLIENT_IP_HEADER) if prior.key == BY_CLIENT_IP else record.instance_id
+            subject = client if prior.key == BY_CLIENT_IP else record.instance_id
             if not subject:
                 continue
             verdict = await self._limiter.hit(
@@ -398,6 +471,20 @@ class Authorizer:
         if record.instance_id is not None:
             identity["x-hydra-instance-id"] = str(record.instance_id)
         return Admission(identity=identity, rate_headers=rate_headers(tightest))
+
+    async def _invalid_key(self, client: str, blocked: float) -> Admission:
+        """401 for an unknown or revoked key, until the client's address has sent too many: then 429."""
+        if blocked:
+            verdict = Verdict(False, self._invalid_limit, 0, max(1, math.ceil(blocked)))
+        else:
+            verdict = await self._limiter.hit(f"invalid-key:{client}", self._invalid_limit)
+            if verdict.allowed:
+                return Admission(Unauthenticated("Invalid or revoked API key."))
+            self._blocked.block(client, time.monotonic() + verdict.retry_after)
+        return Admission(
+            RateLimited("Too many invalid API keys from this address. Retry later."),
+            rate_headers=rate_headers(verdict),
+        )
 
 
 def _missing_message(auth: str) -> str:

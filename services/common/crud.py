@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    DateTime,
     Integer,
     Row,
     Select,
@@ -18,13 +20,17 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine.result import result_tuple
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import UnaryExpression
 
 from services.common.db import DirectConnection
+from services.common.paging import decode_cursor, encode_cursor
 
 
 class TenantTable:
@@ -41,7 +47,8 @@ class TenantTable:
         self._insert = insert(table).returning(*table.c)
         self._row = result_tuple([column.name for column in table.c])
         self._among: dict[tuple[str, tuple[str, ...]], Any] = {}
-        self._pages: dict[tuple[str, ...], Select[Any]] = {}
+        self._pages: dict[tuple[tuple[str, ...], bool], Select[Any]] = {}
+        self._sort, self._descending = _sort_columns(self._order)
 
     async def list(
         self,
@@ -50,32 +57,68 @@ class TenantTable:
         tenant_id: uuid.UUID,
         limit: int,
         filters: Mapping[str, Any] | None = None,
+        after: Sequence[Any] | None = None,
     ) -> Sequence[Row[Any]]:
-        """The tenant's rows in list order, equal to every given filter, `limit` at most."""
+        """The tenant's rows in list order, equal to every given filter, `limit` at most.
+
+        `after`: only rows past the row with these sort values (see `cursor` and `after_cursor`).
+        """
         given = dict(filters or {})
-        return (
-            await conn.execute(self.page_query(tuple(given)), _page_params(tenant_id, limit, given))
-        ).all()
+        query = self.page_query(tuple(given), after is not None)
+        return (await conn.execute(query, self._page_params(tenant_id, limit, given, after))).all()
 
     async def page(
-        self, conn: DirectConnection, *, tenant_id: uuid.UUID, limit: int, filters: Mapping[str, Any]
+        self,
+        conn: DirectConnection,
+        *,
+        tenant_id: uuid.UUID,
+        limit: int,
+        filters: Mapping[str, Any],
+        after: Sequence[Any] | None = None,
     ) -> Sequence[Any]:
         """`list` on the direct path (for tables whose `get_query` goes direct)."""
-        return await conn.fetch(self.page_query(tuple(filters)), _page_params(tenant_id, limit, filters))
+        query = self.page_query(tuple(filters), after is not None)
+        return await conn.fetch(query, self._page_params(tenant_id, limit, filters, after))
 
-    def page_query(self, filtered: tuple[str, ...]) -> Select[Any]:
-        """The list statement filtering on the `filtered` columns: built once per set, values bound."""
-        query = self._pages.get(filtered)
+    def page_query(self, filtered: tuple[str, ...], after: bool = False) -> Select[Any]:
+        """The list statement filtering on the `filtered` columns (and past a cursor, if `after`):
+        built once per shape, values bound."""
+        query = self._pages.get((filtered, after))
         if query is None:
             c = self.table.c
-            equal = [c[name] == bindparam(f"filter_{name}") for name in filtered]
-            query = self._pages[filtered] = (
+            where = [c.tenant_id == bindparam("tenant_id")]
+            where += [c[name] == bindparam(f"filter_{name}") for name in filtered]
+            if after:
+                if not self._sort:
+                    raise ValueError("an unsorted list cannot be paged by cursor")
+                past = [bindparam(f"after_{col.name}", type_=col.type) for col in self._sort]
+                sort, values = tuple_(*self._sort), tuple_(*past)
+                where.append(sort < values if self._descending else sort > values)
+            query = self._pages[(filtered, after)] = (
                 select(self.table)
-                .where(c.tenant_id == bindparam("tenant_id"), *equal)
+                .where(*where)
                 .order_by(*self._order)
                 .limit(bindparam("limit", type_=Integer))
             )
         return query
+
+    def cursor(self, row: Any) -> str:
+        """An opaque cursor to the rows after `row` in list order."""
+        return encode_cursor([getattr(row, col.name) for col in self._sort])
+
+    def after_cursor(self, cursor: str) -> Sequence[Any]:
+        """The sort values a cursor from `cursor` holds (a validation error if it is not one)."""
+        kinds = [_python_type(col) for col in self._sort]
+        return decode_cursor(cursor, kinds)
+
+    def _page_params(
+        self, tenant_id: uuid.UUID, limit: int, filters: Mapping[str, Any], after: Sequence[Any] | None
+    ) -> dict[str, Any]:
+        """The values `page_query` binds."""
+        params = {"tenant_id": tenant_id, "limit": limit, **{f"filter_{k}": v for k, v in filters.items()}}
+        for col, value in zip(self._sort, after or (), strict=False):
+            params[f"after_{col.name}"] = value
+        return params
 
     async def get(
         self,
@@ -175,6 +218,25 @@ class TenantTable:
         return int((await conn.execute(query)).scalar_one())
 
 
-def _page_params(tenant_id: uuid.UUID, limit: int, filters: Mapping[str, Any]) -> dict[str, Any]:
-    """The values `page_query` binds."""
-    return {"tenant_id": tenant_id, "limit": limit, **{f"filter_{k}": v for k, v in filters.items()}}
+def _sort_columns(order: Sequence[Any]) -> tuple[list[Any], bool]:
+    """The columns a list is sorted by, and whether descending (a cursor needs one direction for all)."""
+    columns: list[Any] = []
+    directions = set()
+    for term in order:
+        if isinstance(term, UnaryExpression) and term.modifier in (operators.desc_op, operators.asc_op):
+            columns.append(term.element)
+            directions.add(term.modifier is operators.desc_op)
+        else:
+            columns.append(term)
+            directions.add(False)
+    if len(directions) > 1:
+        raise ValueError("a list sorted both ways cannot be paged by cursor")
+    return columns, bool(directions) and directions.pop()
+
+
+def _python_type(column: Any) -> type:
+    if isinstance(column.type, DateTime):
+        return dt.datetime
+    if isinstance(column.type, Uuid):
+        return uuid.UUID
+    return str

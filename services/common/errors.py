@@ -9,6 +9,15 @@ from typing import Any
 
 import grpc
 
+# An error body travels as one gRPC trailer (x-error-body), and Envoy refuses a response whose headers
+# pass 60 KiB: a body is kept well under that, however many fields were wrong or however long they were.
+MAX_ERROR_BODY_BYTES = 16 * 1024
+MAX_LISTED_ERRORS = 50
+_LISTED_BYTES = 12 * 1024  # of the listed field errors, leaving room for the rest of the body
+_MESSAGE_CHARS = 2000  # of a message (a Support error, grpc-message)
+_PART_CHARS = 100  # of one part of a field's location (keys come from the client's JSON)
+_MSG_CHARS = 300  # of one field error's message
+
 
 class Surface(enum.Enum):
     """The two public HTTP surfaces and their error envelopes."""
@@ -27,6 +36,11 @@ class FieldError:
 
     def as_dict(self) -> dict[str, Any]:
         return {"loc": list(self.loc), "msg": self.msg, "type": self.type}
+
+    def clipped(self) -> FieldError:
+        """The same error with every text part cut to a bounded length."""
+        loc = tuple(_clip(p, _PART_CHARS) if isinstance(p, str) else p for p in self.loc)
+        return FieldError(loc, _clip(self.msg, _MSG_CHARS), _clip(self.type, _PART_CHARS))
 
 
 class HydraError(Exception):
@@ -60,18 +74,49 @@ class ValidationError(HydraError):
 
     def __init__(self, errors: list[FieldError] | FieldError, message: str | None = None) -> None:
         self.errors = [errors] if isinstance(errors, FieldError) else list(errors)
-        super().__init__(message or "; ".join(_describe(e) for e in self.errors))
+        super().__init__(message or _summary(self.errors))
 
     def core_body(self) -> dict[str, Any]:
-        return {"detail": [e.as_dict() for e in self.errors]}
+        """FastAPI's detail list: the first errors that fit, then one entry counting the rest."""
+        listed: list[dict[str, Any]] = []
+        size = 0
+        for error in self.errors[:MAX_LISTED_ERRORS]:
+            item = error.clipped().as_dict()
+            size += len(json.dumps(item)) + 2
+            if size > _LISTED_BYTES:
+                break
+            listed.append(item)
+        rest = len(self.errors) - len(listed)
+        if rest:
+            listed.append({"loc": [], "msg": f"{rest} more errors not listed", "type": "too_many_errors"})
+        return {"detail": listed}
 
     def core_http_status(self) -> int:
         return 422
 
 
 def _describe(error: FieldError) -> str:
+    error = error.clipped()
     field = ".".join(str(p) for p in error.loc[1:]) if len(error.loc) > 1 else str(error.loc[0])
     return f"{field}: {error.msg}" if field else error.msg
+
+
+def _summary(errors: list[FieldError]) -> str:
+    """The errors in one line: as many as fit a message, then how many more there are."""
+    parts: list[str] = []
+    size = 0
+    for error in errors[:MAX_LISTED_ERRORS]:
+        part = _describe(error)
+        size += len(part) + 2
+        if size > _MESSAGE_CHARS and parts:
+            break
+        parts.append(part)
+    rest = len(errors) - len(parts)
+    return "; ".join(parts) + (f"; and {rest} more errors" if rest else "")
+
+
+def _clip(text: str, most: int) -> str:
+    return text if len(text) <= most else text[: most - 1] + "\u2026"
 
 
 class Unauthenticated(HydraError):
@@ -168,10 +213,15 @@ class RenderedError:
 
 
 def render(error: HydraError, surface: Surface) -> RenderedError:
-    """Turns a domain error into the status and body of the caller's surface."""
+    """Turns a domain error into the status and body of the caller's surface (bounded in size)."""
+    message = _clip(error.message, _MESSAGE_CHARS)
     if surface is Surface.SUPPORT:
         body, http_status = error.support_body(), error.http_status
     else:
         body, http_status = error.core_body(), error.core_http_status()
     # ASCII-only JSON: it travels in gRPC metadata and HTTP headers.
-    return RenderedError(error.grpc_status, http_status, json.dumps(body, ensure_ascii=True), error.message)
+    text = json.dumps(body, ensure_ascii=True)
+    if len(text) > MAX_ERROR_BODY_BYTES:  # a message or extra field too long to carry: its gist
+        short = {"error": message, "code": error.code} if surface is Surface.SUPPORT else {"detail": message}
+        text = json.dumps(short, ensure_ascii=True)
+    return RenderedError(error.grpc_status, http_status, text, message)

@@ -30,6 +30,8 @@ ERROR_BODY_HEADER = "x-error-body"
 # Servers and channels: no bandwidth-delay probing. Its PING frames grow flow-control windows for
 # long fat links; between Envoy and services on one network they only cost CPU (~7% per request).
 HTTP2_OPTIONS = (("grpc.http2.bdp_probe", 0),)
+# The largest valid message (an instance with 500 entries of 20,000 characters is ~40 MB as UTF-8).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class HydraInterceptor(grpc.aio.ServerInterceptor):
@@ -227,7 +229,7 @@ async def serve(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event | N
         options=[
             *HTTP2_OPTIONS,
             ("grpc.so_reuseport", 0),
-            ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ],
     )
     app.register(server)

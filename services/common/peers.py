@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from services.common.errors import Unavailable
-from services.common.grpc_server import HTTP2_OPTIONS, internal_metadata
+from services.common.grpc_server import HTTP2_OPTIONS, MAX_MESSAGE_BYTES, internal_metadata
 
 
 class PeerChannel:
@@ -24,7 +24,7 @@ class PeerChannel:
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 1000),
                 # An instance with 500 long knowledge entries is bigger than gRPC's 4 MB default.
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ],
         )
         self._caller = caller

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row
@@ -20,6 +21,14 @@ from services.common.identity import Identity
 
 Scope = Mapping[str, Any] | None  # parent columns a nested resource's row must also match
 WRITE_CONFLICT = "The write conflicts with other data; nothing was changed."
+
+
+@dataclass(frozen=True)
+class Page:
+    """Rows of a list, and whether more follow the last of them."""
+
+    rows: Sequence[Row[Any]]
+    more: bool
 
 
 class ResourceService:
@@ -38,16 +47,30 @@ class ResourceService:
         self._get_goes_direct = db.goes_direct(table.get_query)
 
     async def list(
-        self, caller: Identity, *, limit: int | None, filters: Mapping[str, Any] | None = None
-    ) -> Sequence[Row[Any]]:
-        """The caller's rows in list order (limit 1..list_maximum), equal to every given filter."""
+        self,
+        caller: Identity,
+        *,
+        limit: int | None,
+        filters: Mapping[str, Any] | None = None,
+        cursor: str | None = None,
+    ) -> Page:
+        """The caller's rows in list order (limit 1..list_maximum), equal to every given filter,
+        after the row `cursor` names (see TenantTable.cursor)."""
         count = parse_limit(limit, default=self.list_default, maximum=self.list_maximum)
         given = {k: v for k, v in (filters or {}).items() if v is not None}
-        if self._get_goes_direct:  # the same columns, so the same types
+        after = self.table.after_cursor(cursor) if cursor is not None else None
+        # One row more than asked: whether another page follows.
+        if self._get_goes_direct and self._db.goes_direct(self.table.page_query(tuple(given), bool(after))):
             async with self._db.direct() as direct:
-                return await self.table.page(direct, tenant_id=caller.tenant_id, limit=count, filters=given)
-        async with self._db.read() as conn:
-            return await self.table.list(conn, tenant_id=caller.tenant_id, limit=count, filters=given)
+                rows = await self.table.page(
+                    direct, tenant_id=caller.tenant_id, limit=count + 1, filters=given, after=after
+                )
+        else:
+            async with self._db.read() as conn:
+                rows = await self.table.list(
+                    conn, tenant_id=caller.tenant_id, limit=count + 1, filters=given, after=after
+                )
+        return Page(rows[:count], len(rows) > count)
 
     async def get(self, caller: Identity, row_id: uuid.UUID, *, scope: Scope = None) -> Row[Any]:
         """One row of the caller's tenant (within `scope`'s parent, when given)."""

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from google.protobuf.message import Message
 
-from services.common.fields import parse_input, parse_path_id, to_message
+from services.common.fields import optional_query, parse_input, parse_path_id, to_message
 from services.common.identity import current_identity
-from services.common.resource import ResourceService, Scope
+from services.common.paging import fitting
+from services.common.resource import Page, ResourceService, Scope
 
 
 class ResourceRpcs:
@@ -48,10 +49,15 @@ class ResourceRpcs:
     async def list(
         self, request: Any, response: type[Message], filters: Mapping[str, Any] | None = None
     ) -> Any:
-        has_limit = "limit" in request.DESCRIPTOR.fields_by_name and request.HasField("limit")
-        limit = request.limit if has_limit else None
-        rows = await self.service.list(current_identity(), limit=limit, filters=filters)
-        return response(**{self._plural: [self.message(r) for r in rows], "count": len(rows)})
+        page = await self.service.list(
+            current_identity(),
+            limit=_query(request, "limit"),
+            filters=filters,
+            cursor=_query(request, "cursor"),
+        )
+        return page_response(
+            response, page, plural=self._plural, message=self.message, cursor=self.service.table.cursor
+        )
 
     async def create(self, request: Any, response: type[Message], scope: Scope = None) -> Any:
         fields = parse_input(getattr(request, self._singular), self._input, partial=False)
@@ -71,3 +77,28 @@ class ResourceRpcs:
     async def delete(self, request: Any, response: type[Message], scope: Scope = None) -> Any:
         await self.service.delete(current_identity(), self._id(request), scope=scope)
         return response()
+
+
+def _query(request: Any, name: str) -> Any:
+    """A query parameter of a list, or None when absent (or when the list takes no such parameter)."""
+    return optional_query(request, name) if name in request.DESCRIPTOR.fields_by_name else None
+
+
+def page_response(
+    response: type[Message],
+    page: Page,
+    *,
+    plural: str,
+    message: Callable[[Any], Message],
+    cursor: Callable[[Any], str],
+) -> Message:
+    """A list answer: the rows that fit one page at the edge, and where the next page starts.
+
+    Lists whose response has no next_cursor (the Support API's) end at the page.
+    """
+    messages = [message(row) for row in page.rows]
+    count = fitting(messages)
+    fields: dict[str, Any] = {plural: messages[:count], "count": count}
+    if (page.more or count < len(messages)) and "next_cursor" in response.DESCRIPTOR.fields_by_name:
+        fields["next_cursor"] = cursor(page.rows[count - 1])
+    return response(**fields)

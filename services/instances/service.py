@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Row
@@ -18,7 +18,7 @@ from services.common.errors import FieldError, NotFound, ValidationError
 from services.common.identity import Identity
 from services.common.outbound import HostPolicy
 from services.common.outbox import Outbox
-from services.common.resource import ResourceService
+from services.common.resource import Page, ResourceService
 from services.instances.models import DEFAULT_MODEL
 
 INSTANCE_NOT_FOUND = "Instance not found"
@@ -105,13 +105,18 @@ class ChannelService(ResourceService):
         self._instances = instances
 
     async def list(
-        self, caller: Identity, *, limit: int | None, filters: Mapping[str, Any] | None = None
-    ) -> Sequence[Row[Any]]:
+        self,
+        caller: Identity,
+        *,
+        limit: int | None,
+        filters: Mapping[str, Any] | None = None,
+        cursor: str | None = None,
+    ) -> Page:
         """The channels of the instance named in `filters`, which must be the caller's."""
         instance_id = (filters or {})["instance_id"]
         async with self._db.read() as conn:
             await self._require_instance(conn, caller, instance_id)
-        return await super().list(caller, limit=limit, filters=filters)
+        return await super().list(caller, limit=limit, filters=filters, cursor=cursor)
 
     async def before_create(
         self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]

@@ -20,7 +20,7 @@ from services.common.events import Event
 from services.common.fields import parse_limit, utcnow
 from services.common.identity import Identity
 from services.common.outbox import Outbox
-from services.common.resource import ResourceService
+from services.common.resource import Page, ResourceService
 from services.public import repository
 from services.public.crm import CrmConversations
 
@@ -197,16 +197,24 @@ class Forms:
             )
         return submission_id
 
-    async def list(self, caller: Identity, site_id: uuid.UUID, *, limit: int | None) -> list[Row[Any]]:
-        """The newest submissions of one of the caller's sites."""
+    async def list(
+        self, caller: Identity, site_id: uuid.UUID, *, limit: int | None, cursor: str | None = None
+    ) -> Page:
+        """The newest submissions of one of the caller's sites (after the one `cursor` names)."""
         count = parse_limit(limit)
+        table = repository.form_submissions
+        after = table.after_cursor(cursor) if cursor is not None else None
         async with self._db.read() as conn:
             if await repository.sites.get(conn, tenant_id=caller.tenant_id, row_id=site_id) is None:
                 raise NotFound(SITE_NOT_FOUND)
-            rows = await repository.form_submissions.list(
-                conn, tenant_id=caller.tenant_id, limit=count, filters={"site_id": site_id}
+            rows = await table.list(
+                conn, tenant_id=caller.tenant_id, limit=count + 1, filters={"site_id": site_id}, after=after
             )
-        return list(rows)
+        return Page(rows[:count], len(rows) > count)
+
+    def cursor(self, row: Any) -> str:
+        """A cursor to the submissions after `row`."""
+        return repository.form_submissions.cursor(row)
 
     async def capture_lead(self, conn: AsyncConnection, event: Event) -> None:
         """Consumer of form.submitted: creates or finds the lead in crm, then links the submission to it."""

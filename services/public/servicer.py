@@ -16,9 +16,9 @@ from hydra.public.v1 import (
     widget_pb2_grpc,
 )
 
-from services.common.fields import parse_input, parse_path_id, to_message
+from services.common.fields import optional_query, parse_input, parse_path_id, to_message
 from services.common.identity import CLIENT_IP_HEADER, current_identity
-from services.common.servicing import ResourceRpcs
+from services.common.servicing import ResourceRpcs, page_response
 from services.public.service import SITE_NOT_FOUND, Analytics, Forms, SiteService
 from services.public.widget import INSTANCE_NOT_FOUND, WidgetChat
 
@@ -89,10 +89,18 @@ class FormServicer(forms_pb2_grpc.FormServiceServicer):
         return forms_pb2.SubmitFormResponse(status="received", submission_id=str(submission_id))
 
     async def ListFormSubmissions(self, request: Any, context: Any) -> Any:
-        limit = request.limit if request.HasField("limit") else None
-        rows = await self._forms.list(current_identity(), _site_id(request), limit=limit)
-        return forms_pb2.ListFormSubmissionsResponse(
-            submissions=[to_message(row, forms_pb2.FormSubmission) for row in rows], count=len(rows)
+        page = await self._forms.list(
+            current_identity(),
+            _site_id(request),
+            limit=optional_query(request, "limit"),
+            cursor=optional_query(request, "cursor"),
+        )
+        return page_response(
+            forms_pb2.ListFormSubmissionsResponse,
+            page,
+            plural="submissions",
+            message=lambda row: to_message(row, forms_pb2.FormSubmission),
+            cursor=self._forms.cursor,
         )
 
 

@@ -95,8 +95,14 @@ def agent_env() -> dict[str, str]:
 @pytest.fixture(scope="session", params=BACKENDS)
 def edge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     data_dir = tmp_path_factory.mktemp(request.param)
+    edge_env = {
+        # Short enough for a slow-header test to finish quickly; no real client takes this long.
+        "HYDRA_EDGE_REQUEST_HEADERS_TIMEOUT_SECONDS": "2",
+        # Many tests present unknown keys from 127.0.0.1: room for all of them within a minute.
+        "HYDRA_INVALID_KEYS_PER_MINUTE": "200",
+    }
     if request.param == "embedded":
-        env = stack_env(data_dir, **agent_env())
+        env = stack_env(data_dir, **agent_env(), **edge_env)
     else:
         admin_url = request.getfixturevalue("postgres_admin_url")
         env = stack_env(
@@ -105,6 +111,7 @@ def edge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             redis_url=request.getfixturevalue("redis_url"),
             HYDRA_EVENTS_CONSUMERS="separate",  # the production shape: consumers in delivery processes
             **agent_env(),
+            **edge_env,
         )
     with running_stack(env) as stack, httpx.Client(base_url=stack.edge_url, timeout=10) as http:
         yield Edge(request.param, stack, env, http)

@@ -201,6 +201,48 @@ def test_a_page_read_directly_is_the_list_sqlalchemy_reads(database_url: str) ->
     assert all(page == listed for page, listed in pages)
 
 
+def test_pages_follow_their_cursors_through_equal_times_directly_and_through_sqlalchemy(
+    database_url: str,
+) -> None:
+    tenant = uuid.uuid4()
+    same_time = dt.datetime(2026, 11, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
+    rows = [
+        records.complete(
+            {
+                "tenant_id": tenant,
+                "id": uuid.uuid4(),
+                "name": "r",
+                "created_at": same_time + dt.timedelta(seconds=n // 3),  # three rows share each time
+            }
+        )
+        for n in range(7)
+    ]
+
+    async def walk(db: Database, direct: bool) -> list[list[uuid.UUID]]:
+        pages, after = [], None
+        while True:
+            if direct:
+                async with db.direct() as conn:
+                    page = await records.page(conn, tenant_id=tenant, limit=2, filters={}, after=after)
+            else:
+                async with db.read() as alchemy:
+                    page = await records.list(alchemy, tenant_id=tenant, limit=2, after=after)
+            if not page:
+                return pages
+            pages.append([row.id for row in page])
+            after = records.after_cursor(records.cursor(page[-1]))
+
+    async def test(db: Database) -> tuple[list[list[uuid.UUID]], list[list[uuid.UUID]]]:
+        async with db.transaction() as conn:
+            await conn.execute(insert(records.table), rows)
+        return await walk(db, direct=True), await walk(db, direct=False)
+
+    direct_pages, alchemy_pages = on_database(database_url, test)
+    newest_first = [r["id"] for r in sorted(rows, key=lambda r: (r["created_at"], r["id"]), reverse=True)]
+    assert [i for page in direct_pages for i in page] == newest_first
+    assert direct_pages == alchemy_pages and [len(p) for p in direct_pages] == [2, 2, 2, 1]
+
+
 def test_a_read_of_a_value_psycopg_would_give_differently_stays_on_sqlalchemy(postgres_url: str) -> None:
     async def test(db: Database) -> tuple[bool, bool]:
         return db.goes_direct(prices.get_query), db.goes_direct(records.get_query)

@@ -22,7 +22,7 @@ class FakeStore:
     def __init__(self) -> None:
         self.touched: list[uuid.UUID] = []
 
-    async def find(self, secret: str) -> KeyRecord | None:
+    async def find(self, secret: str, *, load: bool = True) -> KeyRecord | None:
         return RECORDS.get(secret)
 
     def touch(self, record: KeyRecord) -> None:
@@ -34,9 +34,10 @@ def admit(
     headers: dict[str, str],
     path: str = "/api/v1/leads",
     authorizer: Authorizer | None = None,
+    client: str = "",
 ) -> Admission:
     authorizer = authorizer or Authorizer(store=FakeStore(), limiter=MemoryLimiter())  # type: ignore[arg-type]
-    return asyncio.run(authorizer.admit(route, headers, path))
+    return asyncio.run(authorizer.admit(route, headers, path, client=client))
 
 
 SUPPORT_READ = RouteAccess(auth="support_key", scope="crm:read")
@@ -114,8 +115,7 @@ def test_one_ip_spends_only_its_own_window_never_the_instances_or_the_tokens() -
     authorizer = Authorizer(store=FakeStore(), limiter=MemoryLimiter())  # type: ignore[arg-type]
 
     def from_ip(address: str) -> Admission:
-        headers = {"x-widget-token": "hwt_chat", "x-hydra-client-ip": address}
-        return admit(WIDGET_LIMITED, headers, CHAT_PATH, authorizer)
+        return admit(WIDGET_LIMITED, {"x-widget-token": "hwt_chat"}, CHAT_PATH, authorizer, client=address)
 
     flood = [from_ip("198.51.100.7") for _ in range(100)]
     assert [a.error is None for a in flood] == [True] * 3 + [False] * 97
@@ -129,3 +129,45 @@ def test_one_ip_spends_only_its_own_window_never_the_instances_or_the_tokens() -
     assert from_ip("203.0.113.10").error is None
     # The instance's window is shared by every address.
     assert isinstance(from_ip("203.0.113.11").error, RateLimited)
+
+
+class CachingStore(FakeStore):
+    """A store whose cache holds only the keys it was told about; loads are counted."""
+
+    def __init__(self, cached: set[str]) -> None:
+        super().__init__()
+        self.cached = cached
+        self.loads = 0
+
+    async def find(self, secret: str, *, load: bool = True) -> KeyRecord | None:
+        if secret in self.cached:
+            return RECORDS.get(secret)
+        if not load:
+            return None
+        self.loads += 1
+        return RECORDS.get(secret)
+
+
+def test_unknown_keys_from_one_address_are_refused_past_a_limit_without_lookups() -> None:
+    store = CachingStore(cached={"hmcp_reader"})
+    authorizer = Authorizer(store=store, limiter=MemoryLimiter(), invalid_keys_per_minute=3)  # type: ignore[arg-type]
+
+    async def ask(secret: str, client: str) -> Admission:
+        return await authorizer.admit(SUPPORT_READ, {"authorization": f"Bearer {secret}"}, "/", client=client)
+
+    async def main() -> None:
+        for n in range(3):
+            assert isinstance((await ask(f"hmcp_guess{n}", "198.51.100.7")).error, Unauthenticated)
+        refused = await ask("hmcp_guess3", "198.51.100.7")
+        assert isinstance(refused.error, RateLimited)
+        assert (
+            refused.rate_headers["x-ratelimit-limit"] == "3" and int(refused.rate_headers["retry-after"]) >= 1
+        )
+        loads = store.loads
+        for n in range(100):
+            assert isinstance((await ask(f"hmcp_flood{n}", "198.51.100.7")).error, RateLimited)
+        assert store.loads == loads  # refused before any lookup
+        assert (await ask("hmcp_reader", "198.51.100.7")).error is None  # a cached key still works
+        assert isinstance((await ask("hmcp_guess9", "203.0.113.9")).error, Unauthenticated)  # another address
+
+    asyncio.run(main())

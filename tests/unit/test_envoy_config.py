@@ -1,5 +1,9 @@
 """The Envoy config is derived from the protos: every binding routed once, with its policy."""
 
+import json
+import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -8,6 +12,8 @@ from hydra.options.v1 import options_pb2
 from edge import envoy_config
 from edge.bindings import Binding, load_bindings, template_regex
 from edge.envoy_config import EdgeSettings, render
+from hydractl.stack import envoy_binary
+from services.common.paging import PAGE_JSON_BYTES
 
 SETTINGS = EdgeSettings(
     listen_host="127.0.0.1",
@@ -45,6 +51,7 @@ def test_every_lead_binding_has_one_route_with_its_scope() -> None:
         assert check_headers(by_name[name]) == {
             "x-hydra-route-auth": "support_key",
             "x-hydra-route-scope": scope,
+            "x-hydra-client-ip": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
         }
         assert by_name[name]["route"]["cluster"] == "crm"
 
@@ -103,13 +110,15 @@ def test_public_route_strips_identity_headers_and_limits_per_ip() -> None:
     ]
 
 
-def test_streaming_routes_have_no_timeout() -> None:
+def test_streaming_routes_have_no_response_timeout_but_their_own_bounds() -> None:
     policy = options_pb2.AccessPolicy(auth=options_pb2.AUTH_MODE_WIDGET_TOKEN)
     route = envoy_config.route(
         Binding("x.Y.Chat", "x.Y", "public", "POST", "/v1/public/widget/{instance_id}/chat", policy, True),
         SETTINGS,
     )
     assert route["route"]["timeout"] == "0s"
+    assert route["route"]["idle_timeout"] == "60s"
+    assert route["route"]["max_stream_duration"] == {"max_stream_duration": "300s"}
     assert check_headers(route)["x-hydra-route-instance-segment"] == "3"
 
 
@@ -127,9 +136,11 @@ def test_the_widget_route_limits_per_client_ip_and_instance_before_the_token() -
             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
         }
     ]
-    # Routes without per-IP windows carry neither.
+    # Every check knows the client's address (for the unknown-key limit); only routes with per-IP
+    # windows send it upstream.
     (leads,) = [r for r in routes() if r["name"] == "hydra.crm.v1.LeadService.ListLeads:GET"]
-    assert "x-hydra-client-ip" not in check_headers(leads) and "request_headers_to_add" not in leads
+    assert check_headers(leads)["x-hydra-client-ip"] == "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
+    assert "request_headers_to_add" not in leads
 
 
 def test_a_per_instance_window_needs_a_widget_route() -> None:
@@ -143,3 +154,100 @@ def test_a_per_instance_window_needs_a_widget_route() -> None:
     )
     with pytest.raises(ValueError, match="per instance"):
         envoy_config.route(Binding("x.Y.Z", "x.Y", "public", "GET", "/v1/z", policy, False), SETTINGS)
+
+
+def manager() -> dict[str, Any]:
+    config = render(SETTINGS, load_bindings())
+    return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def test_slow_clients_meet_deliberate_timeouts() -> None:
+    settings = EdgeSettings.from_env({"HYDRA_EDGE_REQUEST_HEADERS_TIMEOUT_SECONDS": "3"})
+    hcm = render(settings, load_bindings())["static_resources"]["listeners"][0]["filter_chains"][0]
+    typed = hcm["filters"][0]["typed_config"]
+    assert typed["request_headers_timeout"] == "3s"
+    assert typed["request_timeout"] == "60s"
+    assert typed["stream_idle_timeout"] == "30s"
+    assert typed["common_http_protocol_options"] == {"idle_timeout": "60s"}
+    assert typed["http2_protocol_options"]["max_concurrent_streams"] == 100
+
+
+def test_envoy_guards_its_heap_and_its_connections() -> None:
+    settings = EdgeSettings.from_env({"HYDRA_EDGE_MAX_HEAP_MB": "512", "HYDRA_EDGE_MAX_CONNECTIONS": "300"})
+    config = render(settings, load_bindings())
+    overload = config["overload_manager"]
+    monitors = {m["name"]: m["typed_config"] for m in overload["resource_monitors"]}
+    assert monitors["envoy.resource_monitors.fixed_heap"]["max_heap_size_bytes"] == 512 * 1024 * 1024
+    limit = monitors["envoy.resource_monitors.global_downstream_max_connections"]
+    assert limit["max_active_downstream_connections"] == 300
+    thresholds = {
+        a["name"].rsplit(".", 1)[1]: a["triggers"][0]["threshold"]["value"] for a in overload["actions"]
+    }
+    assert thresholds["shrink_heap"] < thresholds["stop_accepting_requests"] < 1
+    assert config["admin"]["ignore_global_conn_limit"] is True
+
+
+@pytest.mark.parametrize(
+    ("name", "dropped"),
+    [
+        ("x-trace~id", True),
+        ("x-a*b", True),
+        ("x-a!b", True),
+        ("~", True),
+        ("X-Upper", True),  # Envoy lower-cases names; one it did not would not be gRPC metadata either
+        ("x-trace-bin", True),
+        ("grpc-timeout", True),
+        ("grpc-encoding", True),
+        (":path", False),
+        (":authority", False),
+        ("x-request-id", False),
+        ("content-type", False),
+        ("x_under.score-1", False),
+        ("authorization", False),
+    ],
+)
+def test_headers_the_services_cannot_carry_are_dropped(name: str, dropped: bool) -> None:
+    assert bool(re.fullmatch(envoy_config.UNCARRIABLE_HEADERS, name)) is dropped
+    filters = {f["name"]: f for f in manager()["http_filters"]}
+    mutation = filters["envoy.filters.http.header_mutation"]["typed_config"]["mutations"]
+    matcher = mutation["request_mutations"][0]["remove_on_match"]["key_matcher"]["safe_regex"]["regex"]
+    assert matcher == envoy_config.UNCARRIABLE_HEADERS
+
+
+def test_bodies_are_limited_per_route_by_what_the_field_rules_allow() -> None:
+    by_name = {r["name"]: r for r in routes()}
+    create = by_name["hydra.instances.v1.InstanceService.CreateInstance:POST"]["typed_per_filter_config"]
+    # 500 entries of 200 + 20,000 characters, each as a 6-byte escape at worst, plus the other fields.
+    assert 500 * 20_200 * 6 < create["large_bodies"]["buffer"]["max_request_bytes"] < 500 * 20_200 * 6 * 1.01
+    assert create["envoy.filters.http.buffer"]["disabled"] is True  # buffered only once the key checked
+    lead = by_name["hydra.crm.v1.LeadService.CreateLead:POST"]["typed_per_filter_config"]
+    assert "large_bodies" not in lead and "envoy.filters.http.buffer" not in lead
+    filters = [f["name"] for f in manager()["http_filters"]]
+    assert filters.index("envoy.filters.http.buffer") < filters.index("envoy.filters.http.ext_authz")
+    assert filters.index("envoy.filters.http.ext_authz") < filters.index("large_bodies")
+    assert filters.index("large_bodies") < filters.index("envoy.filters.http.grpc_json_transcoder")
+
+
+def test_the_transcoder_carries_the_largest_legal_answer() -> None:
+    bindings = load_bindings()
+    transcoder = {f["name"]: f for f in manager()["http_filters"]}["envoy.filters.http.grpc_json_transcoder"]
+    limit = transcoder["typed_config"]["max_response_body_size"]
+    largest_instance = max(b.body_bytes or 0 for b in bindings)
+    assert largest_instance >= 500 * 20_200 * 6
+    assert limit > largest_instance and limit > PAGE_JSON_BYTES
+
+
+def test_body_bounds_follow_the_input_rules() -> None:
+    bounds = {(b.rpc.rsplit(".", 1)[1], b.method): b.body_bytes for b in load_bindings()}
+    assert bounds[("CreateLead", "POST")] == bounds[("UpdateLead", "PATCH")]
+    assert 5_000 < (bounds[("CreateLead", "POST")] or 0) < 10_000  # a few fields of at most 320 characters
+    assert bounds[("CreateChannel", "POST")] is None  # config values are not bounded by the rules
+    assert bounds[("GetLead", "GET")] is None
+
+
+def test_the_config_is_valid_for_the_real_envoy(tmp_path: Path) -> None:
+    path = tmp_path / "envoy.yaml"
+    path.write_text(json.dumps(render(SETTINGS, load_bindings())))
+    argv = [envoy_binary(), "--mode", "validate", "-c", str(path)]
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr

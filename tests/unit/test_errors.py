@@ -5,6 +5,8 @@ import json
 import grpc
 
 from services.common.errors import (
+    MAX_ERROR_BODY_BYTES,
+    MAX_LISTED_ERRORS,
     Conflict,
     FieldError,
     ForbiddenScope,
@@ -61,3 +63,44 @@ def test_core_bodies_are_fastapi_detail() -> None:
 
 def test_bodies_are_ascii_for_metadata() -> None:
     assert render(NotFound("Café introuvable"), Surface.SUPPORT).body.isascii()
+
+
+def many_errors(count: int, key: str = "title") -> ValidationError:
+    return ValidationError(
+        [FieldError(("body", "knowledge", i, key), "Field required", "missing") for i in range(count)]
+    )
+
+
+def test_a_long_error_list_names_the_first_errors_and_counts_the_rest() -> None:
+    error = many_errors(998)
+    core = json.loads(render(error, Surface.CORE).body)["detail"]
+    assert core[0] == {"loc": ["body", "knowledge", 0, "title"], "msg": "Field required", "type": "missing"}
+    listed = core[:-1]
+    assert 0 < len(listed) <= MAX_LISTED_ERRORS
+    assert core[-1] == {
+        "loc": [],
+        "msg": f"{998 - len(listed)} more errors not listed",
+        "type": "too_many_errors",
+    }
+    support = json.loads(render(error, Surface.SUPPORT).body)
+    assert support["code"] == "validation_error"
+    assert support["error"].startswith("knowledge.0.title: Field required; knowledge.1.title")
+    assert support["error"].endswith("more errors")
+    assert len(render(error, Surface.SUPPORT).message) < 2100  # grpc-message too
+
+
+def test_error_bodies_stay_small_whatever_the_client_sent() -> None:
+    huge_key = "k" * 100_000
+    for error in (many_errors(10_000, huge_key), many_errors(3, "\u00e9" * 50_000)):
+        for surface in Surface:
+            rendered = render(error, surface)
+            assert len(rendered.body) <= MAX_ERROR_BODY_BYTES
+            assert rendered.body.isascii()
+    clipped = json.loads(render(many_errors(1, huge_key), Surface.CORE).body)["detail"][0]["loc"][-1]
+    assert clipped.startswith("kkk") and len(clipped) == 100
+    # An error that is not a field list, with a message or extra field no trailer could carry.
+    rendered = render(
+        Conflict("x" * 1_000_000, code="fk_blocked", blockers={"y": "z" * 100_000}), Surface.SUPPORT
+    )
+    assert len(rendered.body) <= MAX_ERROR_BODY_BYTES
+    assert json.loads(rendered.body)["code"] == "fk_blocked"

@@ -22,7 +22,7 @@ ROUTE = "x-hydra-route-auth: support_key\r\nx-hydra-route-scope: crm:read\r\n"
 class Store:
     """Knows one key; fails for the secret 'hmcp_broken'."""
 
-    async def find(self, secret: str) -> KeyRecord | None:
+    async def find(self, secret: str, *, load: bool = True) -> KeyRecord | None:
         if secret == "hmcp_broken":
             raise ConnectionError("database went away")
         return READER if secret == "hmcp_reader" else None

@@ -53,3 +53,42 @@ def test_concurrent_misses_share_one_lookup_and_expiry_refreshes_once(tmp_path: 
             await db.dispose()
 
     asyncio.run(main())
+
+
+def test_a_flood_of_unknown_secrets_never_evicts_the_keys_in_use(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'gatekeeper.sqlite3'}"
+    upgrade(migrations_dir=MIGRATIONS, url=url, schema=SCHEMA)
+
+    async def main() -> None:
+        db = Database(url, schema=SCHEMA)
+        lookups: list[str] = []
+        event.listen(
+            db.engine.sync_engine,
+            "before_cursor_execute",
+            lambda _c, _cur, statement, *_: (
+                lookups.append(statement) if "WHERE api_keys.key_hash" in statement else None
+            ),
+        )
+        admin = KeyAdmin(db=db, instances=NoInstances())
+        tenant = await admin.create_tenant("acme")
+        _, secret = await admin.mint(
+            tenant_id=str(tenant.id), kind="hmcp", scopes=["crm:read"], rate_limit=60, instance_id="", name=""
+        )
+        store = KeyStore(db=db, ttl=30, max_entries=50, max_unknown=20)
+        try:
+            assert await store.find(secret) is not None
+            for n in range(200):
+                assert await store.find(f"hmcp_random{n}") is None
+            before = len(lookups)
+            assert await store.find(secret) is not None
+            assert len(lookups) == before  # still cached
+            assert await store.find("hmcp_random199") is None  # the latest unknown ones are cached too
+            assert len(lookups) == before
+            assert await store.find("hmcp_random0") is None  # the oldest were let go
+            assert len(lookups) == before + 1
+            assert await store.find("hmcp_never_seen", load=False) is None
+            assert len(lookups) == before + 1  # without load, a miss is not looked up
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())

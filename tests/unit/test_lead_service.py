@@ -52,7 +52,7 @@ class FakeTable:
         return SimpleNamespace(**row) if row else None
 
     async def list(
-        self, conn: None, *, tenant_id: uuid.UUID, limit: int, filters: dict
+        self, conn: None, *, tenant_id: uuid.UUID, limit: int, filters: dict, after: Any = None
     ) -> list[SimpleNamespace]:
         rows = [r for (t, _), r in self.rows.items() if t == tenant_id]
         rows.sort(key=lambda r: (r["created_at"], str(r["id"])), reverse=True)
@@ -156,7 +156,9 @@ def test_list_is_tenant_scoped_newest_first_and_limited(service: LeadService) ->
     names = [run(service.create(who, {"name": str(i)})).name for i in range(5)]
     run(service.create(caller(), {"name": "other tenant"}))
     listed = run(service.list(who, limit=3))
-    assert [r.name for r in listed] == names[::-1][:3]
+    assert [r.name for r in listed.rows] == names[::-1][:3]
+    assert listed.more
+    assert not run(service.list(who, limit=5)).more
 
 
 def test_delete_twice_is_not_found(service: LeadService) -> None:

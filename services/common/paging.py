@@ -1,0 +1,101 @@
+"""Pages of a list: an opaque cursor to the next one, and a bound on a page's size as JSON at the edge."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from services.common.errors import FieldError, ValidationError
+
+# A page stops before its resources could print more JSON than this (it always holds one); the edge
+# accepts answers of this size (and of the largest single resource).
+PAGE_JSON_BYTES = 16 * 1024 * 1024
+# Printed as JSON, one byte of a protobuf string takes at most 6 ("<" becomes \u003c).
+_JSON_BYTES_PER_BYTE = 6
+# What a repeated message's item adds beyond its own bytes: braces, a comma, empty fields printed.
+_ITEM_JSON_BYTES = 64
+
+
+def json_bytes_bound(message: Message) -> int:
+    """At least as many bytes as the transcoder prints for `message` (cheap: no printing)."""
+    bound = _JSON_BYTES_PER_BYTE * message.ByteSize() + _names_bytes(message.DESCRIPTOR)
+    for field in _repeated_messages(message.DESCRIPTOR):
+        items = getattr(message, field.name)
+        bound += len(items) * (_ITEM_JSON_BYTES + _names_bytes(field.message_type))
+    return bound
+
+
+_NAMES: dict[str, int] = {}
+
+
+def _names_bytes(descriptor: Descriptor) -> int:
+    """Every field name of a message and of its nested messages, quoted, with null values: printed always."""
+    cached = _NAMES.get(descriptor.full_name)
+    if cached is None:
+        _NAMES[descriptor.full_name] = 0  # a message that contains itself ends here
+        cached = 2
+        for field in descriptor.fields:
+            cached += len(field.name) + 8
+            if field.message_type is not None and not _is_repeated(field):
+                cached += _names_bytes(field.message_type)
+        _NAMES[descriptor.full_name] = cached
+    return cached
+
+
+def _repeated_messages(descriptor: Descriptor) -> list[FieldDescriptor]:
+    return [
+        f
+        for f in descriptor.fields
+        if _is_repeated(f) and f.message_type is not None and not f.message_type.GetOptions().map_entry
+    ]
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    return field.label == FieldDescriptor.LABEL_REPEATED
+
+
+def fitting(messages: Sequence[Message], budget: int = PAGE_JSON_BYTES) -> int:
+    """How many of the first `messages` fit in a page of `budget` bytes of JSON (at least one)."""
+    total = 0
+    for count, message in enumerate(messages):
+        total += json_bytes_bound(message)
+        if total > budget and count:
+            return count
+    return len(messages)
+
+
+def encode_cursor(values: Sequence[Any]) -> str:
+    """An opaque cursor holding the sort values of a page's last row."""
+    plain = [v.isoformat() if isinstance(v, dt.datetime) else str(v) for v in values]
+    return base64.urlsafe_b64encode(json.dumps(plain).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, kinds: Sequence[type]) -> list[Any]:
+    """The sort values a cursor holds, typed as `kinds` (datetime, UUID or str); a 400/422 if malformed."""
+    try:
+        plain = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(plain, list) or len(plain) != len(kinds):
+            raise ValueError("wrong length")
+        return [_typed(value, kind) for value, kind in zip(plain, kinds, strict=True)]
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise ValidationError(
+            FieldError(("query", "cursor"), "Input should be a cursor from a previous page", "value_error")
+        ) from None
+
+
+def _typed(value: Any, kind: type) -> Any:
+    if not isinstance(value, str):
+        raise TypeError("cursor values are strings")
+    if kind is dt.datetime:
+        return dt.datetime.fromisoformat(value)
+    if kind is uuid.UUID:
+        return uuid.UUID(value)
+    return value
