@@ -7,7 +7,9 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -230,6 +232,19 @@ def _interrupt(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _supervisor_log(path: Path) -> Callable[[str], None]:
+    """Where `hydractl up` tells what it does to processes: stderr and `path`, each line timestamped."""
+
+    def note(message: str) -> None:
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} hydractl: {message}\n"
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        with path.open("a") as log:
+            log.write(line)
+
+    return note
+
+
 def cmd_up(args: argparse.Namespace, env: dict[str, str]) -> None:
     stack = Stack(env=env, log_dir=config.data_dir(env) / "logs")
     signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop means the same as Ctrl-C
@@ -258,8 +273,9 @@ def cmd_up(args: argparse.Namespace, env: dict[str, str]) -> None:
                 "Ctrl-C stops everything.\n"
             )
         sys.stdout.flush()
-        code = stack.wait()
-        raise CliError(f"a process exited with status {code}; see {stack.log_dir}")
+        note = _supervisor_log(stack.log_dir / "hydractl.log")
+        note("supervising " + ", ".join(f"{n} (pid {p.pid})" for n, p in stack.processes.items()))
+        stack.supervise(note=note)
     except StackError as error:
         raise CliError(str(error)) from None
     except KeyboardInterrupt:
