@@ -17,7 +17,7 @@ from edge.bindings import DESCRIPTOR_SET, ROOT, Binding, load_bindings, template
 from edge.gatekeeper.http_check import ROUTE_HEADER_PREFIX
 from edge.gatekeeper.service import BY_CLIENT_IP, BY_INSTANCE, PriorLimit
 from services.common import config
-from services.common.identity import CLIENT_IP_HEADER, IDENTITY_HEADERS
+from services.common.identity import CLIENT_IP_HEADER, IDENTITY_HEADERS, INTERNAL_TOKEN_HEADER
 
 RATE_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "retry-after")
 
@@ -83,6 +83,7 @@ class EdgeSettings:
     upstream_timeout_seconds: int = 15
     # Proxies in front of Envoy whose X-Forwarded-For entries are trusted (0: the peer is the client).
     trusted_hops: int = 0
+    internal_token: str | None = None  # sent upstream on every request, in place of any a client sent
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
@@ -99,6 +100,7 @@ class EdgeSettings:
             upstreams=upstreams,
             descriptor_set=Path(env.get("HYDRA_DESCRIPTOR_SET") or DESCRIPTOR_SET),
             trusted_hops=config.env_int(env, "HYDRA_EDGE_TRUSTED_HOPS", 0),
+            internal_token=config.internal_token(env),
         )
 
 
@@ -470,7 +472,10 @@ def _filters(
                 "failure_mode_deny": False,
                 "disable_x_envoy_ratelimited_header": True,
                 "rate_limit_service": {
-                    "grpc_service": {"envoy_grpc": {"cluster_name": GATEKEEPER}},
+                    "grpc_service": {
+                        "envoy_grpc": {"cluster_name": GATEKEEPER},
+                        "initial_metadata": _internal_token_headers(settings),
+                    },
                     "transport_api_version": "V3",
                 },
             },
@@ -508,6 +513,23 @@ def _filters(
     ]
 
 
+def _internal_token_headers(settings: EdgeSettings) -> list[dict[str, str]]:
+    token = settings.internal_token
+    return [{"key": INTERNAL_TOKEN_HEADER, "value": token}] if token else []
+
+
+def _vouching(settings: EdgeSettings) -> dict[str, Any]:
+    """Every request upstream carries the internal token, overwriting one a client sent (or drops it)."""
+    if not settings.internal_token:
+        return {"request_headers_to_remove": [INTERNAL_TOKEN_HEADER]}
+    return {
+        "request_headers_to_add": [
+            {"header": header, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            for header in _internal_token_headers(settings)
+        ]
+    }
+
+
 def render(
     settings: EdgeSettings, bindings: Sequence[Binding], docs: Mapping[str, Path] | None = None
 ) -> dict[str, Any]:
@@ -533,6 +555,7 @@ def render(
             "name": "hydra",
             "max_direct_response_body_size_bytes": 4 * 1024 * 1024,  # the OpenAPI document
             "virtual_hosts": [{"name": "hydra", "domains": ["*"], "routes": routes}],
+            **_vouching(settings),
         },
         "local_reply_config": local_reply_config(),
         "http_filters": _filters(settings, services, [*clusters, GATEKEEPER]),
@@ -569,6 +592,8 @@ def write(settings: EdgeSettings, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     docs = openapi.write(path.parent / "api-docs", settings.descriptor_set)
     bindings = load_bindings(settings.descriptor_set)
+    path.touch(mode=0o600)  # it may hold the internal token
+    path.chmod(0o600)
     path.write_text(json.dumps(render(settings, bindings, docs), indent=1))
     return path
 

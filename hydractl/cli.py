@@ -19,7 +19,7 @@ from hydra.public.v1 import sites_pb2, sites_pb2_grpc
 
 from hydractl.stack import Stack, StackError, migrate_all
 from services.common import config
-from services.common.grpc_server import internal_metadata
+from services.common.grpc_server import internal_metadata, token_metadata
 
 KINDS = {
     "hmcp": admin_pb2.KEY_KIND_HMCP,
@@ -52,7 +52,10 @@ class CliError(Exception):
 
 def _admin(env: dict[str, str]) -> tuple[admin_pb2_grpc.KeyAdminServiceStub, tuple[tuple[str, str], ...]]:
     address = env.get("HYDRA_GATEKEEPER_ADDR") or config.service_address(env, "gatekeeper")
-    metadata = (("x-hydra-admin-token", env["HYDRA_ADMIN_TOKEN"]),) if env.get("HYDRA_ADMIN_TOKEN") else ()
+    # The stack writes its admin token into the data dir when HYDRA_ADMIN_TOKEN is not set.
+    token = config.admin_token(env, create=False)
+    admin = (("x-hydra-admin-token", token),) if token else ()
+    metadata = (*admin, *token_metadata(config.internal_token(env)))
     return admin_pb2_grpc.KeyAdminServiceStub(grpc.insecure_channel(address)), metadata
 
 
@@ -63,6 +66,11 @@ def _call(env: dict[str, str], method: str, request: Any) -> Any:
     except grpc.RpcError as error:
         if error.code() == grpc.StatusCode.UNAVAILABLE:
             raise CliError("gatekeeper is not reachable: start the stack with `hydractl up`") from None
+        if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+            raise CliError(
+                f"{error.details()} Set HYDRA_ADMIN_TOKEN (and HYDRA_INTERNAL_TOKEN) as the stack has them, "
+                f"or run hydractl with the stack's HYDRA_DATA_DIR ({config.data_dir(env)} now)."
+            ) from None
         raise CliError(error.details()) from None
 
 
@@ -177,7 +185,9 @@ def _sites_call(env: dict[str, str], tenant: str, method: str, request: Any) -> 
     """Calls the public service's SiteService for a tenant, as an internal caller."""
     address = env.get("HYDRA_PUBLIC_ADDR") or config.service_address(env, "public")
     stub = sites_pb2_grpc.SiteServiceStub(grpc.insecure_channel(address))
-    metadata = internal_metadata(tenant, ["sites:read", "sites:write"], key_id="hydractl")
+    metadata = internal_metadata(
+        tenant, ["sites:read", "sites:write"], key_id="hydractl", internal_token=config.internal_token(env)
+    )
     try:
         return getattr(stub, method)(request, metadata=metadata, timeout=10)
     except grpc.RpcError as error:

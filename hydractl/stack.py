@@ -201,23 +201,29 @@ class Stack:
         path = self.log_dir / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
-    def stop_process(self, name: str, timeout: float = 10.0) -> None:
+    def stop_process(self, name: str, timeout: float = 15.0) -> None:
         """Stops one process gracefully (SIGTERM), killing it after `timeout`."""
+        self.stop_processes([name], timeout)
+
+    def stop_processes(self, names: list[str], timeout: float = 15.0) -> None:
+        """Stops processes gracefully, all at once (each waits out its shutdown delay), killing any
+        still running after `timeout`."""
         with self._lock:
-            process = self.processes.pop(name, None)
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            stopping = [p for p in (self.processes.pop(n, None) for n in names) if p and p.poll() is None]
+        for process in stopping:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in stopping:
+            try:
+                process.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
     def stop(self) -> None:
         """Stops Envoy first (no new requests), then every Python process."""
-        for name in ["envoy", *reversed(self.process_names)]:
-            self.stop_process(name)
+        self.stop_process("envoy")
+        self.stop_processes([*reversed(self.processes)])
         for log in self._logs:
             log.close()
         self._logs.clear()

@@ -19,7 +19,7 @@ class Settings:
     database_url: str
     instances_address: str
     redis_url: str | None = None
-    admin_token: str | None = None
+    admin_token: str | None = None  # None only in tests that build settings by hand: then refused
     key_cache_seconds: float = 0.5
     log_level: str = "INFO"
     descriptor_set: Path = DESCRIPTOR_SET
@@ -40,7 +40,7 @@ class Settings:
             ),
             instances_address=env.get("HYDRA_INSTANCES_ADDR") or config.service_address(env, "instances"),
             redis_url=env.get("HYDRA_REDIS_URL") or None,
-            admin_token=env.get("HYDRA_ADMIN_TOKEN") or None,
+            admin_token=config.admin_token(env, create=True),
             key_cache_seconds=cache_ms / 1000,
             log_level=config.env_str(env, "HYDRA_LOG_LEVEL", "INFO"),
             descriptor_set=Path(env.get("HYDRA_DESCRIPTOR_SET") or DESCRIPTOR_SET),
