@@ -61,10 +61,40 @@ _LOCAL_REPLIES = [
     (415, "validation_error", "Unsupported media type."),
     (431, "validation_error", "Request headers too large."),
     (500, "server_error", "Internal server error."),
-    (502, "server_error", "Upstream service error. Retry safe."),
-    (503, "server_error", "Service temporarily unavailable. Retry safe."),
-    (504, "server_error", "Upstream service timed out. Retry safe."),
+    # The request may have reached the service (a reset after it was sent, a timeout): never "Retry safe".
+    (
+        502,
+        "server_error",
+        "Upstream service error; the request may have been applied. Check before retrying.",
+    ),
+    (503, "server_error", "Service temporarily unavailable; the request may have been applied."),
+    (
+        504,
+        "server_error",
+        "Upstream service timed out; the request may have been applied. Check before retrying.",
+    ),
 ]
+# 503s Envoy answers without having sent the request anywhere (no healthy replica, no connection,
+# circuit breaker, the check service failing): provably nothing happened.
+_UNSENT_FLAGS = ["UH", "UF", "UO", "NR", "UAEX"]
+_UNSENT_503 = "Service temporarily unavailable. Retry safe."
+# The service's deadline (grpc-timeout) is this much shorter than Envoy's route timeout, so the service
+# gives up first and its answer says whether the work may have been applied.
+DEADLINE_HEADROOM_MS = 1000
+# Retried only when the request provably never reached a service (a write is never sent twice).
+_RETRY_UNSENT = {
+    "retry_on": "connect-failure,refused-stream,reset-before-request",
+    "num_retries": 2,
+    "retry_host_predicate": [
+        {
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {
+                "@type": _TYPE + "retry.host.previous_hosts.v3.PreviousHostsPredicate",
+            },
+        }
+    ],
+    "host_selection_retry_max_attempts": 3,
+}
 
 
 # FastAPI's own wording where it has one.
@@ -179,7 +209,7 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
             "safe_regex": {"regex": binding.path_regex},
             "headers": [{"name": ":method", "string_match": {"exact": binding.method}}],
         },
-        "route": {"cluster": binding.cluster, "timeout": timeout},
+        "route": {"cluster": binding.cluster, "timeout": timeout, "retry_policy": _RETRY_UNSENT},
     }
     if binding.success_status != 200:
         # envelope.lua applies it to a 200 from the transcoder; errors carry their own status.
@@ -226,7 +256,22 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
         }
         if binding.template.startswith(PUBLIC_PREFIX):
             entry["typed_per_filter_config"][_CORS] = _PUBLIC_CORS
+    for key, headers in _deadline(binding, settings).items():
+        entry.setdefault(key, []).extend(headers)
     return entry
+
+
+def _deadline(binding: Binding, settings: EdgeSettings) -> dict[str, list[Any]]:
+    """The service's deadline as grpc-timeout, set by Envoy alone (a client's is replaced or dropped).
+
+    Envoy does not send one by itself: only with the deprecated max_grpc_timeout, and
+    x-envoy-expected-rq-timeout-ms goes with suppress_envoy_headers.
+    """
+    if binding.streaming:  # no route timeout: the stream's own bounds apply
+        return {"request_headers_to_remove": ["grpc-timeout"]}
+    milliseconds = settings.upstream_timeout_seconds * 1000 - DEADLINE_HEADROOM_MS
+    header = {"key": "grpc-timeout", "value": f"{milliseconds}m"}
+    return {"request_headers_to_add": [{"header": header, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}
 
 
 def _direct_route(
@@ -371,6 +416,16 @@ def local_reply_config() -> dict[str, Any]:
             },
         }
     ]
+    unsent = {
+        "and_filter": {"filters": [_status_is(503), {"response_flag_filter": {"flags": _UNSENT_FLAGS}}]}
+    }
+    mappers.append(
+        {
+            "filter": {"and_filter": {"filters": [unsent, support]}},
+            "body_format_override": {"json_format": {"error": _UNSENT_503, "code": "server_error"}},
+        }
+    )
+    mappers.append({"filter": unsent, "body_format_override": {"json_format": {"detail": _UNSENT_503}}})
     for status, code, message in _LOCAL_REPLIES:
         mappers.append(
             {

@@ -153,6 +153,15 @@ class Unavailable(HydraError):
     http_status = 503
 
 
+class DeadlineExceeded(HydraError):
+    """The caller's deadline passed before the request finished; the message says whether it may have
+    been applied."""
+
+    code = "server_error"
+    grpc_status = grpc.StatusCode.DEADLINE_EXCEEDED
+    http_status = 504
+
+
 class InternalError(HydraError):
     """An unexpected failure; the message never carries internals."""
 

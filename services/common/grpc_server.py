@@ -19,10 +19,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from services.common import config
+from services.common import config, deadlines
 from services.common import identity as ident
 from services.common.access import MethodAccess, service_access
-from services.common.errors import HydraError, InternalError, Surface, Unauthenticated, render
+from services.common.errors import (
+    DeadlineExceeded,
+    HydraError,
+    InternalError,
+    Surface,
+    Unauthenticated,
+    render,
+)
 from services.common.fields import refuse_control_characters
 from services.common.logging import log_loop_exception
 
@@ -133,10 +140,12 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         self, behavior: Callable[..., Awaitable[Any]], policy: MethodAccess
     ) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with self._guard(policy, context):
+            async with self._guard(policy, context) as call:
                 if policy.reads_raw_fields:
                     refuse_control_characters(request)
-                return await behavior(request, context)
+                if call.remaining is None:
+                    return await behavior(request, context)
+                return await _within(call.remaining, behavior(request, context))
 
         return wrapped
 
@@ -149,13 +158,13 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     @contextlib.asynccontextmanager
-    async def _guard(self, policy: MethodAccess, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    async def _guard(self, policy: MethodAccess, context: grpc.aio.ServicerContext) -> AsyncIterator[_Call]:
         """Binds identity for one call, turns any failure into a status, and logs the call."""
-        call = _Call(policy, dict(context.invocation_metadata() or ()))
+        call = _Call(policy, dict(context.invocation_metadata() or ()), remaining=context.time_remaining())
         token = None
         try:
             token = call.bind()
-            yield
+            yield call
         except Exception as error:  # every failure becomes a well-formed status, never a stack trace
             await self._abort(context, call, error)
         finally:
@@ -182,22 +191,46 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         await context.abort(rendered.grpc_status, rendered.message, trailing_metadata=trailers)
 
     def _log_call(self, call: _Call) -> None:
-        self._log.info(
-            "rpc",
-            extra={
-                "rpc": call.policy.full_method,
-                "status": call.status,
-                "duration_ms": round((time.perf_counter() - call.started) * 1000, 2),
-                "request_id": call.request_id,
-                "tenant": call.tenant,
-            },
-        )
+        extra = {
+            "rpc": call.policy.full_method,
+            "status": call.status,
+            "duration_ms": round((time.perf_counter() - call.started) * 1000, 2),
+            "request_id": call.request_id,
+            "tenant": call.tenant,
+        }
+        if call.remaining is not None:
+            extra["deadline_ms"] = round(call.remaining * 1000)  # what the caller allowed, on arrival
+        self._log.info("rpc", extra=extra)
+
+
+# Our own answer must leave before gRPC cancels the call at the deadline and answers for us (with no
+# surface envelope); and work that begins (a group commit) must have time to tell its caller it did not.
+_DEADLINE_MARGIN = 0.05
+
+
+async def _within(remaining: float, work: Awaitable[Any]) -> Any:
+    """Runs `work` until the caller's deadline at most: abandoned past it (cancelled, so a transaction
+    under way rolls back) and answered DEADLINE_EXCEEDED. Work not begun by then is not begun."""
+    loop = asyncio.get_running_loop()
+    abandon_at = loop.time() + remaining - _DEADLINE_MARGIN
+    token = deadlines.set_current(abandon_at - _DEADLINE_MARGIN)
+    limit = asyncio.timeout_at(abandon_at)
+    try:
+        async with limit:
+            return await work
+    except TimeoutError:
+        if limit.expired():
+            raise DeadlineExceeded(deadlines.MAYBE_APPLIED) from None
+        raise
+    finally:
+        deadlines.reset_current(token)
 
 
 @dataclass
 class _Call:
     policy: MethodAccess
     metadata: dict[str, str]
+    remaining: float | None = None  # seconds until the caller's deadline, when it set one
     started: float = field(default_factory=time.perf_counter)
     status: str = "ok"
     tenant: str = "-"

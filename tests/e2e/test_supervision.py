@@ -7,10 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -18,9 +17,8 @@ import pytest
 
 from hydractl.cli import create_tenant, mint
 from hydractl.stack import PROCESSES, migrate_all
+from tests.support.load import Writes
 from tests.support.stack import stack_env
-
-LEADS = "/api/v1/leads"
 
 
 @dataclass
@@ -90,43 +88,6 @@ def hydractl_up(tmp_path: Path) -> Iterator[Up]:
         output.close()
 
 
-@dataclass
-class Writes:
-    """A steady stream of lead creations through the edge, in a thread: what each answered, and when."""
-
-    url: str
-    headers: dict[str, str]
-    per_second: float = 50.0
-    answers: list[tuple[float, int, str]] = field(default_factory=list)  # (time, status, lead id)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        with httpx.Client(base_url=self.url, headers=self.headers, timeout=10) as http:
-            due = time.monotonic()
-            n = 0
-            while not self._stop.is_set():
-                n += 1
-                try:
-                    response = http.post(LEADS, json={"name": f"steady {n}"})
-                    status = response.status_code
-                    lead_id = response.json()["lead"]["id"] if status == 201 else ""
-                except httpx.TransportError:
-                    status, lead_id = 0, ""  # refused: nothing listens
-                self.answers.append((time.monotonic(), status, lead_id))
-                due += 1 / self.per_second
-                time.sleep(max(due - time.monotonic(), 0))
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[Writes]:
-        thread = threading.Thread(target=self.run)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            thread.join(30)
-
-
 def test_sigkill_of_crm_under_load_is_survived_and_loses_no_answered_write(tmp_path: Path) -> None:
     with hydractl_up(tmp_path) as up:
         key = mint(
@@ -160,10 +121,8 @@ def test_sigkill_of_crm_under_load_is_survived_and_loses_no_answered_write(tmp_p
         assert all(killed_at <= t <= recovered for t in failed), "requests failed outside the restart"
         assert recovered - killed_at < 20
 
-        created = [lead_id for _, s, lead_id in writes.answers if s == 201]
-        with httpx.Client(base_url=up.url, headers=writes.headers, timeout=10) as http:
-            lost = [i for i in created if http.get(f"{LEADS}/{i}").status_code != 200]
-        assert not lost, f"{len(lost)} of {len(created)} answered writes lost"
+        lost = writes.lost()
+        assert not lost, f"{len(lost)} of {len(writes.created())} answered writes lost"
 
 
 def _healthy(url: str) -> bool:
