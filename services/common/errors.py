@@ -146,7 +146,7 @@ class RateLimited(HydraError):
 
 
 class Unavailable(HydraError):
-    """A dependency is down; the request changed nothing and is safe to retry."""
+    """A dependency is down; its message says whether the request may have been applied."""
 
     code = "server_error"
     grpc_status = grpc.StatusCode.UNAVAILABLE

@@ -22,12 +22,14 @@ from grpc_reflection.v1alpha import reflection
 from services.common import config, deadlines
 from services.common import identity as ident
 from services.common.access import MethodAccess, service_access
+from services.common.db import is_connection_loss
 from services.common.errors import (
     DeadlineExceeded,
     HydraError,
     InternalError,
     Surface,
     Unauthenticated,
+    Unavailable,
     render,
 )
 from services.common.fields import refuse_control_characters
@@ -40,6 +42,8 @@ ERROR_BODY_HEADER = "x-error-body"
 HTTP2_OPTIONS = (("grpc.http2.bdp_probe", 0),)
 
 
+_DATABASE_LOST_READ = "The database is unavailable. Retry safe."
+_DATABASE_LOST_WRITE = "The database is unavailable; the request may have been applied."
 _HEALTH_METHODS = "/grpc.health.v1.Health/"  # open to every health checker, token or not
 _NOT_VOUCHED = "Missing or invalid internal token."
 
@@ -175,6 +179,15 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
     async def _abort(self, context: grpc.aio.ServicerContext, call: _Call, error: Exception) -> None:
         if isinstance(error, grpc.aio.AbortError):
             raise error
+        if is_connection_loss(error):
+            self._log.warning(
+                "database unavailable: %s",
+                error.__class__.__name__,
+                extra={"rpc": call.policy.full_method, "request_id": call.request_id},
+            )
+            # A read changed nothing; a write may have been committed just before the connection went.
+            reads = call.policy.scope.endswith(":read")
+            error = Unavailable(_DATABASE_LOST_READ if reads else _DATABASE_LOST_WRITE)
         if not isinstance(error, HydraError):
             self._log.error(
                 "unhandled error",
