@@ -46,6 +46,7 @@ def test_restarting_each_crm_replica_in_turn_under_load_answers_no_5xx(
         database_url=postgres_url,
         HYDRA_CRM_PORT=str(first),
         HYDRA_CRM_UPSTREAMS=f"127.0.0.1:{first},127.0.0.1:{second}",
+        HYDRA_SHUTDOWN_DELAY_MS="",  # the default: NOT_SERVING until Envoy has seen it
     )
     migrate_all(env)
     other = Stack(env={**env, "HYDRA_CRM_PORT": str(second)}, log_dir=tmp_path / "b")
