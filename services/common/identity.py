@@ -28,6 +28,7 @@ def vouched(metadata: Iterable[tuple[str, Any]], token: bytes) -> bool:
             return hmac.compare_digest(sent, token)
     return False
 
+
 # The client's address as the edge determined it (trusted proxies honoured), set by the edge on the
 # routes limited per client IP, overwriting whatever a client sent.
 CLIENT_IP_HEADER = "x-hydra-client-ip"
