@@ -17,7 +17,7 @@ from edge.bindings import DESCRIPTOR_SET, JSON_BYTES_PER_CHAR, ROOT, Binding, lo
 from edge.gatekeeper.http_check import ROUTE_HEADER_PREFIX
 from edge.gatekeeper.service import BY_CLIENT_IP, BY_INSTANCE, PriorLimit
 from services.common import config
-from services.common.identity import CLIENT_IP_HEADER, IDENTITY_HEADERS
+from services.common.identity import CLIENT_IP_HEADER, IDENTITY_HEADERS, INTERNAL_TOKEN_HEADER
 from services.common.paging import PAGE_JSON_BYTES
 
 RATE_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "retry-after")
@@ -69,10 +69,40 @@ _LOCAL_REPLIES = [
     (415, "validation_error", "Unsupported media type."),
     (431, "validation_error", "Request headers too large."),
     (500, "server_error", "Internal server error."),
-    (502, "server_error", "Upstream service error. Retry safe."),
-    (503, "server_error", "Service temporarily unavailable. Retry safe."),
-    (504, "server_error", "Upstream service timed out. Retry safe."),
+    # The request may have reached the service (a reset after it was sent, a timeout): never "Retry safe".
+    (
+        502,
+        "server_error",
+        "Upstream service error; the request may have been applied. Check before retrying.",
+    ),
+    (503, "server_error", "Service temporarily unavailable; the request may have been applied."),
+    (
+        504,
+        "server_error",
+        "Upstream service timed out; the request may have been applied. Check before retrying.",
+    ),
 ]
+# 503s Envoy answers without having sent the request anywhere (no healthy replica, no connection,
+# circuit breaker, the check service failing): provably nothing happened.
+_UNSENT_FLAGS = ["UH", "UF", "UO", "NR", "UAEX"]
+_UNSENT_503 = "Service temporarily unavailable. Retry safe."
+# The service's deadline (grpc-timeout) is this much shorter than Envoy's route timeout, so the service
+# gives up first and its answer says whether the work may have been applied.
+DEADLINE_HEADROOM_MS = 1000
+# Retried only when the request provably never reached a service (a write is never sent twice).
+_RETRY_UNSENT = {
+    "retry_on": "connect-failure,refused-stream,reset-before-request",
+    "num_retries": 2,
+    "retry_host_predicate": [
+        {
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {
+                "@type": _TYPE + "retry.host.previous_hosts.v3.PreviousHostsPredicate",
+            },
+        }
+    ],
+    "host_selection_retry_max_attempts": 3,
+}
 
 
 # FastAPI's own wording where it has one.
@@ -103,6 +133,7 @@ class EdgeSettings:
     max_request_bytes: int = MIB
     max_connections: int = 10_000
     max_heap_mb: int = 1024
+    internal_token: str | None = None  # sent upstream on every request, in place of any a client sent
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
@@ -128,6 +159,7 @@ class EdgeSettings:
             max_request_bytes=config.env_int(env, "HYDRA_EDGE_MAX_REQUEST_BYTES", MIB, minimum=1024),
             max_connections=config.env_int(env, "HYDRA_EDGE_MAX_CONNECTIONS", 10_000, minimum=1),
             max_heap_mb=config.env_int(env, "HYDRA_EDGE_MAX_HEAP_MB", 1024, minimum=64),
+            internal_token=config.internal_token(env),
         )
 
     def max_answer_bytes(self, bindings: Sequence[Binding]) -> int:
@@ -226,7 +258,7 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
             "safe_regex": {"regex": binding.path_regex},
             "headers": [{"name": ":method", "string_match": {"exact": binding.method}}],
         },
-        "route": {"cluster": binding.cluster, "timeout": timeout},
+        "route": {"cluster": binding.cluster, "timeout": timeout, "retry_policy": _RETRY_UNSENT},
     }
     if binding.streaming:
         # Not the stream idle timeout meant for unary calls: a reply may pause while the model thinks.
@@ -285,7 +317,22 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
         }
         if binding.template.startswith(PUBLIC_PREFIX):
             entry["typed_per_filter_config"][_CORS] = _PUBLIC_CORS
+    for key, headers in _deadline(binding, settings).items():
+        entry.setdefault(key, []).extend(headers)
     return entry
+
+
+def _deadline(binding: Binding, settings: EdgeSettings) -> dict[str, list[Any]]:
+    """The service's deadline as grpc-timeout, set by Envoy alone (a client's is replaced or dropped).
+
+    Envoy does not send one by itself: only with the deprecated max_grpc_timeout, and
+    x-envoy-expected-rq-timeout-ms goes with suppress_envoy_headers.
+    """
+    if binding.streaming:  # no route timeout: the stream's own bounds apply
+        return {"request_headers_to_remove": ["grpc-timeout"]}
+    milliseconds = settings.upstream_timeout_seconds * 1000 - DEADLINE_HEADROOM_MS
+    header = {"key": "grpc-timeout", "value": f"{milliseconds}m"}
+    return {"request_headers_to_add": [{"header": header, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}
 
 
 def _direct_route(
@@ -430,6 +477,16 @@ def local_reply_config() -> dict[str, Any]:
             },
         }
     ]
+    unsent = {
+        "and_filter": {"filters": [_status_is(503), {"response_flag_filter": {"flags": _UNSENT_FLAGS}}]}
+    }
+    mappers.append(
+        {
+            "filter": {"and_filter": {"filters": [unsent, support]}},
+            "body_format_override": {"json_format": {"error": _UNSENT_503, "code": "server_error"}},
+        }
+    )
+    mappers.append({"filter": unsent, "body_format_override": {"json_format": {"detail": _UNSENT_503}}})
     for status, code, message in _LOCAL_REPLIES:
         mappers.append(
             {
@@ -538,7 +595,10 @@ def _filters(
                 "failure_mode_deny": False,
                 "disable_x_envoy_ratelimited_header": True,
                 "rate_limit_service": {
-                    "grpc_service": {"envoy_grpc": {"cluster_name": GATEKEEPER}},
+                    "grpc_service": {
+                        "envoy_grpc": {"cluster_name": GATEKEEPER},
+                        "initial_metadata": _internal_token_headers(settings),
+                    },
                     "transport_api_version": "V3",
                 },
             },
@@ -591,6 +651,23 @@ def _filters(
     ]
 
 
+def _internal_token_headers(settings: EdgeSettings) -> list[dict[str, str]]:
+    token = settings.internal_token
+    return [{"key": INTERNAL_TOKEN_HEADER, "value": token}] if token else []
+
+
+def _vouching(settings: EdgeSettings) -> dict[str, Any]:
+    """Every request upstream carries the internal token, overwriting one a client sent (or drops it)."""
+    if not settings.internal_token:
+        return {"request_headers_to_remove": [INTERNAL_TOKEN_HEADER]}
+    return {
+        "request_headers_to_add": [
+            {"header": header, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            for header in _internal_token_headers(settings)
+        ]
+    }
+
+
 def render(
     settings: EdgeSettings, bindings: Sequence[Binding], docs: Mapping[str, Path] | None = None
 ) -> dict[str, Any]:
@@ -627,6 +704,7 @@ def render(
             "name": "hydra",
             "max_direct_response_body_size_bytes": 4 * 1024 * 1024,  # the OpenAPI document
             "virtual_hosts": [{"name": "hydra", "domains": ["*"], "routes": routes}],
+            **_vouching(settings),
         },
         "local_reply_config": local_reply_config(),
         "http_filters": _filters(settings, services, [*clusters, GATEKEEPER], max_answer),
@@ -703,6 +781,8 @@ def write(settings: EdgeSettings, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     docs = openapi.write(path.parent / "api-docs", settings.descriptor_set)
     bindings = load_bindings(settings.descriptor_set)
+    path.touch(mode=0o600)  # it may hold the internal token
+    path.chmod(0o600)
     path.write_text(json.dumps(render(settings, bindings, docs), indent=1))
     return path
 

@@ -7,8 +7,10 @@ import json
 import os
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -25,7 +27,7 @@ from hydractl.events import (
 )
 from hydractl.stack import Stack, StackError, migrate_all
 from services.common import config
-from services.common.grpc_server import internal_metadata
+from services.common.grpc_server import internal_metadata, token_metadata
 
 KINDS = {
     "hmcp": admin_pb2.KEY_KIND_HMCP,
@@ -58,7 +60,10 @@ class CliError(Exception):
 
 def _admin(env: dict[str, str]) -> tuple[admin_pb2_grpc.KeyAdminServiceStub, tuple[tuple[str, str], ...]]:
     address = env.get("HYDRA_GATEKEEPER_ADDR") or config.service_address(env, "gatekeeper")
-    metadata = (("x-hydra-admin-token", env["HYDRA_ADMIN_TOKEN"]),) if env.get("HYDRA_ADMIN_TOKEN") else ()
+    # The stack writes its admin token into the data dir when HYDRA_ADMIN_TOKEN is not set.
+    token = config.admin_token(env, create=False)
+    admin = (("x-hydra-admin-token", token),) if token else ()
+    metadata = (*admin, *token_metadata(config.internal_token(env)))
     return admin_pb2_grpc.KeyAdminServiceStub(grpc.insecure_channel(address)), metadata
 
 
@@ -69,6 +74,11 @@ def _call(env: dict[str, str], method: str, request: Any) -> Any:
     except grpc.RpcError as error:
         if error.code() == grpc.StatusCode.UNAVAILABLE:
             raise CliError("gatekeeper is not reachable: start the stack with `hydractl up`") from None
+        if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+            raise CliError(
+                f"{error.details()} Set HYDRA_ADMIN_TOKEN (and HYDRA_INTERNAL_TOKEN) as the stack has them, "
+                f"or run hydractl with the stack's HYDRA_DATA_DIR ({config.data_dir(env)} now)."
+            ) from None
         raise CliError(error.details()) from None
 
 
@@ -183,7 +193,9 @@ def _sites_call(env: dict[str, str], tenant: str, method: str, request: Any) -> 
     """Calls the public service's SiteService for a tenant, as an internal caller."""
     address = env.get("HYDRA_PUBLIC_ADDR") or config.service_address(env, "public")
     stub = sites_pb2_grpc.SiteServiceStub(grpc.insecure_channel(address))
-    metadata = internal_metadata(tenant, ["sites:read", "sites:write"], key_id="hydractl")
+    metadata = internal_metadata(
+        tenant, ["sites:read", "sites:write"], key_id="hydractl", internal_token=config.internal_token(env)
+    )
     try:
         return getattr(stub, method)(request, metadata=metadata, timeout=10)
     except grpc.RpcError as error:
@@ -299,6 +311,19 @@ def _interrupt(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _supervisor_log(path: Path) -> Callable[[str], None]:
+    """Where `hydractl up` tells what it does to processes: stderr and `path`, each line timestamped."""
+
+    def note(message: str) -> None:
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} hydractl: {message}\n"
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        with path.open("a") as log:
+            log.write(line)
+
+    return note
+
+
 def cmd_up(args: argparse.Namespace, env: dict[str, str]) -> None:
     stack = Stack(env=env, log_dir=config.data_dir(env) / "logs")
     signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop means the same as Ctrl-C
@@ -327,8 +352,9 @@ def cmd_up(args: argparse.Namespace, env: dict[str, str]) -> None:
                 "Ctrl-C stops everything.\n"
             )
         sys.stdout.flush()
-        code = stack.wait()
-        raise CliError(f"a process exited with status {code}; see {stack.log_dir}")
+        note = _supervisor_log(stack.log_dir / "hydractl.log")
+        note("supervising " + ", ".join(f"{n} (pid {p.pid})" for n, p in stack.processes.items()))
+        stack.supervise(note=note)
     except StackError as error:
         raise CliError(str(error)) from None
     except KeyboardInterrupt:

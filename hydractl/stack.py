@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -62,7 +64,29 @@ def envoy_binary() -> str:
 
 
 class StackError(RuntimeError):
-    """The stack did not come up."""
+    """The stack did not come up, or a process kept crashing."""
+
+
+@dataclass
+class RestartPolicy:
+    """When to restart a crashed process: soon after a crash, later after each fast one in a row.
+
+    A crash within `stable_after` seconds of the start counts as fast; after `limit` fast crashes in a
+    row the process is given up (a restart would only fail again).
+    """
+
+    first_delay: float = 0.2
+    max_delay: float = 10.0
+    stable_after: float = 30.0
+    limit: int = 5
+    fast_crashes: int = 0
+
+    def delay_after_crash(self, ran_seconds: float) -> float | None:
+        """Seconds to wait before restarting a process that ran this long, or None to give up."""
+        self.fast_crashes = self.fast_crashes + 1 if ran_seconds < self.stable_after else 1
+        if self.fast_crashes > self.limit:
+            return None
+        return min(self.first_delay * 2 ** (self.fast_crashes - 1), self.max_delay)
 
 
 @dataclass
@@ -72,7 +96,12 @@ class Stack:
     env: dict[str, str]
     log_dir: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     _logs: list[IO[bytes]] = field(default_factory=list)
+    _argv: dict[str, list[str]] = field(default_factory=dict)
+    _started_at: dict[str, float] = field(default_factory=dict)
+    # Held while a process is started, stopped or restarted: a deliberate stop is never taken for a crash.
+    _lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
     def edge_url(self) -> str:
@@ -81,9 +110,12 @@ class Stack:
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = (self.log_dir / f"{name}.log").open("ab")
         self._logs.append(log)
-        self.processes[name] = subprocess.Popen(
-            argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        with self._lock:
+            self.processes[name] = subprocess.Popen(
+                argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            self._argv[name] = argv
+            self._started_at[name] = time.monotonic()
 
     @property
     def process_names(self) -> list[str]:
@@ -169,30 +201,67 @@ class Stack:
         path = self.log_dir / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
-    def stop_process(self, name: str, timeout: float = 10.0) -> None:
+    def stop_process(self, name: str, timeout: float = 15.0) -> None:
         """Stops one process gracefully (SIGTERM), killing it after `timeout`."""
-        process = self.processes.pop(name, None)
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        self.stop_processes([name], timeout)
+
+    def stop_processes(self, names: list[str], timeout: float = 15.0) -> None:
+        """Stops processes gracefully, all at once (each waits out its shutdown delay), killing any
+        still running after `timeout`."""
+        with self._lock:
+            stopping = [p for p in (self.processes.pop(n, None) for n in names) if p and p.poll() is None]
+        for process in stopping:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in stopping:
+            try:
+                process.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
     def stop(self) -> None:
         """Stops Envoy first (no new requests), then every Python process."""
-        for name in ["envoy", *reversed(self.process_names)]:
-            self.stop_process(name)
+        self.stop_process("envoy")
+        self.stop_processes([*reversed(self.processes)])
         for log in self._logs:
             log.close()
         self._logs.clear()
 
-    def wait(self) -> int:
-        """Blocks until any process exits; returns its exit code."""
-        while True:
-            for process in self.processes.values():
-                if process.poll() is not None:
-                    return process.returncode
-            time.sleep(0.5)
+    def supervise(self, stop: threading.Event | None = None, *, note: Callable[[str], None] = print) -> None:
+        """Keeps every process running until `stop` is set: one that exits is started again after a
+        backoff (see RestartPolicy), each event told to `note`. Raises StackError when one is given up."""
+        stop = stop or threading.Event()
+        policies: dict[str, RestartPolicy] = {}
+        due: dict[str, float] = {}  # name -> when to restart it
+        while not stop.is_set():
+            now = time.monotonic()
+            with self._lock:
+                for name, process in self.processes.items():
+                    if name in due or process.poll() is None:
+                        continue
+                    ran = now - self._started_at[name]
+                    policy = policies.setdefault(name, dataclasses.replace(self.restart_policy))
+                    delay = policy.delay_after_crash(ran)
+                    if delay is None:
+                        note(
+                            f"{name} exited with status {process.returncode} after {ran:.1f} s: "
+                            f"{policy.fast_crashes} crashes in a row within {policy.stable_after:.0f} s "
+                            "of starting; giving up"
+                        )
+                        raise StackError(
+                            f"{name} kept crashing (exit status {process.returncode}):\n{self.log_tail(name)}"
+                        )
+                    note(
+                        f"{name} exited with status {process.returncode} after {ran:.1f} s; "
+                        f"restarting it in {delay:.1f} s"
+                    )
+                    due[name] = now + delay
+                for name, when in list(due.items()):
+                    if name not in self.processes:  # stopped on purpose meanwhile
+                        del due[name]
+                    elif when <= now:
+                        del due[name]
+                        self._spawn(name, self._argv[name])
+                        note(f"restarted {name} (pid {self.processes[name].pid})")
+            stop.wait(0.1)

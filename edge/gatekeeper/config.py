@@ -20,7 +20,7 @@ class Settings:
     database_url: str
     instances_address: str
     redis_url: str | None = None
-    admin_token: str | None = None
+    admin_token: str | None = None  # None only in tests that build settings by hand: then refused
     key_cache_seconds: float = 0.5
     invalid_keys_per_minute: int = DEFAULT_INVALID_KEYS_PER_MINUTE  # per client address
     log_level: str = "INFO"
@@ -42,7 +42,7 @@ class Settings:
             ),
             instances_address=env.get("HYDRA_INSTANCES_ADDR") or config.service_address(env, "instances"),
             redis_url=env.get("HYDRA_REDIS_URL") or None,
-            admin_token=env.get("HYDRA_ADMIN_TOKEN") or None,
+            admin_token=config.admin_token(env, create=True),
             key_cache_seconds=cache_ms / 1000,
             invalid_keys_per_minute=config.env_int(
                 env, "HYDRA_INVALID_KEYS_PER_MINUTE", DEFAULT_INVALID_KEYS_PER_MINUTE, minimum=1

@@ -89,17 +89,15 @@ def key_message(row: Row[Any]) -> admin_pb2.ApiKey:
 
 
 class KeyAdminServicer(admin_pb2_grpc.KeyAdminServiceServicer):
-    """Tenants and keys for hydractl; guarded by HYDRA_ADMIN_TOKEN when one is set."""
+    """Tenants and keys for hydractl, always behind the admin token (HYDRA_ADMIN_TOKEN or the data dir's)."""
 
     def __init__(self, admin: KeyAdmin, admin_token: str | None) -> None:
         self._admin = admin
         self._token = admin_token
 
     def _authorize(self, context: grpc.aio.ServicerContext) -> None:
-        if self._token is None:
-            return
         sent = dict(context.invocation_metadata() or ()).get(ADMIN_TOKEN_HEADER, "")
-        if not hmac.compare_digest(sent.encode(), self._token.encode()):
+        if self._token is None or not hmac.compare_digest(sent.encode(), self._token.encode()):
             raise Unauthenticated("Invalid admin token.")
 
     async def CreateTenant(self, request: admin_pb2.CreateTenantRequest, context: Any) -> Any:

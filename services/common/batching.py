@@ -14,8 +14,9 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Table
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, StatementError
 
+from services.common import deadlines
 from services.common.db import Database, DirectConnection
-from services.common.errors import FieldError, ValidationError
+from services.common.errors import DeadlineExceeded, FieldError, ValidationError
 
 Item = TypeVar("Item")
 Group = TypeVar("Group")
@@ -46,6 +47,8 @@ class GroupCommitWriter(Generic[Item]):
     There is no timer, so a lone write waits for nothing but its own commit.
 
     An acknowledged row is a committed row, so a crash or shutdown never loses one that was acknowledged.
+    A write whose caller gave up or whose deadline passed before its batch began is dropped, never
+    committed after its caller was told it timed out.
     """
 
     def __init__(
@@ -61,14 +64,20 @@ class GroupCommitWriter(Generic[Item]):
         self._log = logger
         self._max_batch = max_batch
         self._pending: list[tuple[Item, asyncio.Future[None]]] = []
+        self._deadlines: dict[asyncio.Future[None], float] = {}
         self._wake = asyncio.Event()
 
     async def write(self, item: Item) -> None:
         """Returns once `item` is committed; raises RowRejected if the database refused it."""
         done = asyncio.get_running_loop().create_future()
+        if (deadline := deadlines.current()) is not None:
+            self._deadlines[done] = deadline
         self._pending.append((item, done))
         self._wake.set()
-        await done
+        try:
+            await done
+        finally:
+            self._deadlines.pop(done, None)
 
     async def run(self) -> None:
         """The background loop: commits whatever is pending, batch after batch."""
@@ -82,7 +91,19 @@ class GroupCommitWriter(Generic[Item]):
         while self._pending:
             batch = self._pending[: self._max_batch]
             del self._pending[: len(batch)]
-            await self._commit(batch)
+            batch = [(item, done) for item, done in batch if self._still_wanted(done)]
+            if batch:
+                await self._commit(batch)
+
+    def _still_wanted(self, done: asyncio.Future[None]) -> bool:
+        """False for a write whose caller gave up (cancelled) or whose deadline passed: it is failed
+        with DeadlineExceeded, and provably never applied."""
+        if done.done():
+            return False
+        if deadlines.passed(self._deadlines.get(done)):
+            done.set_exception(DeadlineExceeded(deadlines.NOT_APPLIED))
+            return False
+        return True
 
     async def _commit(self, batch: list[tuple[Item, asyncio.Future[None]]]) -> None:
         try:

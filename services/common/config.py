@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -71,6 +73,75 @@ def data_dir(env: Mapping[str, str]) -> Path:
 def host(env: Mapping[str, str]) -> str:
     """The interface every process listens on: loopback unless HYDRA_HOST says otherwise."""
     return env.get("HYDRA_HOST") or "127.0.0.1"
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a host:port (or [v6]:port) listens on loopback only."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve anywhere
+
+
+INTERNAL_TOKEN_VAR = "HYDRA_INTERNAL_TOKEN"
+_MIN_SECRET = 16
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name) or None
+    if value is not None and len(value) < _MIN_SECRET:
+        raise ConfigError(f"{name} must be at least {_MIN_SECRET} characters")
+    return value
+
+
+def internal_token(env: Mapping[str, str] | None = None) -> str | None:
+    """The secret Envoy and internal callers send with every internal gRPC call (HYDRA_INTERNAL_TOKEN)."""
+    return _secret(current_env() if env is None else env, INTERNAL_TOKEN_VAR)
+
+
+def require_internal_token(address: str, token: str | None) -> None:
+    """Refuses a non-loopback listening address without an internal token: anyone who reached the
+    port could otherwise act as any tenant."""
+    if token is None and not is_loopback(address):
+        raise ConfigError(
+            f"{address} is not a loopback address: set {INTERNAL_TOKEN_VAR} (one secret shared by every "
+            "process and Envoy) so only they can call the internal gRPC APIs"
+        )
+
+
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+def admin_token(env: Mapping[str, str], *, create: bool) -> str | None:
+    """The key-admin API's token: HYDRA_ADMIN_TOKEN, else the one kept in the data dir.
+
+    With `create`, a missing file is made (a random token, readable by its owner only), so a stack
+    started with no configuration still guards the admin API and hydractl finds the token beside the
+    data; whichever process comes first writes it, the others read the same one.
+    """
+    configured = _secret(env, "HYDRA_ADMIN_TOKEN")
+    if configured is not None:
+        return configured
+    path = data_dir(env) / ADMIN_TOKEN_FILE
+    if not path.exists() and create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{ADMIN_TOKEN_FILE}.{secrets.token_hex(8)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32))
+        try:
+            os.link(draft, path)  # atomic, and never replaces a token another process wrote first
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
 
 
 def current_env() -> Mapping[str, str]:

@@ -311,6 +311,8 @@ class _PsycopgPool:
                 else:
                     yield _PsycopgConnection(conn, self.statements)
             except psycopg.Error as error:
+                if conn.broken:  # the server went away: the idle connections are as dead as this one
+                    await self.close()
                 raise _as_alchemy_error(error) from error
             finally:
                 if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
@@ -322,6 +324,16 @@ class _PsycopgPool:
         idle, self._idle = self._idle, []
         for conn in idle:
             await conn.close()
+
+
+def is_connection_loss(error: BaseException) -> bool:
+    """Whether `error` means the database could not be reached or dropped the connection (a restart, a
+    failover): the pools reconnect on their own, so the caller may try again. Measured against
+    pool_pre_ping (a round trip before every checkout), which would hide the first failure after a
+    restart but costs every request, this costs nothing until the connections are lost."""
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    return error.connection_invalidated or isinstance(error.orig, psycopg.OperationalError)
 
 
 def _as_alchemy_error(error: psycopg.Error) -> exc.DBAPIError:

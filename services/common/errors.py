@@ -191,11 +191,20 @@ class RateLimited(HydraError):
 
 
 class Unavailable(HydraError):
-    """A dependency is down; the request changed nothing and is safe to retry."""
+    """A dependency is down; its message says whether the request may have been applied."""
 
     code = "server_error"
     grpc_status = grpc.StatusCode.UNAVAILABLE
     http_status = 503
+
+
+class DeadlineExceeded(HydraError):
+    """The caller's deadline passed before the request finished; the message says whether it may have
+    been applied."""
+
+    code = "server_error"
+    grpc_status = grpc.StatusCode.DEADLINE_EXCEEDED
+    http_status = 504
 
 
 class InternalError(HydraError):

@@ -8,7 +8,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -19,9 +19,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from services.common import config, deadlines
 from services.common import identity as ident
 from services.common.access import MethodAccess, service_access
-from services.common.errors import HydraError, InternalError, Surface, render
+from services.common.db import is_connection_loss
+from services.common.errors import (
+    DeadlineExceeded,
+    HydraError,
+    InternalError,
+    Surface,
+    Unauthenticated,
+    Unavailable,
+    render,
+)
 from services.common.fields import refuse_control_characters
 from services.common.logging import log_loop_exception
 
@@ -34,13 +44,27 @@ HTTP2_OPTIONS = (("grpc.http2.bdp_probe", 0),)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
-class HydraInterceptor(grpc.aio.ServerInterceptor):
-    """Binds the caller's identity, re-checks the RPC's scope, maps errors, logs one line per call."""
+_DATABASE_LOST_READ = "The database is unavailable. Retry safe."
+_DATABASE_LOST_WRITE = "The database is unavailable; the request may have been applied."
+_HEALTH_METHODS = "/grpc.health.v1.Health/"  # open to every health checker, token or not
+_NOT_VOUCHED = "Missing or invalid internal token."
 
-    def __init__(self, policies: dict[str, MethodAccess], logger: logging.Logger) -> None:
+
+class HydraInterceptor(grpc.aio.ServerInterceptor):
+    """Binds the caller's identity, re-checks the RPC's scope, maps errors, logs one line per call.
+
+    With an internal token, every call but health checks must carry it (UNAUTHENTICATED otherwise):
+    identity metadata counts only from Envoy and internal callers.
+    """
+
+    def __init__(
+        self, policies: dict[str, MethodAccess], logger: logging.Logger, *, internal_token: str | None = None
+    ) -> None:
         self._policies = policies
         self._log = logger
+        self._token = internal_token.encode() if internal_token else None
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._refusals: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
@@ -48,6 +72,12 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         method = handler_call_details.method
+        if (
+            self._token is not None
+            and not method.startswith(_HEALTH_METHODS)
+            and not ident.vouched(handler_call_details.invocation_metadata or (), self._token)
+        ):
+            return await self._refusal(continuation, handler_call_details)
         cached = self._wrapped.get(method)
         if cached is not None:
             return cached
@@ -57,6 +87,44 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
             return handler  # health, reflection
         self._wrapped[method] = self._wrap(handler, policy)
         return self._wrapped[method]
+
+    async def _refusal(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        """A handler of the method's own kind that answers UNAUTHENTICATED (built once per method)."""
+        method = handler_call_details.method
+        refusal = self._refusals.get(method)
+        if refusal is not None:
+            return refusal
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        policy = self._policies.get(method)
+        trailers: tuple[tuple[str, str], ...] = ()
+        if policy is not None:
+            rendered = render(Unauthenticated(_NOT_VOUCHED), policy.surface)
+            trailers = ((ERROR_BODY_HEADER, rendered.body), (HTTP_STATUS_HEADER, str(rendered.http_status)))
+
+        async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> NoReturn:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, _NOT_VOUCHED, trailing_metadata=trailers)
+            raise AssertionError("abort returned")
+
+        async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await refuse(request, context)
+            yield  # pragma: no cover - a generator, for a streaming method
+
+        make = {
+            "unary_unary": grpc.unary_unary_rpc_method_handler,
+            "unary_stream": grpc.unary_stream_rpc_method_handler,
+            "stream_unary": grpc.stream_unary_rpc_method_handler,
+            "stream_stream": grpc.stream_stream_rpc_method_handler,
+        }
+        kind = next(k for k in make if getattr(handler, k) is not None)
+        behavior = refuse_stream if kind.endswith("_stream") else refuse
+        refusal = self._refusals[method] = make[kind](behavior)  # type: ignore[operator]
+        return refusal
 
     def _wrap(self, handler: grpc.RpcMethodHandler, policy: MethodAccess) -> grpc.RpcMethodHandler:
         """The handler with identity, error mapping and logging around it (built once per method)."""
@@ -78,10 +146,12 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         self, behavior: Callable[..., Awaitable[Any]], policy: MethodAccess
     ) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with self._guard(policy, context):
+            async with self._guard(policy, context) as call:
                 if policy.reads_raw_fields:
                     refuse_control_characters(request)
-                return await behavior(request, context)
+                if call.remaining is None:
+                    return await behavior(request, context)
+                return await _within(call.remaining, behavior(request, context))
 
         return wrapped
 
@@ -94,13 +164,13 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     @contextlib.asynccontextmanager
-    async def _guard(self, policy: MethodAccess, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    async def _guard(self, policy: MethodAccess, context: grpc.aio.ServicerContext) -> AsyncIterator[_Call]:
         """Binds identity for one call, turns any failure into a status, and logs the call."""
-        call = _Call(policy, dict(context.invocation_metadata() or ()))
+        call = _Call(policy, dict(context.invocation_metadata() or ()), remaining=context.time_remaining())
         token = None
         try:
             token = call.bind()
-            yield
+            yield call
         except Exception as error:  # every failure becomes a well-formed status, never a stack trace
             await self._abort(context, call, error)
         finally:
@@ -111,6 +181,15 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
     async def _abort(self, context: grpc.aio.ServicerContext, call: _Call, error: Exception) -> None:
         if isinstance(error, grpc.aio.AbortError):
             raise error
+        if is_connection_loss(error):
+            self._log.warning(
+                "database unavailable: %s",
+                error.__class__.__name__,
+                extra={"rpc": call.policy.full_method, "request_id": call.request_id},
+            )
+            # A read changed nothing; a write may have been committed just before the connection went.
+            reads = call.policy.scope.endswith(":read")
+            error = Unavailable(_DATABASE_LOST_READ if reads else _DATABASE_LOST_WRITE)
         if not isinstance(error, HydraError):
             self._log.error(
                 "unhandled error",
@@ -127,22 +206,46 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         await context.abort(rendered.grpc_status, rendered.message, trailing_metadata=trailers)
 
     def _log_call(self, call: _Call) -> None:
-        self._log.info(
-            "rpc",
-            extra={
-                "rpc": call.policy.full_method,
-                "status": call.status,
-                "duration_ms": round((time.perf_counter() - call.started) * 1000, 2),
-                "request_id": call.request_id,
-                "tenant": call.tenant,
-            },
-        )
+        extra = {
+            "rpc": call.policy.full_method,
+            "status": call.status,
+            "duration_ms": round((time.perf_counter() - call.started) * 1000, 2),
+            "request_id": call.request_id,
+            "tenant": call.tenant,
+        }
+        if call.remaining is not None:
+            extra["deadline_ms"] = round(call.remaining * 1000)  # what the caller allowed, on arrival
+        self._log.info("rpc", extra=extra)
+
+
+# Our own answer must leave before gRPC cancels the call at the deadline and answers for us (with no
+# surface envelope); and work that begins (a group commit) must have time to tell its caller it did not.
+_DEADLINE_MARGIN = 0.05
+
+
+async def _within(remaining: float, work: Awaitable[Any]) -> Any:
+    """Runs `work` until the caller's deadline at most: abandoned past it (cancelled, so a transaction
+    under way rolls back) and answered DEADLINE_EXCEEDED. Work not begun by then is not begun."""
+    loop = asyncio.get_running_loop()
+    abandon_at = loop.time() + remaining - _DEADLINE_MARGIN
+    token = deadlines.set_current(abandon_at - _DEADLINE_MARGIN)
+    limit = asyncio.timeout_at(abandon_at)
+    try:
+        async with limit:
+            return await work
+    except TimeoutError:
+        if limit.expired():
+            raise DeadlineExceeded(deadlines.MAYBE_APPLIED) from None
+        raise
+    finally:
+        deadlines.reset_current(token)
 
 
 @dataclass
 class _Call:
     policy: MethodAccess
     metadata: dict[str, str]
+    remaining: float | None = None  # seconds until the caller's deadline, when it set one
     started: float = field(default_factory=time.perf_counter)
     status: str = "ok"
     tenant: str = "-"
@@ -215,17 +318,47 @@ class _HealthMonitor:
             await self.check_once()
 
 
+@dataclass(frozen=True)
+class ServerSettings:
+    """What every gRPC server reads at start-up, whatever its service."""
+
+    internal_token: str | None = None
+    # How long a stopping server keeps answering, NOT_SERVING, before it drains: Envoy health-checks
+    # every 2 s and takes a host out at its first NOT_SERVING answer (1 s timeout), so 3 s.
+    shutdown_delay: float = 3.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ServerSettings:
+        return cls(
+            internal_token=config.internal_token(env),
+            shutdown_delay=config.env_int(env, "HYDRA_SHUTDOWN_DELAY_MS", 3000) / 1000,
+        )
+
+
 def _cannot_listen(logger: logging.Logger, app: GrpcApp, address: str) -> NoReturn:
     logger.error("cannot listen (address in use?)", extra={"address": address, "service": app.name})
     raise SystemExit(1)
 
 
-async def serve(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event | None = None) -> None:
-    """Runs the app until SIGTERM/SIGINT (or `stop`), then drains: NOT_SERVING, stop(grace), close."""
+async def serve(
+    app: GrpcApp,
+    logger: logging.Logger,
+    *,
+    stop: asyncio.Event | None = None,
+    settings: ServerSettings | None = None,
+) -> None:
+    """Runs the app until SIGTERM/SIGINT (or `stop`), then drains: NOT_SERVING, a pause while Envoy
+    notices, stop(grace), close. `settings` default to the HYDRA_* environment."""
+    settings = settings or ServerSettings.from_env(config.current_env())
+    try:
+        config.require_internal_token(app.address, settings.internal_token)
+    except config.ConfigError as error:
+        logger.error("refusing to start: %s", error, extra={"service": app.name})
+        raise SystemExit(2) from None
     asyncio.get_running_loop().set_exception_handler(log_loop_exception(logger))
     policies = service_access(*app.services)
     server = grpc.aio.server(
-        interceptors=[HydraInterceptor(policies, logger)],
+        interceptors=[HydraInterceptor(policies, logger, internal_token=settings.internal_token)],
         options=[
             *HTTP2_OPTIONS,
             ("grpc.so_reuseport", 0),
@@ -265,8 +398,12 @@ async def serve(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event | N
     try:
         await stop.wait()
     finally:
-        logger.info("draining", extra={"service": app.name})
+        # New work stops first: Envoy sees NOT_SERVING at its next check and sends no more; only then
+        # does the server refuse new calls and wait for those under way.
         await health.enter_graceful_shutdown()
+        logger.info("not serving", extra={"service": app.name, "delay_s": settings.shutdown_delay})
+        await asyncio.sleep(settings.shutdown_delay)
+        logger.info("draining", extra={"service": app.name})
         await server.stop(app.grace)
         for task in tasks:
             task.cancel()
@@ -312,17 +449,34 @@ def _stopped_by_signals(stop: asyncio.Event | None) -> asyncio.Event:
 
 
 def internal_metadata(
-    tenant_id: str, scopes: Sequence[str], key_id: str = "internal"
+    tenant_id: str, scopes: Sequence[str], key_id: str = "internal", *, internal_token: str | None = None
 ) -> tuple[tuple[str, str], ...]:
-    """Metadata an internal gRPC caller sends to act for a tenant."""
+    """Metadata an internal gRPC caller sends to act for a tenant (with the internal token, if one is set)."""
     return (
         (ident.TENANT_HEADER, tenant_id),
         (ident.KEY_HEADER, key_id),
         (ident.SCOPES_HEADER, ident.scopes_header(scopes)),
+        *token_metadata(internal_token),
     )
 
 
-__all__ = ["GrpcApp", "HydraInterceptor", "Surface", "deliver", "internal_metadata", "main", "run", "serve"]
+def token_metadata(internal_token: str | None) -> tuple[tuple[str, str], ...]:
+    """The internal token as call metadata (none when no token is set)."""
+    return ((ident.INTERNAL_TOKEN_HEADER, internal_token),) if internal_token else ()
+
+
+__all__ = [
+    "GrpcApp",
+    "HydraInterceptor",
+    "ServerSettings",
+    "Surface",
+    "deliver",
+    "internal_metadata",
+    "main",
+    "run",
+    "serve",
+    "token_metadata",
+]
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:

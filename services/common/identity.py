@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextvars
+import hmac
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from services.common.errors import ForbiddenScope, Unauthenticated
 
@@ -14,6 +16,18 @@ KEY_HEADER = "x-hydra-key-id"
 SCOPES_HEADER = "x-hydra-scopes"
 INSTANCE_HEADER = "x-hydra-instance-id"
 IDENTITY_HEADERS = (TENANT_HEADER, KEY_HEADER, SCOPES_HEADER, INSTANCE_HEADER)
+# The shared secret (HYDRA_INTERNAL_TOKEN) that Envoy and internal callers send to vouch for the rest.
+INTERNAL_TOKEN_HEADER = "x-hydra-internal-token"
+
+
+def vouched(metadata: Iterable[tuple[str, Any]], token: bytes) -> bool:
+    """Whether `metadata` carries the internal token (compared in constant time)."""
+    for key, value in metadata:
+        if key == INTERNAL_TOKEN_HEADER:
+            sent = value.encode() if isinstance(value, str) else bytes(value)
+            return hmac.compare_digest(sent, token)
+    return False
+
 
 # The client's address as the edge determined it (trusted proxies honoured), set by the edge on the
 # routes limited per client IP, overwriting whatever a client sent.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command, context
 from alembic.config import Config
-from sqlalchemy import MetaData, create_engine, text
+from sqlalchemy import Connection, MetaData, create_engine, text
 
 from services.common.db import connect_args, migration_url
 
@@ -20,6 +20,11 @@ def upgrade(*, migrations_dir: Path, url: str, schema: str) -> None:
     command.upgrade(config, "head")
 
 
+def _schema_exists(connection: Connection, schema: str) -> bool:
+    found = connection.execute(text("SELECT 1 FROM pg_namespace WHERE nspname = :schema"), {"schema": schema})
+    return found.first() is not None
+
+
 def run_env(metadata: MetaData) -> None:
     """The body of every service's migrations/env.py (online mode only)."""
     config = context.config
@@ -28,8 +33,11 @@ def run_env(metadata: MetaData) -> None:
     engine = create_engine(url, connect_args=connect_args(url, schema), hide_parameters=True)
     with engine.connect() as connection:
         if url.get_backend_name() == "postgresql":
-            connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-            connection.commit()
+            # Only when missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
+            # schema exists, which a service's own role (owner of its schema only) does not have.
+            if not _schema_exists(connection, schema):
+                connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+            connection.commit()  # Alembic commits only a transaction it began itself
         context.configure(
             connection=connection,
             target_metadata=metadata,

@@ -8,14 +8,27 @@ from typing import Any
 
 import grpc
 
+from services.common import config
 from services.common.errors import Unavailable
-from services.common.grpc_server import HTTP2_OPTIONS, MAX_MESSAGE_BYTES, internal_metadata
+from services.common.grpc_server import HTTP2_OPTIONS, MAX_MESSAGE_BYTES, internal_metadata, token_metadata
 
 
 class PeerChannel:
-    """A channel to one service; lookups map NOT_FOUND to None and any other failure to Unavailable."""
+    """A channel to one service; lookups map NOT_FOUND to None and any other failure to Unavailable.
 
-    def __init__(self, address: str, *, caller: str, scopes: Sequence[str], timeout: float) -> None:
+    Every call carries the internal token (HYDRA_INTERNAL_TOKEN, read when the channel is made at
+    start-up, unless given).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        caller: str,
+        scopes: Sequence[str],
+        timeout: float,
+        internal_token: str | None = None,
+    ) -> None:
         # Short reconnect backoff: a restarted peer is usable again within a fraction of a second.
         self.channel = grpc.aio.insecure_channel(
             address,
@@ -30,13 +43,18 @@ class PeerChannel:
         self._caller = caller
         self._scopes = tuple(scopes)
         self._timeout = timeout
+        self._token = internal_token or config.internal_token()
+        # For calls made on `channel` directly, beside their own metadata.
+        self.token_metadata = token_metadata(self._token)
 
     async def lookup(self, method: Any, request: Any, tenant_id: uuid.UUID | str, *, unavailable: str) -> Any:
         """The response, or None when the peer answers NOT_FOUND for this tenant."""
         try:
             return await method(
                 request,
-                metadata=internal_metadata(str(tenant_id), self._scopes, key_id=self._caller),
+                metadata=internal_metadata(
+                    str(tenant_id), self._scopes, key_id=self._caller, internal_token=self._token
+                ),
                 timeout=self._timeout,
                 wait_for_ready=True,
             )

@@ -34,7 +34,7 @@ class Settings:
             gatekeeper_address=env.get("HYDRA_GATEKEEPER_ADDR") or config.service_address(env, "gatekeeper"),
             delivery=DeliverySettings.from_env(env),
             model_hosts=HostPolicy.from_env(env),
-            admin_token=env.get("HYDRA_ADMIN_TOKEN") or None,
+            admin_token=config.admin_token(env, create=True),
             log_level=config.env_str(env, "HYDRA_LOG_LEVEL", "INFO"),
             pool_size=config.env_int(env, "HYDRA_DB_POOL_SIZE", 10, minimum=1),
         )

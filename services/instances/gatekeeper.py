@@ -16,7 +16,8 @@ class WidgetTokens:
     def __init__(self, address: str, *, admin_token: str | None, timeout: float = 5.0) -> None:
         self._peer = PeerChannel(address, caller="instances", scopes=(), timeout=timeout)
         self._admin = admin_pb2_grpc.KeyAdminServiceStub(self._peer.channel)
-        self._metadata = ((ADMIN_TOKEN_HEADER, admin_token),) if admin_token else ()
+        admin = ((ADMIN_TOKEN_HEADER, admin_token),) if admin_token else ()
+        self._metadata = (*admin, *self._peer.token_metadata)
         self._timeout = timeout
 
     async def revoke_for_deleted_instance(self, event: Event) -> None:

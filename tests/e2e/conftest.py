@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mailbox
+import secrets
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -112,6 +113,7 @@ def edge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             HYDRA_EVENTS_CONSUMERS="separate",  # the production shape: consumers in delivery processes
             **agent_env(),
             **edge_env,
+            HYDRA_INTERNAL_TOKEN=secrets.token_urlsafe(24),  # and an internal plane that needs it
         )
     with running_stack(env) as stack, httpx.Client(base_url=stack.edge_url, timeout=10) as http:
         yield Edge(request.param, stack, env, http)
@@ -132,7 +134,9 @@ def open_conversation(
     messages: Sequence[tuple[str, str]] = (),
 ) -> str:
     """Opens a conversation through crm's internal gRPC API (as the widget does); returns its id."""
-    metadata = internal_metadata(tenant, ["conversations:write"])
+    metadata = internal_metadata(
+        tenant, ["conversations:write"], internal_token=edge.env.get("HYDRA_INTERNAL_TOKEN")
+    )
     with grpc.insecure_channel(f"127.0.0.1:{edge.env['HYDRA_CRM_PORT']}") as channel:
         stub = conversations_pb2_grpc.ConversationServiceStub(channel)
         request = conversations_pb2.CreateConversationRequest(

@@ -112,7 +112,9 @@ def test_form_data_is_checked_all_the_way_down(edge: Edge) -> None:
 def test_internal_rpcs_refuse_control_characters_too(edge: Edge) -> None:
     tenant = edge.tenant()
     conversation_id = open_conversation(edge, tenant)
-    metadata = internal_metadata(tenant, ["conversations:write", "crm:write"])
+    metadata = internal_metadata(
+        tenant, ["conversations:write", "crm:write"], internal_token=edge.env.get("HYDRA_INTERNAL_TOKEN")
+    )
     with grpc.insecure_channel(f"127.0.0.1:{edge.env['HYDRA_CRM_PORT']}") as channel:
         conversations = conversations_pb2_grpc.ConversationServiceStub(channel)
         leads = leads_pb2_grpc.LeadServiceStub(channel)

@@ -31,6 +31,8 @@ def stack_env(
         HYDRA_TICKETS_PORT=str(free_port()),
         HYDRA_INSTANCES_PORT=str(free_port()),
         HYDRA_PUBLIC_PORT=str(free_port()),
+        # Stopping waits for no Envoy health check; tests of rolling restarts set "" (the default, 3 s).
+        HYDRA_SHUTDOWN_DELAY_MS="0",
     )
     for name in ("crm", "gatekeeper", "tickets", "instances", "public"):
         if database_url and database_url.startswith("sqlite"):
