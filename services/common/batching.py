@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Table
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, StatementError
+from sqlalchemy.exc import IntegrityError, StatementError
 
 from services.common import deadlines
-from services.common.db import Database, DirectConnection
+from services.common.db import Database, DirectConnection, is_connection_loss
 from services.common.errors import DeadlineExceeded, FieldError, ValidationError
 
 Item = TypeVar("Item")
@@ -36,9 +36,7 @@ UNSTORABLE = "The request holds a value that cannot be stored."
 
 def _is_outage(error: Exception) -> bool:
     """Whether `error` is the database being unreachable, rather than something about the rows."""
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
-        return True
-    return isinstance(error, OperationalError | InterfaceError | OSError | TimeoutError)
+    return is_connection_loss(error) or isinstance(error, OSError | TimeoutError)
 
 
 class GroupCommitWriter(Generic[Item]):

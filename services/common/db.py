@@ -333,7 +333,7 @@ def is_connection_loss(error: BaseException) -> bool:
     restart but costs every request, this costs nothing until the connections are lost."""
     if not isinstance(error, exc.DBAPIError):
         return False
-    return error.connection_invalidated or isinstance(error.orig, psycopg.OperationalError)
+    return error.connection_invalidated or isinstance(error, exc.OperationalError | exc.InterfaceError)
 
 
 def _as_alchemy_error(error: psycopg.Error) -> exc.DBAPIError:

@@ -36,10 +36,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.common.db import Database
+from services.common.db import Database, is_connection_loss
 from services.common.errors import Unavailable
 from services.common.fields import utcnow
 
@@ -122,9 +121,7 @@ def classify(error: BaseException) -> Fault:
         return Fault.PERMANENT
     if isinstance(error, Transient | Unreachable | Unavailable | OSError | TimeoutError):
         return Fault.DOWNSTREAM  # connection refused, reset or timed out; a peer that did not answer
-    if isinstance(error, OperationalError | InterfaceError) or (
-        isinstance(error, DBAPIError) and error.connection_invalidated
-    ):
+    if is_connection_loss(error):
         return Fault.DOWNSTREAM
     if isinstance(error, grpc.aio.AioRpcError) and error.code() in _DOWNSTREAM_CODES:
         return Fault.DOWNSTREAM
