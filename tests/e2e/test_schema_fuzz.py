@@ -83,7 +83,8 @@ def test_generated_requests_get_documented_answers_and_no_server_error(edge: Edg
         elif "/widget/" in operation.path:
             headers = {"X-Widget-Token": widget}
         else:
-            headers = core.api_key
+            # Both ways a HydraCore key travels: a generated Authorization header must not replace it.
+            headers = {**core.api_key, "Authorization": f"Bearer {core.secret}"}
         ids = {name: value for name, value in known_ids.items() if f"{{{name}}}" in operation.path}
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             fuzz(edge, operation, operation.as_strategy(mode, path_parameters=ids or None), headers, findings)
