@@ -2,6 +2,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 MAKEFLAGS += --no-builtin-rules
+.DELETE_ON_ERROR:
 
 PYTHON ?= python3
 VENV := .venv
@@ -51,10 +52,10 @@ test-integration: protos
 test-e2e: protos
 	$(PY) -m pytest tests/e2e
 
-lint: venv  ## ruff + mypy.
+lint: venv  ## ruff check, ruff format --check, mypy.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy services edge hydractl
+	$(VENV)/bin/mypy services edge hydractl testbed
 
 bench: protos  ## Benchmarks through the full edge on PostgreSQL + Redis (prints figures).
 	$(PY) -m bench.edge

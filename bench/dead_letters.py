@@ -19,10 +19,10 @@ from pathlib import Path
 
 from hydractl.events import list_dead_letters
 from services.common.grpc_server import internal_metadata
-from tests.integration.test_delivery import create_customers, open_tickets
-from tests.support.servers import create_database, postgres_server, redis_server
-from tests.support.smtp import SmtpSink, smtp_server
-from tests.support.stack import grpc_processes, stack_env
+from testbed.customers import create_customers, open_tickets
+from testbed.servers import create_database, postgres_server, redis_server
+from testbed.smtp import SmtpSink, smtp_server
+from testbed.stack import grpc_processes, stack_env
 
 
 @contextlib.contextmanager

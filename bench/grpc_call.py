@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.edge import proc_stat
 from services.common.grpc_server import run
-from tests.support.servers import free_port
+from testbed.servers import free_port
 
 
 class _Healthy(health_pb2_grpc.HealthServicer):

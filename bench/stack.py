@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hydractl.stack import Stack
-from tests.support.servers import create_database, postgres_server, redis_server
-from tests.support.stack import running_stack, stack_env
+from testbed.servers import create_database, postgres_server, redis_server
+from testbed.stack import running_stack, stack_env
 
 
 def _data_root() -> str | None:

@@ -1,1 +1,1 @@
-"""hydractl: the one operator CLI (start the stack, migrate, tenants, keys)."""
+"""hydractl: the one operator CLI: run the stack, migrate, tenants, keys, sites, dead letters."""

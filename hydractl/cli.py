@@ -1,4 +1,4 @@
-"""hydractl: start the stack, migrate, and administer tenants and API keys."""
+"""hydractl: start the stack, migrate, and administer tenants, API keys, sites and dead letters."""
 
 from __future__ import annotations
 

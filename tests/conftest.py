@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.servers import create_database, postgres_server, redis_server
+from testbed.servers import create_database, postgres_server, redis_server
 
 
 @pytest.fixture(scope="session")

@@ -1,1 +1,1 @@
-"""The edge gatekeeper: Envoy's ext_authz and RateLimitService, and the key-admin API."""
+"""The edge gatekeeper: Envoy's ext_authz and RateLimitService, key admin, key context, live-key status."""

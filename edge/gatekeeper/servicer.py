@@ -1,4 +1,4 @@
-"""The gatekeeper over gRPC: Envoy's rate-limit service (RLS) and the key-admin API."""
+"""The gatekeeper over gRPC: Envoy's rate-limit service, key admin, the calling key's context, live keys."""
 
 from __future__ import annotations
 

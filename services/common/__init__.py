@@ -1,1 +1,1 @@
-"""The one shared library of Hydra's services: errors, identity, fields, db, gRPC bootstrap."""
+"""The one shared library of Hydra's services: errors, identity, fields, db, gRPC, events, mail, batching."""

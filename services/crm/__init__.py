@@ -1,1 +1,1 @@
-"""The crm service: leads (and, later, contacts, accounts, conversations)."""
+"""The crm service: leads, accounts, contacts and conversations, and the CSAT survey email."""

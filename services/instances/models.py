@@ -28,8 +28,6 @@ from services.common.events import inbox_table
 from services.common.outbox import outbox_table
 
 INSTANCE_STATUSES = ("active", "paused")
-CHANNEL_TYPES = ("telegram", "whatsapp", "voice", "sms", "email", "web_chat")
-CHANNEL_STATUSES = ("pending", "active", "error", "disabled")
 DEFAULT_MODEL: dict[str, Any] = {
     "backend": "knowledge",
     "model": None,

@@ -31,12 +31,6 @@ def secret_digest(secret: str) -> str:
     return f"sha256${salt}${hashlib.sha256((salt + secret).encode()).hexdigest()}"
 
 
-def secret_matches(secret: str, digest: str) -> bool:
-    """Whether `secret` is the one `digest` was made from."""
-    _scheme, salt, expected = digest.split("$", 2)
-    return secrets.compare_digest(hashlib.sha256((salt + secret).encode()).hexdigest(), expected)
-
-
 class InstanceService(ResourceService):
     """Instances: agent settings merge on update; a delete takes the channels and revokes widget tokens."""
 

@@ -18,9 +18,9 @@ from hydra.crm.v1 import conversations_pb2, conversations_pb2_grpc
 from hydractl.cli import create_tenant, mint
 from hydractl.stack import Stack
 from services.common.grpc_server import internal_metadata
-from tests.support.servers import create_database, free_port
-from tests.support.smtp import SmtpSink
-from tests.support.stack import running_stack, stack_env
+from testbed.servers import create_database, free_port
+from testbed.smtp import SmtpSink
+from testbed.stack import running_stack, stack_env
 
 BACKENDS = ["embedded", "postgres_redis"]
 

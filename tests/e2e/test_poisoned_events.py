@@ -17,7 +17,7 @@ from services.tickets.config import Settings
 from services.tickets.server import SCHEMA
 from tests.e2e.conftest import Edge
 from tests.e2e.test_side_effects import SCOPES, contact_with_email
-from tests.support.smtp import wait_until
+from tests.support.polling import wait_until
 
 
 def record_events(edge: Edge, tenant: str, payloads: list[dict]) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from hydractl.cli import create_tenant, mint
 from hydractl.stack import Stack, migrate_all
+from testbed.servers import free_port
+from testbed.stack import running_stack, stack_env
 from tests.support.load import Writes
-from tests.support.servers import free_port
-from tests.support.stack import running_stack, stack_env
 
 
 def healthy_replicas(env: dict[str, str], cluster: str) -> set[str]:

@@ -6,7 +6,7 @@ import uuid
 from email.header import decode_header, make_header
 
 from tests.e2e.conftest import Edge, create_resource, open_conversation
-from tests.support.smtp import wait_until
+from tests.support.polling import wait_until
 
 SCOPES = [
     "tickets:read",

@@ -17,8 +17,8 @@ import pytest
 
 from hydractl.cli import create_tenant, mint
 from hydractl.stack import PROCESSES, migrate_all
+from testbed.stack import stack_env
 from tests.support.load import Writes
-from tests.support.stack import stack_env
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pytest
 
 from tests.e2e.conftest import Edge, Key, create_resource, open_conversation
 from tests.e2e.test_leads import assert_error
-from tests.support.smtp import wait_until
+from tests.support.polling import wait_until
 
 TICKETS = "/api/v1/tickets"
 SCOPES = ["tickets:read", "tickets:write", "crm:read", "crm:write", "conversations:read"]

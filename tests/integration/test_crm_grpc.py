@@ -25,7 +25,7 @@ from services.common.delivery import DeliverySettings
 from services.common.grpc_server import internal_metadata
 from services.crm.config import Settings
 from services.crm.server import migrate
-from tests.support.stack import grpc_processes, stack_env
+from testbed.stack import grpc_processes, stack_env
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -12,7 +12,7 @@ from google.protobuf import struct_pb2
 from hydra.crm.v1 import leads_pb2, leads_pb2_grpc
 
 from services.common.grpc_server import internal_metadata
-from tests.support.stack import grpc_processes, stack_env
+from testbed.stack import grpc_processes, stack_env
 
 
 def drop_connections(url: str, application: str) -> int:

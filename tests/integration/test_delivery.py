@@ -18,7 +18,6 @@ import grpc
 import pytest
 import redis
 import sqlalchemy as sa
-from google.protobuf import struct_pb2
 from hydra.crm.v1 import accounts_pb2, accounts_pb2_grpc, contacts_pb2, contacts_pb2_grpc
 from hydra.tickets.v1 import tickets_pb2, tickets_pb2_grpc
 
@@ -36,17 +35,13 @@ from services.common.events import (
 from services.common.fields import utcnow
 from services.common.grpc_server import internal_metadata
 from services.common.outbox import Outbox, outbox_table
-from tests.support.servers import free_port
-from tests.support.smtp import smtp_server, wait_until
-from tests.support.stack import grpc_processes, stack_env, wait_serving
+from testbed.customers import body, create_customers, open_tickets
+from testbed.servers import free_port
+from testbed.smtp import smtp_server
+from testbed.stack import grpc_processes, stack_env, wait_serving
+from tests.support.polling import wait_until
 
 TENANTS = (uuid.uuid4(), uuid.uuid4())
-
-
-def body(**values: object) -> struct_pb2.Struct:
-    s = struct_pb2.Struct()
-    s.update(values)
-    return s
 
 
 def mailing_env(
@@ -61,33 +56,6 @@ def mailing_env(
         HYDRA_EVENTS_CONSUMERS=consumers,
         **extra,
     )
-
-
-def create_customers(env: dict[str, str], md: Sequence[tuple[str, str]], addresses: list[str]) -> list[str]:
-    """One account in crm and a contact per address; their ids."""
-    with grpc.insecure_channel(f"127.0.0.1:{env['HYDRA_CRM_PORT']}") as crm:
-        account = (
-            accounts_pb2_grpc.AccountServiceStub(crm)
-            .CreateAccount(accounts_pb2.CreateAccountRequest(account=body(name="A")), metadata=md)
-            .account
-        )
-        contacts = contacts_pb2_grpc.ContactServiceStub(crm)
-        return [
-            contacts.CreateContact(
-                contacts_pb2.CreateContactRequest(contact=body(email=a, account_id=account.id)), metadata=md
-            ).contact.id
-            for a in addresses
-        ]
-
-
-def open_tickets(env: dict[str, str], md: Sequence[tuple[str, str]], customers: list[str]) -> None:
-    """A ticket per customer, through tickets' gRPC server."""
-    with grpc.insecure_channel(f"127.0.0.1:{env['HYDRA_TICKETS_PORT']}") as channel:
-        tickets = tickets_pb2_grpc.TicketServiceStub(channel)
-        for customer in customers:
-            tickets.CreateTicket(
-                tickets_pb2.CreateTicketRequest(ticket=body(title="Help", customer_id=customer)), metadata=md
-            )
 
 
 @pytest.mark.parametrize(

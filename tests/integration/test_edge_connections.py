@@ -16,7 +16,7 @@ import pytest
 from edge.bindings import load_bindings
 from edge.envoy_config import EdgeSettings, render
 from hydractl.stack import envoy_binary
-from tests.support.servers import free_port
+from testbed.servers import free_port
 
 MAX_CONNECTIONS = 3
 

@@ -21,8 +21,8 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from hydractl.cli import create_tenant, mint, revoke_key
 from hydractl.stack import Stack
-from tests.support.servers import free_port
-from tests.support.stack import grpc_processes, stack_env, wait_serving
+from testbed.servers import free_port
+from testbed.stack import grpc_processes, stack_env, wait_serving
 
 SUPPORT_READ = {"auth": "support_key", "scope": "crm:read"}
 

@@ -12,9 +12,10 @@ import pytest
 
 from hydractl.events import drop_dead_letters, list_dead_letters, retry_dead_letters
 from services.common.grpc_server import internal_metadata
-from tests.integration.test_delivery import create_customers, open_tickets
-from tests.support.smtp import SmtpSink, smtp_server, wait_until
-from tests.support.stack import grpc_processes, stack_env
+from testbed.customers import create_customers, open_tickets
+from testbed.smtp import SmtpSink, smtp_server
+from testbed.stack import grpc_processes, stack_env
+from tests.support.polling import wait_until
 
 BUSES = ["in-process", "redis"]
 FAST_RETRIES = {

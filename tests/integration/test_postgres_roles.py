@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from hydractl.cli import create_tenant, mint
-from tests.support.servers import _postgres_bin, create_database
-from tests.support.stack import running_stack, stack_env
+from testbed.servers import _postgres_bin, create_database
+from testbed.stack import running_stack, stack_env
 
 ROLES_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "postgres-roles.sh"
 SERVICES = ("gatekeeper", "crm", "tickets", "instances", "public")

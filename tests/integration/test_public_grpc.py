@@ -16,7 +16,7 @@ from hydra.public.v1 import analytics_pb2, analytics_pb2_grpc, sites_pb2, sites_
 from services.common.db import connect_args, migration_url
 from services.common.grpc_server import internal_metadata
 from services.public.server import SCHEMA
-from tests.support.stack import grpc_processes, stack_env
+from testbed.stack import grpc_processes, stack_env
 
 EVENTS = 3000
 IN_FLIGHT = 64

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from edge.gatekeeper.limiter import RedisLimiter
-from tests.support.servers import free_port, redis_server
+from testbed.servers import free_port, redis_server
 
 
 class Captured(logging.Handler):

@@ -1,1 +1,1 @@
-"""Helpers that start real servers for tests and benchmarks."""
+"""Helpers only the tests use: a fake model server, a steady write load, polling."""

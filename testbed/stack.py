@@ -13,7 +13,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hydractl.stack import Stack, migrate_all
-from tests.support.servers import free_port
+from testbed.servers import free_port
 
 
 def stack_env(

@@ -1,5 +1,5 @@
-"""A real SMTP server for tests (aiosmtpd), recording what it receives; it can stall deliveries, or refuse
-recipients, on demand."""
+"""A real SMTP server for tests and benchmarks (aiosmtpd), recording what it receives; it can stall
+deliveries, or refuse recipients, on demand."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import asyncio
 import contextlib
 import email
 import threading
-import time
 from collections.abc import Iterator
 from email.message import Message
 from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from tests.support.servers import free_port
+from testbed.servers import free_port
 
 
 class SmtpSink:
@@ -65,14 +64,3 @@ def smtp_server(port: int | None = None) -> Iterator[SmtpSink]:
     finally:
         sink.stall.clear()
         controller.stop()
-
-
-def wait_until(predicate: Any, timeout: float = 15.0, what: str = "condition") -> Any:
-    """Polls `predicate` until it returns something truthy; fails after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")

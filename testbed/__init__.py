@@ -1,0 +1,1 @@
+"""Throwaway servers and isolated Hydra stacks on private ports, shared by the tests and the benchmarks."""
