@@ -23,7 +23,7 @@ _LISTED_BYTES = 12 * 1024  # of a detail list's field errors, leaving room for t
 _MESSAGE_CHARS = 2000  # of a message (a Support error, grpc-message)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one object per credential: compared and hashed by identity
 class Credential:
     """One way a caller proves who it is: the auth mode that names it, where it travels, what it is."""
 
@@ -258,7 +258,7 @@ class FastApiEnvelope:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one object per surface: compared and hashed by identity
 class Surface:
     """One API surface: where its routes live, who may call them, and how its answers look."""
 
