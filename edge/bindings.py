@@ -1,4 +1,4 @@
-"""Every HTTP binding of every hydra RPC, read from the proto descriptor set, with its access policy."""
+"""Every HTTP binding of every hydra RPC, read from the descriptor set, with its parsed access policy."""
 
 from __future__ import annotations
 
@@ -10,15 +10,11 @@ from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 from hydra.options.v1 import options_pb2
 
-AuthMode = options_pb2.AuthMode
+from services.common.access import MethodAccess, parse_access
+from services.common.surfaces import SERVICE_AUTH_MODES
+
 ROOT = Path(__file__).resolve().parent.parent
 DESCRIPTOR_SET = ROOT / "gen" / "hydra.pb"
-HTTP_AUTH_MODES = (
-    AuthMode.AUTH_MODE_SUPPORT_KEY,
-    AuthMode.AUTH_MODE_CORE_KEY,
-    AuthMode.AUTH_MODE_WIDGET_TOKEN,
-    AuthMode.AUTH_MODE_PUBLIC,
-)
 
 
 @dataclass(frozen=True)
@@ -30,7 +26,7 @@ class Binding:
     cluster: str  # crm
     method: str  # GET
     template: str  # /api/v1/leads/{id}
-    policy: options_pb2.AccessPolicy
+    access: MethodAccess  # its surface, credential, scope and rate limits
     streaming: bool
     success_status: int = 200  # 201 for creates, 204 for empty answers: the edge sets it, not the service
     # The most bytes a valid JSON body can take, from the input's field rules; None: no body, or unbounded.
@@ -116,17 +112,6 @@ def _field_bytes(
     return rules.max_items * (single + _PUNCTUATION_BYTES) + 2 if rules.max_items else None
 
 
-def success_status(
-    method: descriptor_pb2.MethodDescriptorProto, output: descriptor_pb2.DescriptorProto
-) -> int:
-    """The HTTP status of a successful answer: 204 when there is nothing to say, 201 for a create."""
-    if method.server_streaming:
-        return 200
-    if not output.field:
-        return 204
-    return 201 if method.name.startswith("Create") else 200
-
-
 def load_bindings(descriptor_set: Path = DESCRIPTOR_SET) -> list[Binding]:
     """Every HTTP binding of every hydra RPC in the descriptor set."""
     files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
@@ -142,15 +127,22 @@ def load_bindings(descriptor_set: Path = DESCRIPTOR_SET) -> list[Binding]:
                 if not method.options.HasExtension(annotations_pb2.http):
                     continue
                 rpc = f"{service_name}.{method.name}"
-                if not method.options.HasExtension(options_pb2.access):
-                    raise ValueError(f"{rpc} has an HTTP binding but no (hydra.options.v1.access)")
-                policy = method.options.Extensions[options_pb2.access]
-                if policy.auth not in HTTP_AUTH_MODES:
-                    raise ValueError(f"{rpc}: auth mode {policy.auth} cannot have an HTTP binding")
+                access = parse_access(f"/{service_name}/{method.name}", method.options, service.options)
+                surface = access.surface
+                if access.auth in SERVICE_AUTH_MODES or surface.prefix is None:
+                    raise ValueError(f"{rpc}: an RPC of the {surface.name} surface has no HTTP binding")
                 rule = method.options.Extensions[annotations_pb2.http]
-                status = success_status(method, messages[method.output_type])
+                status = surface.success_status(
+                    method.name,
+                    has_output=bool(messages[method.output_type].field),
+                    streaming=method.server_streaming,
+                )
                 for each in [rule, *rule.additional_bindings]:
                     verb, template = _verb(each)
+                    if not template.startswith(surface.prefix):
+                        raise ValueError(
+                            f"{rpc}: {template} is outside the {surface.name} surface's {surface.prefix}"
+                        )
                     body = body_bytes(method.input_type, each.body, messages) if each.body else None
                     bindings.append(
                         Binding(
@@ -159,7 +151,7 @@ def load_bindings(descriptor_set: Path = DESCRIPTOR_SET) -> list[Binding]:
                             cluster,
                             verb,
                             template,
-                            policy,
+                            access,
                             method.server_streaming,
                             status,
                             body,

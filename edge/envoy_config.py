@@ -15,25 +15,17 @@ from hydra.options.v1 import options_pb2
 from edge import openapi
 from edge.bindings import DESCRIPTOR_SET, JSON_BYTES_PER_CHAR, ROOT, Binding, load_bindings, template_regex
 from edge.gatekeeper.http_check import ROUTE_HEADER_PREFIX
-from edge.gatekeeper.service import BY_CLIENT_IP, BY_INSTANCE, PriorLimit
 from services.common import config
+from services.common.access import BY_CLIENT_IP
 from services.common.identity import CLIENT_IP_HEADER, IDENTITY_HEADERS, INTERNAL_TOKEN_HEADER
 from services.common.paging import PAGE_JSON_BYTES
-
-RATE_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "retry-after")
+from services.common.surfaces import CREDENTIALS, FALLBACK, SURFACES, Credential, Surface, by_prefix
 
 AuthMode = options_pb2.AuthMode
 RateLimitKey = options_pb2.RateLimitKey
 LUA_FILTER = Path(__file__).resolve().parent / "envelope.lua"
 GATEKEEPER = "gatekeeper"
 AUTHZ = "authz"  # the gatekeeper's HTTP listener for ext_authz checks
-SUPPORT_PREFIX = "/api/"
-_AUTH_NAMES = {
-    AuthMode.AUTH_MODE_SUPPORT_KEY: "support_key",
-    AuthMode.AUTH_MODE_CORE_KEY: "core_key",
-    AuthMode.AUTH_MODE_WIDGET_TOKEN: "widget_token",
-    AuthMode.AUTH_MODE_PUBLIC: "public",
-}
 _TYPE = "type.googleapis.com/envoy.extensions."
 _EXT_AUTHZ = "envoy.filters.http.ext_authz"
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
@@ -46,20 +38,37 @@ MIB = 1024 * 1024
 # metadata they would have to decode (-bin), and gRPC's own headers (grpc-timeout, grpc-encoding, ...):
 # dropped before the transcoder, or grpc answers the whole request with a stream error (a 503).
 UNCARRIABLE_HEADERS = r"[^:].*[^-._0-9a-z].*|[^-._0-9a-z:].*|.*-bin|grpc-.*"
-PUBLIC_PREFIX = "/v1/public/"
 _CLIENT_ADDRESS = "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
-# Browsers on any published website call the public routes; credentials never travel as cookies.
-_PUBLIC_CORS = {
-    "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
-    "allow_origin_string_match": [{"safe_regex": {"regex": ".*"}}],
-    "allow_methods": "POST, OPTIONS",
-    "allow_headers": "content-type, x-widget-token",
-    "expose_headers": "x-ratelimit-limit, x-ratelimit-remaining, retry-after",
-    "max_age": "86400",
-}
+
+
+def _credential_headers(credentials: Sequence[Credential]) -> list[str]:
+    """Every header the credentials travel in, each once, in order."""
+    return list(dict.fromkeys(name for credential in credentials for name in credential.headers))
+
+
+def _every_rate_header() -> list[str]:
+    return list(dict.fromkeys(name for surface in SURFACES for name in surface.rate_headers))
+
+
+def _any_origin_cors() -> dict[str, Any]:
+    """Browsers on any site call the surfaces open to any origin; credentials never travel as cookies."""
+    open_surfaces = [s for s in SURFACES if s.any_origin]
+    credentials = [c for s in open_surfaces for c in s.credentials]
+    rate_headers = dict.fromkeys(h for s in open_surfaces for h in s.rate_headers)
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match": [{"safe_regex": {"regex": ".*"}}],
+        "allow_methods": "POST, OPTIONS",
+        "allow_headers": ", ".join(["content-type", *_credential_headers(credentials)]),
+        "expose_headers": ", ".join(rate_headers),
+        "max_age": "86400",
+    }
+
+
+_ANY_ORIGIN_CORS = _any_origin_cors()
 _FILTER_CONFIG = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 _EXT_AUTHZ_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
-# Envoy's own error replies, in each surface's envelope: (status, support code, message).
+# Envoy's own error replies, in each surface's envelope: (status, code, message).
 _LOCAL_REPLIES = [
     (400, "validation_error", "Invalid request: %LOCAL_REPLY_BODY%"),
     (404, "not_found", "Not found."),
@@ -103,10 +112,6 @@ _RETRY_UNSENT = {
     ],
     "host_selection_retry_max_attempts": 3,
 }
-
-
-# FastAPI's own wording where it has one.
-_FASTAPI_DETAILS = {404: "Not Found", 405: "Method Not Allowed"}
 
 
 @dataclass(frozen=True)
@@ -194,7 +199,7 @@ def _route_headers(binding: Binding) -> dict[str, str]:
     return {ROUTE_HEADER_PREFIX + k.replace("_", "-"): v for k, v in _route_policy(binding).items()}
 
 
-def _check_service(route_headers: Mapping[str, str]) -> dict[str, Any]:
+def _check_service(route_headers: Mapping[str, str], rate_headers: Sequence[str]) -> dict[str, Any]:
     """ext_authz's HTTP service: which headers travel to the gatekeeper, upstream and back to the client."""
     # Added by Envoy, so a client's own header of that name never reaches the gatekeeper.
     added = {**route_headers, CLIENT_IP_HEADER: _CLIENT_ADDRESS}
@@ -203,8 +208,8 @@ def _check_service(route_headers: Mapping[str, str]) -> dict[str, Any]:
         "authorization_request": {"headers_to_add": [{"key": k, "value": v} for k, v in added.items()]},
         "authorization_response": {
             "allowed_upstream_headers": _exact(IDENTITY_HEADERS),
-            "allowed_client_headers": _exact(("content-type", *RATE_HEADERS)),
-            "allowed_client_headers_on_success": _exact(RATE_HEADERS),
+            "allowed_client_headers": _exact(("content-type", *rate_headers)),
+            "allowed_client_headers_on_success": _exact(rate_headers),
         },
     }
 
@@ -214,43 +219,22 @@ def _exact(names: Sequence[str]) -> dict[str, Any]:
 
 
 def _route_policy(binding: Binding) -> dict[str, str]:
-    policy = binding.policy
-    values = {"auth": _AUTH_NAMES[policy.auth], "scope": policy.scope}
-    if policy.rate_limit.requests_per_minute:
-        values["requests_per_minute"] = str(policy.rate_limit.requests_per_minute)
-        values["limit_name"] = policy.rate_limit.name or binding.rpc
-    if policy.auth == AuthMode.AUTH_MODE_WIDGET_TOKEN:
+    access = binding.access
+    values = {"surface": access.surface.name, "auth": access.credential.name, "scope": access.scope}
+    if access.rate_limit.requests_per_minute:
+        values["requests_per_minute"] = str(access.rate_limit.requests_per_minute)
+        values["limit_name"] = access.rate_limit.name
+    if access.auth == AuthMode.AUTH_MODE_WIDGET_TOKEN:
         segments = binding.template.strip("/").split("/")
         values["instance_segment"] = str(segments.index("{instance_id}"))
-    if policy.prior_rate_limits:
-        values["prior_limits"] = ",".join(p.encode() for p in _prior_limits(binding))
+    if access.prior_limits:
+        values["prior_limits"] = ",".join(p.encode() for p in access.prior_limits)
     return values
-
-
-def _prior_limits(binding: Binding) -> list[PriorLimit]:
-    """The route's prior windows, checked: per client IP on any keyed route, per instance on widget routes."""
-    limits = []
-    for limit in binding.policy.prior_rate_limits:
-        if limit.key == RateLimitKey.RATE_LIMIT_KEY_CLIENT_IP:
-            key = BY_CLIENT_IP
-        elif (
-            limit.key == RateLimitKey.RATE_LIMIT_KEY_INSTANCE
-            and binding.policy.auth == AuthMode.AUTH_MODE_WIDGET_TOKEN
-        ):
-            key = BY_INSTANCE
-        else:
-            raise ValueError(
-                f"{binding.rpc}: a prior rate limit counts per client IP, or per instance on widget routes"
-            )
-        if not limit.name.isidentifier() or limit.requests_per_minute < 1:
-            raise ValueError(f"{binding.rpc}: a prior rate limit needs a name and requests_per_minute")
-        limits.append(PriorLimit(key, limit.name, limit.requests_per_minute))
-    return limits
 
 
 def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
     """The Envoy route of one binding: match, upstream, and the policy the gatekeeper enforces."""
-    policy = binding.policy
+    access = binding.access
     timeout = "0s" if binding.streaming else f"{settings.upstream_timeout_seconds}s"
     entry: dict[str, Any] = {
         "name": f"{binding.rpc}:{binding.method}",
@@ -275,23 +259,30 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
     if binding.success_status != 200:
         # envelope.lua applies it to a 200 from the transcoder; errors carry their own status.
         entry["metadata"] = {"filter_metadata": {_LUA: {"success_status": str(binding.success_status)}}}
-    if policy.auth == AuthMode.AUTH_MODE_PUBLIC:
+    if access.auth == AuthMode.AUTH_MODE_PUBLIC:
         # ext_authz does not run here, so nothing would overwrite identity headers a client sent.
         entry["request_headers_to_remove"] = list(IDENTITY_HEADERS)
         entry["typed_per_filter_config"] = {
             **per_filter,
             _EXT_AUTHZ: {"@type": _EXT_AUTHZ_PER_ROUTE, "disabled": True},
-            _CORS: _PUBLIC_CORS,
         }
-        if policy.rate_limit.key == RateLimitKey.RATE_LIMIT_KEY_CLIENT_IP:
-            name = policy.rate_limit.name or binding.rpc
+        if access.surface.any_origin:
+            entry["typed_per_filter_config"][_CORS] = _ANY_ORIGIN_CORS
+        if access.rate_limit.key == RateLimitKey.RATE_LIMIT_KEY_CLIENT_IP:
+            name = access.rate_limit.name
             entry["route"]["rate_limits"] = [
                 {
                     "actions": [
                         {
                             "generic_key": {
                                 "descriptor_key": "policy",
-                                "descriptor_value": f"{name}:{policy.rate_limit.requests_per_minute}",
+                                "descriptor_value": f"{name}:{access.rate_limit.requests_per_minute}",
+                            }
+                        },
+                        {
+                            "generic_key": {
+                                "descriptor_key": "surface",
+                                "descriptor_value": access.surface.name,
                             }
                         },
                         {"remote_address": {}},
@@ -299,7 +290,7 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
                 }
             ]
     else:
-        if any(p.key == BY_CLIENT_IP for p in _prior_limits(binding)):
+        if any(p.key == BY_CLIENT_IP for p in access.prior_limits):
             # The client's address as Envoy determined it (trusted hops honoured) goes upstream too, for
             # the service's per-IP stream cap; a client's own header of that name is overwritten.
             entry["request_headers_to_add"] = [
@@ -312,11 +303,13 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
             **per_filter,
             _EXT_AUTHZ: {
                 "@type": _EXT_AUTHZ_PER_ROUTE,
-                "check_settings": {"http_service": _check_service(_route_headers(binding))},
+                "check_settings": {
+                    "http_service": _check_service(_route_headers(binding), access.surface.rate_headers)
+                },
             },
         }
-        if binding.template.startswith(PUBLIC_PREFIX):
-            entry["typed_per_filter_config"][_CORS] = _PUBLIC_CORS
+        if access.surface.any_origin:
+            entry["typed_per_filter_config"][_CORS] = _ANY_ORIGIN_CORS
     for key, headers in _deadline(binding, settings).items():
         entry.setdefault(key, []).extend(headers)
     return entry
@@ -355,29 +348,32 @@ def _direct_route(
     }
 
 
-def _not_found_route(prefix: str, body: dict[str, str]) -> dict[str, Any]:
-    return _direct_route(
-        f"not_found:{prefix}",
-        {"prefix": prefix},
-        404,
-        {"inline_string": json.dumps(body)},
-        {"content-type": "application/json"},
-    )
+def not_found_routes() -> list[dict[str, Any]]:
+    """404 for paths no route binds: in the envelope of the surface whose prefix the path falls under
+    (the longest first), else the fallback surface's; the last routes of all."""
+    claims = [(surface.prefix or "", surface) for surface in by_prefix()] + [("/", FALLBACK)]
+    return [
+        _direct_route(
+            f"not_found:{prefix}",
+            {"prefix": prefix},
+            404,
+            {"inline_string": json.dumps(surface.envelope.reply(404, "not_found", "Not found."))},
+            {"content-type": "application/json"},
+        )
+        for prefix, surface in claims
+    ]
 
 
 def method_not_allowed_routes(bindings: Sequence[Binding]) -> list[dict[str, Any]]:
     """For each bound path, a 405 (with Allow) for the methods it does not bind; after the real routes."""
     allowed: dict[str, list[str]] = {}
+    surfaces: dict[str, Surface] = {}
     for b in bindings:
         allowed.setdefault(b.template, []).append(b.method)
+        surfaces[b.template] = b.access.surface
     routes = []
     for template, methods in allowed.items():
-        support = template.startswith(SUPPORT_PREFIX)
-        body = (
-            {"error": "Method not allowed.", "code": "method_not_allowed"}
-            if support
-            else {"detail": "Method Not Allowed"}
-        )
+        body = surfaces[template].envelope.reply(405, "method_not_allowed", "Method not allowed.")
         answer = _direct_route(
             f"method_not_allowed:{template}",
             {"safe_regex": {"regex": template_regex(template)}},
@@ -390,15 +386,15 @@ def method_not_allowed_routes(bindings: Sequence[Binding]) -> list[dict[str, Any
 
 
 def preflight_routes(bindings: Sequence[Binding]) -> list[dict[str, Any]]:
-    """OPTIONS on each public path, for the CORS filter to answer browsers' preflight requests.
+    """OPTIONS on each path open to any origin, for the CORS filter to answer browsers' preflights.
 
     The CORS filter skips direct-response routes, so these route to the upstream cluster, which a
     preflight never reaches (any other OPTIONS request is refused there as an unknown method).
     """
     routes = []
-    for template, cluster in sorted({(b.template, b.cluster) for b in bindings}):
-        if not template.startswith(PUBLIC_PREFIX):
-            continue
+    for template, cluster in sorted(
+        {(b.template, b.cluster) for b in bindings if b.access.surface.any_origin}
+    ):
         routes.append(
             {
                 "name": f"cors_preflight:{template}",
@@ -410,7 +406,7 @@ def preflight_routes(bindings: Sequence[Binding]) -> list[dict[str, Any]]:
                 "request_headers_to_remove": list(IDENTITY_HEADERS),
                 "typed_per_filter_config": {
                     _EXT_AUTHZ: {"@type": _EXT_AUTHZ_PER_ROUTE, "disabled": True},
-                    _CORS: _PUBLIC_CORS,
+                    _CORS: _ANY_ORIGIN_CORS,
                 },
             }
         )
@@ -443,17 +439,27 @@ def _status_is(status: int) -> dict[str, Any]:
     }
 
 
-def local_reply_config() -> dict[str, Any]:
-    """Envoy-generated errors in the caller's surface envelope; the gatekeeper's denials kept as sent."""
-    # The transcoder may already have rewritten :path to the gRPC method; it keeps the original.
-    support = {
+def _under(prefix: str) -> dict[str, Any]:
+    """Requests whose path starts with `prefix` (the transcoder may have rewritten :path to the gRPC
+    method; it keeps the original)."""
+    return {
         "or_filter": {
             "filters": [
-                {"header_filter": {"header": {"name": name, "string_match": {"prefix": SUPPORT_PREFIX}}}}
+                {"header_filter": {"header": {"name": name, "string_match": {"prefix": prefix}}}}
                 for name in (":path", "x-envoy-original-path")
             ]
         }
     }
+
+
+def _in_envelope(match: dict[str, Any], body: dict[str, Any], prefix: str | None) -> dict[str, Any]:
+    """A mapper giving `body` to Envoy's own replies that `match`, under `prefix` (None: any path)."""
+    where = match if prefix is None else {"and_filter": {"filters": [match, _under(prefix)]}}
+    return {"filter": where, "body_format_override": {"json_format": body}}
+
+
+def local_reply_config() -> dict[str, Any]:
+    """Envoy-generated errors in the envelope of the path's surface; the gatekeeper's denials kept as sent."""
     mappers: list[dict[str, Any]] = [
         {
             # Denials by ext_authz (UAEX) and the rate-limit service (RL) already carry the right body.
@@ -480,27 +486,15 @@ def local_reply_config() -> dict[str, Any]:
     unsent = {
         "and_filter": {"filters": [_status_is(503), {"response_flag_filter": {"flags": _UNSENT_FLAGS}}]}
     }
-    mappers.append(
-        {
-            "filter": {"and_filter": {"filters": [unsent, support]}},
-            "body_format_override": {"json_format": {"error": _UNSENT_503, "code": "server_error"}},
-        }
-    )
-    mappers.append({"filter": unsent, "body_format_override": {"json_format": {"detail": _UNSENT_503}}})
-    for status, code, message in _LOCAL_REPLIES:
-        mappers.append(
-            {
-                "filter": {"and_filter": {"filters": [_status_is(status), support]}},
-                "body_format_override": {"json_format": {"error": message, "code": code}},
-            }
-        )
-    for status, _code, message in _LOCAL_REPLIES:
-        mappers.append(
-            {
-                "filter": _status_is(status),
-                "body_format_override": {"json_format": {"detail": _FASTAPI_DETAILS.get(status, message)}},
-            }
-        )
+    # Each surface's prefix, the longest first, then every other path in the fallback's envelope.
+    claims: list[tuple[str | None, Surface]] = [(s.prefix, s) for s in by_prefix()] + [(None, FALLBACK)]
+    for prefix, surface in claims:
+        body = surface.envelope.reply(503, "server_error", _UNSENT_503)
+        mappers.append(_in_envelope(unsent, body, prefix))
+    for prefix, surface in claims:
+        for status, code, message in _LOCAL_REPLIES:
+            body = surface.envelope.reply(status, code, message)
+            mappers.append(_in_envelope(_status_is(status), body, prefix))
     return {"mappers": mappers}
 
 
@@ -575,15 +569,11 @@ def _filters(
             "name": _EXT_AUTHZ,
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-                "http_service": _check_service({}),
+                "http_service": _check_service({}, _every_rate_header()),
                 "transport_api_version": "V3",
                 "failure_mode_allow": False,
                 "status_on_error": {"code": 503},
-                "allowed_headers": {
-                    "patterns": [
-                        {"exact": h} for h in ("authorization", "x-api-key", "x-widget-token", "x-request-id")
-                    ]
-                },
+                "allowed_headers": _exact((*_credential_headers(CREDENTIALS), "x-request-id")),
             },
         },
         {
@@ -678,8 +668,7 @@ def render(
     routes = [*docs_routes(docs or {}), *(route(b, settings) for b in bindings)]
     routes.extend(preflight_routes(bindings))
     routes.extend(method_not_allowed_routes(bindings))
-    routes.append(_not_found_route(SUPPORT_PREFIX, {"error": "Not found.", "code": "not_found"}))
-    routes.append(_not_found_route("/", {"detail": "Not Found"}))
+    routes.extend(not_found_routes())
     manager = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
         ".HttpConnectionManager",

@@ -19,11 +19,10 @@ from hydra.options.v1 import options_pb2
 
 from edge.bindings import DESCRIPTOR_SET, Binding, load_bindings
 from services.common.fields import text_pattern
+from services.common.surfaces import CREDENTIALS, SURFACES, envelopes
 
-AuthMode = options_pb2.AuthMode
 StringFormat = options_pb2.StringFormat
 FieldType = descriptor_pb2.FieldDescriptorProto
-SUPPORT_PREFIX = "/api/v1/"
 _PARAM = re.compile(r"\{(\w+)(=[^}]*)?\}")
 _SCALARS: dict[int, dict[str, Any]] = {
     FieldType.TYPE_STRING: {"type": "string"},
@@ -43,12 +42,6 @@ _FORMATS = {
     StringFormat.STRING_FORMAT_UUID: "uuid",
     StringFormat.STRING_FORMAT_DATE: "date",
     StringFormat.STRING_FORMAT_URL: "uri",
-}
-_SECURITY: dict[int, list[dict[str, list[str]]]] = {
-    AuthMode.AUTH_MODE_SUPPORT_KEY: [{"SupportKey": []}],
-    AuthMode.AUTH_MODE_CORE_KEY: [{"CoreKey": []}, {"CoreKeyBearer": []}],
-    AuthMode.AUTH_MODE_WIDGET_TOKEN: [{"WidgetToken": []}],
-    AuthMode.AUTH_MODE_PUBLIC: [],
 }
 
 
@@ -208,14 +201,15 @@ class _Builder:
             "operationId": method.name,
             "summary": summary.strip().rstrip("."),
             "tags": [binding.service.rsplit(".", 1)[1].removesuffix("Service")],
-            "security": _SECURITY[binding.policy.auth],
+            # Any one of the credential's schemes (none for a public route).
+            "security": [{name: []} for name in binding.access.credential.security],
             "parameters": [],
         }
         if rest.strip():
             operation["description"] = rest.strip()
-        if binding.policy.scope:
-            operation["x-required-scope"] = binding.policy.scope
-            scope_note = f"Requires scope `{binding.policy.scope}`."
+        if binding.access.scope:
+            operation["x-required-scope"] = binding.access.scope
+            scope_note = f"Requires scope `{binding.access.scope}`."
             operation["description"] = f"{operation.get('description', '')}\n\n{scope_note}".strip()
         for field in request.field:
             if field.name in path_params:
@@ -254,9 +248,10 @@ class _Builder:
         return operation
 
     def _responses(self, binding: Binding, method: descriptor_pb2.MethodDescriptorProto) -> dict[str, Any]:
-        support = binding.template.startswith(SUPPORT_PREFIX)
-        error = {"$ref": f"#/components/schemas/{'SupportError' if support else 'HTTPError'}"}
-        invalid = error if support else {"$ref": "#/components/schemas/HTTPValidationError"}
+        envelope = binding.access.surface.envelope
+        error = {"$ref": f"#/components/schemas/{envelope.error_schema}"}
+        invalid = {"$ref": f"#/components/schemas/{envelope.invalid_schema}"}
+        keyed = binding.access.credential.key_kind is not None
         responses: dict[str, Any] = {}
         if binding.success_status == 204:
             responses["204"] = {"description": "Deleted." if method.name.startswith("Delete") else "Done."}
@@ -271,7 +266,7 @@ class _Builder:
                 "description": "Created." if status == "201" else "OK.",
                 "content": {"application/json": {"schema": self.output_schema(method.output_type)}},
             }
-        responses["400" if support else "422"] = {
+        responses[str(envelope.invalid_status)] = {
             "description": "Invalid input; the offending fields are named (the first 50, then a count).",
             "content": {"application/json": {"schema": invalid}},
         }
@@ -282,10 +277,10 @@ class _Builder:
             (
                 "400",
                 "The request could not be read: malformed JSON, or an unknown query parameter.",
-                not support,
+                envelope.invalid_status != 400,
             ),
-            ("401", "Missing, malformed or revoked key.", binding.policy.auth != AuthMode.AUTH_MODE_PUBLIC),
-            ("403", "The key lacks the route's scope.", binding.policy.auth != AuthMode.AUTH_MODE_PUBLIC),
+            ("401", "Missing, malformed or revoked key.", keyed),
+            ("403", "The key lacks the route's scope.", keyed),
             ("404", "Not found (or another tenant's).", True),
             (
                 "409",
@@ -305,49 +300,6 @@ class _Builder:
         return responses
 
 
-_ERROR_SCHEMAS = {
-    "SupportError": {
-        "type": "object",
-        "properties": {
-            "error": {"type": "string"},
-            "code": {
-                "type": "string",
-                "enum": [
-                    "unauthorized",
-                    "forbidden_scope",
-                    "validation_error",
-                    "not_found",
-                    "method_not_allowed",
-                    "fk_blocked",
-                    "conflict",
-                    "rate_limited",
-                    "server_error",
-                ],
-            },
-            "blockers": {"type": "object", "additionalProperties": {"type": "integer"}},
-        },
-        "required": ["error", "code"],
-    },
-    "HTTPError": {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]},
-    "HTTPValidationError": {
-        "type": "object",
-        "properties": {
-            "detail": {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}}
-        },
-        "required": ["detail"],
-    },
-    "ValidationError": {
-        "type": "object",
-        "properties": {
-            "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
-            "msg": {"type": "string"},
-            "type": {"type": "string"},
-        },
-        "required": ["loc", "msg", "type"],
-    },
-}
-
-
 def document(descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every HTTP binding in the descriptor set."""
     files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes()).file
@@ -361,26 +313,19 @@ def document(descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, Any]:
         "info": {
             "title": "Hydra API",
             "version": "1.0.0",
-            "description": (
-                "Hydra Support (`/api/v1`, `Authorization: Bearer hmcp_...`) and the HydraCore control plane "
-                "(`/v1`, `X-Api-Key: hc_live_...`). Every key is tenant-scoped: another tenant's resource "
-                "is 404. Rate-limited responses carry X-RateLimit-Limit, X-RateLimit-Remaining and, on "
-                "429, Retry-After."
+            "description": " ".join(
+                [
+                    *(s.summary for s in SURFACES if s.summary),
+                    "Every key is tenant-scoped: another tenant's resource is 404. Rate-limited responses "
+                    "carry X-RateLimit-Limit, X-RateLimit-Remaining and, on 429, Retry-After.",
+                ]
             ),
         },
         "paths": dict(sorted(paths.items())),
         "components": {
-            "schemas": {**dict(sorted(builder.schemas.items())), **_ERROR_SCHEMAS},
+            "schemas": {**dict(sorted(builder.schemas.items())), **envelopes()},
             "securitySchemes": {
-                "SupportKey": {"type": "http", "scheme": "bearer", "description": "An hmcp_ key."},
-                "CoreKey": {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "X-Api-Key",
-                    "description": "An hc_live_ key.",
-                },
-                "CoreKeyBearer": {"type": "http", "scheme": "bearer", "description": "An hc_live_ key."},
-                "WidgetToken": {"type": "apiKey", "in": "header", "name": "X-Widget-Token"},
+                name: dict(scheme) for c in CREDENTIALS for name, scheme in c.security.items()
             },
         },
     }

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.bindings import DESCRIPTOR_SET
-from edge.gatekeeper.service import DEFAULT_INVALID_KEYS_PER_MINUTE
+from edge.gatekeeper.authorizer import DEFAULT_INVALID_KEYS_PER_MINUTE
 from services.common import config
 
 

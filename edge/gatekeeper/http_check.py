@@ -12,9 +12,10 @@ from collections import deque
 from collections.abc import Mapping
 from typing import cast
 
-from edge.gatekeeper.service import Admission, Authorizer, RouteAccess
-from services.common.errors import Unauthenticated, Unavailable, render
+from edge.gatekeeper.authorizer import Admission, Authorizer, RouteAccess
+from services.common.errors import Unauthenticated, Unavailable
 from services.common.identity import CLIENT_IP_HEADER, IDENTITY_HEADERS
+from services.common.surfaces import FALLBACK, render
 
 # Envoy adds these to every check request (per route); a client's own headers never reach us as these.
 ROUTE_HEADER_PREFIX = "x-hydra-route-"
@@ -161,7 +162,13 @@ class CheckProtocol(asyncio.Protocol):
         self._worker = None
 
     async def _decide(self, request: _Request) -> bytes:
-        route = route_access(request.headers)
+        try:
+            route = route_access(request.headers)
+        except ValueError:  # not a route of a surface that takes keys: the edge config is wrong
+            rendered = render(Unauthenticated("This route does not take API keys."), FALLBACK)
+            return encode_response(
+                rendered.http_status, {"content-type": "application/json"}, rendered.body.encode()
+            )
         try:
             admission = await self._authorizer.admit(
                 route, request.headers, request.path, client=request.headers.get(CLIENT_IP_HEADER, "")

@@ -17,11 +17,13 @@ from hydra.gatekeeper.v1 import (
 )
 
 from edge.bindings import load_bindings
+from edge.gatekeeper.authorizer import Authorizer
 from edge.gatekeeper.config import Settings
 from edge.gatekeeper.http_check import CheckServer
 from edge.gatekeeper.instances import InstanceDirectory
+from edge.gatekeeper.key_admin import KeyAdmin
+from edge.gatekeeper.key_store import KeyStore
 from edge.gatekeeper.limiter import Limiter, MemoryLimiter, RedisLimiter
-from edge.gatekeeper.service import Authorizer, KeyAdmin, KeyStore
 from edge.gatekeeper.servicer import (
     ApiKeyContextServicer,
     KeyAdminServicer,
@@ -57,7 +59,7 @@ def build(settings: Settings) -> GrpcApp:
     instances = InstanceDirectory(settings.instances_address)
     key_admin = KeyAdmin(db=db, instances=instances)
     admin = KeyAdminServicer(key_admin, settings.admin_token)
-    scopes = [b.policy.scope for b in load_bindings(settings.descriptor_set) if b.policy.scope]
+    scopes = [b.access.scope for b in load_bindings(settings.descriptor_set) if b.access.scope]
     key_context = ApiKeyContextServicer(key_admin, scopes)
 
     def register(server: grpc.aio.Server) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 from collections.abc import Sequence
 from typing import Any
@@ -20,11 +21,13 @@ from hydra.gatekeeper.v1 import (
 from sqlalchemy import Row
 
 from edge.gatekeeper import keys
+from edge.gatekeeper.authorizer import rate_headers
+from edge.gatekeeper.key_admin import KeyAdmin
 from edge.gatekeeper.limiter import Limiter
-from edge.gatekeeper.service import KeyAdmin, rate_headers
-from services.common.errors import RateLimited, Surface, Unauthenticated, render
+from services.common.errors import RateLimited, Unauthenticated
 from services.common.fields import timestamp
 from services.common.identity import current_identity
+from services.common.surfaces import PUBLIC, render, surface_named
 
 ADMIN_TOKEN_HEADER = "x-hydra-admin-token"
 
@@ -39,21 +42,24 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
     ) -> rls_pb2.RateLimitResponse:
         verdicts = []
+        surface = PUBLIC
         for descriptor in request.descriptors:
             entries = {e.key: e.value for e in descriptor.entries}
             name, _, rpm = entries.get("policy", "").rpartition(":")
             if not name or not rpm.isdigit() or "remote_address" not in entries:
                 continue
+            with contextlib.suppress(ValueError):  # the route's surface, as the edge config names it
+                surface = surface_named(entries.get("surface", ""))
             verdicts.append(await self._limiter.hit(f"ip:{name}:{entries['remote_address']}", int(rpm)))
         if not verdicts:
             return rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
         worst = min(verdicts, key=lambda v: (v.allowed, v.remaining))
-        headers = rate_headers(worst)
+        headers = rate_headers(worst, surface)
         if worst.allowed:
             return rls_pb2.RateLimitResponse(
                 overall_code=rls_pb2.RateLimitResponse.OK, response_headers_to_add=_plain_headers(headers)
             )
-        body = render(RateLimited("Rate limit exceeded"), Surface.CORE).body
+        body = render(RateLimited("Rate limit exceeded"), surface).body
         return rls_pb2.RateLimitResponse(
             overall_code=rls_pb2.RateLimitResponse.OVER_LIMIT,
             response_headers_to_add=_plain_headers({**headers, "content-type": "application/json"}),

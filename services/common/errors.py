@@ -1,9 +1,8 @@
-"""The domain error hierarchy and its one mapping to gRPC status plus each surface's JSON body."""
+"""The domain error hierarchy: what went wrong, its stable code and its statuses (each surface's envelope
+wraps it: services/common/surfaces.py)."""
 
 from __future__ import annotations
 
-import enum
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,17 +12,9 @@ import grpc
 # pass 60 KiB: a body is kept well under that, however many fields were wrong or however long they were.
 MAX_ERROR_BODY_BYTES = 16 * 1024
 MAX_LISTED_ERRORS = 50
-_LISTED_BYTES = 12 * 1024  # of the listed field errors, leaving room for the rest of the body
 _MESSAGE_CHARS = 2000  # of a message (a Support error, grpc-message)
 _PART_CHARS = 100  # of one part of a field's location (keys come from the client's JSON)
 _MSG_CHARS = 300  # of one field error's message
-
-
-class Surface(enum.Enum):
-    """The two public HTTP surfaces and their error envelopes."""
-
-    SUPPORT = "support"  # /api/v1: {"error": "...", "code": "..."}
-    CORE = "core"  # /v1: FastAPI's {"detail": ...}
 
 
 @dataclass(frozen=True)
@@ -39,8 +30,8 @@ class FieldError:
 
     def clipped(self) -> FieldError:
         """The same error with every text part cut to a bounded length."""
-        loc = tuple(_clip(p, _PART_CHARS) if isinstance(p, str) else p for p in self.loc)
-        return FieldError(loc, _clip(self.msg, _MSG_CHARS), _clip(self.type, _PART_CHARS))
+        loc = tuple(clip(p, _PART_CHARS) if isinstance(p, str) else p for p in self.loc)
+        return FieldError(loc, clip(self.msg, _MSG_CHARS), clip(self.type, _PART_CHARS))
 
 
 class HydraError(Exception):
@@ -53,20 +44,21 @@ class HydraError(Exception):
     def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.message = message
-        self.extra = extra
+        self.extra = extra  # details a surface may show beside the message (e.g. blockers)
 
-    def support_body(self) -> dict[str, Any]:
-        return {"error": self.message, "code": self.code, **self.extra}
+    @property
+    def field_errors(self) -> list[FieldError]:
+        """The invalid inputs, one by one, where the error is about the request's fields."""
+        return []
 
-    def core_body(self) -> dict[str, Any]:
-        return {"detail": self.message}
-
-    def core_http_status(self) -> int:
-        return self.http_status
+    @property
+    def detail(self) -> str:
+        """The message in the briefest form (FastAPI's `detail`)."""
+        return self.message
 
 
 class ValidationError(HydraError):
-    """Input failed validation: 400 validation_error on /api/v1, 422 with a detail list on /v1."""
+    """Input failed validation; each invalid field is named."""
 
     code = "validation_error"
     grpc_status = grpc.StatusCode.INVALID_ARGUMENT
@@ -76,23 +68,9 @@ class ValidationError(HydraError):
         self.errors = [errors] if isinstance(errors, FieldError) else list(errors)
         super().__init__(message or _summary(self.errors))
 
-    def core_body(self) -> dict[str, Any]:
-        """FastAPI's detail list: the first errors that fit, then one entry counting the rest."""
-        listed: list[dict[str, Any]] = []
-        size = 0
-        for error in self.errors[:MAX_LISTED_ERRORS]:
-            item = error.clipped().as_dict()
-            size += len(json.dumps(item)) + 2
-            if size > _LISTED_BYTES:
-                break
-            listed.append(item)
-        rest = len(self.errors) - len(listed)
-        if rest:
-            listed.append({"loc": [], "msg": f"{rest} more errors not listed", "type": "too_many_errors"})
-        return {"detail": listed}
-
-    def core_http_status(self) -> int:
-        return 422
+    @property
+    def field_errors(self) -> list[FieldError]:
+        return self.errors
 
 
 def _describe(error: FieldError) -> str:
@@ -115,7 +93,8 @@ def _summary(errors: list[FieldError]) -> str:
     return "; ".join(parts) + (f"; and {rest} more errors" if rest else "")
 
 
-def _clip(text: str, most: int) -> str:
+def clip(text: str, most: int) -> str:
+    """`text`, cut to at most `most` characters (an ellipsis marks the cut)."""
     return text if len(text) <= most else text[: most - 1] + "\u2026"
 
 
@@ -140,8 +119,9 @@ class ForbiddenScope(HydraError):
         )
         self.required = required
 
-    def core_body(self) -> dict[str, Any]:
-        return {"detail": f"Missing required scope: {self.required}"}
+    @property
+    def detail(self) -> str:
+        return f"Missing required scope: {self.required}"
 
 
 class NotFound(HydraError):
@@ -153,7 +133,8 @@ class NotFound(HydraError):
 
 
 class InvalidPathId(HydraError):
-    """A path id is not a UUID: not found on /api/v1, 422 on /v1 (FastAPI validates path UUIDs)."""
+    """A path id is not a UUID: not found where path ids are opaque, or an invalid field where they are
+    validated (FastAPI validates path UUIDs: 422)."""
 
     code = "not_found"
     grpc_status = grpc.StatusCode.NOT_FOUND
@@ -163,11 +144,9 @@ class InvalidPathId(HydraError):
         super().__init__(not_found_message)
         self.field_error = FieldError(("path", param), "Input should be a valid UUID", "uuid_parsing")
 
-    def core_body(self) -> dict[str, Any]:
-        return {"detail": [self.field_error.as_dict()]}
-
-    def core_http_status(self) -> int:
-        return 422
+    @property
+    def field_errors(self) -> list[FieldError]:
+        return [self.field_error]
 
 
 class Conflict(HydraError):
@@ -209,28 +188,3 @@ class DeadlineExceeded(HydraError):
 
 class InternalError(HydraError):
     """An unexpected failure; the message never carries internals."""
-
-
-@dataclass(frozen=True)
-class RenderedError:
-    """An error ready for the wire: gRPC status, HTTP status, and the surface's JSON body."""
-
-    grpc_status: grpc.StatusCode
-    http_status: int
-    body: str
-    message: str
-
-
-def render(error: HydraError, surface: Surface) -> RenderedError:
-    """Turns a domain error into the status and body of the caller's surface (bounded in size)."""
-    message = _clip(error.message, _MESSAGE_CHARS)
-    if surface is Surface.SUPPORT:
-        body, http_status = error.support_body(), error.http_status
-    else:
-        body, http_status = error.core_body(), error.core_http_status()
-    # ASCII-only JSON: it travels in gRPC metadata and HTTP headers.
-    text = json.dumps(body, ensure_ascii=True)
-    if len(text) > MAX_ERROR_BODY_BYTES:  # a message or extra field too long to carry: its gist
-        short = {"error": message, "code": error.code} if surface is Surface.SUPPORT else {"detail": message}
-        text = json.dumps(short, ensure_ascii=True)
-    return RenderedError(error.grpc_status, http_status, text, message)

@@ -27,13 +27,12 @@ from services.common.errors import (
     DeadlineExceeded,
     HydraError,
     InternalError,
-    Surface,
     Unauthenticated,
     Unavailable,
-    render,
 )
 from services.common.fields import refuse_control_characters
 from services.common.logging import log_loop_exception
+from services.common.surfaces import render
 
 HTTP_STATUS_HEADER = "x-http-status"
 ERROR_BODY_HEADER = "x-error-body"
@@ -356,7 +355,7 @@ async def serve(
         logger.error("refusing to start: %s", error, extra={"service": app.name})
         raise SystemExit(2) from None
     asyncio.get_running_loop().set_exception_handler(log_loop_exception(logger))
-    policies = service_access(*app.services)
+    policies = service_access(app.services)
     server = grpc.aio.server(
         interceptors=[HydraInterceptor(policies, logger, internal_token=settings.internal_token)],
         options=[
@@ -469,7 +468,6 @@ __all__ = [
     "GrpcApp",
     "HydraInterceptor",
     "ServerSettings",
-    "Surface",
     "deliver",
     "internal_metadata",
     "main",

@@ -21,7 +21,7 @@ def test_openapi_document_is_valid_and_covers_every_route(edge: Edge) -> None:
     for binding in load_bindings():
         operation = spec["paths"][binding.template][binding.method.lower()]
         assert operation["operationId"] == binding.rpc.rsplit(".", 1)[1]
-        assert operation.get("x-required-scope", "") == binding.policy.scope
+        assert operation.get("x-required-scope", "") == binding.access.scope
     create = spec["paths"]["/v1/instances/{instance_id}/channels"]["post"]
     assert create["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ChannelCreate"

@@ -11,7 +11,7 @@ from hydra.options.v1 import options_pb2
 from edge.bindings import Binding, load_bindings
 from tests.e2e.conftest import CORE_SCOPES, Edge, core_key, create_channel, create_instance, create_site
 
-CORE_ROUTES = [b for b in load_bindings() if b.policy.auth == options_pb2.AUTH_MODE_CORE_KEY]
+CORE_ROUTES = [b for b in load_bindings() if b.access.auth == options_pb2.AUTH_MODE_CORE_KEY]
 ROUTE_IDS = [f"{b.method} {b.template}" for b in CORE_ROUTES]
 PATH_PARAM = re.compile(r"\{(\w+)\}")
 
@@ -78,13 +78,13 @@ def test_every_route_needs_a_hydracore_key(edge: Edge, binding: Binding, auth: s
 
 @pytest.mark.parametrize(
     "binding",
-    [b for b in CORE_ROUTES if b.policy.scope],
-    ids=[i for i, b in zip(ROUTE_IDS, CORE_ROUTES, strict=True) if b.policy.scope],
+    [b for b in CORE_ROUTES if b.access.scope],
+    ids=[i for i, b in zip(ROUTE_IDS, CORE_ROUTES, strict=True) if b.access.scope],
 )
 def test_every_route_needs_exactly_its_scope(edge: Edge, binding: Binding) -> None:
-    key = core_key(edge, scopes=[s for s in CORE_SCOPES if s != binding.policy.scope])
+    key = core_key(edge, scopes=[s for s in CORE_SCOPES if s != binding.access.scope])
     response = edge.http.request(binding.method, fill(binding.template), json={}, headers=key.api_key)
-    assert assert_detail(response, 403) == f"Missing required scope: {binding.policy.scope}"
+    assert assert_detail(response, 403) == f"Missing required scope: {binding.access.scope}"
 
 
 @pytest.mark.parametrize(

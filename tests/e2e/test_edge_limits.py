@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from edge.gatekeeper.service import DEFAULT_INVALID_KEYS_PER_MINUTE
+from edge.gatekeeper.authorizer import DEFAULT_INVALID_KEYS_PER_MINUTE
 from hydractl.cli import mint
 from tests.e2e.conftest import Edge, Key, core_key, create_channel, create_instance, create_site
 from tests.e2e.test_core_routes import assert_detail

@@ -11,20 +11,20 @@ from edge.bindings import Binding, load_bindings
 from tests.e2e.conftest import Edge, create_resource
 from tests.e2e.test_leads import assert_error
 
-SUPPORT_ROUTES = [b for b in load_bindings() if b.policy.auth == options_pb2.AUTH_MODE_SUPPORT_KEY]
-ALL_SCOPES = sorted({b.policy.scope for b in SUPPORT_ROUTES})
+SUPPORT_ROUTES = [b for b in load_bindings() if b.access.auth == options_pb2.AUTH_MODE_SUPPORT_KEY]
+ALL_SCOPES = sorted({b.access.scope for b in SUPPORT_ROUTES})
 ROUTE_IDS = [f"{b.method} {b.template}" for b in SUPPORT_ROUTES]
 
 
 @pytest.mark.parametrize("binding", SUPPORT_ROUTES, ids=ROUTE_IDS)
 def test_every_route_needs_exactly_its_scope(edge: Edge, binding: Binding) -> None:
-    others = [s for s in ALL_SCOPES if s != binding.policy.scope]
+    others = [s for s in ALL_SCOPES if s != binding.access.scope]
     key = edge.key(scopes=others)
     path = binding.template.replace("{id}", str(uuid.uuid4()))
     body = assert_error(
         edge.http.request(binding.method, path, json={}, headers=key.bearer), 403, "forbidden_scope"
     )
-    assert body["error"].startswith(f"Missing required scope(s): {binding.policy.scope}.")
+    assert body["error"].startswith(f"Missing required scope(s): {binding.access.scope}.")
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,12 @@ import uuid
 
 import pytest
 
+from edge.gatekeeper.authorizer import Admission, Authorizer, RouteAccess
+from edge.gatekeeper.key_store import KeyRecord
 from edge.gatekeeper.limiter import MemoryLimiter
-from edge.gatekeeper.service import Admission, Authorizer, KeyRecord, PriorLimit, RouteAccess
+from services.common.access import PriorLimit
 from services.common.errors import ForbiddenScope, RateLimited, Unauthenticated
+from services.common.surfaces import CORE, CORE_KEY, PUBLIC, SUPPORT, SUPPORT_KEY, WIDGET_TOKEN
 
 TENANT = uuid.uuid4()
 INSTANCE = uuid.uuid4()
@@ -40,7 +43,7 @@ def admit(
     return asyncio.run(authorizer.admit(route, headers, path, client=client))
 
 
-SUPPORT_READ = RouteAccess(auth="support_key", scope="crm:read")
+SUPPORT_READ = RouteAccess(SUPPORT, SUPPORT_KEY, scope="crm:read")
 
 
 def test_bearer_key_is_admitted_with_identity_and_rate_headers() -> None:
@@ -72,14 +75,14 @@ def test_missing_malformed_unknown_or_wrong_kind_is_unauthenticated(headers: dic
 
 def test_missing_scope_is_forbidden_with_the_keys_scopes() -> None:
     error = admit(
-        RouteAccess(auth="support_key", scope="crm:write"), {"authorization": "Bearer hmcp_reader"}
+        RouteAccess(SUPPORT, SUPPORT_KEY, scope="crm:write"), {"authorization": "Bearer hmcp_reader"}
     ).error
     assert isinstance(error, ForbiddenScope)
     assert error.message == "Missing required scope(s): crm:write. Your key has [crm:read]."
 
 
 def test_wildcard_scope_covers_the_resource() -> None:
-    route = RouteAccess(auth="core_key", scope="instances:write")
+    route = RouteAccess(CORE, CORE_KEY, scope="instances:write")
     assert admit(route, {"x-api-key": "hc_live_ops"}, "/v1/instances").error is None
 
 
@@ -96,7 +99,7 @@ def test_limit_comes_from_the_key_and_refusal_carries_retry_after() -> None:
 
 
 def test_widget_token_only_opens_its_own_instance() -> None:
-    route = RouteAccess(auth="widget_token", instance_segment=3)
+    route = RouteAccess(PUBLIC, WIDGET_TOKEN, instance_segment=3)
     headers = {"x-widget-token": "hwt_chat"}
     ok = admit(route, headers, f"/v1/public/widget/{INSTANCE}/chat")
     assert ok.error is None and ok.identity["x-hydra-instance-id"] == str(INSTANCE)
@@ -104,7 +107,8 @@ def test_widget_token_only_opens_its_own_instance() -> None:
 
 
 WIDGET_LIMITED = RouteAccess(
-    auth="widget_token",
+    PUBLIC,
+    WIDGET_TOKEN,
     instance_segment=3,
     prior_limits=(PriorLimit("client_ip", "PerIp", 3), PriorLimit("instance", "PerInstance", 5)),
 )

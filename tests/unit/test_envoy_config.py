@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import descriptor_pb2
 from hydra.options.v1 import options_pb2
 
 from edge import envoy_config
 from edge.bindings import Binding, load_bindings, template_regex
 from edge.envoy_config import EdgeSettings, render
 from hydractl.stack import envoy_binary
+from services.common.access import MethodAccess, parse_access
 from services.common.paging import PAGE_JSON_BYTES
 
 SETTINGS = EdgeSettings(
@@ -23,6 +25,16 @@ SETTINGS = EdgeSettings(
         name: ["127.0.0.1:1"] for name in ("authz", "gatekeeper", "crm", "tickets", "instances", "public")
     },
 )
+
+
+def access_of(
+    policy: options_pb2.AccessPolicy, surface: int = options_pb2.SURFACE_CORE, rpc: str = "/x.Y/Z"
+) -> MethodAccess:
+    """The parsed policy of an RPC with these options, in a service of `surface`."""
+    method, service = descriptor_pb2.MethodOptions(), descriptor_pb2.ServiceOptions()
+    method.Extensions[options_pb2.access].CopyFrom(policy)
+    service.Extensions[options_pb2.surface] = surface
+    return parse_access(rpc, method, service)
 
 
 def routes() -> list[dict[str, Any]]:
@@ -49,6 +61,7 @@ def test_every_lead_binding_has_one_route_with_its_scope() -> None:
     }
     for name, scope in expected.items():
         assert check_headers(by_name[name]) == {
+            "x-hydra-route-surface": "support",
             "x-hydra-route-auth": "support_key",
             "x-hydra-route-scope": scope,
             "x-hydra-client-ip": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
@@ -81,8 +94,9 @@ def test_success_statuses_are_declared_on_routes_not_sent_by_services() -> None:
 
 
 def test_unmatched_paths_end_in_not_found_routes_without_auth() -> None:
-    last = routes()[-2:]
-    assert [r["match"]["prefix"] for r in last] == ["/api/", "/"]
+    last = [r for r in routes() if r["name"].startswith("not_found:")]
+    assert routes()[-len(last) :] == last  # after every other route
+    assert [r["match"]["prefix"] for r in last] == ["/v1/public/", "/api/", "/v1/", "/"]  # longest first
     assert all(r["direct_response"]["status"] == 404 for r in last)
 
 
@@ -98,22 +112,26 @@ def test_public_route_strips_identity_headers_and_limits_per_ip() -> None:
             key=options_pb2.RATE_LIMIT_KEY_CLIENT_IP, requests_per_minute=5, name="forms"
         ),
     )
+    access = access_of(policy, options_pb2.SURFACE_PUBLIC)
     route = envoy_config.route(
-        Binding("x.Y.Z", "x.Y", "public", "POST", "/v1/public/forms/submit", policy, False), SETTINGS
+        Binding("x.Y.Z", "x.Y", "public", "POST", "/v1/public/forms/submit", access, False), SETTINGS
     )
     assert "x-hydra-tenant-id" in route["request_headers_to_remove"]
     assert route["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"] is True
     actions = route["route"]["rate_limits"][0]["actions"]
     assert actions == [
         {"generic_key": {"descriptor_key": "policy", "descriptor_value": "forms:5"}},
+        {"generic_key": {"descriptor_key": "surface", "descriptor_value": "public"}},
         {"remote_address": {}},
     ]
 
 
 def test_streaming_routes_have_no_response_timeout_but_their_own_bounds() -> None:
-    policy = options_pb2.AccessPolicy(auth=options_pb2.AUTH_MODE_WIDGET_TOKEN)
+    access = access_of(
+        options_pb2.AccessPolicy(auth=options_pb2.AUTH_MODE_WIDGET_TOKEN), options_pb2.SURFACE_PUBLIC
+    )
     route = envoy_config.route(
-        Binding("x.Y.Chat", "x.Y", "public", "POST", "/v1/public/widget/{instance_id}/chat", policy, True),
+        Binding("x.Y.Chat", "x.Y", "public", "POST", "/v1/public/widget/{instance_id}/chat", access, True),
         SETTINGS,
     )
     assert route["route"]["timeout"] == "0s"
@@ -154,7 +172,7 @@ def test_a_per_instance_window_needs_a_widget_route() -> None:
         ],
     )
     with pytest.raises(ValueError, match="per instance"):
-        envoy_config.route(Binding("x.Y.Z", "x.Y", "public", "GET", "/v1/z", policy, False), SETTINGS)
+        access_of(policy)
 
 
 def manager() -> dict[str, Any]:

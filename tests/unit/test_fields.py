@@ -1,5 +1,7 @@
 """Input parsing against proto field rules: unknown keys, nulls, types, formats, bounds."""
 
+import json
+
 import pytest
 from google.protobuf import struct_pb2
 from hydra.crm.v1 import conversations_pb2, leads_pb2
@@ -13,6 +15,7 @@ from services.common.fields import (
     parse_path_id,
     refuse_control_characters,
 )
+from services.common.surfaces import CORE, SUPPORT, render
 
 LEAD = leads_pb2.LeadInput.DESCRIPTOR
 
@@ -74,9 +77,9 @@ def test_limit_out_of_range_is_a_validation_error(value: int) -> None:
 def test_malformed_path_id_is_not_found_or_422() -> None:
     with pytest.raises(InvalidPathId) as caught:
         parse_path_id("nope", param="id", not_found="Lead not found.")
-    assert caught.value.support_body() == {"error": "Lead not found.", "code": "not_found"}
-    assert caught.value.core_http_status() == 422
-    assert caught.value.core_body()["detail"][0]["loc"] == ["path", "id"]
+    assert json.loads(render(caught.value, SUPPORT).body) == {"error": "Lead not found.", "code": "not_found"}
+    assert render(caught.value, CORE).http_status == 422
+    assert json.loads(render(caught.value, CORE).body)["detail"][0]["loc"] == ["path", "id"]
 
 
 def test_nullable_values() -> None:

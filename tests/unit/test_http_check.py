@@ -10,13 +10,16 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from edge.gatekeeper.authorizer import Authorizer
 from edge.gatekeeper.http_check import CheckProtocol, parse_head, route_access
+from edge.gatekeeper.key_store import KeyRecord
 from edge.gatekeeper.limiter import MemoryLimiter
-from edge.gatekeeper.service import Authorizer, KeyRecord
 
 TENANT = uuid.uuid4()
 READER = KeyRecord(uuid.uuid4(), TENANT, "hmcp", frozenset({"crm:read"}), 2, None)
-ROUTE = "x-hydra-route-auth: support_key\r\nx-hydra-route-scope: crm:read\r\n"
+ROUTE = (
+    "x-hydra-route-surface: support\r\nx-hydra-route-auth: support_key\r\nx-hydra-route-scope: crm:read\r\n"
+)
 
 
 class Store:
@@ -63,6 +66,7 @@ def with_server(test: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awa
 def test_route_policy_comes_from_the_route_headers() -> None:
     route = route_access(
         {
+            "x-hydra-route-surface": "public",
             "x-hydra-route-auth": "widget_token",
             "x-hydra-route-scope": "chat:write",
             "x-hydra-route-requests-per-minute": "30",
@@ -71,7 +75,15 @@ def test_route_policy_comes_from_the_route_headers() -> None:
             "authorization": "Bearer x",
         }
     )
-    assert (route.auth, route.scope, route.requests_per_minute, route.limit_name, route.instance_segment) == (
+    assert (
+        route.surface.name,
+        route.credential.name,
+        route.scope,
+        route.requests_per_minute,
+        route.limit_name,
+        route.instance_segment,
+    ) == (
+        "public",
         "widget_token",
         "chat:write",
         30,

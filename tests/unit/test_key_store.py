@@ -8,8 +8,9 @@ from typing import Any
 
 from sqlalchemy import event
 
+from edge.gatekeeper.key_admin import KeyAdmin
+from edge.gatekeeper.key_store import KeyStore
 from edge.gatekeeper.server import MIGRATIONS, SCHEMA
-from edge.gatekeeper.service import KeyAdmin, KeyStore
 from services.common.db import Database
 from services.common.migrations import upgrade
 

@@ -1,0 +1,184 @@
+"""The decision on each request at the edge: identify the key, check scope and instance, rate limit."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from edge.gatekeeper import keys
+from edge.gatekeeper.key_store import KeyRecord, KeyStore
+from edge.gatekeeper.limiter import Limiter, Verdict
+from services.common.access import BY_CLIENT_IP, PriorLimit
+from services.common.errors import ForbiddenScope, HydraError, RateLimited, Unauthenticated
+from services.common.identity import has_scope
+from services.common.surfaces import Credential, Surface, credential_named, surface_named
+
+
+@dataclass(frozen=True)
+class RouteAccess:
+    """A route's policy, as the edge config hands it to each check."""
+
+    surface: Surface
+    credential: Credential
+    scope: str = ""
+    limit_name: str = ""
+    requests_per_minute: int = 0  # 0: the key's own limit
+    instance_segment: int = -1  # widget routes: which path segment holds the instance id
+    prior_limits: tuple[PriorLimit, ...] = ()
+
+    @classmethod
+    def from_policy(cls, policy: Mapping[str, str]) -> RouteAccess:
+        return cls(
+            surface=surface_named(policy.get("surface", "")),
+            credential=credential_named(policy.get("auth", "")),
+            scope=policy.get("scope", ""),
+            limit_name=policy.get("limit_name", ""),
+            requests_per_minute=int(policy.get("requests_per_minute") or 0),
+            instance_segment=int(policy.get("instance_segment") or -1),
+            prior_limits=PriorLimit.parse_all(policy.get("prior_limits", "")),
+        )
+
+
+@dataclass
+class Admission:
+    """The outcome of Check: allowed with identity headers, or an error; rate headers either way."""
+
+    error: HydraError | None = None
+    identity: dict[str, str] = field(default_factory=dict)
+    rate_headers: dict[str, str] = field(default_factory=dict)
+
+
+def rate_headers(verdict: Verdict, surface: Surface) -> dict[str, str]:
+    """The surface's rate-limit headers for a verdict: limit, remaining, and retry-after when refused."""
+    limit, remaining, retry_after = surface.rate_headers
+    headers = {limit: str(verdict.limit), remaining: str(verdict.remaining)}
+    if not verdict.allowed:
+        headers[retry_after] = str(verdict.retry_after)
+    return headers
+
+
+class _Blocked:
+    """Client addresses refused for now, each until a time; the oldest forgotten past `size`."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self._until: OrderedDict[str, float] = OrderedDict()
+        self._size = size
+
+    def seconds_left(self, client: str, now: float) -> float:
+        until = self._until.get(client)
+        if until is None:
+            return 0.0
+        if until <= now:
+            del self._until[client]
+            return 0.0
+        return until - now
+
+    def block(self, client: str, until: float) -> None:
+        self._until[client] = until
+        self._until.move_to_end(client)
+        while len(self._until) > self._size:
+            self._until.popitem(last=False)
+
+
+DEFAULT_INVALID_KEYS_PER_MINUTE = 60
+
+
+class Authorizer:
+    """Decides one request: identify the key, check scope and instance, then rate limit.
+
+    Unknown or revoked keys count against the client's address: past `invalid_keys_per_minute`, its
+    requests with keys not already cached are refused (429) without looking them up.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: KeyStore,
+        limiter: Limiter,
+        invalid_keys_per_minute: int = DEFAULT_INVALID_KEYS_PER_MINUTE,
+    ) -> None:
+        self._store = store
+        self._limiter = limiter
+        self._invalid_limit = invalid_keys_per_minute
+        self._blocked = _Blocked()
+
+    async def admit(
+        self, route: RouteAccess, headers: Mapping[str, str], path: str, *, client: str = ""
+    ) -> Admission:
+        credential = route.credential
+        if credential.key_kind is None:
+            raise ValueError(f"route takes no key: {credential.name!r}")
+        secret = credential.secret(headers)
+        if secret is None:
+            return Admission(Unauthenticated(credential.missing))
+        if keys.kind_of(secret) != credential.key_kind:
+            return Admission(Unauthenticated(credential.wrong_kind))
+        blocked = self._blocked.seconds_left(client, time.monotonic())
+        record = await self._store.find(secret, load=not blocked)
+        if record is None:
+            return await self._invalid_key(client, blocked, route.surface)
+        if route.scope and not has_scope(record.scopes, route.scope):
+            return Admission(ForbiddenScope(route.scope, record.scopes))
+        if credential.one_instance and not _instance_matches(record, path, route.instance_segment):
+            return Admission(Unauthenticated("Widget token is not valid for this instance."))
+        # In order, each counted only if the ones before allowed the request: a flood from one address
+        # spends its own window, never the instance's or the key's that other visitors share.
+        verdicts = []
+        for prior in route.prior_limits:
+            subject = client if prior.key == BY_CLIENT_IP else record.instance_id
+            if not subject:
+                continue
+            verdict = await self._limiter.hit(
+                f"{prior.key}:{prior.name}:{subject}", prior.requests_per_minute
+            )
+            if not verdict.allowed:
+                return Admission(
+                    RateLimited("Rate limit exceeded"), rate_headers=rate_headers(verdict, route.surface)
+                )
+            verdicts.append(verdict)
+        limit = route.requests_per_minute or record.rate_limit
+        window = (
+            f"key:{record.id}" if not route.requests_per_minute else f"key:{record.id}:{route.limit_name}"
+        )
+        verdict = await self._limiter.hit(window, limit)
+        if not verdict.allowed:
+            return Admission(
+                RateLimited(f"Rate limit exceeded. Limit {limit} requests per minute per API key."),
+                rate_headers=rate_headers(verdict, route.surface),
+            )
+        tightest = min([verdict, *verdicts], key=lambda v: v.remaining)
+        self._store.touch(record)
+        identity = {
+            "x-hydra-tenant-id": str(record.tenant_id),
+            "x-hydra-key-id": str(record.id),
+            "x-hydra-scopes": " ".join(sorted(record.scopes)),
+        }
+        if record.instance_id is not None:
+            identity["x-hydra-instance-id"] = str(record.instance_id)
+        return Admission(identity=identity, rate_headers=rate_headers(tightest, route.surface))
+
+    async def _invalid_key(self, client: str, blocked: float, surface: Surface) -> Admission:
+        """401 for an unknown or revoked key, until the client's address has sent too many: then 429."""
+        if blocked:
+            verdict = Verdict(False, self._invalid_limit, 0, max(1, math.ceil(blocked)))
+        else:
+            verdict = await self._limiter.hit(f"invalid-key:{client}", self._invalid_limit)
+            if verdict.allowed:
+                return Admission(Unauthenticated("Invalid or revoked API key."))
+            self._blocked.block(client, time.monotonic() + verdict.retry_after)
+        return Admission(
+            RateLimited("Too many invalid API keys from this address. Retry later."),
+            rate_headers=rate_headers(verdict, surface),
+        )
+
+
+def _instance_matches(record: KeyRecord, path: str, segment: int) -> bool:
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    return (
+        record.instance_id is not None
+        and 0 <= segment < len(parts)
+        and parts[segment] == str(record.instance_id)
+    )

@@ -1,0 +1,358 @@
+"""The API surfaces, declared once: each route belongs to one (named in its proto), and its surface decides
+the route's path prefix, the credentials it takes, its error envelope, its rate-limit headers and its
+success statuses. The edge config, the OpenAPI document, the gatekeeper and the gRPC servers all read
+these declarations; a new surface is one more here, named in the protos."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+from hydra.options.v1 import options_pb2
+
+from services.common.errors import MAX_ERROR_BODY_BYTES, MAX_LISTED_ERRORS, HydraError, clip
+
+AuthMode = options_pb2.AuthMode
+SurfaceId = options_pb2.Surface
+
+RATE_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "retry-after")
+_LISTED_BYTES = 12 * 1024  # of a detail list's field errors, leaving room for the rest of the body
+_MESSAGE_CHARS = 2000  # of a message (a Support error, grpc-message)
+
+
+@dataclass(frozen=True, eq=False)  # one object per credential: compared and hashed by identity
+class Credential:
+    """One way a caller proves who it is: the auth mode that names it, where it travels, what it is."""
+
+    auth: int  # hydra.options.v1.AuthMode
+    name: str  # as the edge config names it in a route's policy
+    key_kind: str | None  # the kind of key it takes (hmcp, hc_live, widget); None: no key at all
+    headers: tuple[str, ...] = ()  # where a key travels; "authorization" means a Bearer token
+    missing: str = ""  # the 401 message when none is sent
+    wrong_kind: str = ""  # the 401 message for another kind of key
+    one_instance: bool = False  # a key opens one instance only, which the route's path must name
+    security: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # OpenAPI security schemes
+
+    def secret(self, headers: Mapping[str, str]) -> str | None:
+        """The key a request carries for this credential (headers named in lower case), or None."""
+        for name in self.headers:
+            value = headers.get(name, "")
+            if name == "authorization":
+                scheme, _, value = value.partition(" ")
+                if scheme.lower() != "bearer":
+                    continue
+            if value.strip():
+                return value.strip()
+        return None
+
+
+_KEY_HEADERS = ("authorization", "x-api-key")
+SUPPORT_KEY = Credential(
+    AuthMode.AUTH_MODE_SUPPORT_KEY,
+    "support_key",
+    "hmcp",
+    _KEY_HEADERS,
+    missing="Missing API key. Send it as 'Authorization: Bearer hmcp_...'.",
+    wrong_kind="Malformed API key: this API takes hmcp_ keys.",
+    security={"SupportKey": {"type": "http", "scheme": "bearer", "description": "An hmcp_ key."}},
+)
+CORE_KEY = Credential(
+    AuthMode.AUTH_MODE_CORE_KEY,
+    "core_key",
+    "hc_live",
+    _KEY_HEADERS,
+    missing="Not authenticated",
+    wrong_kind="Invalid API key: this API takes hc_live_ keys.",
+    security={
+        "CoreKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key", "description": "An hc_live_ key."},
+        "CoreKeyBearer": {"type": "http", "scheme": "bearer", "description": "An hc_live_ key."},
+    },
+)
+WIDGET_TOKEN = Credential(
+    AuthMode.AUTH_MODE_WIDGET_TOKEN,
+    "widget_token",
+    "widget",
+    ("x-widget-token",),
+    missing="Missing widget token (X-Widget-Token).",
+    wrong_kind="Invalid widget token.",
+    one_instance=True,
+    security={"WidgetToken": {"type": "apiKey", "in": "header", "name": "X-Widget-Token"}},
+)
+NO_CREDENTIAL = Credential(AuthMode.AUTH_MODE_PUBLIC, "public", None)
+CREDENTIALS = (SUPPORT_KEY, CORE_KEY, WIDGET_TOKEN, NO_CREDENTIAL)
+# What no HTTP route takes: identity from other services (internal), or no tenant at all (operator).
+SERVICE_AUTH_MODES = (AuthMode.AUTH_MODE_INTERNAL, AuthMode.AUTH_MODE_ADMIN)
+
+
+def credential_named(name: str) -> Credential:
+    """The credential the edge config names `name`."""
+    for credential in CREDENTIALS:
+        if credential.name == name:
+            return credential
+    raise ValueError(f"no credential is named {name!r}")
+
+
+def credential_for(auth: int) -> Credential:
+    """The credential of an HTTP route's auth mode."""
+    for credential in CREDENTIALS:
+        if credential.auth == auth:
+            return credential
+    raise ValueError(f"auth mode {auth} takes no HTTP credential")
+
+
+@dataclass(frozen=True)
+class RenderedError:
+    """An error ready for the wire: gRPC status, HTTP status, and the surface's JSON body."""
+
+    grpc_status: grpc.StatusCode
+    http_status: int
+    body: str
+    message: str
+
+
+class Envelope(Protocol):
+    """How a surface's error answers look."""
+
+    def status(self, error: HydraError) -> int:
+        """The HTTP status of `error`."""
+        ...
+
+    def body(self, error: HydraError) -> dict[str, Any]:
+        """The JSON body of `error`."""
+        ...
+
+    def short(self, error: HydraError, message: str) -> dict[str, Any]:
+        """A body of bounded size for `error`, with `message` (when the full body is too large)."""
+        ...
+
+    def reply(self, status: int, code: str, message: str) -> dict[str, Any]:
+        """The body of an answer the edge itself gives (404, 405, 413, ...): `message` or its own words."""
+        ...
+
+    @property
+    def invalid_status(self) -> int:
+        """The status of a request whose fields fail validation."""
+        ...
+
+    def schemas(self) -> Mapping[str, Any]:
+        """The OpenAPI schemas of its error bodies, by name."""
+        ...
+
+    @property
+    def error_schema(self) -> str:
+        """The name of the schema of its errors."""
+        ...
+
+    @property
+    def invalid_schema(self) -> str:
+        """The name of the schema of its validation errors."""
+        ...
+
+
+class SupportEnvelope:
+    """Hydra Support's `{"error": "...", "code": "..."}` (plus details such as `blockers`)."""
+
+    invalid_status = 400
+    error_schema = invalid_schema = "SupportError"
+    codes = (
+        "unauthorized",
+        "forbidden_scope",
+        "validation_error",
+        "not_found",
+        "method_not_allowed",
+        "fk_blocked",
+        "conflict",
+        "rate_limited",
+        "server_error",
+    )
+
+    def status(self, error: HydraError) -> int:
+        return error.http_status
+
+    def body(self, error: HydraError) -> dict[str, Any]:
+        return {"error": error.message, "code": error.code, **error.extra}
+
+    def short(self, error: HydraError, message: str) -> dict[str, Any]:
+        return {"error": message, "code": error.code}
+
+    def reply(self, status: int, code: str, message: str) -> dict[str, Any]:
+        return {"error": message, "code": code}
+
+    def schemas(self) -> Mapping[str, Any]:
+        return {
+            "SupportError": {
+                "type": "object",
+                "properties": {
+                    "error": {"type": "string"},
+                    "code": {"type": "string", "enum": list(self.codes)},
+                    "blockers": {"type": "object", "additionalProperties": {"type": "integer"}},
+                },
+                "required": ["error", "code"],
+            }
+        }
+
+
+# FastAPI's own wording where it has one.
+_FASTAPI_WORDS = {404: "Not Found", 405: "Method Not Allowed"}
+
+
+class FastApiEnvelope:
+    """FastAPI's `{"detail": "..."}`, and 422 with a `detail` list naming each invalid field."""
+
+    invalid_status = 422
+    error_schema = "HTTPError"
+    invalid_schema = "HTTPValidationError"
+
+    def status(self, error: HydraError) -> int:
+        return self.invalid_status if error.field_errors else error.http_status
+
+    def body(self, error: HydraError) -> dict[str, Any]:
+        if not error.field_errors:
+            return {"detail": error.detail}
+        # The first errors that fit, then one entry counting the rest.
+        listed: list[dict[str, Any]] = []
+        size = 0
+        for field_error in error.field_errors[:MAX_LISTED_ERRORS]:
+            item = field_error.clipped().as_dict()
+            size += len(json.dumps(item)) + 2
+            if size > _LISTED_BYTES:
+                break
+            listed.append(item)
+        rest = len(error.field_errors) - len(listed)
+        if rest:
+            listed.append({"loc": [], "msg": f"{rest} more errors not listed", "type": "too_many_errors"})
+        return {"detail": listed}
+
+    def short(self, error: HydraError, message: str) -> dict[str, Any]:
+        return {"detail": message}
+
+    def reply(self, status: int, code: str, message: str) -> dict[str, Any]:
+        return {"detail": _FASTAPI_WORDS.get(status, message)}
+
+    def schemas(self) -> Mapping[str, Any]:
+        return {
+            "HTTPError": {
+                "type": "object",
+                "properties": {"detail": {"type": "string"}},
+                "required": ["detail"],
+            },
+            "HTTPValidationError": {
+                "type": "object",
+                "properties": {
+                    "detail": {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}}
+                },
+                "required": ["detail"],
+            },
+            "ValidationError": {
+                "type": "object",
+                "properties": {
+                    "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+                "required": ["loc", "msg", "type"],
+            },
+        }
+
+
+@dataclass(frozen=True, eq=False)  # one object per surface: compared and hashed by identity
+class Surface:
+    """One API surface: where its routes live, who may call them, and how its answers look."""
+
+    id: int  # hydra.options.v1.Surface
+    name: str
+    prefix: str | None  # its routes' path prefix (and where the edge's own errors take its envelope)
+    credentials: tuple[Credential, ...]  # what its routes may take
+    envelope: Envelope
+    rate_headers: tuple[str, ...] = RATE_HEADERS
+    any_origin: bool = False  # browsers on any site call it (CORS), never with cookies
+    summary: str = ""  # one sentence for the API reference
+
+    def success_status(self, rpc_name: str, *, has_output: bool, streaming: bool) -> int:
+        """A successful answer's status: 201 for a create, 204 when there is nothing to say, else 200."""
+        if streaming:
+            return 200
+        if not has_output:
+            return 204
+        return 201 if rpc_name.startswith("Create") else 200
+
+    def takes(self, auth: int) -> bool:
+        """Whether an HTTP route of this surface may authenticate by `auth`."""
+        return any(c.auth == auth for c in self.credentials)
+
+
+_SUPPORT_ERRORS = SupportEnvelope()
+_FASTAPI_ERRORS = FastApiEnvelope()
+SUPPORT = Surface(
+    SurfaceId.SURFACE_SUPPORT,
+    "support",
+    "/api/",
+    (SUPPORT_KEY,),
+    _SUPPORT_ERRORS,
+    summary="Hydra Support (`/api/v1`, `Authorization: Bearer hmcp_...`).",
+)
+CORE = Surface(
+    SurfaceId.SURFACE_CORE,
+    "core",
+    "/v1/",
+    (CORE_KEY,),
+    _FASTAPI_ERRORS,
+    summary="The HydraCore control plane (`/v1`, `X-Api-Key: hc_live_...`).",
+)
+PUBLIC = Surface(
+    SurfaceId.SURFACE_PUBLIC,
+    "public",
+    "/v1/public/",
+    (NO_CREDENTIAL, WIDGET_TOKEN),
+    _FASTAPI_ERRORS,
+    any_origin=True,
+    summary="The website surface (`/v1/public`: no key, or `X-Widget-Token` for chat; limited per IP).",
+)
+INTERNAL = Surface(SurfaceId.SURFACE_INTERNAL, "internal", None, (), _FASTAPI_ERRORS)
+SURFACES = (SUPPORT, CORE, PUBLIC, INTERNAL)
+# Answers the paths no surface claims (an unknown path's 404).
+FALLBACK = CORE
+
+
+def surface_of(surface_id: int) -> Surface:
+    """The declared surface with this proto value."""
+    for surface in SURFACES:
+        if surface.id == surface_id:
+            return surface
+    raise ValueError(f"surface {surface_id} is not declared in services.common.surfaces")
+
+
+def surface_named(name: str) -> Surface:
+    """The declared surface with this name."""
+    for surface in SURFACES:
+        if surface.name == name:
+            return surface
+    raise ValueError(f"no surface is named {name!r}")
+
+
+def by_prefix(surfaces: Sequence[Surface] = SURFACES) -> list[Surface]:
+    """The surfaces with routes, longest prefix first (the order in which a path finds its surface)."""
+    with_routes = [s for s in surfaces if s.prefix]
+    return sorted(with_routes, key=lambda s: len(s.prefix or ""), reverse=True)
+
+
+def envelopes() -> dict[str, Any]:
+    """Every surface's OpenAPI error schemas, by name."""
+    schemas: dict[str, Any] = {}
+    for surface in SURFACES:
+        schemas.update(surface.envelope.schemas())
+    return schemas
+
+
+def render(error: HydraError, surface: Surface) -> RenderedError:
+    """Turns a domain error into the status and body of the caller's surface (bounded in size)."""
+    envelope = surface.envelope
+    message = clip(error.message, _MESSAGE_CHARS)
+    # ASCII-only JSON: it travels in gRPC metadata and HTTP headers.
+    text = json.dumps(envelope.body(error), ensure_ascii=True)
+    if len(text) > MAX_ERROR_BODY_BYTES:  # a message or detail too long to carry: its gist
+        text = json.dumps(envelope.short(error, message), ensure_ascii=True)
+    return RenderedError(error.grpc_status, envelope.status(error), text, message)
