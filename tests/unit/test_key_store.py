@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from edge.gatekeeper.server import MIGRATIONS, SCHEMA
+from edge.gatekeeper.server import PROCESS
 from edge.gatekeeper.service import KeyAdmin, KeyStore
 from services.common.db import Database
 from services.common.migrations import upgrade
@@ -21,10 +21,10 @@ class NoInstances:
 
 def test_concurrent_misses_share_one_lookup_and_expiry_refreshes_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'gatekeeper.sqlite3'}"
-    upgrade(migrations_dir=MIGRATIONS, url=url, schema=SCHEMA)
+    upgrade(migrations_dir=PROCESS.migrations, url=url, schema=PROCESS.schema)
 
     async def main() -> None:
-        db = Database(url, schema=SCHEMA)
+        db = Database(url, schema=PROCESS.schema)
         lookups: list[str] = []
         event.listen(
             db.engine.sync_engine,
@@ -57,10 +57,10 @@ def test_concurrent_misses_share_one_lookup_and_expiry_refreshes_once(tmp_path: 
 
 def test_a_flood_of_unknown_secrets_never_evicts_the_keys_in_use(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'gatekeeper.sqlite3'}"
-    upgrade(migrations_dir=MIGRATIONS, url=url, schema=SCHEMA)
+    upgrade(migrations_dir=PROCESS.migrations, url=url, schema=PROCESS.schema)
 
     async def main() -> None:
-        db = Database(url, schema=SCHEMA)
+        db = Database(url, schema=PROCESS.schema)
         lookups: list[str] = []
         event.listen(
             db.engine.sync_engine,
