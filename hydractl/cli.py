@@ -59,7 +59,7 @@ class CliError(Exception):
 
 
 def _admin(env: dict[str, str]) -> tuple[admin_pb2_grpc.KeyAdminServiceStub, tuple[tuple[str, str], ...]]:
-    address = env.get("HYDRA_GATEKEEPER_ADDR") or config.service_address(env, "gatekeeper")
+    address = config.peer_address(env, "gatekeeper")
     # The stack writes its admin token into the data dir when HYDRA_ADMIN_TOKEN is not set.
     token = config.admin_token(env, create=False)
     admin = (("x-hydra-admin-token", token),) if token else ()
@@ -191,7 +191,7 @@ def cmd_keys_set_limit(args: argparse.Namespace, env: dict[str, str]) -> None:
 
 def _sites_call(env: dict[str, str], tenant: str, method: str, request: Any) -> Any:
     """Calls the public service's SiteService for a tenant, as an internal caller."""
-    address = env.get("HYDRA_PUBLIC_ADDR") or config.service_address(env, "public")
+    address = config.peer_address(env, "public")
     stub = sites_pb2_grpc.SiteServiceStub(grpc.insecure_channel(address))
     metadata = internal_metadata(
         tenant, ["sites:read", "sites:write"], key_id="hydractl", internal_token=config.internal_token(env)

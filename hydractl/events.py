@@ -14,20 +14,10 @@ from typing import Any, TypeVar
 from sqlalchemy import Table
 from sqlalchemy.exc import DBAPIError
 
+from hydractl import processes
 from services.common.db import Database
 from services.common.dead_letters import DeadLetter, DeadLetterStore
-from services.crm import models as crm_models
-from services.crm.config import Settings as CrmSettings
-from services.crm.server import SCHEMA as CRM_SCHEMA
-from services.instances import models as instances_models
-from services.instances.config import Settings as InstancesSettings
-from services.instances.server import SCHEMA as INSTANCES_SCHEMA
-from services.public import models as public_models
-from services.public.config import Settings as PublicSettings
-from services.public.server import SCHEMA as PUBLIC_SCHEMA
-from services.tickets import models as tickets_models
-from services.tickets.config import Settings as TicketsSettings
-from services.tickets.server import SCHEMA as TICKETS_SCHEMA
+from services.common.process import Process
 
 Result = TypeVar("Result")
 
@@ -36,25 +26,15 @@ Result = TypeVar("Result")
 class _Service:
     """Where one service keeps its dead letters."""
 
-    schema: str
-    database_url: Callable[[Mapping[str, str]], str]
+    process: Process[Any]
     table: Table
 
 
 # The services whose events have consumers.
 SERVICES = {
-    "crm": _Service(CRM_SCHEMA, lambda env: CrmSettings.from_env(env).database_url, crm_models.dead_letters),
-    "tickets": _Service(
-        TICKETS_SCHEMA, lambda env: TicketsSettings.from_env(env).database_url, tickets_models.dead_letters
-    ),
-    "instances": _Service(
-        INSTANCES_SCHEMA,
-        lambda env: InstancesSettings.from_env(env).database_url,
-        instances_models.dead_letters,
-    ),
-    "public": _Service(
-        PUBLIC_SCHEMA, lambda env: PublicSettings.from_env(env).database_url, public_models.dead_letters
-    ),
+    process.name: _Service(process, process.events.dead_letters)
+    for process in processes.ALL
+    if process.events is not None
 }
 
 
@@ -73,7 +53,10 @@ def _across(
         results = []
         for name in services or list(SERVICES):
             service = SERVICES[name]
-            db = Database(service.database_url(env), schema=service.schema, pool_size=1, direct_pool_size=1)
+            settings = service.process.settings.from_env(env)
+            db = Database(
+                settings.database_url, schema=service.process.schema, pool_size=1, direct_pool_size=1
+            )
             try:
                 results.append(await work(name, DeadLetterStore(db, service.table)))
             except DBAPIError as error:

@@ -19,39 +19,22 @@ from pathlib import Path
 from typing import IO
 
 from edge import envoy_config
-from edge.gatekeeper.config import Settings as GatekeeperSettings
-from edge.gatekeeper.server import migrate as migrate_gatekeeper
+from hydractl import processes
 from services.common import config
 from services.common.delivery import DeliverySettings
-from services.crm.config import Settings as CrmSettings
-from services.crm.server import migrate as migrate_crm
-from services.instances.config import Settings as InstancesSettings
-from services.instances.server import migrate as migrate_instances
-from services.public.config import Settings as PublicSettings
-from services.public.server import migrate as migrate_public
-from services.tickets.config import Settings as TicketsSettings
-from services.tickets.server import migrate as migrate_tickets
+from services.common.process import DELIVER
 
 # name -> python module of every gRPC process, in start order.
-PROCESSES = {
-    "gatekeeper": "edge.gatekeeper",
-    "crm": "services.crm",
-    "tickets": "services.tickets",
-    "instances": "services.instances",
-    "public": "services.public",
-}
+PROCESSES = {process.name: process.module for process in processes.ALL}
 # The processes whose event consumers can run apart from their server, as "<name>-delivery".
-DELIVERING = ("crm", "tickets", "instances", "public")
+DELIVERING = tuple(process.name for process in processes.ALL if process.events is not None)
 DELIVERY_SUFFIX = "-delivery"
 
 
 def migrate_all(env: Mapping[str, str]) -> None:
     """Applies every process's migrations."""
-    migrate_gatekeeper(GatekeeperSettings.from_env(env))
-    migrate_crm(CrmSettings.from_env(env))
-    migrate_tickets(TicketsSettings.from_env(env))
-    migrate_instances(InstancesSettings.from_env(env))
-    migrate_public(PublicSettings.from_env(env))
+    for process in processes.ALL:
+        process.migrate(process.settings.from_env(env))
 
 
 def envoy_binary() -> str:
@@ -126,7 +109,7 @@ class Stack:
     def start_process(self, name: str) -> None:
         """Starts (or restarts) one gRPC process, or a delivery process ("tickets-delivery")."""
         server = name.removesuffix(DELIVERY_SUFFIX)
-        role = ["deliver"] if server != name else []
+        role = [DELIVER] if server != name else []
         self._spawn(name, [sys.executable, "-m", PROCESSES[server], *role])
 
     def recover_process(self, name: str, timeout: float = 60.0) -> None:

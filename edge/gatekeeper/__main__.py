@@ -1,8 +1,6 @@
 """`python -m edge.gatekeeper`: run the gatekeeper gRPC server."""
 
-from edge.gatekeeper.config import Settings
-from edge.gatekeeper.server import serve
-from services.common.grpc_server import run
+from edge.gatekeeper.server import PROCESS
 
 if __name__ == "__main__":
-    run(serve(Settings.from_env()))
+    PROCESS.main()

@@ -5,29 +5,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from edge.bindings import DESCRIPTOR_SET
 from edge.gatekeeper.authorizer import DEFAULT_INVALID_KEYS_PER_MINUTE
 from services.common import config
 
 
-@dataclass(frozen=True)
-class Settings:
+@dataclass(frozen=True, kw_only=True)
+class Settings(config.ProcessSettings):
     """Where the gatekeeper listens, its key store, its rate-limit backend, and where instances answer."""
 
-    address: str
     check_address: str  # HTTP/1.1, for Envoy's ext_authz
-    database_url: str
     instances_address: str
     redis_url: str | None = None
     admin_token: str | None = None  # None only in tests that build settings by hand: then refused
     key_cache_seconds: float = 0.5
     invalid_keys_per_minute: int = DEFAULT_INVALID_KEYS_PER_MINUTE  # per client address
-    log_level: str = "INFO"
     descriptor_set: Path = DESCRIPTOR_SET
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
         env = config.current_env() if env is None else env
         cache_ms = config.env_int(env, "HYDRA_KEY_CACHE_MS", 500, minimum=0)
         if cache_ms > 900:
@@ -35,18 +33,14 @@ class Settings:
                 "HYDRA_KEY_CACHE_MS must be at most 900: a revoked key must fail within 1 s"
             )
         return cls(
-            address=config.service_address(env, "gatekeeper"),
+            **cls.common(env, "gatekeeper"),
             check_address=config.service_address(env, "authz"),
-            database_url=config.env_str(
-                env, "HYDRA_GATEKEEPER_DATABASE_URL", config.sqlite_default(env, "gatekeeper")
-            ),
-            instances_address=env.get("HYDRA_INSTANCES_ADDR") or config.service_address(env, "instances"),
+            instances_address=config.peer_address(env, "instances"),
             redis_url=env.get("HYDRA_REDIS_URL") or None,
             admin_token=config.admin_token(env, create=True),
             key_cache_seconds=cache_ms / 1000,
             invalid_keys_per_minute=config.env_int(
                 env, "HYDRA_INVALID_KEYS_PER_MINUTE", DEFAULT_INVALID_KEYS_PER_MINUTE, minimum=1
             ),
-            log_level=config.env_str(env, "HYDRA_LOG_LEVEL", "INFO"),
             descriptor_set=Path(env.get("HYDRA_DESCRIPTOR_SET") or DESCRIPTOR_SET),
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import grpc
@@ -30,25 +29,12 @@ from edge.gatekeeper.servicer import (
     KeyStatusServicer,
     RateLimitServicer,
 )
-from services.common import logging as hydra_logging
-from services.common.db import Database
-from services.common.grpc_server import GrpcApp
-from services.common.grpc_server import serve as serve_app
-from services.common.migrations import upgrade
-
-SCHEMA = "gatekeeper"
-MIGRATIONS = Path(__file__).parent / "migrations"
-SERVICES = [
-    admin_pb2.DESCRIPTOR.services_by_name["KeyAdminService"],
-    context_pb2.DESCRIPTOR.services_by_name["ApiKeyContextService"],
-    keys_pb2.DESCRIPTOR.services_by_name["KeyStatusService"],
-]
+from services.common.process import Basics, Process, Wiring
 
 
-def build(settings: Settings) -> GrpcApp:
-    """Wires the gatekeeper from settings."""
-    logger = hydra_logging.configure("gatekeeper", settings.log_level)
-    db = Database(settings.database_url, schema=SCHEMA)
+def build(basics: Basics[Settings]) -> Wiring:
+    """Wires the gatekeeper's servicers and its ext_authz listener on its key store and limiter."""
+    settings, db, logger = basics.settings, basics.db, basics.logger
     limiter: Limiter = RedisLimiter(settings.redis_url, logger) if settings.redis_url else MemoryLimiter()
     store = KeyStore(db=db, ttl=settings.key_cache_seconds)
     authorizer = Authorizer(
@@ -68,31 +54,23 @@ def build(settings: Settings) -> GrpcApp:
         context_pb2_grpc.add_ApiKeyContextServiceServicer_to_server(key_context, server)
         keys_pb2_grpc.add_KeyStatusServiceServicer_to_server(KeyStatusServicer(key_admin), server)
 
-    async def close() -> None:
-        await checks.close()
-        await store.close()
-        await instances.close()
-        await limiter.close()
-        await db.dispose()
-
-    # Health follows the key store only: with Redis down the gatekeeper still serves (in-process limits).
-    return GrpcApp(
-        name="gatekeeper",
-        address=settings.address,
-        services=SERVICES,
+    return Wiring(
         register=register,
-        probe=db.ping,
-        close=close,
-        start=checks.start,
+        close=[checks.close, store.close, instances.close, limiter.close],
+        start=checks.start,  # Envoy's ext_authz checks arrive over HTTP/1.1, on a listener of their own
     )
 
 
-def migrate(settings: Settings) -> None:
-    """Applies the gatekeeper's migrations."""
-    upgrade(migrations_dir=MIGRATIONS, url=settings.database_url, schema=SCHEMA)
-
-
-async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Runs the gatekeeper until stopped."""
-    app = build(settings)
-    await serve_app(app, hydra_logging.configure("gatekeeper", settings.log_level), stop=stop)
+PROCESS = Process(
+    name="gatekeeper",
+    module="edge.gatekeeper",
+    schema="gatekeeper",
+    migrations=Path(__file__).parent / "migrations",
+    settings=Settings,
+    services=[
+        admin_pb2.DESCRIPTOR.services_by_name["KeyAdminService"],
+        context_pb2.DESCRIPTOR.services_by_name["ApiKeyContextService"],
+        keys_pb2.DESCRIPTOR.services_by_name["KeyStatusService"],
+    ],
+    build=build,
+)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Self
 
 
 class ConfigError(ValueError):
@@ -175,3 +178,37 @@ def service_port(env: Mapping[str, str], name: str) -> int:
 def service_address(env: Mapping[str, str], name: str) -> str:
     """host:port where process `name` listens."""
     return f"{host(env)}:{service_port(env, name)}"
+
+
+def peer_address(env: Mapping[str, str], name: str) -> str:
+    """host:port where another process reaches process `name`: HYDRA_<NAME>_ADDR, else where it listens."""
+    return env.get(f"HYDRA_{name.upper()}_ADDR") or service_address(env, name)
+
+
+def database_url(env: Mapping[str, str], name: str) -> str:
+    """Process `name`'s own database: HYDRA_<NAME>_DATABASE_URL, else a SQLite file under the data dir."""
+    return env_str(env, f"HYDRA_{name.upper()}_DATABASE_URL", sqlite_default(env, name))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessSettings(ABC):
+    """What every process reads the same way: where it listens, its own database, how much it logs."""
+
+    address: str
+    database_url: str
+    log_level: str = "INFO"
+    pool_size: int = 10  # connections to its own database
+
+    @classmethod
+    @abstractmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        """The process's settings from HYDRA_* variables (the process environment when `env` is None)."""
+
+    @classmethod
+    def common(cls, env: Mapping[str, str], name: str) -> dict[str, Any]:
+        """The fields process `name` reads like every other, as keyword arguments for `cls`."""
+        return {
+            "address": service_address(env, name),
+            "database_url": database_url(env, name),
+            "log_level": env_str(env, "HYDRA_LOG_LEVEL", "INFO"),
+        }

@@ -78,6 +78,22 @@ class DeliverySettings:
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class ServiceSettings(config.ProcessSettings):
+    """A service's settings: the process's, with HYDRA_DB_POOL_SIZE and where its events travel."""
+
+    delivery: DeliverySettings
+
+    @classmethod
+    def common(cls, env: Mapping[str, str], name: str) -> dict[str, Any]:
+        """What every process reads, the pool size (the class's default unless set) and the delivery."""
+        return {
+            **super().common(env, name),
+            "delivery": DeliverySettings.from_env(env),
+            "pool_size": config.env_int(env, "HYDRA_DB_POOL_SIZE", cls.pool_size, minimum=1),
+        }
+
+
 def retry_policy(env: Mapping[str, str]) -> RetryPolicy:
     """HYDRA_EVENTS_MAX_ATTEMPTS, HYDRA_EVENTS_RETRY_MS (the first wait) and HYDRA_EVENTS_RETRY_MAX_MS."""
     first = config.env_int(env, "HYDRA_EVENTS_RETRY_MS", 1000, minimum=1)

@@ -470,7 +470,6 @@ __all__ = [
     "ServerSettings",
     "deliver",
     "internal_metadata",
-    "main",
     "run",
     "serve",
     "token_metadata",
@@ -481,18 +480,3 @@ def run(main: Coroutine[Any, Any, None]) -> None:
     """Runs a process's main coroutine on uvloop, with start-up objects kept out of GC passes."""
     gc.freeze()  # modules, descriptors and settings live forever: stop rescanning them
     uvloop.run(main)
-
-
-def main(
-    module: str,
-    serve: Callable[[], Coroutine[Any, Any, None]],
-    deliver: Callable[[], Coroutine[Any, Any, None]],
-    argv: Sequence[str],
-) -> None:
-    """`python -m <module>` runs the gRPC server; `python -m <module> deliver`, its event consumers."""
-    if not argv:
-        run(serve())
-    elif list(argv) == ["deliver"]:
-        run(deliver())
-    else:
-        raise SystemExit(f"usage: python -m {module} [deliver]")

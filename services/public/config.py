@@ -4,45 +4,37 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Self
 
 from services.common import config
-from services.common.delivery import DeliverySettings
+from services.common.delivery import ServiceSettings
 from services.common.outbound import HostPolicy
 from services.public.agents import AgentDefaults, AgentLimits
 from services.public.widget import WidgetLimits
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Where public listens, its database, its peers, the agents' defaults and the widget's caps."""
+@dataclass(frozen=True, kw_only=True)
+class Settings(ServiceSettings):
+    """Where public listens, its database and events, its peers, the agents' defaults, the widget's caps."""
 
-    address: str
-    database_url: str
     crm_address: str
     instances_address: str
     gatekeeper_address: str
-    delivery: DeliverySettings
     agent: AgentDefaults
     agent_limits: AgentLimits
     agent_hosts: HostPolicy
     widget: WidgetLimits
-    log_level: str = "INFO"
-    pool_size: int = 10
     peer_timeout_seconds: float = 5.0
     site_cache_seconds: float = 5.0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
         env = config.current_env() if env is None else env
         return cls(
-            address=config.service_address(env, "public"),
-            database_url=config.env_str(
-                env, "HYDRA_PUBLIC_DATABASE_URL", config.sqlite_default(env, "public")
-            ),
-            crm_address=env.get("HYDRA_CRM_ADDR") or config.service_address(env, "crm"),
-            instances_address=env.get("HYDRA_INSTANCES_ADDR") or config.service_address(env, "instances"),
-            gatekeeper_address=env.get("HYDRA_GATEKEEPER_ADDR") or config.service_address(env, "gatekeeper"),
-            delivery=DeliverySettings.from_env(env),
+            **cls.common(env, "public"),
+            crm_address=config.peer_address(env, "crm"),
+            instances_address=config.peer_address(env, "instances"),
+            gatekeeper_address=config.peer_address(env, "gatekeeper"),
             agent=AgentDefaults(
                 base_url=env.get("HYDRA_AGENT_BASE_URL") or None,
                 model=env.get("HYDRA_AGENT_MODEL") or None,
@@ -63,6 +55,4 @@ class Settings:
                 streams_per_instance=config.env_int(env, "HYDRA_WIDGET_STREAMS_PER_INSTANCE", 8, minimum=1),
                 recheck_seconds=float(config.env_int(env, "HYDRA_WIDGET_RECHECK_SECONDS", 2, minimum=1)),
             ),
-            log_level=config.env_str(env, "HYDRA_LOG_LEVEL", "INFO"),
-            pool_size=config.env_int(env, "HYDRA_DB_POOL_SIZE", 10, minimum=1),
         )

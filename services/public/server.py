@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from pathlib import Path
 
 import grpc
@@ -18,15 +16,9 @@ from hydra.public.v1 import (
     widget_pb2_grpc,
 )
 
-from services.common import logging as hydra_logging
 from services.common.audit import AuditLog
 from services.common.batching import GroupCommitWriter
-from services.common.db import Database
-from services.common.delivery import EventDelivery
-from services.common.grpc_server import GrpcApp
-from services.common.grpc_server import deliver as deliver_app
-from services.common.grpc_server import serve as serve_app
-from services.common.migrations import upgrade
+from services.common.process import Basics, EventTables, Process, Wiring
 from services.public import models, repository
 from services.public.agents import Agents
 from services.public.config import Settings
@@ -38,29 +30,10 @@ from services.public.servicer import AnalyticsServicer, FormServicer, SiteServic
 from services.public.tagging import Tagger
 from services.public.widget import StreamGuard, WidgetChat
 
-SCHEMA = "website"  # not "public": that is PostgreSQL's default schema
-MIGRATIONS = Path(__file__).parent / "migrations"
-SERVICES = [
-    sites_pb2.DESCRIPTOR.services_by_name["SiteService"],
-    analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"],
-    forms_pb2.DESCRIPTOR.services_by_name["FormService"],
-    widget_pb2.DESCRIPTOR.services_by_name["WidgetService"],
-]
 
-
-def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
-    """Wires the public app from settings."""
-    db = Database(settings.database_url, schema=SCHEMA, pool_size=settings.pool_size)
-    events = EventDelivery(
-        settings.delivery,
-        service="public",
-        address=settings.address,
-        db=db,
-        outbox=models.outbox,
-        inbox=models.processed_events,
-        dead_letters=models.dead_letters,
-        logger=logger,
-    )
+def build(basics: Basics[Settings]) -> Wiring:
+    """Wires the public servicers and consumer on its database, its events, its peers and the agents."""
+    settings, db, events, logger = basics.settings, basics.db, basics.events, basics.logger
     crm = CrmConversations(settings.crm_address, timeout=settings.peer_timeout_seconds)
     instances = InstanceCatalog(settings.instances_address, timeout=settings.peer_timeout_seconds)
     keys = KeyStatus(settings.gatekeeper_address, timeout=settings.peer_timeout_seconds)
@@ -93,40 +66,26 @@ def build(settings: Settings, logger: logging.Logger) -> GrpcApp:
         forms_pb2_grpc.add_FormServiceServicer_to_server(FormServicer(forms), server)
         widget_pb2_grpc.add_WidgetServiceServicer_to_server(chat, server)
 
-    async def close() -> None:
-        await writer.flush()  # whatever the drained requests left pending
-        await events.close()
-        await agents.close()
-        await crm.close()
-        await instances.close()
-        await keys.close()
-        await db.dispose()
-
-    return GrpcApp(
-        name="public",
-        address=settings.address,
-        services=SERVICES,
+    return Wiring(
         register=register,
-        probe=db.ping,
-        close=close,
-        background=[writer.run, guard.run, *events.background],
-        consumers=events.consumers,
-        separate_consumers=events.separate_consumers,
+        background=[writer.run, guard.run],
+        # The flush first: whatever the drained requests left pending.
+        close=[writer.flush, agents.close, crm.close, instances.close, keys.close],
     )
 
 
-def migrate(settings: Settings) -> None:
-    """Applies the public migrations."""
-    upgrade(migrations_dir=MIGRATIONS, url=settings.database_url, schema=SCHEMA)
-
-
-async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Runs the public server until stopped."""
-    logger = hydra_logging.configure("public", settings.log_level)
-    await serve_app(build(settings, logger), logger, stop=stop)
-
-
-async def deliver(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Runs the public event consumers in a process of their own until stopped."""
-    logger = hydra_logging.configure("public-delivery", settings.log_level)
-    await deliver_app(build(settings, logger), logger, stop=stop)
+PROCESS = Process(
+    name="public",
+    module="services.public",
+    schema="website",  # not "public": that is PostgreSQL's default schema
+    migrations=Path(__file__).parent / "migrations",
+    settings=Settings,
+    services=[
+        sites_pb2.DESCRIPTOR.services_by_name["SiteService"],
+        analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"],
+        forms_pb2.DESCRIPTOR.services_by_name["FormService"],
+        widget_pb2.DESCRIPTOR.services_by_name["WidgetService"],
+    ],
+    build=build,
+    events=EventTables(models.outbox, models.processed_events, models.dead_letters),
+)

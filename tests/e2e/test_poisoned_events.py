@@ -14,7 +14,7 @@ from services.common.db import Database
 from services.common.outbox import Outbox
 from services.tickets import models
 from services.tickets.config import Settings
-from services.tickets.server import SCHEMA
+from services.tickets.server import PROCESS
 from tests.e2e.conftest import Edge
 from tests.e2e.test_side_effects import SCOPES, contact_with_email
 from tests.support.polling import wait_until
@@ -24,7 +24,7 @@ def record_events(edge: Edge, tenant: str, payloads: list[dict]) -> None:
     """Records ticket.created events straight into the tickets outbox, as a write once did."""
 
     async def record() -> None:
-        db = Database(Settings.from_env(edge.env).database_url, schema=SCHEMA)
+        db = Database(Settings.from_env(edge.env).database_url, schema=PROCESS.schema)
         async with db.transaction() as conn:
             for payload in payloads:
                 await Outbox(models.outbox).record(

@@ -24,7 +24,7 @@ from services.common.db import connect_args, migration_url
 from services.common.delivery import DeliverySettings
 from services.common.grpc_server import internal_metadata
 from services.crm.config import Settings
-from services.crm.server import migrate
+from services.crm.server import PROCESS
 from testbed.stack import grpc_processes, stack_env
 
 
@@ -139,8 +139,8 @@ def test_migrations_are_idempotent_and_postgres_uses_the_crm_schema(database_url
         delivery=DeliverySettings.from_env({}),
         database_url=database_url.replace(".sqlite3", ".crm.sqlite3"),
     )
-    migrate(settings)
-    migrate(settings)
+    PROCESS.migrate(settings)
+    PROCESS.migrate(settings)
     if database_url.startswith("postgresql"):
         engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
         with engine.connect() as conn:

@@ -15,7 +15,7 @@ from hydra.public.v1 import analytics_pb2, analytics_pb2_grpc, sites_pb2, sites_
 
 from services.common.db import connect_args, migration_url
 from services.common.grpc_server import internal_metadata
-from services.public.server import SCHEMA
+from services.public.server import PROCESS
 from testbed.stack import grpc_processes, stack_env
 
 EVENTS = 3000
@@ -80,7 +80,7 @@ def test_every_acknowledged_page_view_survives_a_shutdown(database_url: str, tmp
         stopper.join()
     assert 500 <= acknowledged < EVENTS  # the stop landed while page views were in flight
     url = migration_url(env.get("HYDRA_PUBLIC_DATABASE_URL") or database_url)
-    engine = sa.create_engine(url, connect_args=connect_args(url, SCHEMA))
+    engine = sa.create_engine(url, connect_args=connect_args(url, PROCESS.schema))
     with engine.connect() as conn:
         stored = conn.execute(sa.text("SELECT count(*) FROM page_views")).scalar_one()
     engine.dispose()

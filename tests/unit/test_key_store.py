@@ -10,7 +10,7 @@ from sqlalchemy import event
 
 from edge.gatekeeper.key_admin import KeyAdmin
 from edge.gatekeeper.key_store import KeyStore
-from edge.gatekeeper.server import MIGRATIONS, SCHEMA
+from edge.gatekeeper.server import PROCESS
 from services.common.db import Database
 from services.common.migrations import upgrade
 
@@ -22,10 +22,10 @@ class NoInstances:
 
 def test_concurrent_misses_share_one_lookup_and_expiry_refreshes_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'gatekeeper.sqlite3'}"
-    upgrade(migrations_dir=MIGRATIONS, url=url, schema=SCHEMA)
+    upgrade(migrations_dir=PROCESS.migrations, url=url, schema=PROCESS.schema)
 
     async def main() -> None:
-        db = Database(url, schema=SCHEMA)
+        db = Database(url, schema=PROCESS.schema)
         lookups: list[str] = []
         event.listen(
             db.engine.sync_engine,
@@ -58,10 +58,10 @@ def test_concurrent_misses_share_one_lookup_and_expiry_refreshes_once(tmp_path: 
 
 def test_a_flood_of_unknown_secrets_never_evicts_the_keys_in_use(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'gatekeeper.sqlite3'}"
-    upgrade(migrations_dir=MIGRATIONS, url=url, schema=SCHEMA)
+    upgrade(migrations_dir=PROCESS.migrations, url=url, schema=PROCESS.schema)
 
     async def main() -> None:
-        db = Database(url, schema=SCHEMA)
+        db = Database(url, schema=PROCESS.schema)
         lookups: list[str] = []
         event.listen(
             db.engine.sync_engine,
