@@ -14,8 +14,7 @@ from sqlalchemy import Table
 
 from services.common import config
 from services.common.db import Database
-from services.common.dead_letters import Consumer, DeadLetterStore, RetryPolicy
-from services.common.events import (
+from services.common.events.bus import (
     Bus,
     CountingHandler,
     Dispatcher,
@@ -32,8 +31,9 @@ from services.common.events import (
     idempotent_batch,
     idempotent_writer,
 )
+from services.common.events.dead_letters import Consumer, DeadLetterStore, RetryPolicy
+from services.common.events.outbox import Outbox
 from services.common.mail import Email, MaildirMailer, Mailer, MailNotSent, SmtpMailer
-from services.common.outbox import Outbox
 
 
 @dataclass(frozen=True)

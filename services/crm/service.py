@@ -14,9 +14,9 @@ from services.common.audit import AuditLog
 from services.common.crud import TenantTable
 from services.common.db import Database
 from services.common.errors import Conflict, FieldError, NotFound, ValidationError
+from services.common.events.outbox import Outbox
 from services.common.fields import utcnow
 from services.common.identity import Identity
-from services.common.outbox import Outbox
 from services.common.resource import ResourceService
 from services.crm import repository
 

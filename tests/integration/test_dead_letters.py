@@ -14,8 +14,7 @@ import redis
 import sqlalchemy as sa
 
 from services.common.db import Database
-from services.common.dead_letters import Consumer, DeadLetterStore, RetryPolicy, dead_letter_table
-from services.common.events import (
+from services.common.events.bus import (
     Dispatcher,
     Event,
     LocalBus,
@@ -24,7 +23,8 @@ from services.common.events import (
     idempotent,
     inbox_table,
 )
-from services.common.outbox import Outbox, outbox_table
+from services.common.events.dead_letters import Consumer, DeadLetterStore, RetryPolicy, dead_letter_table
+from services.common.events.outbox import Outbox, outbox_table
 
 FAST = RetryPolicy(
     max_attempts=3, first_delay=dt.timedelta(milliseconds=20), max_delay=dt.timedelta(milliseconds=40)

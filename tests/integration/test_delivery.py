@@ -23,7 +23,7 @@ from hydra.tickets.v1 import tickets_pb2, tickets_pb2_grpc
 
 from hydractl.events import list_dead_letters
 from services.common.db import Database
-from services.common.events import (
+from services.common.events.bus import (
     Dispatcher,
     Event,
     EventFailed,
@@ -32,9 +32,9 @@ from services.common.events import (
     idempotent,
     inbox_table,
 )
+from services.common.events.outbox import Outbox, outbox_table
 from services.common.fields import utcnow
 from services.common.grpc_server import internal_metadata
-from services.common.outbox import Outbox, outbox_table
 from testbed.customers import body, create_customers, open_tickets
 from testbed.servers import free_port
 from testbed.smtp import smtp_server

@@ -41,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from services.common.db import Database
-from services.common.events import (
+from services.common.events.bus import (
     CountingHandler,
     Event,
     EventFailed,
