@@ -23,16 +23,10 @@ from hydra.tickets.v1 import tickets_pb2, tickets_pb2_grpc
 
 from hydractl.events import list_dead_letters
 from services.common.db import Database
-from services.common.events.bus import (
-    Dispatcher,
-    Event,
-    EventFailed,
-    LocalBus,
-    Retention,
-    idempotent,
-    inbox_table,
-)
-from services.common.events.outbox import Outbox, outbox_table
+from services.common.events.bus import Event, LocalBus
+from services.common.events.faults import EventFailed
+from services.common.events.inbox import idempotent, inbox_table
+from services.common.events.outbox import Dispatcher, Outbox, Retention, outbox_table
 from services.common.fields import utcnow
 from services.common.grpc_server import internal_metadata
 from testbed.customers import body, create_customers, open_tickets

@@ -41,15 +41,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from services.common.db import Database
-from services.common.events.bus import (
-    CountingHandler,
-    Event,
-    EventFailed,
-    Fault,
-    Unreachable,
-    classify,
-    error_label,
-)
+from services.common.events.bus import Event
+from services.common.events.faults import EventFailed, Fault, Unreachable, classify, error_label
+from services.common.events.inbox import CountingHandler
 from services.common.fields import utcnow
 
 
