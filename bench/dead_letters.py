@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hydractl.events import list_dead_letters
-from services.common.grpc_server import internal_metadata
+from services.common.channels import internal_metadata
 from testbed.customers import create_customers, open_tickets
 from testbed.servers import create_database, postgres_server, redis_server
 from testbed.smtp import SmtpSink, smtp_server

@@ -22,7 +22,7 @@ from hydra.tickets.v1 import tickets_pb2, tickets_pb2_grpc
 from bench.edge import cpu_seconds, settle
 from bench.stack import bench_stack, host_speed, host_speed_line
 from hydractl.cli import create_tenant, mint
-from services.common.grpc_server import internal_metadata
+from services.common.channels import internal_metadata
 
 
 async def drive(call: Callable[[int], Awaitable[Any]], calls: int, concurrency: int) -> float:

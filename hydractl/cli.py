@@ -27,7 +27,7 @@ from hydractl.events import (
 )
 from hydractl.stack import Stack, StackError, migrate_all
 from services.common import config
-from services.common.grpc_server import internal_metadata, token_metadata
+from services.common.channels import internal_metadata, token_metadata
 
 KINDS = {
     "hmcp": admin_pb2.KEY_KIND_HMCP,

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from hydractl import processes
 from services.common.db import Database
-from services.common.dead_letters import DeadLetter, DeadLetterStore
+from services.common.events.dead_letters import DeadLetter, DeadLetterStore
 from services.common.process import Process
 
 Result = TypeVar("Result")

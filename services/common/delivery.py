@@ -14,26 +14,19 @@ from sqlalchemy import Table
 
 from services.common import config
 from services.common.db import Database
-from services.common.dead_letters import Consumer, DeadLetterStore, RetryPolicy
-from services.common.events import (
-    Bus,
+from services.common.events.bus import Bus, Event, LocalBus, RedisStreamBus
+from services.common.events.dead_letters import Consumer, DeadLetterStore, RetryPolicy
+from services.common.events.faults import EventFailed, PermanentError, Unfinished
+from services.common.events.inbox import (
     CountingHandler,
-    Dispatcher,
-    Event,
-    EventFailed,
     Handler,
-    LocalBus,
-    PermanentError,
-    RedisStreamBus,
-    Retention,
-    Unfinished,
     WritingHandler,
     idempotent,
     idempotent_batch,
     idempotent_writer,
 )
+from services.common.events.outbox import Dispatcher, Outbox, Retention
 from services.common.mail import Email, MaildirMailer, Mailer, MailNotSent, SmtpMailer
-from services.common.outbox import Outbox
 
 
 @dataclass(frozen=True)

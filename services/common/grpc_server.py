@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from services.common import config, deadlines
 from services.common import identity as ident
 from services.common.access import MethodAccess, service_access
+from services.common.channels import HTTP2_OPTIONS, MAX_MESSAGE_BYTES
 from services.common.db import is_connection_loss
 from services.common.errors import (
     DeadlineExceeded,
@@ -36,11 +37,6 @@ from services.common.surfaces import render
 
 HTTP_STATUS_HEADER = "x-http-status"
 ERROR_BODY_HEADER = "x-error-body"
-# Servers and channels: no bandwidth-delay probing. Its PING frames grow flow-control windows for
-# long fat links; between Envoy and services on one network they only cost CPU (~7% per request).
-HTTP2_OPTIONS = (("grpc.http2.bdp_probe", 0),)
-# The largest valid message (an instance with 500 entries of 20,000 characters is ~40 MB as UTF-8).
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 _DATABASE_LOST_READ = "The database is unavailable. Retry safe."
@@ -447,32 +443,13 @@ def _stopped_by_signals(stop: asyncio.Event | None) -> asyncio.Event:
     return stop
 
 
-def internal_metadata(
-    tenant_id: str, scopes: Sequence[str], key_id: str = "internal", *, internal_token: str | None = None
-) -> tuple[tuple[str, str], ...]:
-    """Metadata an internal gRPC caller sends to act for a tenant (with the internal token, if one is set)."""
-    return (
-        (ident.TENANT_HEADER, tenant_id),
-        (ident.KEY_HEADER, key_id),
-        (ident.SCOPES_HEADER, ident.scopes_header(scopes)),
-        *token_metadata(internal_token),
-    )
-
-
-def token_metadata(internal_token: str | None) -> tuple[tuple[str, str], ...]:
-    """The internal token as call metadata (none when no token is set)."""
-    return ((ident.INTERNAL_TOKEN_HEADER, internal_token),) if internal_token else ()
-
-
 __all__ = [
     "GrpcApp",
     "HydraInterceptor",
     "ServerSettings",
     "deliver",
-    "internal_metadata",
     "run",
     "serve",
-    "token_metadata",
 ]
 
 

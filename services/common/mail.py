@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from services.common.events import PermanentError, Transient, Unreachable
+from services.common.events.faults import PermanentError, Transient, Unreachable
 
 # Every character that could end or break a header line, or that has no place in one: the C0 and C1
 # controls, DEL, and the separators str.splitlines() breaks on (the email package folds with it).

@@ -9,8 +9,8 @@ from typing import Any
 import grpc
 
 from services.common import config
+from services.common.channels import HTTP2_OPTIONS, MAX_MESSAGE_BYTES, internal_metadata, token_metadata
 from services.common.errors import Unavailable
-from services.common.grpc_server import HTTP2_OPTIONS, MAX_MESSAGE_BYTES, internal_metadata, token_metadata
 
 
 class PeerChannel:

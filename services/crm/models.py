@@ -26,10 +26,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.audit import audit_table
 from services.common.db import NAMING_CONVENTION
-from services.common.dead_letters import dead_letter_table
-from services.common.events import inbox_table
-from services.common.outbox import outbox_table
+from services.common.events.dead_letters import dead_letter_table
+from services.common.events.inbox import inbox_table
+from services.common.events.outbox import outbox_table
 
+# A lead's or contact's source when its caller names none.
+DEFAULT_SOURCE = "public_api"
 LIFECYCLE_STAGES = ("prospect", "active", "at_risk", "churned")
 RENEWAL_STATUSES = ("upcoming", "at_risk", "renewed", "churned")
 

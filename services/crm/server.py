@@ -19,9 +19,12 @@ from hydra.crm.v1 import (
 from services.common.audit import AuditLog
 from services.common.process import Basics, EventTables, Process, Wiring
 from services.crm import models, repository
+from services.crm.accounts import AccountService
 from services.crm.config import Settings
 from services.crm.consumers import CSAT_TOPICS, csat_email
-from services.crm.service import AccountService, ContactService, ConversationService, LeadService
+from services.crm.contacts import ContactService
+from services.crm.conversations import ConversationService
+from services.crm.leads import LeadService
 from services.crm.servicer import AccountServicer, ContactServicer, ConversationServicer, LeadServicer
 
 

@@ -21,14 +21,11 @@ from services.common.errors import FieldError, ValidationError
 from services.common.fields import optional_query, parse_input, query_choice, query_uuid, to_message
 from services.common.identity import current_identity
 from services.common.servicing import ResourceRpcs
+from services.crm.accounts import AccountService
+from services.crm.contacts import ContactService
+from services.crm.conversations import ConversationService
+from services.crm.leads import LEAD_FIELDS, LeadService
 from services.crm.models import CHANNELS, CONVERSATION_STATUSES, LIFECYCLE_STAGES, MESSAGE_ROLES
-from services.crm.service import (
-    LEAD_FIELDS,
-    AccountService,
-    ContactService,
-    ConversationService,
-    LeadService,
-)
 
 MAX_LOOKUP = 500  # contact ids per LookupContacts call
 

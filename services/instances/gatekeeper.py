@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc
 
-from services.common.events import Event
+from services.common.events.bus import Event
 from services.common.peers import PeerChannel
 
 ADMIN_TOKEN_HEADER = "x-hydra-admin-token"

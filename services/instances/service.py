@@ -15,9 +15,9 @@ from services.common.audit import AuditLog
 from services.common.crud import TenantTable
 from services.common.db import Database
 from services.common.errors import FieldError, NotFound, ValidationError
+from services.common.events.outbox import Outbox
 from services.common.identity import Identity
 from services.common.outbound import HostPolicy
-from services.common.outbox import Outbox
 from services.common.resource import Page, ResourceService
 from services.instances.models import DEFAULT_MODEL
 

@@ -16,10 +16,10 @@ from services.common.audit import AuditLog
 from services.common.batching import GroupCommitWriter, RowRejected
 from services.common.db import Database
 from services.common.errors import NotFound
-from services.common.events import Event
+from services.common.events.bus import Event
+from services.common.events.outbox import Outbox
 from services.common.fields import parse_limit, utcnow
 from services.common.identity import Identity
-from services.common.outbox import Outbox
 from services.common.resource import Page, ResourceService
 from services.public import repository
 from services.public.crm import CrmConversations

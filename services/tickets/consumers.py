@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.common.events import Event
+from services.common.events.bus import Event
 from services.common.mail import Email
 
 CONFIRMATION_TOPICS = {"ticket.created"}

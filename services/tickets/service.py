@@ -15,9 +15,9 @@ from services.common.batching import GroupCommitWriter, RowRejected, RowSet
 from services.common.crud import TenantTable
 from services.common.db import Database
 from services.common.errors import Conflict
+from services.common.events.outbox import Outbox
 from services.common.fields import utcnow
 from services.common.identity import Identity
-from services.common.outbox import Outbox
 from services.common.resource import WRITE_CONFLICT, ResourceService
 from services.tickets.crm import CrmDirectory
 

@@ -17,7 +17,7 @@ from hydra.crm.v1 import conversations_pb2, conversations_pb2_grpc
 
 from hydractl.cli import create_tenant, mint
 from hydractl.stack import Stack
-from services.common.grpc_server import internal_metadata
+from services.common.channels import internal_metadata
 from testbed.servers import create_database, free_port
 from testbed.smtp import SmtpSink
 from testbed.stack import running_stack, stack_env

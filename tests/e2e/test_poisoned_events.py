@@ -11,7 +11,7 @@ import uuid
 from email.header import decode_header, make_header
 
 from services.common.db import Database
-from services.common.outbox import Outbox
+from services.common.events.outbox import Outbox
 from services.tickets import models
 from services.tickets.config import Settings
 from services.tickets.server import PROCESS

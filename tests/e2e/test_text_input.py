@@ -9,7 +9,7 @@ import grpc
 import pytest
 from hydra.crm.v1 import conversations_pb2, conversations_pb2_grpc, leads_pb2, leads_pb2_grpc
 
-from services.common.grpc_server import internal_metadata
+from services.common.channels import internal_metadata
 from tests.e2e.conftest import (
     Edge,
     core_key,

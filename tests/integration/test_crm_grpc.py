@@ -20,9 +20,9 @@ from hydra.crm.v1 import (
     leads_pb2_grpc,
 )
 
+from services.common.channels import internal_metadata
 from services.common.db import connect_args, migration_url
 from services.common.delivery import DeliverySettings
-from services.common.grpc_server import internal_metadata
 from services.crm.config import Settings
 from services.crm.server import PROCESS
 from testbed.stack import grpc_processes, stack_env

@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import struct_pb2
 from hydra.crm.v1 import leads_pb2, leads_pb2_grpc
 
-from services.common.grpc_server import internal_metadata
+from services.common.channels import internal_metadata
 from testbed.stack import grpc_processes, stack_env
 
 

@@ -14,17 +14,11 @@ import redis
 import sqlalchemy as sa
 
 from services.common.db import Database
-from services.common.dead_letters import Consumer, DeadLetterStore, RetryPolicy, dead_letter_table
-from services.common.events import (
-    Dispatcher,
-    Event,
-    LocalBus,
-    PermanentError,
-    RedisStreamBus,
-    idempotent,
-    inbox_table,
-)
-from services.common.outbox import Outbox, outbox_table
+from services.common.events.bus import Event, LocalBus, RedisStreamBus
+from services.common.events.dead_letters import Consumer, DeadLetterStore, RetryPolicy, dead_letter_table
+from services.common.events.faults import PermanentError
+from services.common.events.inbox import idempotent, inbox_table
+from services.common.events.outbox import Dispatcher, Outbox, outbox_table
 
 FAST = RetryPolicy(
     max_attempts=3, first_delay=dt.timedelta(milliseconds=20), max_delay=dt.timedelta(milliseconds=40)

@@ -22,19 +22,13 @@ from hydra.crm.v1 import accounts_pb2, accounts_pb2_grpc, contacts_pb2, contacts
 from hydra.tickets.v1 import tickets_pb2, tickets_pb2_grpc
 
 from hydractl.events import list_dead_letters
+from services.common.channels import internal_metadata
 from services.common.db import Database
-from services.common.events import (
-    Dispatcher,
-    Event,
-    EventFailed,
-    LocalBus,
-    Retention,
-    idempotent,
-    inbox_table,
-)
+from services.common.events.bus import Event, LocalBus
+from services.common.events.faults import EventFailed
+from services.common.events.inbox import idempotent, inbox_table
+from services.common.events.outbox import Dispatcher, Outbox, Retention, outbox_table
 from services.common.fields import utcnow
-from services.common.grpc_server import internal_metadata
-from services.common.outbox import Outbox, outbox_table
 from testbed.customers import body, create_customers, open_tickets
 from testbed.servers import free_port
 from testbed.smtp import smtp_server

@@ -16,7 +16,7 @@ from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc
 
 from hydractl.cli import CliError, create_tenant
 from hydractl.stack import PROCESSES, Stack
-from services.common.grpc_server import internal_metadata
+from services.common.channels import internal_metadata
 from testbed.stack import grpc_processes, stack_env
 
 TOKEN = secrets.token_urlsafe(24)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hydractl.events import drop_dead_letters, list_dead_letters, retry_dead_letters
-from services.common.grpc_server import internal_metadata
+from services.common.channels import internal_metadata
 from testbed.customers import create_customers, open_tickets
 from testbed.smtp import SmtpSink, smtp_server
 from testbed.stack import grpc_processes, stack_env

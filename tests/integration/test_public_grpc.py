@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from google.protobuf import struct_pb2
 from hydra.public.v1 import analytics_pb2, analytics_pb2_grpc, sites_pb2, sites_pb2_grpc
 
+from services.common.channels import internal_metadata
 from services.common.db import connect_args, migration_url
-from services.common.grpc_server import internal_metadata
 from services.public.server import PROCESS
 from testbed.stack import grpc_processes, stack_env
 

@@ -2,7 +2,7 @@
 
 import uuid
 
-from services.common.events import Event
+from services.common.events.bus import Event
 from services.crm.consumers import csat_email
 from services.tickets.consumers import confirmation_email
 

@@ -11,7 +11,7 @@ import pytest
 
 from services.common.errors import NotFound, ValidationError
 from services.common.identity import Identity
-from services.crm.service import LeadService
+from services.crm.leads import LeadService
 
 
 class FakeDatabase:

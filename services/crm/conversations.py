@@ -1,10 +1,9 @@
-"""crm use cases: the rules of leads, accounts and contacts on top of the shared resource use cases."""
+"""Conversation use cases: opened internally, with messages; the public API resolves, escalates or assigns."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import Row
@@ -13,140 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.common.audit import AuditLog
 from services.common.crud import TenantTable
 from services.common.db import Database
-from services.common.errors import Conflict, FieldError, NotFound, ValidationError
+from services.common.errors import FieldError, NotFound, ValidationError
+from services.common.events.outbox import Outbox
 from services.common.fields import utcnow
 from services.common.identity import Identity
-from services.common.outbox import Outbox
 from services.common.resource import ResourceService
 from services.crm import repository
-
-DEFAULT_SOURCE = "public_api"
-LEAD_FIELDS = ("email", "name", "phone", "company", "source")
-
-
-class LeadService(ResourceService):
-    """Leads: any subset of contact details, at least one of them."""
-
-    resource = "lead"
-    not_found = "Lead not found."
-
-    async def before_create(
-        self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]
-    ) -> dict[str, Any]:
-        if not any(fields.get(name) is not None for name in LEAD_FIELDS):
-            message = f"At least one of {', '.join(LEAD_FIELDS)} is required."
-            raise ValidationError(FieldError(("body",), message, "missing"), message=message)
-        return {"source": DEFAULT_SOURCE, **fields}
-
-    async def capture(
-        self, caller: Identity, *, email: str, details: dict[str, Any], source: str
-    ) -> tuple[Row[Any], bool]:
-        """Creates a lead with these details, or finds the tenant's newest lead with this email, which it
-        never changes (anonymous input must not overwrite what the tenant has); True when created."""
-        now = utcnow()
-        async with self._transaction() as conn:
-            existing = await repository.find_lead_by_email(conn, tenant_id=caller.tenant_id, email=email)
-            if existing is not None:
-                return existing, False
-            row = await self.table.insert(
-                conn,
-                values={
-                    **details,
-                    "email": email,
-                    "source": source or DEFAULT_SOURCE,
-                    "tenant_id": caller.tenant_id,
-                    "id": uuid.uuid4(),
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            )
-            await self._audit.record(
-                conn, caller, resource=self.resource, resource_id=row.id, action="create"
-            )
-        return row, True
-
-
-class ContactService(ResourceService):
-    """Contacts: always attached to an account of the caller's tenant."""
-
-    resource = "contact"
-    not_found = "Contact not found."
-
-    def __init__(self, *, db: Database, table: TenantTable, audit: AuditLog, accounts: TenantTable) -> None:
-        super().__init__(db=db, table=table, audit=audit)
-        self._accounts = accounts
-
-    async def lookup(self, caller: Identity, ids: Collection[uuid.UUID]) -> Sequence[Row[Any]]:
-        """The caller's contacts among `ids`: id and email only (for services checking references)."""
-        async with self._db.direct() as conn:
-            return await self.table.among(conn, tenant_id=caller.tenant_id, ids=ids, columns=("id", "email"))
-
-    async def _require_account(self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]) -> None:
-        if "account_id" not in fields:
-            return
-        if await self._accounts.get(conn, tenant_id=caller.tenant_id, row_id=fields["account_id"]) is None:
-            raise ValidationError(FieldError(("body", "account_id"), "Account not found", "not_found"))
-
-    async def before_create(
-        self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]
-    ) -> dict[str, Any]:
-        await self._require_account(conn, caller, fields)
-        return {"source": DEFAULT_SOURCE, **fields}
-
-    async def before_update(
-        self, conn: AsyncConnection, caller: Identity, before: Row[Any], fields: dict[str, Any]
-    ) -> dict[str, Any]:
-        await self._require_account(conn, caller, fields)
-        return fields
-
-
-class AccountService(ResourceService):
-    """Accounts: lifecycle transitions are recorded and announced; contacts block deletion."""
-
-    resource = "account"
-    not_found = "Account not found."
-
-    def __init__(
-        self, *, db: Database, table: TenantTable, audit: AuditLog, contacts: TenantTable, outbox: Outbox
-    ) -> None:
-        super().__init__(db=db, table=table, audit=audit)
-        self._contacts = contacts
-        self._outbox = outbox
-
-    async def before_create(
-        self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]
-    ) -> dict[str, Any]:
-        return {"lifecycle_stage": "prospect", **fields}
-
-    async def after_update(
-        self, conn: AsyncConnection, caller: Identity, before: Row[Any], row: Row[Any], facts: dict[str, Any]
-    ) -> None:
-        if before.lifecycle_stage == row.lifecycle_stage:
-            return
-        await repository.insert_lifecycle_event(
-            conn,
-            tenant_id=caller.tenant_id,
-            account_id=row.id,
-            from_stage=before.lifecycle_stage,
-            to_stage=row.lifecycle_stage,
-        )
-        change = {"account_id": str(row.id), "from": before.lifecycle_stage, "to": row.lifecycle_stage}
-        await self._outbox.record(
-            conn, tenant_id=caller.tenant_id, topic="account.stage_changed", payload=change
-        )
-        if row.lifecycle_stage == "at_risk":
-            await self._outbox.record(
-                conn, tenant_id=caller.tenant_id, topic="account.went_at_risk", payload=change
-            )
-
-    async def before_delete(self, conn: AsyncConnection, caller: Identity, row: Row[Any]) -> None:
-        blocking = await self._contacts.count(conn, tenant_id=caller.tenant_id, account_id=row.id)
-        if blocking:
-            raise Conflict(
-                f"Account has {blocking} contact(s); reassign or delete them first.",
-                code="fk_blocked",
-                blockers={"contacts": blocking},
-            )
 
 
 def _aware(value: dt.datetime) -> dt.datetime:

@@ -16,7 +16,7 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import (
     Column,
@@ -41,15 +41,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from services.common.db import Database
-from services.common.events import (
-    CountingHandler,
-    Event,
-    EventFailed,
-    Fault,
-    Unreachable,
-    classify,
-    error_label,
-)
+from services.common.events.bus import Event
+from services.common.events.faults import EventFailed, Fault, Unreachable, classify, error_label
+from services.common.events.inbox import CountingHandler
 from services.common.fields import utcnow
 
 
@@ -128,6 +122,15 @@ class DeadLetter:
             "next_attempt_at": stamp(self.next_attempt_at),
             "dead_at": stamp(self.dead_at),
         }
+
+
+class Selection(TypedDict, total=False):
+    """The rows an operator acts on: the dead letters, narrowed by whichever of these are given."""
+
+    consumer: str | None
+    tenant: str | None
+    event_ids: Sequence[str]
+    retrying: bool  # the failed events still waiting for a retry as well
 
 
 @dataclass(frozen=True)
@@ -224,8 +227,14 @@ class DeadLetterStore:
                 await conn.execute(self._delivered, {"of_consumer": consumer, "keys": keys})
 
     def _matching(
-        self, *, consumer: str | None, tenant: str | None, event_ids: Sequence[str], retrying: bool
+        self,
+        *,
+        consumer: str | None = None,
+        tenant: str | None = None,
+        event_ids: Sequence[str] = (),
+        retrying: bool = False,
     ) -> list[Any]:
+        """The conditions of a Selection."""
         t = self._table
         where: list[Any] = [] if retrying else [t.c.dead_at.is_not(None)]
         if consumer:
@@ -236,23 +245,10 @@ class DeadLetterStore:
             where.append(t.c.event_id.in_([uuid.UUID(e) for e in event_ids]))
         return where
 
-    async def list(
-        self,
-        *,
-        consumer: str | None = None,
-        tenant: str | None = None,
-        event_ids: Sequence[str] = (),
-        retrying: bool = False,
-        limit: int = 100,
-    ) -> list[DeadLetter]:
+    async def list(self, *, limit: int = 100, **selection: Unpack[Selection]) -> list[DeadLetter]:
         """The dead letters (and with `retrying`, the failed events still retried), newest failure first."""
         t = self._table
-        query = (
-            select(t)
-            .where(*self._matching(consumer=consumer, tenant=tenant, event_ids=event_ids, retrying=retrying))
-            .order_by(t.c.last_failed_at.desc())
-            .limit(limit)
-        )
+        query = select(t).where(*self._matching(**selection)).order_by(t.c.last_failed_at.desc()).limit(limit)
         async with self._db.read() as conn:
             rows = (await conn.execute(query)).all()
         return [
@@ -271,33 +267,19 @@ class DeadLetterStore:
             for r in rows
         ]
 
-    async def retry(
-        self,
-        *,
-        consumer: str | None = None,
-        tenant: str | None = None,
-        event_ids: Sequence[str] = (),
-        retrying: bool = False,
-    ) -> int:
+    async def retry(self, **selection: Unpack[Selection]) -> int:
         """Gives the matching rows a fresh set of attempts, due now: the consumer that failed each one
         (and only that one) picks it up within seconds. Returns how many."""
-        where = self._matching(consumer=consumer, tenant=tenant, event_ids=event_ids, retrying=retrying)
+        where = self._matching(**selection)
         statement = (
             update(self._table).where(*where).values(dead_at=None, attempts=0, next_attempt_at=utcnow())
         )
         async with self._db.transaction() as conn:
             return int((await conn.execute(statement)).rowcount)
 
-    async def drop(
-        self,
-        *,
-        consumer: str | None = None,
-        tenant: str | None = None,
-        event_ids: Sequence[str] = (),
-        retrying: bool = False,
-    ) -> int:
+    async def drop(self, **selection: Unpack[Selection]) -> int:
         """Deletes the matching rows: those events are never delivered to those consumers. How many."""
-        where = self._matching(consumer=consumer, tenant=tenant, event_ids=event_ids, retrying=retrying)
+        where = self._matching(**selection)
         async with self._db.transaction() as conn:
             return int((await conn.execute(delete(self._table).where(*where))).rowcount)
 
