@@ -13,7 +13,8 @@ import statistics
 
 from bench.edge import cpu_seconds, wrk
 from bench.stack import bench_stack, host_speed, host_speed_line
-from edge.gatekeeper.http_check import ROUTE_HEADER_PREFIX
+from edge.bindings import load_bindings
+from edge.envoy_config import route_headers
 from hydractl.cli import create_tenant, mint
 
 
@@ -32,7 +33,9 @@ def main() -> None:
             env, tenant=create_tenant(env, "bench"), rate_limit=1_000_000_000, scopes=["tickets:write"]
         )
         url = f"http://127.0.0.1:{env['HYDRA_AUTHZ_PORT']}/api/v1/tickets"
-        route = {f"{ROUTE_HEADER_PREFIX}auth": "support_key", f"{ROUTE_HEADER_PREFIX}scope": "tickets:write"}
+        # The policy headers Envoy adds to the check of POST /api/v1/tickets, as the edge config makes them.
+        (create,) = [b for b in load_bindings() if b.rpc.endswith(".CreateTicket")]
+        route = route_headers(create)
         spent = []
         print(f"{'round':>5} {'checks/s':>9} {'p99 ms':>7} {'gatekeeper µs':>14} {'redis µs':>9}")
         for round_number in range(1, args.rounds + 1):

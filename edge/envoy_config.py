@@ -194,7 +194,7 @@ def _address(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
-def _route_headers(binding: Binding) -> dict[str, str]:
+def route_headers(binding: Binding) -> dict[str, str]:
     """The route's policy as the x-hydra-route-* headers Envoy adds to its check request."""
     return {ROUTE_HEADER_PREFIX + k.replace("_", "-"): v for k, v in _route_policy(binding).items()}
 
@@ -304,7 +304,7 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
             _EXT_AUTHZ: {
                 "@type": _EXT_AUTHZ_PER_ROUTE,
                 "check_settings": {
-                    "http_service": _check_service(_route_headers(binding), access.surface.rate_headers)
+                    "http_service": _check_service(route_headers(binding), access.surface.rate_headers)
                 },
             },
         }

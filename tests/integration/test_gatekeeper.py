@@ -24,7 +24,7 @@ from hydractl.stack import Stack
 from testbed.servers import free_port
 from testbed.stack import grpc_processes, stack_env, wait_serving
 
-SUPPORT_READ = {"auth": "support_key", "scope": "crm:read"}
+SUPPORT_READ = {"surface": "support", "auth": "support_key", "scope": "crm:read"}
 
 
 @dataclass
