@@ -25,7 +25,7 @@ from edge.gatekeeper.authorizer import rate_headers
 from edge.gatekeeper.key_admin import KeyAdmin
 from edge.gatekeeper.limiter import Limiter
 from services.common.errors import RateLimited, Unauthenticated
-from services.common.fields import timestamp
+from services.common.fields import parse_request, timestamp
 from services.common.identity import current_identity
 from services.common.surfaces import PUBLIC, render, surface_named
 
@@ -179,5 +179,6 @@ class KeyStatusServicer(keys_pb2_grpc.KeyStatusServiceServicer):
         self._admin = admin
 
     async def ListLiveKeys(self, request: keys_pb2.ListLiveKeysRequest, context: Any) -> Any:
-        live = await self._admin.live_keys(current_identity().tenant_id, list(request.key_ids))
+        key_ids = parse_request(request).get("key_ids", [])
+        live = await self._admin.live_keys(current_identity().tenant_id, key_ids)
         return keys_pb2.ListLiveKeysResponse(live_key_ids=live)

@@ -1,4 +1,5 @@
-"""Strict parsing of JSON input objects against proto input messages, and typed output helpers."""
+"""Strict parsing of input against proto messages and their field rules (JSON bodies of the public
+APIs, request messages of internal RPCs), and typed output helpers."""
 
 from __future__ import annotations
 
@@ -66,6 +67,33 @@ def parse_input(body: struct_pb2.Struct | None, schema: Descriptor, *, partial: 
     """
     data = struct_to_dict(body) if body is not None else {}
     return _parse_object(data, schema, partial=partial, prefix=("body",))
+
+
+def parse_request(request: Message) -> dict[str, Any]:
+    """Validates an internal RPC's request message against its field rules, as parse_input does a JSON
+    body; returns its set fields, parsed (an unset proto3 field is absent, so `required` means non-empty)."""
+    return _parse_object(_set_fields(request), request.DESCRIPTOR, partial=False, prefix=("body",))
+
+
+def _set_fields(message: Message) -> dict[str, Any]:
+    """The fields a message carries, as the JSON values parse_input reads."""
+    return {field.name: _plain(field, value) for field, value in message.ListFields()}
+
+
+def _plain(field: FieldDescriptor, value: Any) -> Any:
+    if field.is_repeated:
+        return [_plain_single(field, item) for item in value]
+    return _plain_single(field, value)
+
+
+def _plain_single(field: FieldDescriptor, value: Any) -> Any:
+    if field.message_type is None:
+        return value
+    if field.message_type.full_name == _STRUCT:
+        return struct_to_dict(value)
+    if field.message_type.full_name == _VALUE:
+        return value_to_python(value)
+    return _set_fields(value)
 
 
 def _parse_object(

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from google.protobuf import struct_pb2
 from hydra.crm.v1 import (
     accounts_pb2,
     accounts_pb2_grpc,
@@ -17,17 +15,14 @@ from hydra.crm.v1 import (
     leads_pb2_grpc,
 )
 
-from services.common.errors import FieldError, ValidationError
-from services.common.fields import optional_query, parse_input, query_choice, query_uuid, to_message
+from services.common.fields import optional_query, parse_request, query_choice, query_uuid, to_message
 from services.common.identity import current_identity
 from services.common.servicing import ResourceRpcs
 from services.crm.accounts import AccountService
 from services.crm.contacts import ContactService
 from services.crm.conversations import ConversationService
-from services.crm.leads import LEAD_FIELDS, LeadService
-from services.crm.models import CHANNELS, CONVERSATION_STATUSES, LIFECYCLE_STAGES, MESSAGE_ROLES
-
-MAX_LOOKUP = 500  # contact ids per LookupContacts call
+from services.crm.leads import LeadService
+from services.crm.models import CONVERSATION_STATUSES, LIFECYCLE_STAGES
 
 
 class LeadServicer(leads_pb2_grpc.LeadServiceServicer):
@@ -59,12 +54,7 @@ class LeadServicer(leads_pb2_grpc.LeadServiceServicer):
         return await self._rpc.delete(request, leads_pb2.DeleteLeadResponse)
 
     async def CaptureLead(self, request: Any, context: Any) -> Any:
-        if not request.email:
-            raise ValidationError(FieldError(("body", "email"), "Field required", "missing"))
-        given = {name: getattr(request, name) for name in LEAD_FIELDS if getattr(request, name)}
-        body = struct_pb2.Struct()
-        body.update(given)
-        fields = parse_input(body, leads_pb2.LeadInput.DESCRIPTOR, partial=False)
+        fields = parse_request(request)
         email, source = fields.pop("email"), fields.pop("source", "")
         row, created = await self._service.capture(
             current_identity(), email=email, details=fields, source=source
@@ -131,40 +121,11 @@ class ContactServicer(contacts_pb2_grpc.ContactServiceServicer):
         return await self._rpc.delete(request, contacts_pb2.DeleteContactResponse)
 
     async def LookupContacts(self, request: Any, context: Any) -> Any:
-        if len(request.ids) > MAX_LOOKUP:
-            raise ValidationError(
-                FieldError(("body", "ids"), f"At most {MAX_LOOKUP} ids per lookup", "too_long")
-            )
-        ids = {_required_uuid(value, "ids") for value in request.ids}
+        ids = set(parse_request(request).get("ids", ()))
         rows = await self._service.lookup(current_identity(), ids) if ids else []
         return contacts_pb2.LookupContactsResponse(
             contacts=[contacts_pb2.ContactReference(id=str(r.id), email=r.email) for r in rows]
         )
-
-
-def _internal_uuid(value: str, name: str) -> uuid.UUID | None:
-    """An optional UUID field of an internal request."""
-    if not value:
-        return None
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise ValidationError(
-            FieldError(("body", name), "Input should be a valid UUID", "uuid_parsing")
-        ) from None
-
-
-def _required_uuid(value: str, name: str) -> uuid.UUID:
-    """A required UUID field of an internal request."""
-    parsed = _internal_uuid(value, name)
-    if parsed is None:
-        raise ValidationError(FieldError(("body", name), "Field required", "missing"))
-    return parsed
-
-
-def _check(errors: list[FieldError], ok: bool, name: str, message: str) -> None:
-    if not ok:
-        errors.append(FieldError(("body", name), message, "value_error"))
 
 
 class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
@@ -198,40 +159,25 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
         return await self._rpc.update(request, conversations_pb2.UpdateConversationResponse)
 
     async def CreateConversation(self, request: Any, context: Any) -> Any:
-        errors: list[FieldError] = []
-        _check(
-            errors, request.channel in CHANNELS, "channel", f"Input should be one of {', '.join(CHANNELS)}"
-        )
-        _check(errors, len(request.subject) <= 300, "subject", "String should have at most 300 characters")
-        if errors:
-            raise ValidationError(errors)
+        fields = parse_request(request)
         row = await self._service.open(
             current_identity(),
-            channel=request.channel,
-            channel_id=_internal_uuid(request.channel_id, "channel_id"),
-            customer_id=_internal_uuid(request.customer_id, "customer_id"),
-            subject=request.subject or None,
-            instance_id=_internal_uuid(request.instance_id, "instance_id"),
+            channel=fields["channel"],
+            channel_id=fields.get("channel_id"),
+            customer_id=fields.get("customer_id"),
+            subject=fields.get("subject"),
+            instance_id=fields.get("instance_id"),
         )
         return conversations_pb2.CreateConversationResponse(conversation=self._rpc.message(row))
 
     async def AddMessage(self, request: Any, context: Any) -> Any:
-        errors: list[FieldError] = []
-        _check(
-            errors,
-            request.role in MESSAGE_ROLES,
-            "role",
-            f"Input should be one of {', '.join(MESSAGE_ROLES)}",
-        )
-        _check(errors, 1 <= len(request.content) <= 8000, "content", "Content must be 1 to 8000 characters")
-        if errors:
-            raise ValidationError(errors)
+        fields = parse_request(request)
         message, conversation = await self._service.add_message(
             current_identity(),
-            _required_uuid(request.conversation_id, "conversation_id"),
-            role=request.role,
-            content=request.content,
-            instance_id=_internal_uuid(request.instance_id, "instance_id"),
+            fields["conversation_id"],
+            role=fields["role"],
+            content=fields["content"],
+            instance_id=fields.get("instance_id"),
         )
         return conversations_pb2.AddMessageResponse(
             message=to_message(message, conversations_pb2.Message),
@@ -239,28 +185,20 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
         )
 
     async def ListMessages(self, request: Any, context: Any) -> Any:
-        if not 1 <= request.limit <= 100:
-            raise ValidationError(FieldError(("body", "limit"), "Limit must be 1 to 100", "value_error"))
+        fields = parse_request(request)
         rows = await self._service.latest_messages(
-            current_identity(),
-            _required_uuid(request.conversation_id, "conversation_id"),
-            limit=request.limit,
+            current_identity(), fields["conversation_id"], limit=fields["limit"]
         )
         return conversations_pb2.ListMessagesResponse(
             messages=[to_message(row, conversations_pb2.Message) for row in rows]
         )
 
     async def AnnotateConversation(self, request: Any, context: Any) -> Any:
-        errors: list[FieldError] = []
-        for name, most in (("intent", 50), ("sentiment", 20), ("language", 20), ("handoff_reason", 200)):
-            _check(errors, len(getattr(request, name)) <= most, name, f"At most {most} characters")
-        if errors:
-            raise ValidationError(errors)
-        tags = {name: getattr(request, name) for name in ("intent", "sentiment", "language")}
+        fields = parse_request(request)
         row = await self._service.annotate(
             current_identity(),
-            _required_uuid(request.conversation_id, "conversation_id"),
-            tags={name: value for name, value in tags.items() if value},
-            handoff_reason=request.handoff_reason,
+            fields.pop("conversation_id"),
+            handoff_reason=fields.pop("handoff_reason", ""),
+            tags=fields,
         )
         return conversations_pb2.AnnotateConversationResponse(conversation=self._rpc.message(row))

@@ -1,10 +1,11 @@
 """Input parsing against proto field rules: unknown keys, nulls, types, formats, bounds."""
 
 import json
+import uuid
 
 import pytest
 from google.protobuf import struct_pb2
-from hydra.crm.v1 import conversations_pb2, leads_pb2
+from hydra.crm.v1 import contacts_pb2, conversations_pb2, leads_pb2
 from hydra.instances.v1 import channels_pb2, instances_pb2
 
 from services.common.errors import InvalidPathId, ValidationError
@@ -13,6 +14,7 @@ from services.common.fields import (
     parse_input,
     parse_limit,
     parse_path_id,
+    parse_request,
     refuse_control_characters,
 )
 from services.common.surfaces import CORE, SUPPORT, render
@@ -217,3 +219,58 @@ def test_raw_request_messages_are_checked_field_by_field() -> None:
     with pytest.raises(ValidationError) as caught:
         refuse_control_characters(conversations_pb2.AddMessageRequest(role="visitor", content="nul\x00"))
     assert [e.loc for e in caught.value.errors] == [("body", "content")]
+
+
+def request_errors(request: object) -> list[tuple[tuple, str]]:
+    with pytest.raises(ValidationError) as caught:
+        parse_request(request)  # type: ignore[arg-type]
+    return sorted((e.loc, e.type) for e in caught.value.errors)
+
+
+def test_internal_requests_are_parsed_by_the_same_field_rules_as_public_bodies() -> None:
+    conversation_id = "6f0c5e0a-3b7e-4c1e-9a59-2d7f1c2b8e10"
+    parsed = parse_request(
+        conversations_pb2.AddMessageRequest(
+            conversation_id=conversation_id, role="visitor", content="Two\nlines"
+        )
+    )
+    assert parsed == {
+        "conversation_id": uuid.UUID(conversation_id),
+        "role": "visitor",
+        "content": "Two\nlines",
+    }
+    # Unset proto3 fields are absent: required ones are missing, optional ones left out.
+    assert request_errors(conversations_pb2.AddMessageRequest()) == [
+        (("body", "content"), "missing"),
+        (("body", "conversation_id"), "missing"),
+        (("body", "role"), "missing"),
+    ]
+    assert request_errors(
+        conversations_pb2.AddMessageRequest(
+            conversation_id="nope", role="robot", content="x" * 8001, instance_id="also-nope"
+        )
+    ) == [
+        (("body", "content"), "string_too_long"),
+        (("body", "conversation_id"), "uuid_parsing"),
+        (("body", "instance_id"), "uuid_parsing"),
+        (("body", "role"), "enum"),
+    ]
+    assert request_errors(
+        conversations_pb2.ListMessagesRequest(conversation_id=conversation_id, limit=101)
+    ) == [(("body", "limit"), "less_than_equal")]
+    assert request_errors(leads_pb2.CaptureLeadRequest(email="not-an-email", name="Ada\nLovelace")) == [
+        (("body", "email"), "value_error"),
+        (("body", "name"), "string_pattern_mismatch"),
+    ]
+
+
+def test_repeated_fields_of_internal_requests_are_bounded_and_checked_item_by_item() -> None:
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    assert parse_request(contacts_pb2.LookupContactsRequest(ids=ids)) == {"ids": [uuid.UUID(i) for i in ids]}
+    assert parse_request(contacts_pb2.LookupContactsRequest()) == {}
+    assert request_errors(contacts_pb2.LookupContactsRequest(ids=[ids[0], "nope"])) == [
+        (("body", "ids", 1), "uuid_parsing")
+    ]
+    assert request_errors(contacts_pb2.LookupContactsRequest(ids=ids * 200)) == [
+        (("body", "ids"), "too_long")
+    ]
