@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression
 
-from services.common.db import DirectConnection
+from services.common.db import Database
 from services.common.paging import decode_cursor, encode_cursor
 
 
@@ -67,18 +67,33 @@ class TenantTable:
         query = self.page_query(tuple(given), after is not None)
         return (await conn.execute(query, self._page_params(tenant_id, limit, given, after))).all()
 
-    async def page(
+    async def read_page(
         self,
-        conn: DirectConnection,
+        db: Database,
         *,
         tenant_id: uuid.UUID,
         limit: int,
         filters: Mapping[str, Any],
         after: Sequence[Any] | None = None,
     ) -> Sequence[Any]:
-        """`list` on the direct path (for tables whose `get_query` goes direct)."""
-        query = self.page_query(tuple(filters), after is not None)
-        return await conn.fetch(query, self._page_params(tenant_id, limit, filters, after))
+        """`list` in its own read, on psycopg directly where this table's types allow (the hot read)."""
+        if db.goes_direct(self.page_query(tuple(filters), after is not None)):
+            async with db.direct() as direct:
+                query = self.page_query(tuple(filters), after is not None)
+                return await direct.fetch(query, self._page_params(tenant_id, limit, filters, after))
+        async with db.read() as conn:
+            return await self.list(conn, tenant_id=tenant_id, limit=limit, filters=filters, after=after)
+
+    async def read_one(
+        self, db: Database, *, tenant_id: uuid.UUID, row_id: uuid.UUID, scope: Mapping[str, Any] | None = None
+    ) -> Any | None:
+        """`get` in its own read, on psycopg directly where this table's types allow (the hot read)."""
+        if not scope and db.goes_direct(self.get_query):
+            async with db.direct() as direct:
+                rows = await direct.fetch(self.get_query, {"tenant_id": tenant_id, "row_id": row_id})
+                return rows[0] if rows else None
+        async with db.read() as conn:
+            return await self.get(conn, tenant_id=tenant_id, row_id=row_id, scope=scope)
 
     def page_query(self, filtered: tuple[str, ...], after: bool = False) -> Select[Any]:
         """The list statement filtering on the `filtered` columns (and past a cursor, if `after`):
@@ -133,34 +148,36 @@ class TenantTable:
             return (await conn.execute(self.get_query, {"tenant_id": tenant_id, "row_id": row_id})).first()
         return (await conn.execute(select(self.table).where(*self._match(tenant_id, row_id, scope)))).first()
 
-    async def find(self, conn: DirectConnection, *, tenant_id: uuid.UUID, row_id: uuid.UUID) -> Any | None:
-        """One row of the tenant, or None, on the direct path (for tables whose `get_query` goes direct)."""
-        rows = await conn.fetch(self.get_query, {"tenant_id": tenant_id, "row_id": row_id})
-        return rows[0] if rows else None
-
-    async def among(
+    async def read_among(
         self,
-        conn: DirectConnection,
+        db: Database,
         *,
         tenant_id: uuid.UUID,
         ids: Collection[uuid.UUID],
         columns: Sequence[str],
     ) -> Sequence[Row[Any]]:
-        """The tenant's rows whose id is one of `ids` (in no particular order), with only `columns`."""
-        key = (conn.dialect, tuple(columns))
+        """The tenant's rows whose id is one of `ids` (in no particular order), with only `columns`, in
+        its own read (psycopg directly on PostgreSQL: checked in batches by other services)."""
+        async with db.direct() as conn:
+            query = self._among_query(conn.dialect, columns)
+            return await conn.fetch(query, {"tenant_id": tenant_id, "ids": list(ids)})
+
+    def _among_query(self, dialect: str, columns: Sequence[str]) -> Select[Any]:
+        """read_among's statement for this dialect and these columns (built once, values bound)."""
+        key = (dialect, tuple(columns))
         query = self._among.get(key)
         if query is None:
             c = self.table.c
             # PostgreSQL: one array parameter, so every batch size shares one prepared statement.
             match = (
                 c.id == any_(bindparam("ids", type_=postgresql.ARRAY(Uuid)))
-                if conn.dialect == "postgresql"
+                if dialect == "postgresql"
                 else c.id.in_(bindparam("ids", expanding=True))
             )
             query = self._among[key] = select(*(c[name] for name in columns)).where(
                 c.tenant_id == bindparam("tenant_id"), match
             )
-        return await conn.fetch(query, {"tenant_id": tenant_id, "ids": list(ids)})
+        return query
 
     def _match(
         self, tenant_id: uuid.UUID, row_id: uuid.UUID, scope: Mapping[str, Any] | None

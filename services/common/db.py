@@ -187,6 +187,7 @@ class _PsycopgStatements:
         self._dialect = dialect
         self._queries: dict[Executable, tuple[str, Callable[[Mapping[str, Any]], Mapping[str, Any]]]] = {}
         self._inserts: dict[tuple[Table, tuple[str, ...]], str] = {}
+        self._refused: set[Executable] = set()  # statements that need SQLAlchemy's value conversion
 
     def query(self, query: Executable) -> tuple[str, Callable[[Mapping[str, Any]], Mapping[str, Any]]]:
         """The SQL of `query` and the function turning caller parameters into its bound values.
@@ -201,10 +202,13 @@ class _PsycopgStatements:
         return found
 
     def accepts(self, query: Executable) -> bool:
-        """Whether `query` can run as psycopg SQL (compiled and cached if so)."""
+        """Whether `query` can run as psycopg SQL (compiled and cached if so; the answer is cached too)."""
+        if query in self._refused:
+            return False
         try:
             self.query(query)
         except TypeError:
+            self._refused.add(query)
             return False
         return True
 

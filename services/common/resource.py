@@ -6,20 +6,23 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.audit import AuditLog
+from services.common.batching import GroupCommitWriter, RowRejected, RowSet
 from services.common.crud import TenantTable
 from services.common.db import Database
 from services.common.errors import Conflict, NotFound
+from services.common.events.outbox import Outbox
 from services.common.fields import parse_limit, utcnow
 from services.common.identity import Identity
 
 Scope = Mapping[str, Any] | None  # parent columns a nested resource's row must also match
+Event = tuple[str, dict[str, Any]]  # an outbox event: (topic, payload)
 WRITE_CONFLICT = "The write conflicts with other data; nothing was changed."
 
 
@@ -39,12 +42,20 @@ class ResourceService:
     list_default = 25  # rows a list returns without ?limit=
     list_maximum = 100
 
-    def __init__(self, *, db: Database, table: TenantTable, audit: AuditLog) -> None:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        table: TenantTable,
+        audit: AuditLog,
+        outbox: Outbox | None = None,
+        writes: CreateWrites | None = None,
+    ) -> None:
         self._db = db
         self.table = table
         self._audit = audit
-        # GET and list are the hot reads: on psycopg directly where the table's types allow.
-        self._get_goes_direct = db.goes_direct(table.get_query)
+        self._outbox = outbox
+        self._writes = writes or InTransaction()
 
     async def list(
         self,
@@ -60,48 +71,42 @@ class ResourceService:
         given = {k: v for k, v in (filters or {}).items() if v is not None}
         after = self.table.after_cursor(cursor) if cursor is not None else None
         # One row more than asked: whether another page follows.
-        if self._get_goes_direct and self._db.goes_direct(self.table.page_query(tuple(given), bool(after))):
-            async with self._db.direct() as direct:
-                rows = await self.table.page(
-                    direct, tenant_id=caller.tenant_id, limit=count + 1, filters=given, after=after
-                )
-        else:
-            async with self._db.read() as conn:
-                rows = await self.table.list(
-                    conn, tenant_id=caller.tenant_id, limit=count + 1, filters=given, after=after
-                )
+        rows = await self.table.read_page(
+            self._db, tenant_id=caller.tenant_id, limit=count + 1, filters=given, after=after
+        )
         return Page(rows[:count], len(rows) > count)
 
     async def get(self, caller: Identity, row_id: uuid.UUID, *, scope: Scope = None) -> Row[Any]:
         """One row of the caller's tenant (within `scope`'s parent, when given)."""
-        if not scope and self._get_goes_direct:
-            async with self._db.direct() as direct:
-                row = await self.table.find(direct, tenant_id=caller.tenant_id, row_id=row_id)
-        else:
-            async with self._db.read() as conn:
-                row = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=row_id, scope=scope)
+        row = await self.table.read_one(self._db, tenant_id=caller.tenant_id, row_id=row_id, scope=scope)
         if row is None:
             raise NotFound(self.not_found)
         return row
 
     async def create(self, caller: Identity, fields: dict[str, Any]) -> Row[Any]:
-        """Creates a row from validated fields."""
+        """Creates a row from validated fields: its checks, then the row, its events and its audit entry,
+        written together by the service's write strategy."""
         facts = await self.prepare(caller, fields)
-        async with self._transaction() as conn:
-            values = await self.before_create(conn, caller, fields)
-            row = await self.table.insert(conn, values=self.new_row(caller, values))
-            await self.after_create(conn, caller, row, facts)
-            await self._audit.record(
-                conn, caller, resource=self.resource, resource_id=row.id, action="create"
-            )
-        return row
+        return await self._writes.create(self, caller, self.initial_values(caller, fields), facts)
+
+    @property
+    def outbox(self) -> Outbox:
+        """Where the service records its events (a service that announces anything is built with one)."""
+        if self._outbox is None:
+            raise TypeError(f"{type(self).__name__} records events but was built without an outbox")
+        return self._outbox
+
+    @property
+    def audit(self) -> AuditLog:
+        """The audit log every write of the service is recorded in."""
+        return self._audit
 
     async def update(
         self, caller: Identity, row_id: uuid.UUID, fields: dict[str, Any], *, scope: Scope = None
     ) -> Row[Any]:
         """Applies any subset of validated fields; an empty subset changes nothing."""
         facts = await self.prepare(caller, fields)
-        async with self._transaction() as conn:
+        async with self.transaction() as conn:
             before = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=row_id, scope=scope)
             if before is None:
                 raise NotFound(self.not_found)
@@ -120,7 +125,7 @@ class ResourceService:
 
     async def delete(self, caller: Identity, row_id: uuid.UUID, *, scope: Scope = None) -> None:
         """Deletes a row of the caller's tenant."""
-        async with self._transaction() as conn:
+        async with self.transaction() as conn:
             row = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=row_id, scope=scope)
             if row is None:
                 raise NotFound(self.not_found)
@@ -142,7 +147,7 @@ class ResourceService:
         }
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """One transaction; an integrity error (a race past our own checks) is a conflict, never a 500."""
         try:
             async with self._db.transaction() as conn:
@@ -154,16 +159,19 @@ class ResourceService:
         """Checks that need other services, run before the transaction opens; returns facts for the hooks."""
         return {}
 
+    def initial_values(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:
+        """The values of a new row from its fields: defaults and derived values, without the database."""
+        return fields
+
     async def before_create(
         self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]
     ) -> dict[str, Any]:
-        """Checks and completes the values of a new row."""
+        """Checks a new row against the database and completes its values (in its transaction)."""
         return fields
 
-    async def after_create(
-        self, conn: AsyncConnection, caller: Identity, row: Row[Any], facts: dict[str, Any]
-    ) -> None:
-        """Side effects of a create (outbox events)."""
+    def created_events(self, caller: Identity, row: Row[Any], facts: dict[str, Any]) -> Sequence[Event]:
+        """The outbox events a create records with its row."""
+        return ()
 
     async def before_update(
         self, conn: AsyncConnection, caller: Identity, before: Row[Any], fields: dict[str, Any]
@@ -178,3 +186,65 @@ class ResourceService:
 
     async def before_delete(self, conn: AsyncConnection, caller: Identity, row: Row[Any]) -> None:
         """Refuses a delete that other rows block, and records its side effects."""
+
+
+class CreateWrites(Protocol):
+    """How a resource's creates reach the database (the create pipeline's write strategy)."""
+
+    async def create(
+        self, service: ResourceService, caller: Identity, values: dict[str, Any], facts: dict[str, Any]
+    ) -> Row[Any]: ...
+
+
+class InTransaction:
+    """Each create in a transaction of its own: the checks of before_create, the row, its events and
+    its audit entry."""
+
+    async def create(
+        self, service: ResourceService, caller: Identity, values: dict[str, Any], facts: dict[str, Any]
+    ) -> Row[Any]:
+        async with service.transaction() as conn:
+            values = await service.before_create(conn, caller, values)
+            row = await service.table.insert(conn, values=service.new_row(caller, values))
+            for topic, payload in service.created_events(caller, row, facts):
+                await service.outbox.record(conn, tenant_id=caller.tenant_id, topic=topic, payload=payload)
+            await service.audit.record(
+                conn, caller, resource=service.resource, resource_id=row.id, action="create"
+            )
+        return row
+
+
+class GroupCommitted:
+    """Concurrent creates share a transaction and one insert per table (group commit): the row, its
+    events and its audit entry still commit together, and an answer means its rows are committed.
+
+    There is no transaction to check against before the write: a service whose creates need
+    before_create's database checks cannot use it.
+    """
+
+    def __init__(self, writer: GroupCommitWriter[RowSet]) -> None:
+        self._writer = writer
+
+    async def create(
+        self, service: ResourceService, caller: Identity, values: dict[str, Any], facts: dict[str, Any]
+    ) -> Row[Any]:
+        if type(service).before_create is not ResourceService.before_create:
+            raise TypeError(f"{type(service).__name__} checks creates in a transaction: not group-committed")
+        values = service.table.complete(service.new_row(caller, values))
+        row = service.table.written(values)
+        rows = RowSet()
+        rows.add(service.table.table, values)
+        for topic, payload in service.created_events(caller, row, facts):
+            rows.add(
+                service.outbox.table,
+                service.outbox.row(tenant_id=caller.tenant_id, topic=topic, payload=payload),
+            )
+        rows.add(
+            service.audit.table,
+            service.audit.row(caller, resource=service.resource, resource_id=values["id"], action="create"),
+        )
+        try:
+            await self._writer.write(rows)
+        except RowRejected:
+            raise Conflict(WRITE_CONFLICT) from None
+        return row

@@ -26,13 +26,10 @@ class AccountService(ResourceService):
     def __init__(
         self, *, db: Database, table: TenantTable, audit: AuditLog, contacts: TenantTable, outbox: Outbox
     ) -> None:
-        super().__init__(db=db, table=table, audit=audit)
+        super().__init__(db=db, table=table, audit=audit, outbox=outbox)
         self._contacts = contacts
-        self._outbox = outbox
 
-    async def before_create(
-        self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]
-    ) -> dict[str, Any]:
+    def initial_values(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:
         return {"lifecycle_stage": "prospect", **fields}
 
     async def after_update(
@@ -48,11 +45,11 @@ class AccountService(ResourceService):
             to_stage=row.lifecycle_stage,
         )
         change = {"account_id": str(row.id), "from": before.lifecycle_stage, "to": row.lifecycle_stage}
-        await self._outbox.record(
+        await self.outbox.record(
             conn, tenant_id=caller.tenant_id, topic="account.stage_changed", payload=change
         )
         if row.lifecycle_stage == "at_risk":
-            await self._outbox.record(
+            await self.outbox.record(
                 conn, tenant_id=caller.tenant_id, topic="account.went_at_risk", payload=change
             )
 

@@ -30,8 +30,9 @@ class ContactService(ResourceService):
 
     async def lookup(self, caller: Identity, ids: Collection[uuid.UUID]) -> Sequence[Row[Any]]:
         """The caller's contacts among `ids`: id and email only (for services checking references)."""
-        async with self._db.direct() as conn:
-            return await self.table.among(conn, tenant_id=caller.tenant_id, ids=ids, columns=("id", "email"))
+        return await self.table.read_among(
+            self._db, tenant_id=caller.tenant_id, ids=ids, columns=("id", "email")
+        )
 
     async def _require_account(self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]) -> None:
         if "account_id" not in fields:

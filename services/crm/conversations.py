@@ -40,10 +40,9 @@ class ConversationService(ResourceService):
         contacts: TenantTable,
         outbox: Outbox,
     ) -> None:
-        super().__init__(db=db, table=table, audit=audit)
+        super().__init__(db=db, table=table, audit=audit, outbox=outbox)
         self._messages = messages
         self._contacts = contacts
-        self._outbox = outbox
 
     async def open(
         self,
@@ -89,7 +88,7 @@ class ConversationService(ResourceService):
     ) -> tuple[Row[Any], Row[Any]]:
         """Appends a message and bumps the conversation's activity; returns the message and conversation."""
         now = utcnow()
-        async with self._transaction() as conn:
+        async with self.transaction() as conn:
             conversation = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=conversation_id)
             if conversation is None or (instance_id is not None and conversation.instance_id != instance_id):
                 raise NotFound(self.not_found)
@@ -137,7 +136,7 @@ class ConversationService(ResourceService):
         self, caller: Identity, conversation_id: uuid.UUID, *, tags: dict[str, str], handoff_reason: str
     ) -> Row[Any]:
         """Sets the bot pipeline's tags; a handoff reason escalates an open conversation to a human."""
-        async with self._transaction() as conn:
+        async with self.transaction() as conn:
             before = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=conversation_id)
             if before is None:
                 raise NotFound(self.not_found)
@@ -215,7 +214,7 @@ class ConversationService(ResourceService):
         if row.status == before.status:
             return
         event = {"conversation_id": str(row.id), "from": before.status, "to": row.status}
-        await self._outbox.record(
+        await self.outbox.record(
             conn, tenant_id=caller.tenant_id, topic=f"conversation.{row.status}", payload=event
         )
         if row.status != "resolved":
@@ -224,7 +223,7 @@ class ConversationService(ResourceService):
         if row.customer_id is not None:
             contact = await self._contacts.get(conn, tenant_id=caller.tenant_id, row_id=row.customer_id)
             email = contact.email if contact is not None else None
-        await self._outbox.record(
+        await self.outbox.record(
             conn,
             tenant_id=caller.tenant_id,
             topic="conversation.csat_requested",

@@ -38,7 +38,7 @@ class LeadService(ResourceService):
         """Creates a lead with these details, or finds the tenant's newest lead with this email, which it
         never changes (anonymous input must not overwrite what the tenant has); True when created."""
         now = utcnow()
-        async with self._transaction() as conn:
+        async with self.transaction() as conn:
             existing = await repository.find_lead_by_email(conn, tenant_id=caller.tenant_id, email=email)
             if existing is not None:
                 return existing, False

@@ -47,8 +47,7 @@ class InstanceService(ResourceService):
         outbox: Outbox,
         model_hosts: HostPolicy | None = None,
     ) -> None:
-        super().__init__(db=db, table=table, audit=audit)
-        self._outbox = outbox
+        super().__init__(db=db, table=table, audit=audit, outbox=outbox)
         self._model_hosts = model_hosts or HostPolicy()
 
     async def prepare(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:
@@ -62,9 +61,7 @@ class InstanceService(ResourceService):
             raise ValidationError(FieldError(("body", "model", "base_url"), refusal, "value_error"))
         return {}
 
-    async def before_create(
-        self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]
-    ) -> dict[str, Any]:
+    def initial_values(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:
         return {
             "status": "active",
             "description": None,
@@ -82,7 +79,7 @@ class InstanceService(ResourceService):
         return fields
 
     async def before_delete(self, conn: AsyncConnection, caller: Identity, row: Row[Any]) -> None:
-        await self._outbox.record(
+        await self.outbox.record(
             conn, tenant_id=caller.tenant_id, topic=INSTANCE_DELETED, payload={"instance_id": str(row.id)}
         )
 

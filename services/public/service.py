@@ -90,9 +90,7 @@ class SiteService(ResourceService):
         super().__init__(db=db, table=repository.sites, audit=audit)
         self._directory = directory
 
-    async def before_create(
-        self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]
-    ) -> dict[str, Any]:
+    def initial_values(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:
         return {"domain": None, **fields, "tracking_token": uuid.uuid4()}
 
     async def before_delete(self, conn: AsyncConnection, caller: Identity, row: Row[Any]) -> None:

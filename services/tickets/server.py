@@ -10,6 +10,7 @@ from hydra.tickets.v1 import tickets_pb2, tickets_pb2_grpc
 from services.common.audit import AuditLog
 from services.common.batching import GroupCommitWriter, insert_row_sets
 from services.common.process import Basics, EventTables, Process, Wiring
+from services.common.resource import GroupCommitted
 from services.tickets import models, repository
 from services.tickets.config import Settings
 from services.tickets.consumers import CONFIRMATION_TOPICS, confirmation_email
@@ -31,7 +32,7 @@ def build(basics: Basics[Settings]) -> Wiring:
             audit=AuditLog(models.audit_log),
             outbox=events.outbox,
             crm=crm,
-            writer=writer,
+            writes=GroupCommitted(writer),
         )
     )
 

@@ -1,24 +1,24 @@
 """Ticket use cases: crm references checked over gRPC first, then one transaction with its events.
 
-New tickets are group-committed: concurrent creates share a transaction and one insert per table.
+The composition root group-commits new tickets: concurrent creates share a transaction and one insert
+per table, through the same create pipeline as every other resource.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.audit import AuditLog
-from services.common.batching import GroupCommitWriter, RowRejected, RowSet
 from services.common.crud import TenantTable
 from services.common.db import Database
-from services.common.errors import Conflict
 from services.common.events.outbox import Outbox
 from services.common.fields import utcnow
 from services.common.identity import Identity
-from services.common.resource import WRITE_CONFLICT, ResourceService
+from services.common.resource import CreateWrites, Event, ResourceService
 from services.tickets.crm import CrmDirectory
 
 
@@ -36,42 +36,23 @@ class TicketService(ResourceService):
         audit: AuditLog,
         outbox: Outbox,
         crm: CrmDirectory,
-        writer: GroupCommitWriter[RowSet],
+        writes: CreateWrites | None = None,
     ) -> None:
-        super().__init__(db=db, table=table, audit=audit)
-        self._outbox = outbox
+        super().__init__(db=db, table=table, audit=audit, outbox=outbox, writes=writes)
         self._crm = crm
-        self._writer = writer
 
-    async def create(self, caller: Identity, fields: dict[str, Any]) -> Row[Any]:
-        """Opens a ticket: its row, its ticket.created event and its audit entry commit together."""
-        facts = await self.prepare(caller, fields)
-        values = self.table.complete(self.new_row(caller, {"status": "open", "priority": "normal", **fields}))
-        if values["status"] == "resolved":
-            values["resolved_at"] = values["created_at"]
-        rows = RowSet()
-        rows.add(self.table.table, values)
-        rows.add(
-            self._outbox.table,
-            self._outbox.row(
-                tenant_id=caller.tenant_id,
-                topic="ticket.created",
-                payload={
-                    "ticket_id": str(values["id"]),
-                    "title": values["title"],
-                    "email": facts.get("customer_email"),
-                },
-            ),
-        )
-        rows.add(
-            self._audit.table,
-            self._audit.row(caller, resource=self.resource, resource_id=values["id"], action="create"),
-        )
-        try:
-            await self._writer.write(rows)
-        except RowRejected:
-            raise Conflict(WRITE_CONFLICT) from None
-        return self.table.written(values)
+    def initial_values(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "open", "priority": "normal", **fields}
+
+    def new_row(self, caller: Identity, values: Mapping[str, Any]) -> dict[str, Any]:
+        row = super().new_row(caller, values)
+        if row["status"] == "resolved":
+            row["resolved_at"] = row["created_at"]
+        return row
+
+    def created_events(self, caller: Identity, row: Row[Any], facts: dict[str, Any]) -> Sequence[Event]:
+        payload = {"ticket_id": str(row.id), "title": row.title, "email": facts.get("customer_email")}
+        return [("ticket.created", payload)]
 
     async def prepare(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:
         facts: dict[str, Any] = {}
@@ -98,7 +79,7 @@ class TicketService(ResourceService):
     ) -> None:
         for field, topic in (("status", "ticket.status_changed"), ("assigned_to", "ticket.assigned")):
             if getattr(before, field) != getattr(row, field):
-                await self._outbox.record(
+                await self.outbox.record(
                     conn,
                     tenant_id=caller.tenant_id,
                     topic=topic,

@@ -101,8 +101,7 @@ def note(tenant_id: uuid.UUID, email: str) -> dict[str, Any]:
 
 
 async def emails(db: Database, tenant_id: uuid.UUID, ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
-    async with db.direct() as conn:
-        rows = await tenant_notes.among(conn, tenant_id=tenant_id, ids=ids, columns=("id", "email"))
+    rows = await tenant_notes.read_among(db, tenant_id=tenant_id, ids=ids, columns=("id", "email"))
     return {row.id: row.email for row in rows}
 
 
@@ -147,8 +146,7 @@ def test_a_row_found_directly_is_the_row_sqlalchemy_reads(database_url: str) -> 
             await conn.execute(insert(records.table), [full, records.complete(sparse)])
         pairs = []
         for tenant_id, row_id in ((tenant, full["id"]), (tenant, sparse["id"]), (uuid.uuid4(), full["id"])):
-            async with db.direct() as direct:
-                found = await records.find(direct, tenant_id=tenant_id, row_id=row_id)
+            found = await records.read_one(db, tenant_id=tenant_id, row_id=row_id)  # direct, asserted below
             async with db.read() as conn:
                 read = await records.get(conn, tenant_id=tenant_id, row_id=row_id)
             pairs.append((found, read))
@@ -183,8 +181,8 @@ def test_a_page_read_directly_is_the_list_sqlalchemy_reads(database_url: str) ->
             await conn.execute(insert(records.table), rows)
         pages = []
         for limit, filters in ((10, {}), (2, {}), (10, {"name": "even"}), (1, {"name": "odd"})):
-            async with db.direct() as direct:
-                page = await records.page(direct, tenant_id=ours, limit=limit, filters=filters)
+            assert db.goes_direct(records.page_query(tuple(filters)))
+            page = await records.read_page(db, tenant_id=ours, limit=limit, filters=filters)
             async with db.read() as conn:
                 listed = await records.list(conn, tenant_id=ours, limit=limit, filters=filters)
             pages.append(([row.id for row in page], [row.id for row in listed]))
@@ -222,8 +220,8 @@ def test_pages_follow_their_cursors_through_equal_times_directly_and_through_sql
         pages, after = [], None
         while True:
             if direct:
-                async with db.direct() as conn:
-                    page = await records.page(conn, tenant_id=tenant, limit=2, filters={}, after=after)
+                assert db.goes_direct(records.page_query((), after is not None))
+                page = await records.read_page(db, tenant_id=tenant, limit=2, filters={}, after=after)
             else:
                 async with db.read() as alchemy:
                     page = await records.list(alchemy, tenant_id=tenant, limit=2, after=after)

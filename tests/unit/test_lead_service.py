@@ -23,14 +23,9 @@ class FakeDatabase:
 
     read = transaction
 
-    def goes_direct(self, query: object) -> bool:
-        return False  # reads go through read()
-
 
 class FakeTable:
     """TenantTable over a dict keyed by (tenant_id, id)."""
-
-    get_query = None
 
     def __init__(self) -> None:
         self.rows: dict[tuple[uuid.UUID, uuid.UUID], dict[str, Any]] = {}
@@ -44,6 +39,16 @@ class FakeTable:
         if row is None or any(row.get(k) != v for k, v in (scope or {}).items()):
             return None
         return row
+
+    async def read_one(
+        self, db: FakeDatabase, *, tenant_id: uuid.UUID, row_id: uuid.UUID, scope: dict | None = None
+    ) -> SimpleNamespace | None:
+        return await self.get(None, tenant_id=tenant_id, row_id=row_id, scope=scope)
+
+    async def read_page(
+        self, db: FakeDatabase, *, tenant_id: uuid.UUID, limit: int, filters: dict, after: Any = None
+    ) -> list[SimpleNamespace]:
+        return await self.list(None, tenant_id=tenant_id, limit=limit, filters=filters, after=after)
 
     async def get(
         self, conn: None, *, tenant_id: uuid.UUID, row_id: uuid.UUID, scope: dict | None = None
