@@ -26,7 +26,7 @@ from edge.gatekeeper.key_admin import KeyAdmin
 from edge.gatekeeper.limiter import Limiter
 from services.common.errors import RateLimited, Unauthenticated
 from services.common.fields import timestamp
-from services.common.identity import current_identity
+from services.common.identity import current_identity, text_metadata
 from services.common.surfaces import PUBLIC, render, surface_named
 
 ADMIN_TOKEN_HEADER = "x-hydra-admin-token"
@@ -102,7 +102,7 @@ class KeyAdminServicer(admin_pb2_grpc.KeyAdminServiceServicer):
         self._token = admin_token
 
     def _authorize(self, context: grpc.aio.ServicerContext) -> None:
-        sent = dict(context.invocation_metadata() or ()).get(ADMIN_TOKEN_HEADER, "")
+        sent = text_metadata(context.invocation_metadata()).get(ADMIN_TOKEN_HEADER, "")
         if self._token is None or not hmac.compare_digest(sent.encode(), self._token.encode()):
             raise Unauthenticated("Invalid admin token.")
 

@@ -17,7 +17,7 @@ from hydra.public.v1 import (
 )
 
 from services.common.fields import optional_query, parse_input, parse_path_id, to_message
-from services.common.identity import CLIENT_IP_HEADER, current_identity
+from services.common.identity import CLIENT_IP_HEADER, current_identity, text_metadata
 from services.common.servicing import ResourceRpcs, page_response
 from services.public.service import SITE_NOT_FOUND, Analytics, Forms, SiteService
 from services.public.widget import INSTANCE_NOT_FOUND, WidgetChat
@@ -115,6 +115,6 @@ class WidgetServicer(widget_pb2_grpc.WidgetServiceServicer):
     async def Chat(self, request: Any, context: Any) -> AsyncIterator[Any]:
         instance_id = parse_path_id(request.instance_id, param="instance_id", not_found=INSTANCE_NOT_FOUND)
         fields = parse_input(request.chat, self._input, partial=False)
-        client_ip = dict(context.invocation_metadata() or ()).get(CLIENT_IP_HEADER, "")
+        client_ip = text_metadata(context.invocation_metadata()).get(CLIENT_IP_HEADER, "")
         async for chunk in self._chat.turn(current_identity(), instance_id, fields, client_ip=client_ip):
             yield chunk
