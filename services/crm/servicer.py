@@ -18,9 +18,9 @@ from hydra.crm.v1 import (
 )
 
 from services.common.errors import FieldError, ValidationError
-from services.common.fields import optional_query, parse_input, query_choice, query_uuid, to_message
+from services.common.fields import optional_query, parse_input, query_choice, query_uuid
 from services.common.identity import current_identity
-from services.common.servicing import ResourceRpcs
+from services.common.servicing import ResourceRpcs, message_from
 from services.crm.accounts import AccountService
 from services.crm.contacts import ContactService
 from services.crm.conversations import ConversationService
@@ -234,7 +234,7 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
             instance_id=_internal_uuid(request.instance_id, "instance_id"),
         )
         return conversations_pb2.AddMessageResponse(
-            message=to_message(message, conversations_pb2.Message),
+            message=message_from(message, conversations_pb2.Message),
             conversation=self._rpc.message(conversation),
         )
 
@@ -247,7 +247,7 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
             limit=request.limit,
         )
         return conversations_pb2.ListMessagesResponse(
-            messages=[to_message(row, conversations_pb2.Message) for row in rows]
+            messages=[message_from(row, conversations_pb2.Message) for row in rows]
         )
 
     async def AnnotateConversation(self, request: Any, context: Any) -> Any:

@@ -18,7 +18,7 @@ from hydra.public.v1 import (
 
 from services.common.fields import optional_query, parse_input, parse_path_id, to_message
 from services.common.identity import CLIENT_IP_HEADER, current_identity, text_metadata
-from services.common.servicing import ResourceRpcs, page_response
+from services.common.servicing import ResourceRpcs, message_from, page_response
 from services.public.service import SITE_NOT_FOUND, Analytics, Forms, SiteService
 from services.public.widget import INSTANCE_NOT_FOUND, WidgetChat
 
@@ -71,7 +71,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     async def GetAnalyticsSummary(self, request: Any, context: Any) -> Any:
         days = request.days if request.HasField("days") else None
         summary = await self._analytics.summary(current_identity(), _site_id(request), days=days)
-        return to_message(summary, analytics_pb2.AnalyticsSummary)
+        return message_from(summary, analytics_pb2.AnalyticsSummary)
 
 
 class FormServicer(forms_pb2_grpc.FormServiceServicer):
