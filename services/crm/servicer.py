@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
+import grpc
 from google.protobuf import struct_pb2
 from hydra.crm.v1 import (
     accounts_pb2,
@@ -43,22 +43,46 @@ class LeadServicer(leads_pb2_grpc.LeadServiceServicer):
             plural="leads",
         )
 
-    async def ListLeads(self, request: Any, context: Any) -> Any:
+    async def ListLeads(
+        self,
+        request: leads_pb2.ListLeadsRequest,
+        context: grpc.aio.ServicerContext[leads_pb2.ListLeadsRequest, leads_pb2.ListLeadsResponse],
+    ) -> leads_pb2.ListLeadsResponse:
         return await self._rpc.list(request, leads_pb2.ListLeadsResponse)
 
-    async def CreateLead(self, request: Any, context: Any) -> Any:
+    async def CreateLead(
+        self,
+        request: leads_pb2.CreateLeadRequest,
+        context: grpc.aio.ServicerContext[leads_pb2.CreateLeadRequest, leads_pb2.CreateLeadResponse],
+    ) -> leads_pb2.CreateLeadResponse:
         return await self._rpc.create(request, leads_pb2.CreateLeadResponse)
 
-    async def GetLead(self, request: Any, context: Any) -> Any:
+    async def GetLead(
+        self,
+        request: leads_pb2.GetLeadRequest,
+        context: grpc.aio.ServicerContext[leads_pb2.GetLeadRequest, leads_pb2.GetLeadResponse],
+    ) -> leads_pb2.GetLeadResponse:
         return await self._rpc.get(request, leads_pb2.GetLeadResponse)
 
-    async def UpdateLead(self, request: Any, context: Any) -> Any:
+    async def UpdateLead(
+        self,
+        request: leads_pb2.UpdateLeadRequest,
+        context: grpc.aio.ServicerContext[leads_pb2.UpdateLeadRequest, leads_pb2.UpdateLeadResponse],
+    ) -> leads_pb2.UpdateLeadResponse:
         return await self._rpc.update(request, leads_pb2.UpdateLeadResponse)
 
-    async def DeleteLead(self, request: Any, context: Any) -> Any:
+    async def DeleteLead(
+        self,
+        request: leads_pb2.DeleteLeadRequest,
+        context: grpc.aio.ServicerContext[leads_pb2.DeleteLeadRequest, leads_pb2.DeleteLeadResponse],
+    ) -> leads_pb2.DeleteLeadResponse:
         return await self._rpc.delete(request, leads_pb2.DeleteLeadResponse)
 
-    async def CaptureLead(self, request: Any, context: Any) -> Any:
+    async def CaptureLead(
+        self,
+        request: leads_pb2.CaptureLeadRequest,
+        context: grpc.aio.ServicerContext[leads_pb2.CaptureLeadRequest, leads_pb2.CaptureLeadResponse],
+    ) -> leads_pb2.CaptureLeadResponse:
         if not request.email:
             raise ValidationError(FieldError(("body", "email"), "Field required", "missing"))
         given = {name: getattr(request, name) for name in LEAD_FIELDS if getattr(request, name)}
@@ -84,20 +108,48 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
             plural="accounts",
         )
 
-    async def ListAccounts(self, request: Any, context: Any) -> Any:
+    async def ListAccounts(
+        self,
+        request: accounts_pb2.ListAccountsRequest,
+        context: grpc.aio.ServicerContext[
+            accounts_pb2.ListAccountsRequest, accounts_pb2.ListAccountsResponse
+        ],
+    ) -> accounts_pb2.ListAccountsResponse:
         stage = query_choice(optional_query(request, "lifecycle_stage"), "lifecycle_stage", LIFECYCLE_STAGES)
         return await self._rpc.list(request, accounts_pb2.ListAccountsResponse, {"lifecycle_stage": stage})
 
-    async def CreateAccount(self, request: Any, context: Any) -> Any:
+    async def CreateAccount(
+        self,
+        request: accounts_pb2.CreateAccountRequest,
+        context: grpc.aio.ServicerContext[
+            accounts_pb2.CreateAccountRequest, accounts_pb2.CreateAccountResponse
+        ],
+    ) -> accounts_pb2.CreateAccountResponse:
         return await self._rpc.create(request, accounts_pb2.CreateAccountResponse)
 
-    async def GetAccount(self, request: Any, context: Any) -> Any:
+    async def GetAccount(
+        self,
+        request: accounts_pb2.GetAccountRequest,
+        context: grpc.aio.ServicerContext[accounts_pb2.GetAccountRequest, accounts_pb2.GetAccountResponse],
+    ) -> accounts_pb2.GetAccountResponse:
         return await self._rpc.get(request, accounts_pb2.GetAccountResponse)
 
-    async def UpdateAccount(self, request: Any, context: Any) -> Any:
+    async def UpdateAccount(
+        self,
+        request: accounts_pb2.UpdateAccountRequest,
+        context: grpc.aio.ServicerContext[
+            accounts_pb2.UpdateAccountRequest, accounts_pb2.UpdateAccountResponse
+        ],
+    ) -> accounts_pb2.UpdateAccountResponse:
         return await self._rpc.update(request, accounts_pb2.UpdateAccountResponse)
 
-    async def DeleteAccount(self, request: Any, context: Any) -> Any:
+    async def DeleteAccount(
+        self,
+        request: accounts_pb2.DeleteAccountRequest,
+        context: grpc.aio.ServicerContext[
+            accounts_pb2.DeleteAccountRequest, accounts_pb2.DeleteAccountResponse
+        ],
+    ) -> accounts_pb2.DeleteAccountResponse:
         return await self._rpc.delete(request, accounts_pb2.DeleteAccountResponse)
 
 
@@ -114,23 +166,57 @@ class ContactServicer(contacts_pb2_grpc.ContactServiceServicer):
             plural="contacts",
         )
 
-    async def ListContacts(self, request: Any, context: Any) -> Any:
+    async def ListContacts(
+        self,
+        request: contacts_pb2.ListContactsRequest,
+        context: grpc.aio.ServicerContext[
+            contacts_pb2.ListContactsRequest, contacts_pb2.ListContactsResponse
+        ],
+    ) -> contacts_pb2.ListContactsResponse:
         account = query_uuid(optional_query(request, "account_id"), "account_id")
         return await self._rpc.list(request, contacts_pb2.ListContactsResponse, {"account_id": account})
 
-    async def CreateContact(self, request: Any, context: Any) -> Any:
+    async def CreateContact(
+        self,
+        request: contacts_pb2.CreateContactRequest,
+        context: grpc.aio.ServicerContext[
+            contacts_pb2.CreateContactRequest, contacts_pb2.CreateContactResponse
+        ],
+    ) -> contacts_pb2.CreateContactResponse:
         return await self._rpc.create(request, contacts_pb2.CreateContactResponse)
 
-    async def GetContact(self, request: Any, context: Any) -> Any:
+    async def GetContact(
+        self,
+        request: contacts_pb2.GetContactRequest,
+        context: grpc.aio.ServicerContext[contacts_pb2.GetContactRequest, contacts_pb2.GetContactResponse],
+    ) -> contacts_pb2.GetContactResponse:
         return await self._rpc.get(request, contacts_pb2.GetContactResponse)
 
-    async def UpdateContact(self, request: Any, context: Any) -> Any:
+    async def UpdateContact(
+        self,
+        request: contacts_pb2.UpdateContactRequest,
+        context: grpc.aio.ServicerContext[
+            contacts_pb2.UpdateContactRequest, contacts_pb2.UpdateContactResponse
+        ],
+    ) -> contacts_pb2.UpdateContactResponse:
         return await self._rpc.update(request, contacts_pb2.UpdateContactResponse)
 
-    async def DeleteContact(self, request: Any, context: Any) -> Any:
+    async def DeleteContact(
+        self,
+        request: contacts_pb2.DeleteContactRequest,
+        context: grpc.aio.ServicerContext[
+            contacts_pb2.DeleteContactRequest, contacts_pb2.DeleteContactResponse
+        ],
+    ) -> contacts_pb2.DeleteContactResponse:
         return await self._rpc.delete(request, contacts_pb2.DeleteContactResponse)
 
-    async def LookupContacts(self, request: Any, context: Any) -> Any:
+    async def LookupContacts(
+        self,
+        request: contacts_pb2.LookupContactsRequest,
+        context: grpc.aio.ServicerContext[
+            contacts_pb2.LookupContactsRequest, contacts_pb2.LookupContactsResponse
+        ],
+    ) -> contacts_pb2.LookupContactsResponse:
         if len(request.ids) > MAX_LOOKUP:
             raise ValidationError(
                 FieldError(("body", "ids"), f"At most {MAX_LOOKUP} ids per lookup", "too_long")
@@ -180,7 +266,13 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
             plural="conversations",
         )
 
-    async def ListConversations(self, request: Any, context: Any) -> Any:
+    async def ListConversations(
+        self,
+        request: conversations_pb2.ListConversationsRequest,
+        context: grpc.aio.ServicerContext[
+            conversations_pb2.ListConversationsRequest, conversations_pb2.ListConversationsResponse
+        ],
+    ) -> conversations_pb2.ListConversationsResponse:
         filters = {
             "status": query_choice(optional_query(request, "status"), "status", CONVERSATION_STATUSES),
             "channel_id": query_uuid(optional_query(request, "channel_id"), "channel_id"),
@@ -191,13 +283,31 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
         }
         return await self._rpc.list(request, conversations_pb2.ListConversationsResponse, filters)
 
-    async def GetConversation(self, request: Any, context: Any) -> Any:
+    async def GetConversation(
+        self,
+        request: conversations_pb2.GetConversationRequest,
+        context: grpc.aio.ServicerContext[
+            conversations_pb2.GetConversationRequest, conversations_pb2.GetConversationResponse
+        ],
+    ) -> conversations_pb2.GetConversationResponse:
         return await self._rpc.get(request, conversations_pb2.GetConversationResponse)
 
-    async def UpdateConversation(self, request: Any, context: Any) -> Any:
+    async def UpdateConversation(
+        self,
+        request: conversations_pb2.UpdateConversationRequest,
+        context: grpc.aio.ServicerContext[
+            conversations_pb2.UpdateConversationRequest, conversations_pb2.UpdateConversationResponse
+        ],
+    ) -> conversations_pb2.UpdateConversationResponse:
         return await self._rpc.update(request, conversations_pb2.UpdateConversationResponse)
 
-    async def CreateConversation(self, request: Any, context: Any) -> Any:
+    async def CreateConversation(
+        self,
+        request: conversations_pb2.CreateConversationRequest,
+        context: grpc.aio.ServicerContext[
+            conversations_pb2.CreateConversationRequest, conversations_pb2.CreateConversationResponse
+        ],
+    ) -> conversations_pb2.CreateConversationResponse:
         errors: list[FieldError] = []
         _check(
             errors, request.channel in CHANNELS, "channel", f"Input should be one of {', '.join(CHANNELS)}"
@@ -215,7 +325,13 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
         )
         return conversations_pb2.CreateConversationResponse(conversation=self._rpc.message(row))
 
-    async def AddMessage(self, request: Any, context: Any) -> Any:
+    async def AddMessage(
+        self,
+        request: conversations_pb2.AddMessageRequest,
+        context: grpc.aio.ServicerContext[
+            conversations_pb2.AddMessageRequest, conversations_pb2.AddMessageResponse
+        ],
+    ) -> conversations_pb2.AddMessageResponse:
         errors: list[FieldError] = []
         _check(
             errors,
@@ -238,7 +354,13 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
             conversation=self._rpc.message(conversation),
         )
 
-    async def ListMessages(self, request: Any, context: Any) -> Any:
+    async def ListMessages(
+        self,
+        request: conversations_pb2.ListMessagesRequest,
+        context: grpc.aio.ServicerContext[
+            conversations_pb2.ListMessagesRequest, conversations_pb2.ListMessagesResponse
+        ],
+    ) -> conversations_pb2.ListMessagesResponse:
         if not 1 <= request.limit <= 100:
             raise ValidationError(FieldError(("body", "limit"), "Limit must be 1 to 100", "value_error"))
         rows = await self._service.latest_messages(
@@ -250,7 +372,13 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
             messages=[message_from(row, conversations_pb2.Message) for row in rows]
         )
 
-    async def AnnotateConversation(self, request: Any, context: Any) -> Any:
+    async def AnnotateConversation(
+        self,
+        request: conversations_pb2.AnnotateConversationRequest,
+        context: grpc.aio.ServicerContext[
+            conversations_pb2.AnnotateConversationRequest, conversations_pb2.AnnotateConversationResponse
+        ],
+    ) -> conversations_pb2.AnnotateConversationResponse:
         errors: list[FieldError] = []
         for name, most in (("intent", 50), ("sentiment", 20), ("language", 20), ("handoff_reason", 200)):
             _check(errors, len(getattr(request, name)) <= most, name, f"At most {most} characters")
