@@ -29,7 +29,11 @@ venv: $(VENV)/.installed  ## Create the virtualenv and install dependencies.
 $(GEN)/.stamp: $(VENV)/.installed $(PROTO_FILES)
 	rm -rf $(GEN) && mkdir -p $(GEN)/python
 	$(PY) -m grpc_tools.protoc -Iprotos -I$(GOOGLEAPIS) -I$(GRPC_TOOLS) \
-	  --python_out=$(GEN)/python --pyi_out=$(GEN)/python --grpc_python_out=$(GEN)/python $(PROTO_FILES)
+	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
+	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
+	  --python_out=$(GEN)/python --grpc_python_out=$(GEN)/python \
+	  --mypy_out=$(GEN)/python --mypy_grpc_out=$(GEN)/python $(PROTO_FILES)
+	touch $(GEN)/python/hydra/py.typed  # mypy reads a package found on the path only when it says it is typed
 	$(PY) -m grpc_tools.protoc -Iprotos -I$(GOOGLEAPIS) -I$(GRPC_TOOLS) --include_imports --include_source_info \
 	  --descriptor_set_out=$(GEN)/hydra.pb $(PROTO_FILES)
 	touch $@
@@ -52,7 +56,7 @@ test-integration: protos
 test-e2e: protos
 	$(PY) -m pytest tests/e2e
 
-lint: venv  ## ruff check, ruff format --check, mypy.
+lint: protos  ## ruff check, ruff format --check, mypy (against the generated stubs).
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy services edge hydractl testbed

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
@@ -37,6 +37,13 @@ _WELL_KNOWN: dict[str, dict[str, Any]] = {
     ".google.protobuf.Struct": {"type": "object", "additionalProperties": True},
     ".google.protobuf.Value": {},
 }
+# FieldRules' optional bounds, each with the JSON Schema keyword it becomes.
+_BOUNDS: tuple[tuple[Literal["minimum", "minimum_number", "maximum", "maximum_number"], str], ...] = (
+    ("minimum", "minimum"),
+    ("minimum_number", "minimum"),
+    ("maximum", "maximum"),
+    ("maximum_number", "maximum"),
+)
 _FORMATS = {
     StringFormat.STRING_FORMAT_EMAIL: "email",
     StringFormat.STRING_FORMAT_UUID: "uuid",
@@ -173,10 +180,7 @@ class _Builder:
                 single["enum"] = list(rules.one_of)
             elif single.get("type") == "string" and "format" not in single:
                 single["pattern"] = text_pattern(multiline=rules.multiline)
-            for bound, key in (("minimum", "minimum"), ("minimum_number", "minimum")):
-                if rules.HasField(bound):
-                    single[key] = getattr(rules, bound)
-            for bound, key in (("maximum", "maximum"), ("maximum_number", "maximum")):
+            for bound, key in _BOUNDS:
                 if rules.HasField(bound):
                     single[key] = getattr(rules, bound)
             if rules.max_items and single.get("type") == "object":

@@ -203,7 +203,8 @@ def _sites_call(env: dict[str, str], tenant: str, method: str, request: Any) -> 
             raise CliError(
                 "the public service is not reachable: start the stack with `hydractl up`"
             ) from None
-        raise CliError(dict(error.trailing_metadata() or ()).get("x-error-body") or error.details()) from None
+        trailers = {item.key: item.value for item in error.trailing_metadata() or ()}
+        raise CliError(trailers.get("x-error-body") or error.details()) from None
 
 
 def site_dict(site: sites_pb2.Site) -> dict[str, Any]:

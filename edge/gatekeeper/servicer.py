@@ -26,20 +26,23 @@ from edge.gatekeeper.key_admin import KeyAdmin
 from edge.gatekeeper.limiter import Limiter
 from services.common.errors import RateLimited, Unauthenticated
 from services.common.fields import parse_request, timestamp
-from services.common.identity import current_identity
+from services.common.identity import current_identity, text_metadata
 from services.common.surfaces import PUBLIC, render, surface_named
 
 ADMIN_TOKEN_HEADER = "x-hydra-admin-token"
 
 
-class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
+# xds-protos ships its generated modules without type information, so this base class is Any.
+class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
     """Envoy's RateLimitService for public routes: one window per (policy, client IP) descriptor."""
 
     def __init__(self, limiter: Limiter) -> None:
         self._limiter = limiter
 
     async def ShouldRateLimit(
-        self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
+        self,
+        request: rls_pb2.RateLimitRequest,
+        context: grpc.aio.ServicerContext[rls_pb2.RateLimitRequest, rls_pb2.RateLimitResponse],
     ) -> rls_pb2.RateLimitResponse:
         verdicts = []
         surface = PUBLIC
@@ -101,24 +104,36 @@ class KeyAdminServicer(admin_pb2_grpc.KeyAdminServiceServicer):
         self._admin = admin
         self._token = admin_token
 
-    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
-        sent = dict(context.invocation_metadata() or ()).get(ADMIN_TOKEN_HEADER, "")
+    def _authorize(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        sent = text_metadata(context.invocation_metadata()).get(ADMIN_TOKEN_HEADER, "")
         if self._token is None or not hmac.compare_digest(sent.encode(), self._token.encode()):
             raise Unauthenticated("Invalid admin token.")
 
-    async def CreateTenant(self, request: admin_pb2.CreateTenantRequest, context: Any) -> Any:
+    async def CreateTenant(
+        self,
+        request: admin_pb2.CreateTenantRequest,
+        context: grpc.aio.ServicerContext[admin_pb2.CreateTenantRequest, admin_pb2.CreateTenantResponse],
+    ) -> admin_pb2.CreateTenantResponse:
         self._authorize(context)
         return admin_pb2.CreateTenantResponse(
             tenant=tenant_message(await self._admin.create_tenant(request.name))
         )
 
-    async def ListTenants(self, request: admin_pb2.ListTenantsRequest, context: Any) -> Any:
+    async def ListTenants(
+        self,
+        request: admin_pb2.ListTenantsRequest,
+        context: grpc.aio.ServicerContext[admin_pb2.ListTenantsRequest, admin_pb2.ListTenantsResponse],
+    ) -> admin_pb2.ListTenantsResponse:
         self._authorize(context)
         return admin_pb2.ListTenantsResponse(
             tenants=[tenant_message(r) for r in await self._admin.list_tenants()]
         )
 
-    async def MintKey(self, request: admin_pb2.MintKeyRequest, context: Any) -> Any:
+    async def MintKey(
+        self,
+        request: admin_pb2.MintKeyRequest,
+        context: grpc.aio.ServicerContext[admin_pb2.MintKeyRequest, admin_pb2.MintKeyResponse],
+    ) -> admin_pb2.MintKeyResponse:
         self._authorize(context)
         row, secret = await self._admin.mint(
             tenant_id=request.tenant_id,
@@ -130,22 +145,40 @@ class KeyAdminServicer(admin_pb2_grpc.KeyAdminServiceServicer):
         )
         return admin_pb2.MintKeyResponse(key=key_message(row), secret=secret)
 
-    async def ListKeys(self, request: admin_pb2.ListKeysRequest, context: Any) -> Any:
+    async def ListKeys(
+        self,
+        request: admin_pb2.ListKeysRequest,
+        context: grpc.aio.ServicerContext[admin_pb2.ListKeysRequest, admin_pb2.ListKeysResponse],
+    ) -> admin_pb2.ListKeysResponse:
         self._authorize(context)
         return admin_pb2.ListKeysResponse(
             keys=[key_message(r) for r in await self._admin.list_keys(request.tenant_id)]
         )
 
-    async def RevokeKey(self, request: admin_pb2.RevokeKeyRequest, context: Any) -> Any:
+    async def RevokeKey(
+        self,
+        request: admin_pb2.RevokeKeyRequest,
+        context: grpc.aio.ServicerContext[admin_pb2.RevokeKeyRequest, admin_pb2.RevokeKeyResponse],
+    ) -> admin_pb2.RevokeKeyResponse:
         self._authorize(context)
         return admin_pb2.RevokeKeyResponse(key=key_message(await self._admin.revoke(request.id)))
 
-    async def SetKeyLimit(self, request: admin_pb2.SetKeyLimitRequest, context: Any) -> Any:
+    async def SetKeyLimit(
+        self,
+        request: admin_pb2.SetKeyLimitRequest,
+        context: grpc.aio.ServicerContext[admin_pb2.SetKeyLimitRequest, admin_pb2.SetKeyLimitResponse],
+    ) -> admin_pb2.SetKeyLimitResponse:
         self._authorize(context)
         row = await self._admin.set_limit(request.id, request.rate_limit_per_minute)
         return admin_pb2.SetKeyLimitResponse(key=key_message(row))
 
-    async def RevokeInstanceKeys(self, request: admin_pb2.RevokeInstanceKeysRequest, context: Any) -> Any:
+    async def RevokeInstanceKeys(
+        self,
+        request: admin_pb2.RevokeInstanceKeysRequest,
+        context: grpc.aio.ServicerContext[
+            admin_pb2.RevokeInstanceKeysRequest, admin_pb2.RevokeInstanceKeysResponse
+        ],
+    ) -> admin_pb2.RevokeInstanceKeysResponse:
         self._authorize(context)
         revoked = await self._admin.revoke_instance_keys(request.tenant_id, request.instance_id)
         return admin_pb2.RevokeInstanceKeysResponse(revoked=revoked)
@@ -158,7 +191,11 @@ class ApiKeyContextServicer(context_pb2_grpc.ApiKeyContextServiceServicer):
         self._admin = admin
         self._available = sorted(set(available_scopes))
 
-    async def GetApiKeyContext(self, request: context_pb2.GetApiKeyContextRequest, context: Any) -> Any:
+    async def GetApiKeyContext(
+        self,
+        request: context_pb2.GetApiKeyContextRequest,
+        context: grpc.aio.ServicerContext[context_pb2.GetApiKeyContextRequest, context_pb2.ApiKeyContext],
+    ) -> context_pb2.ApiKeyContext:
         row = await self._admin.key(current_identity().key_id)
         return context_pb2.ApiKeyContext(
             tenant_id=str(row.tenant_id),
@@ -178,7 +215,11 @@ class KeyStatusServicer(keys_pb2_grpc.KeyStatusServiceServicer):
     def __init__(self, admin: KeyAdmin) -> None:
         self._admin = admin
 
-    async def ListLiveKeys(self, request: keys_pb2.ListLiveKeysRequest, context: Any) -> Any:
+    async def ListLiveKeys(
+        self,
+        request: keys_pb2.ListLiveKeysRequest,
+        context: grpc.aio.ServicerContext[keys_pb2.ListLiveKeysRequest, keys_pb2.ListLiveKeysResponse],
+    ) -> keys_pb2.ListLiveKeysResponse:
         key_ids = parse_request(request).get("key_ids", [])
         live = await self._admin.live_keys(current_identity().tenant_id, key_ids)
         return keys_pb2.ListLiveKeysResponse(live_key_ids=live)

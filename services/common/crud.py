@@ -65,7 +65,10 @@ class TenantTable:
         """
         given = dict(filters or {})
         query = self.page_query(tuple(given), after is not None)
-        return (await conn.execute(query, self._page_params(tenant_id, limit, given, after))).all()
+        rows: Sequence[Row[Any]] = (
+            await conn.execute(query, self._page_params(tenant_id, limit, given, after))
+        ).all()
+        return rows
 
     async def read_page(
         self,

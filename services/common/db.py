@@ -160,13 +160,14 @@ class _AlchemyConnection:
         self.dialect = conn.dialect.name
 
     async def fetch(self, query: Select[Any], params: Mapping[str, Any]) -> Sequence[Any]:
-        return (await self._conn.execute(query, dict(params))).all()
+        rows: Sequence[Any] = (await self._conn.execute(query, dict(params))).all()
+        return rows
 
     async def insert_many(self, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
         await self._conn.execute(insert(table), list(rows))
 
     async def execute(self, statement: Executable, params: Mapping[str, Any]) -> int:
-        return int((await self._conn.execute(statement, dict(params))).rowcount)  # type: ignore[attr-defined]
+        return int((await self._conn.execute(statement, dict(params))).rowcount)
 
 
 @contextlib.asynccontextmanager
@@ -234,7 +235,7 @@ class _PsycopgStatements:
         self._require_no_processing([], query.selected_columns if isinstance(query, Select) else [])
 
         def bound(params: Mapping[str, Any]) -> Mapping[str, Any]:
-            values = compiled.construct_params(dict(params))
+            values: dict[str, Any] = compiled.construct_params(dict(params))
             for name, processor in processors.items():
                 values[name] = processor(values[name])
             return values

@@ -21,7 +21,7 @@ _MSG_CHARS = 300  # of one field error's message
 class FieldError:
     """One invalid input: where it is, what is wrong, and a stable type tag."""
 
-    loc: tuple[str | int, ...]
+    loc: Loc
     msg: str
     type: str
 
@@ -32,6 +32,9 @@ class FieldError:
         """The same error with every text part cut to a bounded length."""
         loc = tuple(clip(p, _PART_CHARS) if isinstance(p, str) else p for p in self.loc)
         return FieldError(loc, clip(self.msg, _MSG_CHARS), clip(self.type, _PART_CHARS))
+
+
+Loc = tuple[str | int, ...]  # where in the request an error is: ("body", "email"), ("query", "limit")
 
 
 class HydraError(Exception):

@@ -15,7 +15,8 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from hydra.options.v1 import options_pb2
 
-from services.common.errors import FieldError, InvalidPathId, ValidationError
+from services.common.errors import FieldError, InvalidPathId, Loc, ValidationError
+from services.common.paging import descriptor_of
 
 StringFormat = options_pb2.StringFormat
 
@@ -72,7 +73,7 @@ def parse_input(body: struct_pb2.Struct | None, schema: Descriptor, *, partial: 
 def parse_request(request: Message) -> dict[str, Any]:
     """Validates an internal RPC's request message against its field rules, as parse_input does a JSON
     body; returns its set fields, parsed (an unset proto3 field is absent, so `required` means non-empty)."""
-    return _parse_object(_set_fields(request), request.DESCRIPTOR, partial=False, prefix=("body",))
+    return _parse_object(_set_fields(request), descriptor_of(request), partial=False, prefix=("body",))
 
 
 def _set_fields(message: Message) -> dict[str, Any]:
@@ -96,9 +97,7 @@ def _plain_single(field: FieldDescriptor, value: Any) -> Any:
     return _set_fields(value)
 
 
-def _parse_object(
-    data: dict[str, Any], schema: Descriptor, *, partial: bool, prefix: tuple[str | int, ...]
-) -> dict[str, Any]:
+def _parse_object(data: dict[str, Any], schema: Descriptor, *, partial: bool, prefix: Loc) -> dict[str, Any]:
     errors: list[FieldError] = []
     parsed: dict[str, Any] = {}
     for key in data:
@@ -127,7 +126,7 @@ def _parse_object(
 
 
 def _parse_field(
-    value: Any, field: FieldDescriptor, rules: options_pb2.FieldRules, loc: tuple, partial: bool
+    value: Any, field: FieldDescriptor, rules: options_pb2.FieldRules, loc: Loc, partial: bool
 ) -> Any:
     if value is None:
         if rules.nullable:
@@ -154,7 +153,7 @@ def _parse_field(
 
 
 def _parse_single(
-    value: Any, field: FieldDescriptor, rules: options_pb2.FieldRules, loc: tuple, partial: bool
+    value: Any, field: FieldDescriptor, rules: options_pb2.FieldRules, loc: Loc, partial: bool
 ) -> Any:
     if field.type == FieldDescriptor.TYPE_STRING:
         return _parse_string(value, rules, loc)
@@ -181,7 +180,7 @@ def _parse_single(
     raise TypeError(f"unsupported input field type for {field.full_name}")
 
 
-def _parse_number(value: Any, rules: options_pb2.FieldRules, loc: tuple) -> float:
+def _parse_number(value: Any, rules: options_pb2.FieldRules, loc: Loc) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValidationError(FieldError(loc, "Input should be a valid number", "float_type"))
     number = float(value)
@@ -196,7 +195,7 @@ def _parse_number(value: Any, rules: options_pb2.FieldRules, loc: tuple) -> floa
     return number
 
 
-def text_error(value: str, loc: tuple[str | int, ...], *, multiline: bool) -> FieldError | None:
+def text_error(value: str, loc: Loc, *, multiline: bool) -> FieldError | None:
     """Why `value` is not acceptable text (a control character, or a line break in a one-line
     field), or None."""
     if value.isprintable():  # the common case, and the fastest test
@@ -208,7 +207,7 @@ def text_error(value: str, loc: tuple[str | int, ...], *, multiline: bool) -> Fi
     return None
 
 
-def _json_text_errors(value: Any, loc: tuple[str | int, ...]) -> list[FieldError]:
+def _json_text_errors(value: Any, loc: Loc) -> list[FieldError]:
     """Text errors anywhere in a free-form JSON value: keys are one line, strings may span lines."""
     if isinstance(value, str):
         error = text_error(value, loc, multiline=True)
@@ -224,7 +223,7 @@ def _json_text_errors(value: Any, loc: tuple[str | int, ...]) -> list[FieldError
     return errors
 
 
-def refuse_control_characters(message: Message, loc: tuple[str | int, ...] = ("body",)) -> None:
+def refuse_control_characters(message: Message, loc: Loc = ("body",)) -> None:
     """Validates every string a request message carries (nested messages included) as text, one line
     unless the field's rules say multiline; for RPCs whose fields parse_input does not read."""
     errors: list[FieldError] = []
@@ -251,7 +250,7 @@ def refuse_control_characters(message: Message, loc: tuple[str | int, ...] = ("b
         raise ValidationError(errors)
 
 
-def _parse_string(value: Any, rules: options_pb2.FieldRules, loc: tuple) -> Any:
+def _parse_string(value: Any, rules: options_pb2.FieldRules, loc: Loc) -> Any:
     if not isinstance(value, str):
         raise ValidationError(FieldError(loc, "Input should be a valid string", "string_type"))
     if (error := text_error(value, loc, multiline=rules.multiline)) is not None:
@@ -290,7 +289,7 @@ def _parse_string(value: Any, rules: options_pb2.FieldRules, loc: tuple) -> Any:
     return value
 
 
-def _parse_int(value: Any, rules: options_pb2.FieldRules, loc: tuple, bounds: tuple[int, int]) -> int:
+def _parse_int(value: Any, rules: options_pb2.FieldRules, loc: Loc, bounds: tuple[int, int]) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
         raise ValidationError(FieldError(loc, "Input should be a valid integer", "int_type"))
     number = int(value)

@@ -10,7 +10,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 import uvloop
@@ -44,6 +44,11 @@ _DATABASE_LOST_WRITE = "The database is unavailable; the request may have been a
 _HEALTH_METHODS = "/grpc.health.v1.Health/"  # open to every health checker, token or not
 _NOT_VOUCHED = "Missing or invalid internal token."
 
+# The interceptor sees the calls of every method, whatever their messages.
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+_Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]]"
+_Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
 
 class HydraInterceptor(grpc.aio.ServerInterceptor):
     """Binds the caller's identity, re-checks the RPC's scope, maps errors, logs one line per call.
@@ -58,14 +63,12 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         self._policies = policies
         self._log = logger
         self._token = internal_token.encode() if internal_token else None
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
-        self._refusals: dict[str, grpc.RpcMethodHandler] = {}
+        self._wrapped: dict[str, _Handler] = {}
+        self._refusals: dict[str, _Handler] = {}
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+        self, continuation: _Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> _Handler | None:
         method = handler_call_details.method
         if (
             self._token is not None
@@ -84,10 +87,8 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         return self._wrapped[method]
 
     async def _refusal(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+        self, continuation: _Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> _Handler | None:
         """A handler of the method's own kind that answers UNAUTHENTICATED (built once per method)."""
         method = handler_call_details.method
         refusal = self._refusals.get(method)
@@ -102,11 +103,11 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
             rendered = render(Unauthenticated(_NOT_VOUCHED), policy.surface)
             trailers = ((ERROR_BODY_HEADER, rendered.body), (HTTP_STATUS_HEADER, str(rendered.http_status)))
 
-        async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> NoReturn:
+        async def refuse(_request: Any, context: _Context) -> NoReturn:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, _NOT_VOUCHED, trailing_metadata=trailers)
             raise AssertionError("abort returned")
 
-        async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def refuse_stream(request: Any, context: _Context) -> AsyncIterator[Any]:
             await refuse(request, context)
             yield  # pragma: no cover - a generator, for a streaming method
 
@@ -118,10 +119,10 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         }
         kind = next(k for k in make if getattr(handler, k) is not None)
         behavior = refuse_stream if kind.endswith("_stream") else refuse
-        refusal = self._refusals[method] = make[kind](behavior)  # type: ignore[operator]
+        refusal = self._refusals[method] = make[kind](behavior)
         return refusal
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, policy: MethodAccess) -> grpc.RpcMethodHandler:
+    def _wrap(self, handler: _Handler, policy: MethodAccess) -> _Handler:
         """The handler with identity, error mapping and logging around it (built once per method)."""
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
@@ -140,7 +141,7 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_unary(
         self, behavior: Callable[..., Awaitable[Any]], policy: MethodAccess
     ) -> Callable[..., Any]:
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def wrapped(request: Any, context: _Context) -> Any:
             async with self._guard(policy, context) as call:
                 if policy.reads_raw_fields:
                     refuse_control_characters(request)
@@ -151,7 +152,7 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap_stream(self, behavior: Callable[..., Any], policy: MethodAccess) -> Callable[..., Any]:
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def wrapped(request: Any, context: _Context) -> Any:
             async with self._guard(policy, context):
                 async for message in behavior(request, context):
                     yield message
@@ -159,9 +160,11 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     @contextlib.asynccontextmanager
-    async def _guard(self, policy: MethodAccess, context: grpc.aio.ServicerContext) -> AsyncIterator[_Call]:
+    async def _guard(self, policy: MethodAccess, context: _Context) -> AsyncIterator[_Call]:
         """Binds identity for one call, turns any failure into a status, and logs the call."""
-        call = _Call(policy, dict(context.invocation_metadata() or ()), remaining=context.time_remaining())
+        call = _Call(
+            policy, ident.text_metadata(context.invocation_metadata()), remaining=context.time_remaining()
+        )
         token = None
         try:
             token = call.bind()
@@ -173,7 +176,7 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
                 ident.reset_current(token)
             self._log_call(call)
 
-    async def _abort(self, context: grpc.aio.ServicerContext, call: _Call, error: Exception) -> None:
+    async def _abort(self, context: _Context, call: _Call, error: Exception) -> None:
         if isinstance(error, grpc.aio.AbortError):
             raise error
         if is_connection_loss(error):

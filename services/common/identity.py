@@ -20,6 +20,11 @@ IDENTITY_HEADERS = (TENANT_HEADER, KEY_HEADER, SCOPES_HEADER, INSTANCE_HEADER)
 INTERNAL_TOKEN_HEADER = "x-hydra-internal-token"
 
 
+def text_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> dict[str, str]:
+    """A call's metadata by key, text values only: no binary ("-bin") entry is ever read by name."""
+    return {key: value for key, value in metadata or () if isinstance(value, str)}
+
+
 def vouched(metadata: Iterable[tuple[str, Any]], token: bytes) -> bool:
     """Whether `metadata` carries the internal token (compared in constant time)."""
     for key, value in metadata:

@@ -8,7 +8,7 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -24,10 +24,17 @@ _JSON_BYTES_PER_BYTE = 6
 _ITEM_JSON_BYTES = 64
 
 
+def descriptor_of(message: Message | type[Message]) -> Descriptor:
+    """The message's descriptor. The protobuf stubs type DESCRIPTOR as the pure-Python Descriptor or
+    the upb one, two unrelated classes; upb's passes isinstance(…, Descriptor) at run time."""
+    return cast(Descriptor, message.DESCRIPTOR)
+
+
 def json_bytes_bound(message: Message) -> int:
     """At least as many bytes as the transcoder prints for `message` (cheap: no printing)."""
-    bound = _JSON_BYTES_PER_BYTE * message.ByteSize() + _names_bytes(message.DESCRIPTOR)
-    for field in _repeated_messages(message.DESCRIPTOR):
+    descriptor = descriptor_of(message)
+    bound = _JSON_BYTES_PER_BYTE * message.ByteSize() + _names_bytes(descriptor)
+    for field in _repeated_messages(descriptor):
         items = getattr(message, field.name)
         bound += len(items) * (_ITEM_JSON_BYTES + _names_bytes(field.message_type))
     return bound
@@ -44,7 +51,7 @@ def _names_bytes(descriptor: Descriptor) -> int:
         cached = 2
         for field in descriptor.fields:
             cached += len(field.name) + 8
-            if field.message_type is not None and not _is_repeated(field):
+            if field.message_type is not None and not field.is_repeated:
                 cached += _names_bytes(field.message_type)
         _NAMES[descriptor.full_name] = cached
     return cached
@@ -54,12 +61,8 @@ def _repeated_messages(descriptor: Descriptor) -> list[FieldDescriptor]:
     return [
         f
         for f in descriptor.fields
-        if _is_repeated(f) and f.message_type is not None and not f.message_type.GetOptions().map_entry
+        if f.is_repeated and f.message_type is not None and not f.message_type.GetOptions().map_entry
     ]
-
-
-def _is_repeated(field: FieldDescriptor) -> bool:
-    return field.label == FieldDescriptor.LABEL_REPEATED
 
 
 def fitting(messages: Sequence[Message], budget: int = PAGE_JSON_BYTES) -> int:

@@ -78,7 +78,9 @@ class ResourceService:
 
     async def get(self, caller: Identity, row_id: uuid.UUID, *, scope: Scope = None) -> Row[Any]:
         """One row of the caller's tenant (within `scope`'s parent, when given)."""
-        row = await self.table.read_one(self._db, tenant_id=caller.tenant_id, row_id=row_id, scope=scope)
+        row: Row[Any] | None = await self.table.read_one(
+            self._db, tenant_id=caller.tenant_id, row_id=row_id, scope=scope
+        )
         if row is None:
             raise NotFound(self.not_found)
         return row

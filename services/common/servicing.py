@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from google.protobuf.message import Message
 
 from services.common.fields import optional_query, parse_input, parse_path_id, to_message
 from services.common.identity import current_identity
-from services.common.paging import fitting
+from services.common.paging import descriptor_of, fitting
 from services.common.resource import Page, ResourceService, Scope
 
+ResourceMessage = TypeVar("ResourceMessage", bound=Message)
+Response = TypeVar("Response", bound=Message)
 
-class ResourceRpcs:
+
+def message_from(row: Any, message_type: type[Response]) -> Response:
+    """to_message, typed as the message it builds: an instance of `message_type`."""
+    return cast(Response, to_message(row, message_type))
+
+
+class ResourceRpcs(Generic[ResourceMessage]):
     """List/Create/Get/Update/Delete of one resource, named as its proto names them (lead / leads)."""
 
     def __init__(
         self,
         service: ResourceService,
         *,
-        message: type[Message],
+        message: type[ResourceMessage],
         input_message: type[Message],
         singular: str,
         plural: str,
@@ -28,18 +36,19 @@ class ResourceRpcs:
     ) -> None:
         self.service = service
         self._message = message
-        self._input = input_message.DESCRIPTOR
+        self._input = descriptor_of(input_message)
         self._singular = singular
         self._plural = plural
         self._id_field = id_field
 
-    def message(self, row: Any) -> Message:
-        return to_message(row, self._message)
+    def message(self, row: Any) -> ResourceMessage:
+        return message_from(row, self._message)
 
-    def _answer(self, row: Any, response: type[Message]) -> Message:
+    def _answer(self, row: Any, response: type[Response]) -> Response:
         """The response: the resource itself (HydraCore), or wrapped as {singular: resource} (Support)."""
-        message = self.message(row)
-        return message if response is self._message else response(**{self._singular: message})
+        if response is self._message:
+            return message_from(row, response)
+        return response(**{self._singular: self.message(row)})
 
     def _id(self, request: Any) -> Any:
         return parse_path_id(
@@ -47,8 +56,8 @@ class ResourceRpcs:
         )
 
     async def list(
-        self, request: Any, response: type[Message], filters: Mapping[str, Any] | None = None
-    ) -> Any:
+        self, request: Any, response: type[Response], filters: Mapping[str, Any] | None = None
+    ) -> Response:
         page = await self.service.list(
             current_identity(),
             limit=_query(request, "limit"),
@@ -59,22 +68,22 @@ class ResourceRpcs:
             response, page, plural=self._plural, message=self.message, cursor=self.service.table.cursor
         )
 
-    async def create(self, request: Any, response: type[Message], scope: Scope = None) -> Any:
+    async def create(self, request: Any, response: type[Response], scope: Scope = None) -> Response:
         fields = parse_input(getattr(request, self._singular), self._input, partial=False)
         row = await self.service.create(current_identity(), {**fields, **(scope or {})})
         return self._answer(row, response)
 
-    async def get(self, request: Any, response: type[Message], scope: Scope = None) -> Any:
+    async def get(self, request: Any, response: type[Response], scope: Scope = None) -> Response:
         row = await self.service.get(current_identity(), self._id(request), scope=scope)
         return self._answer(row, response)
 
-    async def update(self, request: Any, response: type[Message], scope: Scope = None) -> Any:
+    async def update(self, request: Any, response: type[Response], scope: Scope = None) -> Response:
         row_id = self._id(request)
         fields = parse_input(getattr(request, self._singular), self._input, partial=True)
         row = await self.service.update(current_identity(), row_id, fields, scope=scope)
         return self._answer(row, response)
 
-    async def delete(self, request: Any, response: type[Message], scope: Scope = None) -> Any:
+    async def delete(self, request: Any, response: type[Response], scope: Scope = None) -> Response:
         await self.service.delete(current_identity(), self._id(request), scope=scope)
         return response()
 
@@ -85,13 +94,13 @@ def _query(request: Any, name: str) -> Any:
 
 
 def page_response(
-    response: type[Message],
+    response: type[Response],
     page: Page,
     *,
     plural: str,
     message: Callable[[Any], Message],
     cursor: Callable[[Any], str],
-) -> Message:
+) -> Response:
     """A list answer: the rows that fit one page at the edge, and where the next page starts.
 
     Lists whose response has no next_cursor (the Support API's) end at the page.

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import grpc
 from hydra.crm.v1 import (
     accounts_pb2,
     accounts_pb2_grpc,
@@ -15,9 +14,9 @@ from hydra.crm.v1 import (
     leads_pb2_grpc,
 )
 
-from services.common.fields import optional_query, parse_request, query_choice, query_uuid, to_message
+from services.common.fields import optional_query, parse_request, query_choice, query_uuid
 from services.common.identity import current_identity
-from services.common.servicing import ResourceRpcs
+from services.common.servicing import ResourceRpcs, message_from
 from services.crm.accounts import AccountService
 from services.crm.contacts import ContactService
 from services.crm.conversations import ConversationService
@@ -38,22 +37,46 @@ class LeadServicer(leads_pb2_grpc.LeadServiceServicer):
             plural="leads",
         )
 
-    async def ListLeads(self, request: Any, context: Any) -> Any:
+    async def ListLeads(
+        self,
+        request: leads_pb2.ListLeadsRequest,
+        context: grpc.aio.ServicerContext[leads_pb2.ListLeadsRequest, leads_pb2.ListLeadsResponse],
+    ) -> leads_pb2.ListLeadsResponse:
         return await self._rpc.list(request, leads_pb2.ListLeadsResponse)
 
-    async def CreateLead(self, request: Any, context: Any) -> Any:
+    async def CreateLead(
+        self,
+        request: leads_pb2.CreateLeadRequest,
+        context: grpc.aio.ServicerContext[leads_pb2.CreateLeadRequest, leads_pb2.CreateLeadResponse],
+    ) -> leads_pb2.CreateLeadResponse:
         return await self._rpc.create(request, leads_pb2.CreateLeadResponse)
 
-    async def GetLead(self, request: Any, context: Any) -> Any:
+    async def GetLead(
+        self,
+        request: leads_pb2.GetLeadRequest,
+        context: grpc.aio.ServicerContext[leads_pb2.GetLeadRequest, leads_pb2.GetLeadResponse],
+    ) -> leads_pb2.GetLeadResponse:
         return await self._rpc.get(request, leads_pb2.GetLeadResponse)
 
-    async def UpdateLead(self, request: Any, context: Any) -> Any:
+    async def UpdateLead(
+        self,
+        request: leads_pb2.UpdateLeadRequest,
+        context: grpc.aio.ServicerContext[leads_pb2.UpdateLeadRequest, leads_pb2.UpdateLeadResponse],
+    ) -> leads_pb2.UpdateLeadResponse:
         return await self._rpc.update(request, leads_pb2.UpdateLeadResponse)
 
-    async def DeleteLead(self, request: Any, context: Any) -> Any:
+    async def DeleteLead(
+        self,
+        request: leads_pb2.DeleteLeadRequest,
+        context: grpc.aio.ServicerContext[leads_pb2.DeleteLeadRequest, leads_pb2.DeleteLeadResponse],
+    ) -> leads_pb2.DeleteLeadResponse:
         return await self._rpc.delete(request, leads_pb2.DeleteLeadResponse)
 
-    async def CaptureLead(self, request: Any, context: Any) -> Any:
+    async def CaptureLead(
+        self,
+        request: leads_pb2.CaptureLeadRequest,
+        context: grpc.aio.ServicerContext[leads_pb2.CaptureLeadRequest, leads_pb2.CaptureLeadResponse],
+    ) -> leads_pb2.CaptureLeadResponse:
         fields = parse_request(request)
         email, source = fields.pop("email"), fields.pop("source", "")
         row, created = await self._service.capture(
@@ -74,20 +97,48 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
             plural="accounts",
         )
 
-    async def ListAccounts(self, request: Any, context: Any) -> Any:
+    async def ListAccounts(
+        self,
+        request: accounts_pb2.ListAccountsRequest,
+        context: grpc.aio.ServicerContext[
+            accounts_pb2.ListAccountsRequest, accounts_pb2.ListAccountsResponse
+        ],
+    ) -> accounts_pb2.ListAccountsResponse:
         stage = query_choice(optional_query(request, "lifecycle_stage"), "lifecycle_stage", LIFECYCLE_STAGES)
         return await self._rpc.list(request, accounts_pb2.ListAccountsResponse, {"lifecycle_stage": stage})
 
-    async def CreateAccount(self, request: Any, context: Any) -> Any:
+    async def CreateAccount(
+        self,
+        request: accounts_pb2.CreateAccountRequest,
+        context: grpc.aio.ServicerContext[
+            accounts_pb2.CreateAccountRequest, accounts_pb2.CreateAccountResponse
+        ],
+    ) -> accounts_pb2.CreateAccountResponse:
         return await self._rpc.create(request, accounts_pb2.CreateAccountResponse)
 
-    async def GetAccount(self, request: Any, context: Any) -> Any:
+    async def GetAccount(
+        self,
+        request: accounts_pb2.GetAccountRequest,
+        context: grpc.aio.ServicerContext[accounts_pb2.GetAccountRequest, accounts_pb2.GetAccountResponse],
+    ) -> accounts_pb2.GetAccountResponse:
         return await self._rpc.get(request, accounts_pb2.GetAccountResponse)
 
-    async def UpdateAccount(self, request: Any, context: Any) -> Any:
+    async def UpdateAccount(
+        self,
+        request: accounts_pb2.UpdateAccountRequest,
+        context: grpc.aio.ServicerContext[
+            accounts_pb2.UpdateAccountRequest, accounts_pb2.UpdateAccountResponse
+        ],
+    ) -> accounts_pb2.UpdateAccountResponse:
         return await self._rpc.update(request, accounts_pb2.UpdateAccountResponse)
 
-    async def DeleteAccount(self, request: Any, context: Any) -> Any:
+    async def DeleteAccount(
+        self,
+        request: accounts_pb2.DeleteAccountRequest,
+        context: grpc.aio.ServicerContext[
+            accounts_pb2.DeleteAccountRequest, accounts_pb2.DeleteAccountResponse
+        ],
+    ) -> accounts_pb2.DeleteAccountResponse:
         return await self._rpc.delete(request, accounts_pb2.DeleteAccountResponse)
 
 
@@ -104,23 +155,57 @@ class ContactServicer(contacts_pb2_grpc.ContactServiceServicer):
             plural="contacts",
         )
 
-    async def ListContacts(self, request: Any, context: Any) -> Any:
+    async def ListContacts(
+        self,
+        request: contacts_pb2.ListContactsRequest,
+        context: grpc.aio.ServicerContext[
+            contacts_pb2.ListContactsRequest, contacts_pb2.ListContactsResponse
+        ],
+    ) -> contacts_pb2.ListContactsResponse:
         account = query_uuid(optional_query(request, "account_id"), "account_id")
         return await self._rpc.list(request, contacts_pb2.ListContactsResponse, {"account_id": account})
 
-    async def CreateContact(self, request: Any, context: Any) -> Any:
+    async def CreateContact(
+        self,
+        request: contacts_pb2.CreateContactRequest,
+        context: grpc.aio.ServicerContext[
+            contacts_pb2.CreateContactRequest, contacts_pb2.CreateContactResponse
+        ],
+    ) -> contacts_pb2.CreateContactResponse:
         return await self._rpc.create(request, contacts_pb2.CreateContactResponse)
 
-    async def GetContact(self, request: Any, context: Any) -> Any:
+    async def GetContact(
+        self,
+        request: contacts_pb2.GetContactRequest,
+        context: grpc.aio.ServicerContext[contacts_pb2.GetContactRequest, contacts_pb2.GetContactResponse],
+    ) -> contacts_pb2.GetContactResponse:
         return await self._rpc.get(request, contacts_pb2.GetContactResponse)
 
-    async def UpdateContact(self, request: Any, context: Any) -> Any:
+    async def UpdateContact(
+        self,
+        request: contacts_pb2.UpdateContactRequest,
+        context: grpc.aio.ServicerContext[
+            contacts_pb2.UpdateContactRequest, contacts_pb2.UpdateContactResponse
+        ],
+    ) -> contacts_pb2.UpdateContactResponse:
         return await self._rpc.update(request, contacts_pb2.UpdateContactResponse)
 
-    async def DeleteContact(self, request: Any, context: Any) -> Any:
+    async def DeleteContact(
+        self,
+        request: contacts_pb2.DeleteContactRequest,
+        context: grpc.aio.ServicerContext[
+            contacts_pb2.DeleteContactRequest, contacts_pb2.DeleteContactResponse
+        ],
+    ) -> contacts_pb2.DeleteContactResponse:
         return await self._rpc.delete(request, contacts_pb2.DeleteContactResponse)
 
-    async def LookupContacts(self, request: Any, context: Any) -> Any:
+    async def LookupContacts(
+        self,
+        request: contacts_pb2.LookupContactsRequest,
+        context: grpc.aio.ServicerContext[
+            contacts_pb2.LookupContactsRequest, contacts_pb2.LookupContactsResponse
+        ],
+    ) -> contacts_pb2.LookupContactsResponse:
         ids = set(parse_request(request).get("ids", ()))
         rows = await self._service.lookup(current_identity(), ids) if ids else []
         return contacts_pb2.LookupContactsResponse(
@@ -141,7 +226,13 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
             plural="conversations",
         )
 
-    async def ListConversations(self, request: Any, context: Any) -> Any:
+    async def ListConversations(
+        self,
+        request: conversations_pb2.ListConversationsRequest,
+        context: grpc.aio.ServicerContext[
+            conversations_pb2.ListConversationsRequest, conversations_pb2.ListConversationsResponse
+        ],
+    ) -> conversations_pb2.ListConversationsResponse:
         filters = {
             "status": query_choice(optional_query(request, "status"), "status", CONVERSATION_STATUSES),
             "channel_id": query_uuid(optional_query(request, "channel_id"), "channel_id"),
@@ -152,13 +243,31 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
         }
         return await self._rpc.list(request, conversations_pb2.ListConversationsResponse, filters)
 
-    async def GetConversation(self, request: Any, context: Any) -> Any:
+    async def GetConversation(
+        self,
+        request: conversations_pb2.GetConversationRequest,
+        context: grpc.aio.ServicerContext[
+            conversations_pb2.GetConversationRequest, conversations_pb2.GetConversationResponse
+        ],
+    ) -> conversations_pb2.GetConversationResponse:
         return await self._rpc.get(request, conversations_pb2.GetConversationResponse)
 
-    async def UpdateConversation(self, request: Any, context: Any) -> Any:
+    async def UpdateConversation(
+        self,
+        request: conversations_pb2.UpdateConversationRequest,
+        context: grpc.aio.ServicerContext[
+            conversations_pb2.UpdateConversationRequest, conversations_pb2.UpdateConversationResponse
+        ],
+    ) -> conversations_pb2.UpdateConversationResponse:
         return await self._rpc.update(request, conversations_pb2.UpdateConversationResponse)
 
-    async def CreateConversation(self, request: Any, context: Any) -> Any:
+    async def CreateConversation(
+        self,
+        request: conversations_pb2.CreateConversationRequest,
+        context: grpc.aio.ServicerContext[
+            conversations_pb2.CreateConversationRequest, conversations_pb2.CreateConversationResponse
+        ],
+    ) -> conversations_pb2.CreateConversationResponse:
         fields = parse_request(request)
         row = await self._service.open(
             current_identity(),
@@ -170,7 +279,13 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
         )
         return conversations_pb2.CreateConversationResponse(conversation=self._rpc.message(row))
 
-    async def AddMessage(self, request: Any, context: Any) -> Any:
+    async def AddMessage(
+        self,
+        request: conversations_pb2.AddMessageRequest,
+        context: grpc.aio.ServicerContext[
+            conversations_pb2.AddMessageRequest, conversations_pb2.AddMessageResponse
+        ],
+    ) -> conversations_pb2.AddMessageResponse:
         fields = parse_request(request)
         message, conversation = await self._service.add_message(
             current_identity(),
@@ -180,20 +295,32 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
             instance_id=fields.get("instance_id"),
         )
         return conversations_pb2.AddMessageResponse(
-            message=to_message(message, conversations_pb2.Message),
+            message=message_from(message, conversations_pb2.Message),
             conversation=self._rpc.message(conversation),
         )
 
-    async def ListMessages(self, request: Any, context: Any) -> Any:
+    async def ListMessages(
+        self,
+        request: conversations_pb2.ListMessagesRequest,
+        context: grpc.aio.ServicerContext[
+            conversations_pb2.ListMessagesRequest, conversations_pb2.ListMessagesResponse
+        ],
+    ) -> conversations_pb2.ListMessagesResponse:
         fields = parse_request(request)
         rows = await self._service.latest_messages(
             current_identity(), fields["conversation_id"], limit=fields["limit"]
         )
         return conversations_pb2.ListMessagesResponse(
-            messages=[to_message(row, conversations_pb2.Message) for row in rows]
+            messages=[message_from(row, conversations_pb2.Message) for row in rows]
         )
 
-    async def AnnotateConversation(self, request: Any, context: Any) -> Any:
+    async def AnnotateConversation(
+        self,
+        request: conversations_pb2.AnnotateConversationRequest,
+        context: grpc.aio.ServicerContext[
+            conversations_pb2.AnnotateConversationRequest, conversations_pb2.AnnotateConversationResponse
+        ],
+    ) -> conversations_pb2.AnnotateConversationResponse:
         fields = parse_request(request)
         row = await self._service.annotate(
             current_identity(),

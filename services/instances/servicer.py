@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import grpc
 from hydra.instances.v1 import channels_pb2, channels_pb2_grpc, instances_pb2, instances_pb2_grpc
 
 from services.common.fields import optional_query, parse_path_id, query_choice
@@ -25,20 +26,44 @@ class InstanceServicer(instances_pb2_grpc.InstanceServiceServicer):
             id_field="instance_id",
         )
 
-    async def ListInstances(self, request: Any, context: Any) -> Any:
+    async def ListInstances(
+        self,
+        request: instances_pb2.ListInstancesRequest,
+        context: grpc.aio.ServicerContext[
+            instances_pb2.ListInstancesRequest, instances_pb2.ListInstancesResponse
+        ],
+    ) -> instances_pb2.ListInstancesResponse:
         status = query_choice(optional_query(request, "status"), "status", INSTANCE_STATUSES)
         return await self._rpc.list(request, instances_pb2.ListInstancesResponse, {"status": status})
 
-    async def CreateInstance(self, request: Any, context: Any) -> Any:
+    async def CreateInstance(
+        self,
+        request: instances_pb2.CreateInstanceRequest,
+        context: grpc.aio.ServicerContext[instances_pb2.CreateInstanceRequest, instances_pb2.Instance],
+    ) -> instances_pb2.Instance:
         return await self._rpc.create(request, instances_pb2.Instance)
 
-    async def GetInstance(self, request: Any, context: Any) -> Any:
+    async def GetInstance(
+        self,
+        request: instances_pb2.GetInstanceRequest,
+        context: grpc.aio.ServicerContext[instances_pb2.GetInstanceRequest, instances_pb2.Instance],
+    ) -> instances_pb2.Instance:
         return await self._rpc.get(request, instances_pb2.Instance)
 
-    async def UpdateInstance(self, request: Any, context: Any) -> Any:
+    async def UpdateInstance(
+        self,
+        request: instances_pb2.UpdateInstanceRequest,
+        context: grpc.aio.ServicerContext[instances_pb2.UpdateInstanceRequest, instances_pb2.Instance],
+    ) -> instances_pb2.Instance:
         return await self._rpc.update(request, instances_pb2.Instance)
 
-    async def DeleteInstance(self, request: Any, context: Any) -> Any:
+    async def DeleteInstance(
+        self,
+        request: instances_pb2.DeleteInstanceRequest,
+        context: grpc.aio.ServicerContext[
+            instances_pb2.DeleteInstanceRequest, instances_pb2.DeleteInstanceResponse
+        ],
+    ) -> instances_pb2.DeleteInstanceResponse:
         return await self._rpc.delete(request, instances_pb2.DeleteInstanceResponse)
 
 
@@ -63,16 +88,36 @@ class ChannelServicer(channels_pb2_grpc.ChannelServiceServicer):
             )
         }
 
-    async def ListChannels(self, request: Any, context: Any) -> Any:
+    async def ListChannels(
+        self,
+        request: channels_pb2.ListChannelsRequest,
+        context: grpc.aio.ServicerContext[
+            channels_pb2.ListChannelsRequest, channels_pb2.ListChannelsResponse
+        ],
+    ) -> channels_pb2.ListChannelsResponse:
         return await self._rpc.list(request, channels_pb2.ListChannelsResponse, self._instance(request))
 
-    async def CreateChannel(self, request: Any, context: Any) -> Any:
+    async def CreateChannel(
+        self,
+        request: channels_pb2.CreateChannelRequest,
+        context: grpc.aio.ServicerContext[channels_pb2.CreateChannelRequest, channels_pb2.Channel],
+    ) -> channels_pb2.Channel:
         scope = self._instance(request)
         return await self._rpc.create(request, channels_pb2.Channel, scope)
 
-    async def UpdateChannel(self, request: Any, context: Any) -> Any:
+    async def UpdateChannel(
+        self,
+        request: channels_pb2.UpdateChannelRequest,
+        context: grpc.aio.ServicerContext[channels_pb2.UpdateChannelRequest, channels_pb2.Channel],
+    ) -> channels_pb2.Channel:
         return await self._rpc.update(request, channels_pb2.Channel, self._instance(request))
 
-    async def DeleteChannel(self, request: Any, context: Any) -> Any:
+    async def DeleteChannel(
+        self,
+        request: channels_pb2.DeleteChannelRequest,
+        context: grpc.aio.ServicerContext[
+            channels_pb2.DeleteChannelRequest, channels_pb2.DeleteChannelResponse
+        ],
+    ) -> channels_pb2.DeleteChannelResponse:
         scope = self._instance(request)
         return await self._rpc.delete(request, channels_pb2.DeleteChannelResponse, scope)

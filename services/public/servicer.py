@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
+from google.api import httpbody_pb2
 from hydra.public.v1 import (
     analytics_pb2,
     analytics_pb2_grpc,
@@ -17,8 +19,8 @@ from hydra.public.v1 import (
 )
 
 from services.common.fields import optional_query, parse_input, parse_path_id, to_message
-from services.common.identity import CLIENT_IP_HEADER, current_identity
-from services.common.servicing import ResourceRpcs, page_response
+from services.common.identity import CLIENT_IP_HEADER, current_identity, text_metadata
+from services.common.servicing import ResourceRpcs, message_from, page_response
 from services.public.service import SITE_NOT_FOUND, Analytics, Forms, SiteService
 from services.public.widget import INSTANCE_NOT_FOUND, WidgetChat
 
@@ -40,19 +42,39 @@ class SiteServicer(sites_pb2_grpc.SiteServiceServicer):
             id_field="site_id",
         )
 
-    async def ListSites(self, request: Any, context: Any) -> Any:
+    async def ListSites(
+        self,
+        request: sites_pb2.ListSitesRequest,
+        context: grpc.aio.ServicerContext[sites_pb2.ListSitesRequest, sites_pb2.ListSitesResponse],
+    ) -> sites_pb2.ListSitesResponse:
         return await self._rpc.list(request, sites_pb2.ListSitesResponse)
 
-    async def CreateSite(self, request: Any, context: Any) -> Any:
+    async def CreateSite(
+        self,
+        request: sites_pb2.CreateSiteRequest,
+        context: grpc.aio.ServicerContext[sites_pb2.CreateSiteRequest, sites_pb2.Site],
+    ) -> sites_pb2.Site:
         return await self._rpc.create(request, sites_pb2.Site)
 
-    async def GetSite(self, request: Any, context: Any) -> Any:
+    async def GetSite(
+        self,
+        request: sites_pb2.GetSiteRequest,
+        context: grpc.aio.ServicerContext[sites_pb2.GetSiteRequest, sites_pb2.Site],
+    ) -> sites_pb2.Site:
         return await self._rpc.get(request, sites_pb2.Site)
 
-    async def UpdateSite(self, request: Any, context: Any) -> Any:
+    async def UpdateSite(
+        self,
+        request: sites_pb2.UpdateSiteRequest,
+        context: grpc.aio.ServicerContext[sites_pb2.UpdateSiteRequest, sites_pb2.Site],
+    ) -> sites_pb2.Site:
         return await self._rpc.update(request, sites_pb2.Site)
 
-    async def DeleteSite(self, request: Any, context: Any) -> Any:
+    async def DeleteSite(
+        self,
+        request: sites_pb2.DeleteSiteRequest,
+        context: grpc.aio.ServicerContext[sites_pb2.DeleteSiteRequest, sites_pb2.DeleteSiteResponse],
+    ) -> sites_pb2.DeleteSiteResponse:
         return await self._rpc.delete(request, sites_pb2.DeleteSiteResponse)
 
 
@@ -64,14 +86,26 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     def __init__(self, analytics: Analytics) -> None:
         self._analytics = analytics
 
-    async def TrackPageView(self, request: Any, context: Any) -> Any:
+    async def TrackPageView(
+        self,
+        request: analytics_pb2.TrackPageViewRequest,
+        context: grpc.aio.ServicerContext[
+            analytics_pb2.TrackPageViewRequest, analytics_pb2.TrackPageViewResponse
+        ],
+    ) -> analytics_pb2.TrackPageViewResponse:
         await self._analytics.track(parse_input(request.page_view, self._input, partial=False))
         return analytics_pb2.TrackPageViewResponse()
 
-    async def GetAnalyticsSummary(self, request: Any, context: Any) -> Any:
+    async def GetAnalyticsSummary(
+        self,
+        request: analytics_pb2.GetAnalyticsSummaryRequest,
+        context: grpc.aio.ServicerContext[
+            analytics_pb2.GetAnalyticsSummaryRequest, analytics_pb2.AnalyticsSummary
+        ],
+    ) -> analytics_pb2.AnalyticsSummary:
         days = request.days if request.HasField("days") else None
         summary = await self._analytics.summary(current_identity(), _site_id(request), days=days)
-        return to_message(summary, analytics_pb2.AnalyticsSummary)
+        return message_from(summary, analytics_pb2.AnalyticsSummary)
 
 
 class FormServicer(forms_pb2_grpc.FormServiceServicer):
@@ -82,13 +116,23 @@ class FormServicer(forms_pb2_grpc.FormServiceServicer):
     def __init__(self, forms: Forms) -> None:
         self._forms = forms
 
-    async def SubmitForm(self, request: Any, context: Any) -> Any:
+    async def SubmitForm(
+        self,
+        request: forms_pb2.SubmitFormRequest,
+        context: grpc.aio.ServicerContext[forms_pb2.SubmitFormRequest, forms_pb2.SubmitFormResponse],
+    ) -> forms_pb2.SubmitFormResponse:
         submission_id = await self._forms.submit(
             parse_input(request.form_submission, self._input, partial=False)
         )
         return forms_pb2.SubmitFormResponse(status="received", submission_id=str(submission_id))
 
-    async def ListFormSubmissions(self, request: Any, context: Any) -> Any:
+    async def ListFormSubmissions(
+        self,
+        request: forms_pb2.ListFormSubmissionsRequest,
+        context: grpc.aio.ServicerContext[
+            forms_pb2.ListFormSubmissionsRequest, forms_pb2.ListFormSubmissionsResponse
+        ],
+    ) -> forms_pb2.ListFormSubmissionsResponse:
         page = await self._forms.list(
             current_identity(),
             _site_id(request),
@@ -112,9 +156,13 @@ class WidgetServicer(widget_pb2_grpc.WidgetServiceServicer):
     def __init__(self, chat: WidgetChat) -> None:
         self._chat = chat
 
-    async def Chat(self, request: Any, context: Any) -> AsyncIterator[Any]:
+    async def Chat(
+        self,
+        request: widget_pb2.ChatRequest,
+        context: grpc.aio.ServicerContext[widget_pb2.ChatRequest, httpbody_pb2.HttpBody],
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         instance_id = parse_path_id(request.instance_id, param="instance_id", not_found=INSTANCE_NOT_FOUND)
         fields = parse_input(request.chat, self._input, partial=False)
-        client_ip = dict(context.invocation_metadata() or ()).get(CLIENT_IP_HEADER, "")
+        client_ip = text_metadata(context.invocation_metadata()).get(CLIENT_IP_HEADER, "")
         async for chunk in self._chat.turn(current_identity(), instance_id, fields, client_ip=client_ip):
             yield chunk

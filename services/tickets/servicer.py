@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import grpc
 from hydra.tickets.v1 import tickets_pb2, tickets_pb2_grpc
 
 from services.common.fields import optional_query, query_choice, query_uuid
@@ -24,7 +23,11 @@ class TicketServicer(tickets_pb2_grpc.TicketServiceServicer):
             plural="tickets",
         )
 
-    async def ListTickets(self, request: Any, context: Any) -> Any:
+    async def ListTickets(
+        self,
+        request: tickets_pb2.ListTicketsRequest,
+        context: grpc.aio.ServicerContext[tickets_pb2.ListTicketsRequest, tickets_pb2.ListTicketsResponse],
+    ) -> tickets_pb2.ListTicketsResponse:
         filters = {
             "status": query_choice(optional_query(request, "status"), "status", STATUSES),
             "priority": query_choice(optional_query(request, "priority"), "priority", PRIORITIES),
@@ -34,14 +37,30 @@ class TicketServicer(tickets_pb2_grpc.TicketServiceServicer):
         }
         return await self._rpc.list(request, tickets_pb2.ListTicketsResponse, filters)
 
-    async def CreateTicket(self, request: Any, context: Any) -> Any:
+    async def CreateTicket(
+        self,
+        request: tickets_pb2.CreateTicketRequest,
+        context: grpc.aio.ServicerContext[tickets_pb2.CreateTicketRequest, tickets_pb2.CreateTicketResponse],
+    ) -> tickets_pb2.CreateTicketResponse:
         return await self._rpc.create(request, tickets_pb2.CreateTicketResponse)
 
-    async def GetTicket(self, request: Any, context: Any) -> Any:
+    async def GetTicket(
+        self,
+        request: tickets_pb2.GetTicketRequest,
+        context: grpc.aio.ServicerContext[tickets_pb2.GetTicketRequest, tickets_pb2.GetTicketResponse],
+    ) -> tickets_pb2.GetTicketResponse:
         return await self._rpc.get(request, tickets_pb2.GetTicketResponse)
 
-    async def UpdateTicket(self, request: Any, context: Any) -> Any:
+    async def UpdateTicket(
+        self,
+        request: tickets_pb2.UpdateTicketRequest,
+        context: grpc.aio.ServicerContext[tickets_pb2.UpdateTicketRequest, tickets_pb2.UpdateTicketResponse],
+    ) -> tickets_pb2.UpdateTicketResponse:
         return await self._rpc.update(request, tickets_pb2.UpdateTicketResponse)
 
-    async def DeleteTicket(self, request: Any, context: Any) -> Any:
+    async def DeleteTicket(
+        self,
+        request: tickets_pb2.DeleteTicketRequest,
+        context: grpc.aio.ServicerContext[tickets_pb2.DeleteTicketRequest, tickets_pb2.DeleteTicketResponse],
+    ) -> tickets_pb2.DeleteTicketResponse:
         return await self._rpc.delete(request, tickets_pb2.DeleteTicketResponse)

@@ -155,7 +155,7 @@ class RedisStreamBus:
         result = await self._redis.xautoclaim(
             self._stream, group, self._consumer, self._claim_idle_ms, start_id="0-0", count=50
         )
-        claimed: list[Any] = result[1]  # type: ignore[assignment]
+        claimed: list[Any] = result[1]
         if claimed:
             await self._handle(group, topics, handler, claimed)
 

@@ -78,7 +78,7 @@ class RetryPolicy:
 
     def delay(self, failures: int) -> dt.timedelta:
         """The wait after the `failures`-th failure in a row: doubling from first_delay up to max_delay."""
-        return min(self.max_delay, self.first_delay * 2 ** min(max(failures - 1, 0), 32))
+        return min(self.max_delay, self.first_delay * (1 << min(max(failures - 1, 0), 32)))
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
