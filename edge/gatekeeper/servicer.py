@@ -7,7 +7,6 @@ import hmac
 from collections.abc import Sequence
 from typing import Any
 
-import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from hydra.gatekeeper.v1 import (
@@ -27,6 +26,7 @@ from edge.gatekeeper.limiter import Limiter
 from services.common.errors import RateLimited, Unauthenticated
 from services.common.fields import parse_request, timestamp
 from services.common.identity import current_identity, text_metadata
+from services.common.servicing import Context
 from services.common.surfaces import PUBLIC, render, surface_named
 
 ADMIN_TOKEN_HEADER = "x-hydra-admin-token"
@@ -40,9 +40,7 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[
         self._limiter = limiter
 
     async def ShouldRateLimit(
-        self,
-        request: rls_pb2.RateLimitRequest,
-        context: grpc.aio.ServicerContext[rls_pb2.RateLimitRequest, rls_pb2.RateLimitResponse],
+        self, request: rls_pb2.RateLimitRequest, context: Context
     ) -> rls_pb2.RateLimitResponse:
         verdicts = []
         surface = PUBLIC
@@ -104,15 +102,13 @@ class KeyAdminServicer(admin_pb2_grpc.KeyAdminServiceServicer):
         self._admin = admin
         self._token = admin_token
 
-    def _authorize(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    def _authorize(self, context: Context) -> None:
         sent = text_metadata(context.invocation_metadata()).get(ADMIN_TOKEN_HEADER, "")
         if self._token is None or not hmac.compare_digest(sent.encode(), self._token.encode()):
             raise Unauthenticated("Invalid admin token.")
 
     async def CreateTenant(
-        self,
-        request: admin_pb2.CreateTenantRequest,
-        context: grpc.aio.ServicerContext[admin_pb2.CreateTenantRequest, admin_pb2.CreateTenantResponse],
+        self, request: admin_pb2.CreateTenantRequest, context: Context
     ) -> admin_pb2.CreateTenantResponse:
         self._authorize(context)
         return admin_pb2.CreateTenantResponse(
@@ -120,20 +116,14 @@ class KeyAdminServicer(admin_pb2_grpc.KeyAdminServiceServicer):
         )
 
     async def ListTenants(
-        self,
-        request: admin_pb2.ListTenantsRequest,
-        context: grpc.aio.ServicerContext[admin_pb2.ListTenantsRequest, admin_pb2.ListTenantsResponse],
+        self, request: admin_pb2.ListTenantsRequest, context: Context
     ) -> admin_pb2.ListTenantsResponse:
         self._authorize(context)
         return admin_pb2.ListTenantsResponse(
             tenants=[tenant_message(r) for r in await self._admin.list_tenants()]
         )
 
-    async def MintKey(
-        self,
-        request: admin_pb2.MintKeyRequest,
-        context: grpc.aio.ServicerContext[admin_pb2.MintKeyRequest, admin_pb2.MintKeyResponse],
-    ) -> admin_pb2.MintKeyResponse:
+    async def MintKey(self, request: admin_pb2.MintKeyRequest, context: Context) -> admin_pb2.MintKeyResponse:
         self._authorize(context)
         row, secret = await self._admin.mint(
             tenant_id=request.tenant_id,
@@ -146,9 +136,7 @@ class KeyAdminServicer(admin_pb2_grpc.KeyAdminServiceServicer):
         return admin_pb2.MintKeyResponse(key=key_message(row), secret=secret)
 
     async def ListKeys(
-        self,
-        request: admin_pb2.ListKeysRequest,
-        context: grpc.aio.ServicerContext[admin_pb2.ListKeysRequest, admin_pb2.ListKeysResponse],
+        self, request: admin_pb2.ListKeysRequest, context: Context
     ) -> admin_pb2.ListKeysResponse:
         self._authorize(context)
         return admin_pb2.ListKeysResponse(
@@ -156,28 +144,20 @@ class KeyAdminServicer(admin_pb2_grpc.KeyAdminServiceServicer):
         )
 
     async def RevokeKey(
-        self,
-        request: admin_pb2.RevokeKeyRequest,
-        context: grpc.aio.ServicerContext[admin_pb2.RevokeKeyRequest, admin_pb2.RevokeKeyResponse],
+        self, request: admin_pb2.RevokeKeyRequest, context: Context
     ) -> admin_pb2.RevokeKeyResponse:
         self._authorize(context)
         return admin_pb2.RevokeKeyResponse(key=key_message(await self._admin.revoke(request.id)))
 
     async def SetKeyLimit(
-        self,
-        request: admin_pb2.SetKeyLimitRequest,
-        context: grpc.aio.ServicerContext[admin_pb2.SetKeyLimitRequest, admin_pb2.SetKeyLimitResponse],
+        self, request: admin_pb2.SetKeyLimitRequest, context: Context
     ) -> admin_pb2.SetKeyLimitResponse:
         self._authorize(context)
         row = await self._admin.set_limit(request.id, request.rate_limit_per_minute)
         return admin_pb2.SetKeyLimitResponse(key=key_message(row))
 
     async def RevokeInstanceKeys(
-        self,
-        request: admin_pb2.RevokeInstanceKeysRequest,
-        context: grpc.aio.ServicerContext[
-            admin_pb2.RevokeInstanceKeysRequest, admin_pb2.RevokeInstanceKeysResponse
-        ],
+        self, request: admin_pb2.RevokeInstanceKeysRequest, context: Context
     ) -> admin_pb2.RevokeInstanceKeysResponse:
         self._authorize(context)
         revoked = await self._admin.revoke_instance_keys(request.tenant_id, request.instance_id)
@@ -192,9 +172,7 @@ class ApiKeyContextServicer(context_pb2_grpc.ApiKeyContextServiceServicer):
         self._available = sorted(set(available_scopes))
 
     async def GetApiKeyContext(
-        self,
-        request: context_pb2.GetApiKeyContextRequest,
-        context: grpc.aio.ServicerContext[context_pb2.GetApiKeyContextRequest, context_pb2.ApiKeyContext],
+        self, request: context_pb2.GetApiKeyContextRequest, context: Context
     ) -> context_pb2.ApiKeyContext:
         row = await self._admin.key(current_identity().key_id)
         return context_pb2.ApiKeyContext(
@@ -216,9 +194,7 @@ class KeyStatusServicer(keys_pb2_grpc.KeyStatusServiceServicer):
         self._admin = admin
 
     async def ListLiveKeys(
-        self,
-        request: keys_pb2.ListLiveKeysRequest,
-        context: grpc.aio.ServicerContext[keys_pb2.ListLiveKeysRequest, keys_pb2.ListLiveKeysResponse],
+        self, request: keys_pb2.ListLiveKeysRequest, context: Context
     ) -> keys_pb2.ListLiveKeysResponse:
         key_ids = parse_request(request).get("key_ids", [])
         live = await self._admin.live_keys(current_identity().tenant_id, key_ids)

@@ -33,6 +33,7 @@ from services.common.errors import (
 )
 from services.common.fields import refuse_control_characters
 from services.common.logging import log_loop_exception
+from services.common.servicing import Context
 from services.common.surfaces import render
 
 HTTP_STATUS_HEADER = "x-http-status"
@@ -47,7 +48,6 @@ _NOT_VOUCHED = "Missing or invalid internal token."
 # The interceptor sees the calls of every method, whatever their messages.
 _Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 _Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]]"
-_Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class HydraInterceptor(grpc.aio.ServerInterceptor):
@@ -103,11 +103,11 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
             rendered = render(Unauthenticated(_NOT_VOUCHED), policy.surface)
             trailers = ((ERROR_BODY_HEADER, rendered.body), (HTTP_STATUS_HEADER, str(rendered.http_status)))
 
-        async def refuse(_request: Any, context: _Context) -> NoReturn:
+        async def refuse(_request: Any, context: Context) -> NoReturn:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, _NOT_VOUCHED, trailing_metadata=trailers)
             raise AssertionError("abort returned")
 
-        async def refuse_stream(request: Any, context: _Context) -> AsyncIterator[Any]:
+        async def refuse_stream(request: Any, context: Context) -> AsyncIterator[Any]:
             await refuse(request, context)
             yield  # pragma: no cover - a generator, for a streaming method
 
@@ -141,7 +141,7 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_unary(
         self, behavior: Callable[..., Awaitable[Any]], policy: MethodAccess
     ) -> Callable[..., Any]:
-        async def wrapped(request: Any, context: _Context) -> Any:
+        async def wrapped(request: Any, context: Context) -> Any:
             async with self._guard(policy, context) as call:
                 if policy.reads_raw_fields:
                     refuse_control_characters(request)
@@ -152,7 +152,7 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap_stream(self, behavior: Callable[..., Any], policy: MethodAccess) -> Callable[..., Any]:
-        async def wrapped(request: Any, context: _Context) -> Any:
+        async def wrapped(request: Any, context: Context) -> Any:
             async with self._guard(policy, context):
                 async for message in behavior(request, context):
                     yield message
@@ -160,7 +160,7 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     @contextlib.asynccontextmanager
-    async def _guard(self, policy: MethodAccess, context: _Context) -> AsyncIterator[_Call]:
+    async def _guard(self, policy: MethodAccess, context: Context) -> AsyncIterator[_Call]:
         """Binds identity for one call, turns any failure into a status, and logs the call."""
         call = _Call(
             policy, ident.text_metadata(context.invocation_metadata()), remaining=context.time_remaining()
@@ -176,7 +176,7 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
                 ident.reset_current(token)
             self._log_call(call)
 
-    async def _abort(self, context: _Context, call: _Call, error: Exception) -> None:
+    async def _abort(self, context: Context, call: _Call, error: Exception) -> None:
         if isinstance(error, grpc.aio.AbortError):
             raise error
         if is_connection_loss(error):

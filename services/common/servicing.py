@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeAlias, TypeVar, cast
 
+import grpc
 from google.protobuf.message import Message
 
 from services.common.fields import optional_query, parse_input, parse_path_id, to_message
@@ -14,6 +15,9 @@ from services.common.resource import Page, ResourceService, Scope
 
 ResourceMessage = TypeVar("ResourceMessage", bound=Message)
 Response = TypeVar("Response", bound=Message)
+
+# What every RPC method is handed beside its request (the request and response types are on the method).
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 def message_from(row: Any, message_type: type[Response]) -> Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import grpc
 from hydra.crm.v1 import (
     accounts_pb2,
     accounts_pb2_grpc,
@@ -16,7 +15,7 @@ from hydra.crm.v1 import (
 
 from services.common.fields import optional_query, parse_request, query_choice, query_uuid
 from services.common.identity import current_identity
-from services.common.servicing import ResourceRpcs, message_from
+from services.common.servicing import Context, ResourceRpcs, message_from
 from services.crm.accounts import AccountService
 from services.crm.contacts import ContactService
 from services.crm.conversations import ConversationService
@@ -38,44 +37,30 @@ class LeadServicer(leads_pb2_grpc.LeadServiceServicer):
         )
 
     async def ListLeads(
-        self,
-        request: leads_pb2.ListLeadsRequest,
-        context: grpc.aio.ServicerContext[leads_pb2.ListLeadsRequest, leads_pb2.ListLeadsResponse],
+        self, request: leads_pb2.ListLeadsRequest, context: Context
     ) -> leads_pb2.ListLeadsResponse:
         return await self._rpc.list(request, leads_pb2.ListLeadsResponse)
 
     async def CreateLead(
-        self,
-        request: leads_pb2.CreateLeadRequest,
-        context: grpc.aio.ServicerContext[leads_pb2.CreateLeadRequest, leads_pb2.CreateLeadResponse],
+        self, request: leads_pb2.CreateLeadRequest, context: Context
     ) -> leads_pb2.CreateLeadResponse:
         return await self._rpc.create(request, leads_pb2.CreateLeadResponse)
 
-    async def GetLead(
-        self,
-        request: leads_pb2.GetLeadRequest,
-        context: grpc.aio.ServicerContext[leads_pb2.GetLeadRequest, leads_pb2.GetLeadResponse],
-    ) -> leads_pb2.GetLeadResponse:
+    async def GetLead(self, request: leads_pb2.GetLeadRequest, context: Context) -> leads_pb2.GetLeadResponse:
         return await self._rpc.get(request, leads_pb2.GetLeadResponse)
 
     async def UpdateLead(
-        self,
-        request: leads_pb2.UpdateLeadRequest,
-        context: grpc.aio.ServicerContext[leads_pb2.UpdateLeadRequest, leads_pb2.UpdateLeadResponse],
+        self, request: leads_pb2.UpdateLeadRequest, context: Context
     ) -> leads_pb2.UpdateLeadResponse:
         return await self._rpc.update(request, leads_pb2.UpdateLeadResponse)
 
     async def DeleteLead(
-        self,
-        request: leads_pb2.DeleteLeadRequest,
-        context: grpc.aio.ServicerContext[leads_pb2.DeleteLeadRequest, leads_pb2.DeleteLeadResponse],
+        self, request: leads_pb2.DeleteLeadRequest, context: Context
     ) -> leads_pb2.DeleteLeadResponse:
         return await self._rpc.delete(request, leads_pb2.DeleteLeadResponse)
 
     async def CaptureLead(
-        self,
-        request: leads_pb2.CaptureLeadRequest,
-        context: grpc.aio.ServicerContext[leads_pb2.CaptureLeadRequest, leads_pb2.CaptureLeadResponse],
+        self, request: leads_pb2.CaptureLeadRequest, context: Context
     ) -> leads_pb2.CaptureLeadResponse:
         fields = parse_request(request)
         email, source = fields.pop("email"), fields.pop("source", "")
@@ -98,46 +83,28 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
         )
 
     async def ListAccounts(
-        self,
-        request: accounts_pb2.ListAccountsRequest,
-        context: grpc.aio.ServicerContext[
-            accounts_pb2.ListAccountsRequest, accounts_pb2.ListAccountsResponse
-        ],
+        self, request: accounts_pb2.ListAccountsRequest, context: Context
     ) -> accounts_pb2.ListAccountsResponse:
         stage = query_choice(optional_query(request, "lifecycle_stage"), "lifecycle_stage", LIFECYCLE_STAGES)
         return await self._rpc.list(request, accounts_pb2.ListAccountsResponse, {"lifecycle_stage": stage})
 
     async def CreateAccount(
-        self,
-        request: accounts_pb2.CreateAccountRequest,
-        context: grpc.aio.ServicerContext[
-            accounts_pb2.CreateAccountRequest, accounts_pb2.CreateAccountResponse
-        ],
+        self, request: accounts_pb2.CreateAccountRequest, context: Context
     ) -> accounts_pb2.CreateAccountResponse:
         return await self._rpc.create(request, accounts_pb2.CreateAccountResponse)
 
     async def GetAccount(
-        self,
-        request: accounts_pb2.GetAccountRequest,
-        context: grpc.aio.ServicerContext[accounts_pb2.GetAccountRequest, accounts_pb2.GetAccountResponse],
+        self, request: accounts_pb2.GetAccountRequest, context: Context
     ) -> accounts_pb2.GetAccountResponse:
         return await self._rpc.get(request, accounts_pb2.GetAccountResponse)
 
     async def UpdateAccount(
-        self,
-        request: accounts_pb2.UpdateAccountRequest,
-        context: grpc.aio.ServicerContext[
-            accounts_pb2.UpdateAccountRequest, accounts_pb2.UpdateAccountResponse
-        ],
+        self, request: accounts_pb2.UpdateAccountRequest, context: Context
     ) -> accounts_pb2.UpdateAccountResponse:
         return await self._rpc.update(request, accounts_pb2.UpdateAccountResponse)
 
     async def DeleteAccount(
-        self,
-        request: accounts_pb2.DeleteAccountRequest,
-        context: grpc.aio.ServicerContext[
-            accounts_pb2.DeleteAccountRequest, accounts_pb2.DeleteAccountResponse
-        ],
+        self, request: accounts_pb2.DeleteAccountRequest, context: Context
     ) -> accounts_pb2.DeleteAccountResponse:
         return await self._rpc.delete(request, accounts_pb2.DeleteAccountResponse)
 
@@ -156,55 +123,33 @@ class ContactServicer(contacts_pb2_grpc.ContactServiceServicer):
         )
 
     async def ListContacts(
-        self,
-        request: contacts_pb2.ListContactsRequest,
-        context: grpc.aio.ServicerContext[
-            contacts_pb2.ListContactsRequest, contacts_pb2.ListContactsResponse
-        ],
+        self, request: contacts_pb2.ListContactsRequest, context: Context
     ) -> contacts_pb2.ListContactsResponse:
         account = query_uuid(optional_query(request, "account_id"), "account_id")
         return await self._rpc.list(request, contacts_pb2.ListContactsResponse, {"account_id": account})
 
     async def CreateContact(
-        self,
-        request: contacts_pb2.CreateContactRequest,
-        context: grpc.aio.ServicerContext[
-            contacts_pb2.CreateContactRequest, contacts_pb2.CreateContactResponse
-        ],
+        self, request: contacts_pb2.CreateContactRequest, context: Context
     ) -> contacts_pb2.CreateContactResponse:
         return await self._rpc.create(request, contacts_pb2.CreateContactResponse)
 
     async def GetContact(
-        self,
-        request: contacts_pb2.GetContactRequest,
-        context: grpc.aio.ServicerContext[contacts_pb2.GetContactRequest, contacts_pb2.GetContactResponse],
+        self, request: contacts_pb2.GetContactRequest, context: Context
     ) -> contacts_pb2.GetContactResponse:
         return await self._rpc.get(request, contacts_pb2.GetContactResponse)
 
     async def UpdateContact(
-        self,
-        request: contacts_pb2.UpdateContactRequest,
-        context: grpc.aio.ServicerContext[
-            contacts_pb2.UpdateContactRequest, contacts_pb2.UpdateContactResponse
-        ],
+        self, request: contacts_pb2.UpdateContactRequest, context: Context
     ) -> contacts_pb2.UpdateContactResponse:
         return await self._rpc.update(request, contacts_pb2.UpdateContactResponse)
 
     async def DeleteContact(
-        self,
-        request: contacts_pb2.DeleteContactRequest,
-        context: grpc.aio.ServicerContext[
-            contacts_pb2.DeleteContactRequest, contacts_pb2.DeleteContactResponse
-        ],
+        self, request: contacts_pb2.DeleteContactRequest, context: Context
     ) -> contacts_pb2.DeleteContactResponse:
         return await self._rpc.delete(request, contacts_pb2.DeleteContactResponse)
 
     async def LookupContacts(
-        self,
-        request: contacts_pb2.LookupContactsRequest,
-        context: grpc.aio.ServicerContext[
-            contacts_pb2.LookupContactsRequest, contacts_pb2.LookupContactsResponse
-        ],
+        self, request: contacts_pb2.LookupContactsRequest, context: Context
     ) -> contacts_pb2.LookupContactsResponse:
         ids = set(parse_request(request).get("ids", ()))
         rows = await self._service.lookup(current_identity(), ids) if ids else []
@@ -227,11 +172,7 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
         )
 
     async def ListConversations(
-        self,
-        request: conversations_pb2.ListConversationsRequest,
-        context: grpc.aio.ServicerContext[
-            conversations_pb2.ListConversationsRequest, conversations_pb2.ListConversationsResponse
-        ],
+        self, request: conversations_pb2.ListConversationsRequest, context: Context
     ) -> conversations_pb2.ListConversationsResponse:
         filters = {
             "status": query_choice(optional_query(request, "status"), "status", CONVERSATION_STATUSES),
@@ -244,29 +185,17 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
         return await self._rpc.list(request, conversations_pb2.ListConversationsResponse, filters)
 
     async def GetConversation(
-        self,
-        request: conversations_pb2.GetConversationRequest,
-        context: grpc.aio.ServicerContext[
-            conversations_pb2.GetConversationRequest, conversations_pb2.GetConversationResponse
-        ],
+        self, request: conversations_pb2.GetConversationRequest, context: Context
     ) -> conversations_pb2.GetConversationResponse:
         return await self._rpc.get(request, conversations_pb2.GetConversationResponse)
 
     async def UpdateConversation(
-        self,
-        request: conversations_pb2.UpdateConversationRequest,
-        context: grpc.aio.ServicerContext[
-            conversations_pb2.UpdateConversationRequest, conversations_pb2.UpdateConversationResponse
-        ],
+        self, request: conversations_pb2.UpdateConversationRequest, context: Context
     ) -> conversations_pb2.UpdateConversationResponse:
         return await self._rpc.update(request, conversations_pb2.UpdateConversationResponse)
 
     async def CreateConversation(
-        self,
-        request: conversations_pb2.CreateConversationRequest,
-        context: grpc.aio.ServicerContext[
-            conversations_pb2.CreateConversationRequest, conversations_pb2.CreateConversationResponse
-        ],
+        self, request: conversations_pb2.CreateConversationRequest, context: Context
     ) -> conversations_pb2.CreateConversationResponse:
         fields = parse_request(request)
         row = await self._service.open(
@@ -280,11 +209,7 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
         return conversations_pb2.CreateConversationResponse(conversation=self._rpc.message(row))
 
     async def AddMessage(
-        self,
-        request: conversations_pb2.AddMessageRequest,
-        context: grpc.aio.ServicerContext[
-            conversations_pb2.AddMessageRequest, conversations_pb2.AddMessageResponse
-        ],
+        self, request: conversations_pb2.AddMessageRequest, context: Context
     ) -> conversations_pb2.AddMessageResponse:
         fields = parse_request(request)
         message, conversation = await self._service.add_message(
@@ -300,11 +225,7 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
         )
 
     async def ListMessages(
-        self,
-        request: conversations_pb2.ListMessagesRequest,
-        context: grpc.aio.ServicerContext[
-            conversations_pb2.ListMessagesRequest, conversations_pb2.ListMessagesResponse
-        ],
+        self, request: conversations_pb2.ListMessagesRequest, context: Context
     ) -> conversations_pb2.ListMessagesResponse:
         fields = parse_request(request)
         rows = await self._service.latest_messages(
@@ -315,11 +236,7 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
         )
 
     async def AnnotateConversation(
-        self,
-        request: conversations_pb2.AnnotateConversationRequest,
-        context: grpc.aio.ServicerContext[
-            conversations_pb2.AnnotateConversationRequest, conversations_pb2.AnnotateConversationResponse
-        ],
+        self, request: conversations_pb2.AnnotateConversationRequest, context: Context
     ) -> conversations_pb2.AnnotateConversationResponse:
         fields = parse_request(request)
         row = await self._service.annotate(

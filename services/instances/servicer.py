@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
 from hydra.instances.v1 import channels_pb2, channels_pb2_grpc, instances_pb2, instances_pb2_grpc
 
 from services.common.fields import optional_query, parse_path_id, query_choice
-from services.common.servicing import ResourceRpcs
+from services.common.servicing import Context, ResourceRpcs
 from services.instances.models import INSTANCE_STATUSES
 from services.instances.service import INSTANCE_NOT_FOUND, ChannelService, InstanceService
 
@@ -27,42 +26,28 @@ class InstanceServicer(instances_pb2_grpc.InstanceServiceServicer):
         )
 
     async def ListInstances(
-        self,
-        request: instances_pb2.ListInstancesRequest,
-        context: grpc.aio.ServicerContext[
-            instances_pb2.ListInstancesRequest, instances_pb2.ListInstancesResponse
-        ],
+        self, request: instances_pb2.ListInstancesRequest, context: Context
     ) -> instances_pb2.ListInstancesResponse:
         status = query_choice(optional_query(request, "status"), "status", INSTANCE_STATUSES)
         return await self._rpc.list(request, instances_pb2.ListInstancesResponse, {"status": status})
 
     async def CreateInstance(
-        self,
-        request: instances_pb2.CreateInstanceRequest,
-        context: grpc.aio.ServicerContext[instances_pb2.CreateInstanceRequest, instances_pb2.Instance],
+        self, request: instances_pb2.CreateInstanceRequest, context: Context
     ) -> instances_pb2.Instance:
         return await self._rpc.create(request, instances_pb2.Instance)
 
     async def GetInstance(
-        self,
-        request: instances_pb2.GetInstanceRequest,
-        context: grpc.aio.ServicerContext[instances_pb2.GetInstanceRequest, instances_pb2.Instance],
+        self, request: instances_pb2.GetInstanceRequest, context: Context
     ) -> instances_pb2.Instance:
         return await self._rpc.get(request, instances_pb2.Instance)
 
     async def UpdateInstance(
-        self,
-        request: instances_pb2.UpdateInstanceRequest,
-        context: grpc.aio.ServicerContext[instances_pb2.UpdateInstanceRequest, instances_pb2.Instance],
+        self, request: instances_pb2.UpdateInstanceRequest, context: Context
     ) -> instances_pb2.Instance:
         return await self._rpc.update(request, instances_pb2.Instance)
 
     async def DeleteInstance(
-        self,
-        request: instances_pb2.DeleteInstanceRequest,
-        context: grpc.aio.ServicerContext[
-            instances_pb2.DeleteInstanceRequest, instances_pb2.DeleteInstanceResponse
-        ],
+        self, request: instances_pb2.DeleteInstanceRequest, context: Context
     ) -> instances_pb2.DeleteInstanceResponse:
         return await self._rpc.delete(request, instances_pb2.DeleteInstanceResponse)
 
@@ -89,35 +74,23 @@ class ChannelServicer(channels_pb2_grpc.ChannelServiceServicer):
         }
 
     async def ListChannels(
-        self,
-        request: channels_pb2.ListChannelsRequest,
-        context: grpc.aio.ServicerContext[
-            channels_pb2.ListChannelsRequest, channels_pb2.ListChannelsResponse
-        ],
+        self, request: channels_pb2.ListChannelsRequest, context: Context
     ) -> channels_pb2.ListChannelsResponse:
         return await self._rpc.list(request, channels_pb2.ListChannelsResponse, self._instance(request))
 
     async def CreateChannel(
-        self,
-        request: channels_pb2.CreateChannelRequest,
-        context: grpc.aio.ServicerContext[channels_pb2.CreateChannelRequest, channels_pb2.Channel],
+        self, request: channels_pb2.CreateChannelRequest, context: Context
     ) -> channels_pb2.Channel:
         scope = self._instance(request)
         return await self._rpc.create(request, channels_pb2.Channel, scope)
 
     async def UpdateChannel(
-        self,
-        request: channels_pb2.UpdateChannelRequest,
-        context: grpc.aio.ServicerContext[channels_pb2.UpdateChannelRequest, channels_pb2.Channel],
+        self, request: channels_pb2.UpdateChannelRequest, context: Context
     ) -> channels_pb2.Channel:
         return await self._rpc.update(request, channels_pb2.Channel, self._instance(request))
 
     async def DeleteChannel(
-        self,
-        request: channels_pb2.DeleteChannelRequest,
-        context: grpc.aio.ServicerContext[
-            channels_pb2.DeleteChannelRequest, channels_pb2.DeleteChannelResponse
-        ],
+        self, request: channels_pb2.DeleteChannelRequest, context: Context
     ) -> channels_pb2.DeleteChannelResponse:
         scope = self._instance(request)
         return await self._rpc.delete(request, channels_pb2.DeleteChannelResponse, scope)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 from google.api import httpbody_pb2
 from hydra.public.v1 import (
     analytics_pb2,
@@ -20,7 +19,7 @@ from hydra.public.v1 import (
 
 from services.common.fields import optional_query, parse_input, parse_path_id, to_message
 from services.common.identity import CLIENT_IP_HEADER, current_identity, text_metadata
-from services.common.servicing import ResourceRpcs, message_from, page_response
+from services.common.servicing import Context, ResourceRpcs, message_from, page_response
 from services.public.service import SITE_NOT_FOUND, Analytics, Forms, SiteService
 from services.public.widget import INSTANCE_NOT_FOUND, WidgetChat
 
@@ -43,37 +42,21 @@ class SiteServicer(sites_pb2_grpc.SiteServiceServicer):
         )
 
     async def ListSites(
-        self,
-        request: sites_pb2.ListSitesRequest,
-        context: grpc.aio.ServicerContext[sites_pb2.ListSitesRequest, sites_pb2.ListSitesResponse],
+        self, request: sites_pb2.ListSitesRequest, context: Context
     ) -> sites_pb2.ListSitesResponse:
         return await self._rpc.list(request, sites_pb2.ListSitesResponse)
 
-    async def CreateSite(
-        self,
-        request: sites_pb2.CreateSiteRequest,
-        context: grpc.aio.ServicerContext[sites_pb2.CreateSiteRequest, sites_pb2.Site],
-    ) -> sites_pb2.Site:
+    async def CreateSite(self, request: sites_pb2.CreateSiteRequest, context: Context) -> sites_pb2.Site:
         return await self._rpc.create(request, sites_pb2.Site)
 
-    async def GetSite(
-        self,
-        request: sites_pb2.GetSiteRequest,
-        context: grpc.aio.ServicerContext[sites_pb2.GetSiteRequest, sites_pb2.Site],
-    ) -> sites_pb2.Site:
+    async def GetSite(self, request: sites_pb2.GetSiteRequest, context: Context) -> sites_pb2.Site:
         return await self._rpc.get(request, sites_pb2.Site)
 
-    async def UpdateSite(
-        self,
-        request: sites_pb2.UpdateSiteRequest,
-        context: grpc.aio.ServicerContext[sites_pb2.UpdateSiteRequest, sites_pb2.Site],
-    ) -> sites_pb2.Site:
+    async def UpdateSite(self, request: sites_pb2.UpdateSiteRequest, context: Context) -> sites_pb2.Site:
         return await self._rpc.update(request, sites_pb2.Site)
 
     async def DeleteSite(
-        self,
-        request: sites_pb2.DeleteSiteRequest,
-        context: grpc.aio.ServicerContext[sites_pb2.DeleteSiteRequest, sites_pb2.DeleteSiteResponse],
+        self, request: sites_pb2.DeleteSiteRequest, context: Context
     ) -> sites_pb2.DeleteSiteResponse:
         return await self._rpc.delete(request, sites_pb2.DeleteSiteResponse)
 
@@ -87,21 +70,13 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         self._analytics = analytics
 
     async def TrackPageView(
-        self,
-        request: analytics_pb2.TrackPageViewRequest,
-        context: grpc.aio.ServicerContext[
-            analytics_pb2.TrackPageViewRequest, analytics_pb2.TrackPageViewResponse
-        ],
+        self, request: analytics_pb2.TrackPageViewRequest, context: Context
     ) -> analytics_pb2.TrackPageViewResponse:
         await self._analytics.track(parse_input(request.page_view, self._input, partial=False))
         return analytics_pb2.TrackPageViewResponse()
 
     async def GetAnalyticsSummary(
-        self,
-        request: analytics_pb2.GetAnalyticsSummaryRequest,
-        context: grpc.aio.ServicerContext[
-            analytics_pb2.GetAnalyticsSummaryRequest, analytics_pb2.AnalyticsSummary
-        ],
+        self, request: analytics_pb2.GetAnalyticsSummaryRequest, context: Context
     ) -> analytics_pb2.AnalyticsSummary:
         days = request.days if request.HasField("days") else None
         summary = await self._analytics.summary(current_identity(), _site_id(request), days=days)
@@ -117,9 +92,7 @@ class FormServicer(forms_pb2_grpc.FormServiceServicer):
         self._forms = forms
 
     async def SubmitForm(
-        self,
-        request: forms_pb2.SubmitFormRequest,
-        context: grpc.aio.ServicerContext[forms_pb2.SubmitFormRequest, forms_pb2.SubmitFormResponse],
+        self, request: forms_pb2.SubmitFormRequest, context: Context
     ) -> forms_pb2.SubmitFormResponse:
         submission_id = await self._forms.submit(
             parse_input(request.form_submission, self._input, partial=False)
@@ -127,11 +100,7 @@ class FormServicer(forms_pb2_grpc.FormServiceServicer):
         return forms_pb2.SubmitFormResponse(status="received", submission_id=str(submission_id))
 
     async def ListFormSubmissions(
-        self,
-        request: forms_pb2.ListFormSubmissionsRequest,
-        context: grpc.aio.ServicerContext[
-            forms_pb2.ListFormSubmissionsRequest, forms_pb2.ListFormSubmissionsResponse
-        ],
+        self, request: forms_pb2.ListFormSubmissionsRequest, context: Context
     ) -> forms_pb2.ListFormSubmissionsResponse:
         page = await self._forms.list(
             current_identity(),
@@ -157,9 +126,7 @@ class WidgetServicer(widget_pb2_grpc.WidgetServiceServicer):
         self._chat = chat
 
     async def Chat(
-        self,
-        request: widget_pb2.ChatRequest,
-        context: grpc.aio.ServicerContext[widget_pb2.ChatRequest, httpbody_pb2.HttpBody],
+        self, request: widget_pb2.ChatRequest, context: Context
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         instance_id = parse_path_id(request.instance_id, param="instance_id", not_found=INSTANCE_NOT_FOUND)
         fields = parse_input(request.chat, self._input, partial=False)

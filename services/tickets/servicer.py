@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import grpc
 from hydra.tickets.v1 import tickets_pb2, tickets_pb2_grpc
 
 from services.common.fields import optional_query, query_choice, query_uuid
-from services.common.servicing import ResourceRpcs
+from services.common.servicing import Context, ResourceRpcs
 from services.tickets.models import PRIORITIES, STATUSES
 from services.tickets.service import TicketService
 
@@ -24,9 +23,7 @@ class TicketServicer(tickets_pb2_grpc.TicketServiceServicer):
         )
 
     async def ListTickets(
-        self,
-        request: tickets_pb2.ListTicketsRequest,
-        context: grpc.aio.ServicerContext[tickets_pb2.ListTicketsRequest, tickets_pb2.ListTicketsResponse],
+        self, request: tickets_pb2.ListTicketsRequest, context: Context
     ) -> tickets_pb2.ListTicketsResponse:
         filters = {
             "status": query_choice(optional_query(request, "status"), "status", STATUSES),
@@ -38,29 +35,21 @@ class TicketServicer(tickets_pb2_grpc.TicketServiceServicer):
         return await self._rpc.list(request, tickets_pb2.ListTicketsResponse, filters)
 
     async def CreateTicket(
-        self,
-        request: tickets_pb2.CreateTicketRequest,
-        context: grpc.aio.ServicerContext[tickets_pb2.CreateTicketRequest, tickets_pb2.CreateTicketResponse],
+        self, request: tickets_pb2.CreateTicketRequest, context: Context
     ) -> tickets_pb2.CreateTicketResponse:
         return await self._rpc.create(request, tickets_pb2.CreateTicketResponse)
 
     async def GetTicket(
-        self,
-        request: tickets_pb2.GetTicketRequest,
-        context: grpc.aio.ServicerContext[tickets_pb2.GetTicketRequest, tickets_pb2.GetTicketResponse],
+        self, request: tickets_pb2.GetTicketRequest, context: Context
     ) -> tickets_pb2.GetTicketResponse:
         return await self._rpc.get(request, tickets_pb2.GetTicketResponse)
 
     async def UpdateTicket(
-        self,
-        request: tickets_pb2.UpdateTicketRequest,
-        context: grpc.aio.ServicerContext[tickets_pb2.UpdateTicketRequest, tickets_pb2.UpdateTicketResponse],
+        self, request: tickets_pb2.UpdateTicketRequest, context: Context
     ) -> tickets_pb2.UpdateTicketResponse:
         return await self._rpc.update(request, tickets_pb2.UpdateTicketResponse)
 
     async def DeleteTicket(
-        self,
-        request: tickets_pb2.DeleteTicketRequest,
-        context: grpc.aio.ServicerContext[tickets_pb2.DeleteTicketRequest, tickets_pb2.DeleteTicketResponse],
+        self, request: tickets_pb2.DeleteTicketRequest, context: Context
     ) -> tickets_pb2.DeleteTicketResponse:
         return await self._rpc.delete(request, tickets_pb2.DeleteTicketResponse)
