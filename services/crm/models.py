@@ -29,6 +29,7 @@ from services.common.db import NAMING_CONVENTION
 from services.common.events.dead_letters import dead_letter_table
 from services.common.events.inbox import inbox_table
 from services.common.events.outbox import outbox_table
+from services.common.tables import TenantKey, Timestamps
 
 # A lead's or contact's source when its caller names none.
 DEFAULT_SOURCE = "public_api"
@@ -44,13 +45,11 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class Lead(Base):
+class Lead(TenantKey, Timestamps, Base):
     """A person who showed interest."""
 
     __tablename__ = "leads"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     email: Mapped[str | None] = mapped_column(String(320))
     name: Mapped[str | None] = mapped_column(String(200))
     phone: Mapped[str | None] = mapped_column(String(50))
@@ -58,8 +57,6 @@ class Lead(Base):
     source: Mapped[str | None] = mapped_column(String(100))
     source_bot_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     source_conversation_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index(None, "tenant_id", "created_at", "id"),
@@ -68,13 +65,11 @@ class Lead(Base):
     )
 
 
-class Account(Base):
+class Account(TenantKey, Timestamps, Base):
     """A customer organisation, with its lifecycle and renewal."""
 
     __tablename__ = "accounts"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     domain: Mapped[str | None] = mapped_column(String(255))
     industry: Mapped[str | None] = mapped_column(String(100))
@@ -87,8 +82,6 @@ class Account(Base):
     renewal_date: Mapped[dt.date | None] = mapped_column(Date)
     renewal_status: Mapped[str | None] = mapped_column(String(20))
     mrr_cents: Mapped[int | None] = mapped_column(BigInteger)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index(None, "tenant_id", "created_at", "id"),
@@ -99,13 +92,11 @@ class Account(Base):
     )
 
 
-class Contact(Base):
+class Contact(TenantKey, Timestamps, Base):
     """A customer person; always attached to an account of the same tenant."""
 
     __tablename__ = "contacts"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     account_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     email: Mapped[str] = mapped_column(String(320))
     name: Mapped[str | None] = mapped_column(String(200))
@@ -114,8 +105,6 @@ class Contact(Base):
     source: Mapped[str | None] = mapped_column(String(100))
     source_bot_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     source_conversation_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index(None, "tenant_id", "created_at", "id"),
@@ -128,13 +117,11 @@ class Contact(Base):
     )
 
 
-class LifecycleEvent(Base):
+class LifecycleEvent(TenantKey, Base):
     """A lifecycle transition of an account (or lead); deleted with its subject."""
 
     __tablename__ = "lifecycle_events"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     account_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     lead_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     from_stage: Mapped[str | None] = mapped_column(String(20))
@@ -156,13 +143,11 @@ CHANNELS = ("telegram", "whatsapp", "voice", "sms", "email", "web_chat")
 MESSAGE_ROLES = ("visitor", "agent", "bot", "system")
 
 
-class Conversation(Base):
+class Conversation(TenantKey, Base):
     """A conversation with a customer; tags and stamps are set by the bot pipeline and by closing."""
 
     __tablename__ = "conversations"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     status: Mapped[str] = mapped_column(String(20))
     channel: Mapped[str] = mapped_column(String(20))
     channel_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
@@ -195,18 +180,14 @@ class Conversation(Base):
     )
 
 
-class Message(Base):
+class Message(TenantKey, Timestamps, Base):
     """One message of a conversation; deleted with it."""
 
     __tablename__ = "messages"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     conversation_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     role: Mapped[str] = mapped_column(String(20))
     content: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index(None, "tenant_id", "conversation_id", "created_at"),

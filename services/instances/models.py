@@ -26,6 +26,7 @@ from services.common.db import NAMING_CONVENTION
 from services.common.events.dead_letters import dead_letter_table
 from services.common.events.inbox import inbox_table
 from services.common.events.outbox import outbox_table
+from services.common.tables import TenantKey, Timestamps
 
 INSTANCE_STATUSES = ("active", "paused")
 DEFAULT_MODEL: dict[str, Any] = {
@@ -41,21 +42,17 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class Instance(Base):
+class Instance(TenantKey, Timestamps, Base):
     """An AI support agent of a tenant, with the knowledge it answers from."""
 
     __tablename__ = "instances"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20))
     system_prompt: Mapped[str | None] = mapped_column(Text)
     model: Mapped[dict[str, Any]] = mapped_column(JSON)
     knowledge: Mapped[list[dict[str, str]]] = mapped_column(JSON)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index(None, "tenant_id", "created_at", "id"),
@@ -63,13 +60,11 @@ class Instance(Base):
     )
 
 
-class Channel(Base):
+class Channel(TenantKey, Timestamps, Base):
     """Where an instance meets customers; the webhook secret is kept only as a salted digest."""
 
     __tablename__ = "channels"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     instance_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     channel_type: Mapped[str] = mapped_column(String(20))
     provider: Mapped[str] = mapped_column(String(50))
@@ -82,8 +77,6 @@ class Channel(Base):
     status: Mapped[str] = mapped_column(String(20))
     error_message: Mapped[str | None] = mapped_column(Text)
     last_event_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         ForeignKeyConstraint(

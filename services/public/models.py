@@ -25,24 +25,21 @@ from services.common.db import NAMING_CONVENTION
 from services.common.events.dead_letters import dead_letter_table
 from services.common.events.inbox import inbox_table
 from services.common.events.outbox import outbox_table
+from services.common.tables import TenantKey, Timestamps
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class Site(Base):
+class Site(TenantKey, Timestamps, Base):
     """A published website; its id (config id) and tracking token are what its pages send."""
 
     __tablename__ = "sites"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     domain: Mapped[str | None] = mapped_column(String(253))
     tracking_token: Mapped[uuid.UUID] = mapped_column(Uuid)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index(None, "tenant_id", "created_at", "id"),
@@ -52,13 +49,11 @@ class Site(Base):
     )
 
 
-class PageView(Base):
+class PageView(TenantKey, Base):
     """One page view reported by a site's tracking script."""
 
     __tablename__ = "page_views"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     site_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     page_path: Mapped[str] = mapped_column(String(2048))
     device_type: Mapped[str | None] = mapped_column(String(50))
@@ -73,13 +68,11 @@ class PageView(Base):
     )
 
 
-class FormSubmission(Base):
+class FormSubmission(TenantKey, Base):
     """A form submitted on a site; lead_id is filled once crm has recorded the lead."""
 
     __tablename__ = "form_submissions"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     site_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     form_data: Mapped[dict[str, Any]] = mapped_column(JSON)
     email: Mapped[str | None] = mapped_column(String(320))

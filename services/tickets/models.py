@@ -14,6 +14,7 @@ from services.common.db import NAMING_CONVENTION
 from services.common.events.dead_letters import dead_letter_table
 from services.common.events.inbox import inbox_table
 from services.common.events.outbox import outbox_table
+from services.common.tables import TenantKey, Timestamps
 
 STATUSES = ("open", "in_progress", "resolved", "closed")
 PRIORITIES = ("low", "normal", "high", "urgent")
@@ -23,13 +24,11 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class Ticket(Base):
+class Ticket(TenantKey, Timestamps, Base):
     """A unit of support work."""
 
     __tablename__ = "tickets"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     title: Mapped[str] = mapped_column(String(300))
     description: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20))
@@ -38,8 +37,6 @@ class Ticket(Base):
     conversation_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     assigned_to: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index(None, "tenant_id", "created_at", "id"),
