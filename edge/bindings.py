@@ -11,7 +11,7 @@ from google.protobuf import descriptor_pb2
 from hydra.options.v1 import options_pb2
 
 from services.common.access import MethodAccess, parse_access
-from services.common.surfaces import SERVICE_AUTH_MODES
+from services.common.surfaces import SERVICE_AUTH_MODES, surface_at
 
 ROOT = Path(__file__).resolve().parent.parent
 DESCRIPTOR_SET = ROOT / "gen" / "hydra.pb"
@@ -129,7 +129,7 @@ def load_bindings(descriptor_set: Path = DESCRIPTOR_SET) -> list[Binding]:
                 rpc = f"{service_name}.{method.name}"
                 access = parse_access(f"/{service_name}/{method.name}", method.options, service.options)
                 surface = access.surface
-                if access.auth in SERVICE_AUTH_MODES or surface.prefix is None:
+                if access.auth in SERVICE_AUTH_MODES or not surface.prefixes:
                     raise ValueError(f"{rpc}: an RPC of the {surface.name} surface has no HTTP binding")
                 rule = method.options.Extensions[annotations_pb2.http]
                 status = surface.success_status(
@@ -139,9 +139,10 @@ def load_bindings(descriptor_set: Path = DESCRIPTOR_SET) -> list[Binding]:
                 )
                 for each in [rule, *rule.additional_bindings]:
                     verb, template = _verb(each)
-                    if not template.startswith(surface.prefix):
+                    if surface_at(template) is not surface:
                         raise ValueError(
-                            f"{rpc}: {template} is outside the {surface.name} surface's {surface.prefix}"
+                            f"{rpc}: {template} lies under the {surface_at(template).name} surface's "
+                            f"prefixes, not the {surface.name} surface's {surface.prefixes}"
                         )
                     body = body_bytes(method.input_type, each.body, messages) if each.body else None
                     bindings.append(

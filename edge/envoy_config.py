@@ -351,7 +351,7 @@ def _direct_route(
 def not_found_routes() -> list[dict[str, Any]]:
     """404 for paths no route binds: in the envelope of the surface whose prefix the path falls under
     (the longest first), else the fallback surface's; the last routes of all."""
-    claims = [(surface.prefix or "", surface) for surface in by_prefix()] + [("/", FALLBACK)]
+    claims = [*by_prefix(), ("/", FALLBACK)]
     return [
         _direct_route(
             f"not_found:{prefix}",
@@ -487,7 +487,7 @@ def local_reply_config() -> dict[str, Any]:
         "and_filter": {"filters": [_status_is(503), {"response_flag_filter": {"flags": _UNSENT_FLAGS}}]}
     }
     # Each surface's prefix, the longest first, then every other path in the fallback's envelope.
-    claims: list[tuple[str | None, Surface]] = [(s.prefix, s) for s in by_prefix()] + [(None, FALLBACK)]
+    claims: list[tuple[str | None, Surface]] = [*by_prefix(), (None, FALLBACK)]
     for prefix, surface in claims:
         body = surface.envelope.reply(503, "server_error", _UNSENT_503)
         mappers.append(_in_envelope(unsent, body, prefix))

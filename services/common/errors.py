@@ -164,6 +164,14 @@ class Conflict(HydraError):
         self.code = code
 
 
+class PlanLimitExceeded(HydraError):
+    """The caller's plan allows no more of something (workflows, deployments, connections this month)."""
+
+    code = "plan_limit_exceeded"
+    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 402
+
+
 class RateLimited(HydraError):
     """The caller's sliding-window limit is spent."""
 

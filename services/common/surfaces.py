@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import grpc
 from hydra.options.v1 import options_pb2
 
-from services.common.errors import MAX_ERROR_BODY_BYTES, MAX_LISTED_ERRORS, HydraError, clip
+from services.common.errors import MAX_ERROR_BODY_BYTES, MAX_LISTED_ERRORS, FieldError, HydraError, clip
 
 AuthMode = options_pb2.AuthMode
 SurfaceId = options_pb2.Surface
@@ -81,8 +81,17 @@ WIDGET_TOKEN = Credential(
     one_instance=True,
     security={"WidgetToken": {"type": "apiKey", "in": "header", "name": "X-Widget-Token"}},
 )
+ID_TOKEN = Credential(
+    AuthMode.AUTH_MODE_ID_TOKEN,
+    "id_token",
+    None,
+    ("authorization",),
+    missing="Missing ID token. Send it as 'Authorization: Bearer <ID token>'.",
+    wrong_kind="Invalid ID token.",
+    security={"IdToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+)
 NO_CREDENTIAL = Credential(AuthMode.AUTH_MODE_PUBLIC, "public", None)
-CREDENTIALS = (SUPPORT_KEY, CORE_KEY, WIDGET_TOKEN, NO_CREDENTIAL)
+CREDENTIALS = (SUPPORT_KEY, CORE_KEY, WIDGET_TOKEN, ID_TOKEN, NO_CREDENTIAL)
 # What no HTTP route takes: identity from other services (internal), or no tenant at all (operator).
 SERVICE_AUTH_MODES = (AuthMode.AUTH_MODE_INTERNAL, AuthMode.AUTH_MODE_ADMIN)
 
@@ -195,6 +204,19 @@ class SupportEnvelope:
         }
 
 
+def _listed(errors: Sequence[FieldError]) -> tuple[list[dict[str, Any]], int]:
+    """The first field errors that fit a body, as dicts, and how many more there are."""
+    listed: list[dict[str, Any]] = []
+    size = 0
+    for field_error in errors[:MAX_LISTED_ERRORS]:
+        item = field_error.clipped().as_dict()
+        size += len(json.dumps(item)) + 2
+        if size > _LISTED_BYTES:
+            break
+        listed.append(item)
+    return listed, len(errors) - len(listed)
+
+
 # FastAPI's own wording where it has one.
 _FASTAPI_WORDS = {404: "Not Found", 405: "Method Not Allowed"}
 
@@ -212,16 +234,7 @@ class FastApiEnvelope:
     def body(self, error: HydraError) -> dict[str, Any]:
         if not error.field_errors:
             return {"detail": error.detail}
-        # The first errors that fit, then one entry counting the rest.
-        listed: list[dict[str, Any]] = []
-        size = 0
-        for field_error in error.field_errors[:MAX_LISTED_ERRORS]:
-            item = field_error.clipped().as_dict()
-            size += len(json.dumps(item)) + 2
-            if size > _LISTED_BYTES:
-                break
-            listed.append(item)
-        rest = len(error.field_errors) - len(listed)
+        listed, rest = _listed(error.field_errors)
         if rest:
             listed.append({"loc": [], "msg": f"{rest} more errors not listed", "type": "too_many_errors"})
         return {"detail": listed}
@@ -258,13 +271,83 @@ class FastApiEnvelope:
         }
 
 
+class MarketplaceEnvelope:
+    """The workflow marketplace's `{"success": false, "error": {"code", "message", "details"}}`, with
+    upper-case codes; a validation error lists each invalid field in `details.errors`."""
+
+    invalid_status = 400
+    error_schema = invalid_schema = "MarketplaceError"
+    # Domain codes whose marketplace code is not simply the upper-case of their own.
+    _CODES = {
+        "forbidden_scope": "FORBIDDEN",
+        "fk_blocked": "CONFLICT",
+        "server_error": "INTERNAL_ERROR",
+    }
+    codes = (
+        "VALIDATION_ERROR",
+        "UNAUTHORIZED",
+        "FORBIDDEN",
+        "NOT_FOUND",
+        "METHOD_NOT_ALLOWED",
+        "CONFLICT",
+        "PLAN_LIMIT_EXCEEDED",
+        "RATE_LIMITED",
+        "INTERNAL_ERROR",
+    )
+
+    def status(self, error: HydraError) -> int:
+        return error.http_status
+
+    def code(self, domain_code: str) -> str:
+        """The marketplace's code for a domain error code."""
+        return self._CODES.get(domain_code, domain_code.upper())
+
+    def body(self, error: HydraError) -> dict[str, Any]:
+        details: dict[str, Any] = dict(error.extra)
+        if error.field_errors:
+            details["errors"], rest = _listed(error.field_errors)
+            if rest:
+                details["unlisted"] = rest
+        return self._wrap(self.code(error.code), error.message, details)
+
+    def short(self, error: HydraError, message: str) -> dict[str, Any]:
+        return self._wrap(self.code(error.code), message, {})
+
+    def reply(self, status: int, code: str, message: str) -> dict[str, Any]:
+        return self._wrap(self.code(code), message, {})
+
+    @staticmethod
+    def _wrap(code: str, message: str, details: dict[str, Any]) -> dict[str, Any]:
+        return {"success": False, "error": {"code": code, "message": message, "details": details}}
+
+    def schemas(self) -> Mapping[str, Any]:
+        return {
+            "MarketplaceError": {
+                "type": "object",
+                "properties": {
+                    "success": {"const": False},
+                    "error": {
+                        "type": "object",
+                        "properties": {
+                            "code": {"type": "string", "enum": list(self.codes)},
+                            "message": {"type": "string"},
+                            "details": {"type": "object"},
+                        },
+                        "required": ["code", "message", "details"],
+                    },
+                },
+                "required": ["success", "error"],
+            }
+        }
+
+
 @dataclass(frozen=True, eq=False)  # one object per surface: compared and hashed by identity
 class Surface:
     """One API surface: where its routes live, who may call them, and how its answers look."""
 
     id: int  # hydra.options.v1.Surface
     name: str
-    prefix: str | None  # its routes' path prefix (and where the edge's own errors take its envelope)
+    prefixes: tuple[str, ...]  # its routes' path prefixes (where the edge's own errors take its envelope)
     credentials: tuple[Credential, ...]  # what its routes may take
     envelope: Envelope
     rate_headers: tuple[str, ...] = RATE_HEADERS
@@ -289,7 +372,7 @@ _FASTAPI_ERRORS = FastApiEnvelope()
 SUPPORT = Surface(
     SurfaceId.SURFACE_SUPPORT,
     "support",
-    "/api/",
+    ("/api/",),
     (SUPPORT_KEY,),
     _SUPPORT_ERRORS,
     summary="Hydra Support (`/api/v1`, `Authorization: Bearer hmcp_...`).",
@@ -297,7 +380,7 @@ SUPPORT = Surface(
 CORE = Surface(
     SurfaceId.SURFACE_CORE,
     "core",
-    "/v1/",
+    ("/v1/",),
     (CORE_KEY,),
     _FASTAPI_ERRORS,
     summary="The HydraCore control plane (`/v1`, `X-Api-Key: hc_live_...`).",
@@ -305,14 +388,28 @@ CORE = Surface(
 PUBLIC = Surface(
     SurfaceId.SURFACE_PUBLIC,
     "public",
-    "/v1/public/",
+    ("/v1/public/",),
     (NO_CREDENTIAL, WIDGET_TOKEN),
     _FASTAPI_ERRORS,
     any_origin=True,
     summary="The website surface (`/v1/public`: no key, or `X-Widget-Token` for chat; limited per IP).",
 )
-INTERNAL = Surface(SurfaceId.SURFACE_INTERNAL, "internal", None, (), _FASTAPI_ERRORS)
-SURFACES = (SUPPORT, CORE, PUBLIC, INTERNAL)
+MARKETPLACE = Surface(
+    SurfaceId.SURFACE_MARKETPLACE,
+    "marketplace",
+    (
+        *(
+            f"/v1/{area}"
+            for area in ("workflows", "deployments", "marketplace", "library", "users", "billing")
+        ),
+        "/v1/mcp/dep_",  # a deployment's MCP endpoint; /v1/mcp/api-key-context is HydraCore's
+    ),
+    (ID_TOKEN,),
+    MarketplaceEnvelope(),
+    summary="The workflow marketplace (`/v1/workflows`, `/v1/deployments`, ...: an ID token as Bearer).",
+)
+INTERNAL = Surface(SurfaceId.SURFACE_INTERNAL, "internal", (), (), _FASTAPI_ERRORS)
+SURFACES = (SUPPORT, CORE, PUBLIC, MARKETPLACE, INTERNAL)
 # Answers the paths no surface claims (an unknown path's 404).
 FALLBACK = CORE
 
@@ -333,10 +430,18 @@ def surface_named(name: str) -> Surface:
     raise ValueError(f"no surface is named {name!r}")
 
 
-def by_prefix(surfaces: Sequence[Surface] = SURFACES) -> list[Surface]:
-    """The surfaces with routes, longest prefix first (the order in which a path finds its surface)."""
-    with_routes = [s for s in surfaces if s.prefix]
-    return sorted(with_routes, key=lambda s: len(s.prefix or ""), reverse=True)
+def by_prefix(surfaces: Sequence[Surface] = SURFACES) -> list[tuple[str, Surface]]:
+    """Every surface's prefixes, longest first (the order in which a path finds its surface)."""
+    claims = [(prefix, surface) for surface in surfaces for prefix in surface.prefixes]
+    return sorted(claims, key=lambda claim: len(claim[0]), reverse=True)
+
+
+def surface_at(path: str) -> Surface:
+    """The surface whose longest prefix `path` lies under; the fallback's where none claims it."""
+    for prefix, surface in by_prefix():
+        if path.startswith(prefix):
+            return surface
+    return FALLBACK
 
 
 def envelopes() -> dict[str, Any]:

@@ -96,8 +96,16 @@ def test_success_statuses_are_declared_on_routes_not_sent_by_services() -> None:
 def test_unmatched_paths_end_in_not_found_routes_without_auth() -> None:
     last = [r for r in routes() if r["name"].startswith("not_found:")]
     assert routes()[-len(last) :] == last  # after every other route
-    assert [r["match"]["prefix"] for r in last] == ["/v1/public/", "/api/", "/v1/", "/"]  # longest first
+    prefixes = [r["match"]["prefix"] for r in last]
+    assert prefixes == sorted(prefixes, key=len, reverse=True)  # longest first
+    assert {"/v1/public/", "/api/", "/v1/", "/v1/workflows", "/v1/mcp/dep_"} <= set(prefixes)
+    assert prefixes[-1] == "/"
     assert all(r["direct_response"]["status"] == 404 for r in last)
+    by_prefix = {
+        r["match"]["prefix"]: json.loads(r["direct_response"]["body"]["inline_string"]) for r in last
+    }
+    assert by_prefix["/v1/workflows"]["error"]["code"] == "NOT_FOUND"
+    assert by_prefix["/v1/"] == {"detail": "Not Found"}
 
 
 def test_template_regex() -> None:
