@@ -56,6 +56,7 @@ class ResourceService:
         self._audit = audit
         self._outbox = outbox
         self._writes = writes or InTransaction()
+        self._writes.check(self)
 
     async def list(
         self,
@@ -193,6 +194,9 @@ class ResourceService:
 class CreateWrites(Protocol):
     """How a resource's creates reach the database (the create pipeline's write strategy)."""
 
+    def check(self, service: ResourceService) -> None:
+        """Refuses, when the service is built, a service whose hooks the strategy cannot run."""
+
     async def create(
         self, service: ResourceService, caller: Identity, values: dict[str, Any], facts: dict[str, Any]
     ) -> Row[Any]: ...
@@ -201,6 +205,9 @@ class CreateWrites(Protocol):
 class InTransaction:
     """Each create in a transaction of its own: the checks of before_create, the row, its events and
     its audit entry."""
+
+    def check(self, service: ResourceService) -> None:
+        """Runs every hook: any service will do."""
 
     async def create(
         self, service: ResourceService, caller: Identity, values: dict[str, Any], facts: dict[str, Any]
@@ -227,11 +234,13 @@ class GroupCommitted:
     def __init__(self, writer: GroupCommitWriter[RowSet]) -> None:
         self._writer = writer
 
+    def check(self, service: ResourceService) -> None:
+        if type(service).before_create is not ResourceService.before_create:
+            raise TypeError(f"{type(service).__name__} checks creates in a transaction: not group-committed")
+
     async def create(
         self, service: ResourceService, caller: Identity, values: dict[str, Any], facts: dict[str, Any]
     ) -> Row[Any]:
-        if type(service).before_create is not ResourceService.before_create:
-            raise TypeError(f"{type(service).__name__} checks creates in a transaction: not group-committed")
         values = service.table.complete(service.new_row(caller, values))
         row = service.table.written(values)
         rows = RowSet()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from hydra.options.v1 import options_pb2
@@ -18,6 +18,7 @@ from services.common.errors import MAX_ERROR_BODY_BYTES, MAX_LISTED_ERRORS, Fiel
 AuthMode = options_pb2.AuthMode
 SurfaceId = options_pb2.Surface
 
+Declared = TypeVar("Declared")  # a Credential or a Surface
 RATE_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "retry-after")
 _LISTED_BYTES = 12 * 1024  # of a detail list's field errors, leaving room for the rest of the body
 _MESSAGE_CHARS = 2000  # of a message (a Support error, grpc-message)
@@ -98,18 +99,20 @@ SERVICE_AUTH_MODES = (AuthMode.AUTH_MODE_INTERNAL, AuthMode.AUTH_MODE_ADMIN)
 
 def credential_named(name: str) -> Credential:
     """The credential the edge config names `name`."""
-    for credential in CREDENTIALS:
-        if credential.name == name:
-            return credential
-    raise ValueError(f"no credential is named {name!r}")
+    return _the(CREDENTIALS, "name", name, f"no credential is named {name!r}")
 
 
 def credential_for(auth: int) -> Credential:
     """The credential of an HTTP route's auth mode."""
-    for credential in CREDENTIALS:
-        if credential.auth == auth:
-            return credential
-    raise ValueError(f"auth mode {auth} takes no HTTP credential")
+    return _the(CREDENTIALS, "auth", auth, f"auth mode {auth} takes no HTTP credential")
+
+
+def _the(declared: Sequence[Declared], attribute: str, value: object, missing: str) -> Declared:
+    """The one declared item whose `attribute` is `value` (a ValueError saying `missing` if none)."""
+    for item in declared:
+        if getattr(item, attribute) == value:
+            return item
+    raise ValueError(missing)
 
 
 @dataclass(frozen=True)
@@ -416,18 +419,14 @@ FALLBACK = CORE
 
 def surface_of(surface_id: int) -> Surface:
     """The declared surface with this proto value."""
-    for surface in SURFACES:
-        if surface.id == surface_id:
-            return surface
-    raise ValueError(f"surface {surface_id} is not declared in services.common.surfaces")
+    return _the(
+        SURFACES, "id", surface_id, f"surface {surface_id} is not declared in services.common.surfaces"
+    )
 
 
 def surface_named(name: str) -> Surface:
     """The declared surface with this name."""
-    for surface in SURFACES:
-        if surface.name == name:
-            return surface
-    raise ValueError(f"no surface is named {name!r}")
+    return _the(SURFACES, "name", name, f"no surface is named {name!r}")
 
 
 def by_prefix(surfaces: Sequence[Surface] = SURFACES) -> list[tuple[str, Surface]]:

@@ -11,6 +11,7 @@ import pytest
 
 from services.common.errors import NotFound, ValidationError
 from services.common.identity import Identity
+from services.common.resource import GroupCommitted
 from services.crm.leads import LeadService
 
 
@@ -184,3 +185,14 @@ def test_every_write_is_audited_once_and_reads_are_not() -> None:
     run(service.update(who, lead.id, {}))
     run(service.delete(who, lead.id))
     assert audit.entries == [("lead", "create"), ("lead", "update"), ("lead", "delete")]
+
+
+def test_a_service_that_checks_creates_in_a_transaction_cannot_be_built_group_committed() -> None:
+    # Leads check their fields against the database in before_create: there is no transaction to check in.
+    with pytest.raises(TypeError, match="not group-committed"):
+        LeadService(
+            db=FakeDatabase(),  # type: ignore[arg-type]
+            table=FakeTable(),  # type: ignore[arg-type]
+            audit=FakeAudit(),  # type: ignore[arg-type]
+            writes=GroupCommitted(writer=None),  # type: ignore[arg-type]
+        )
