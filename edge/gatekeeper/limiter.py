@@ -1,4 +1,5 @@
-"""Sliding one-minute windows: exact (a log of hits), in Redis when configured, else in-process."""
+"""Sliding windows (one minute unless a hit says otherwise): exact (a log of hits), in Redis when
+configured, else in-process."""
 
 from __future__ import annotations
 
@@ -26,12 +27,13 @@ class Verdict:
     limit: int
     remaining: int
     retry_after: int  # whole seconds; 0 when allowed
+    reset_after: float = 0.0  # seconds until the oldest hit counted leaves the window (one more is free)
 
 
 class Limiter(Protocol):
     """Counts a hit against a window and decides."""
 
-    async def hit(self, key: str, limit: int) -> Verdict: ...
+    async def hit(self, key: str, limit: int, window: float = WINDOW_SECONDS) -> Verdict: ...
 
     async def close(self) -> None: ...
 
@@ -41,32 +43,35 @@ class MemoryLimiter:
 
     def __init__(self, window: float = WINDOW_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self._window = window
+        self._longest = window
         self._clock = clock
         self._hits: dict[str, deque[float]] = {}
         self._last_sweep = clock()
 
-    async def hit(self, key: str, limit: int) -> Verdict:
-        return self.hit_now(key, limit)
+    async def hit(self, key: str, limit: int, window: float | None = None) -> Verdict:
+        return self.hit_now(key, limit, window)
 
-    def hit_now(self, key: str, limit: int) -> Verdict:
+    def hit_now(self, key: str, limit: int, window: float | None = None) -> Verdict:
         """Decides synchronously (the in-process path needs no await)."""
+        window = self._window if window is None else window
+        self._longest = max(self._longest, window)
         now = self._clock()
         self._sweep(now)
         hits = self._hits.setdefault(key, deque())
-        while hits and hits[0] <= now - self._window:
+        while hits and hits[0] <= now - window:
             hits.popleft()
         if len(hits) < limit:
             hits.append(now)
-            return Verdict(True, limit, limit - len(hits), 0)
-        retry = max(1, math.ceil(hits[0] + self._window - now))
-        return Verdict(False, limit, 0, retry)
+            return Verdict(True, limit, limit - len(hits), 0, hits[0] + window - now)
+        reset = hits[0] + window - now
+        return Verdict(False, limit, 0, max(1, math.ceil(reset)), reset)
 
     def _sweep(self, now: float) -> None:
         # Drop idle keys now and then so memory follows active keys, not every key ever seen.
         if now - self._last_sweep < self._window:
             return
         self._last_sweep = now
-        for key in [k for k, v in self._hits.items() if not v or v[-1] <= now - self._window]:
+        for key in [k for k, v in self._hits.items() if not v or v[-1] <= now - self._longest]:
             del self._hits[key]
 
     async def close(self) -> None:
@@ -85,10 +90,12 @@ local count = redis.call('ZCARD', KEYS[1])
 if count < limit then
   redis.call('ZADD', KEYS[1], now, ARGV[3] .. ':' .. now)
   redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
-  return {1, limit - count - 1, 0}
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {1, limit - count - 1, 0, tonumber(first[2]) + window - now}
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, 0, tonumber(oldest[2]) + window - now}
+local reset = tonumber(oldest[2]) + window - now
+return {0, 0, reset, reset}
 """
 
 
@@ -110,7 +117,7 @@ class RedisLimiter:
         self._retry_interval = retry_interval
         self._script = _SLIDING_WINDOW.encode()
         self._sha = hashlib.sha1(self._script).hexdigest()
-        self._window_us = int(window * 1_000_000)
+        self._window = window
         self._fallback = MemoryLimiter(window)
         self._log = logger
         self._degraded = False
@@ -120,10 +127,11 @@ class RedisLimiter:
         self._connecting: asyncio.Lock = asyncio.Lock()
         self._next_attempt = 0.0
 
-    async def hit(self, key: str, limit: int) -> Verdict:
+    async def hit(self, key: str, limit: int, window: float | None = None) -> Verdict:
+        window = self._window if window is None else window
         self._sequence += 1
         member = f"{self._token}{self._sequence}"
-        args = (1, f"hydra:rl:{key}", self._window_us, limit, member)
+        args = (1, f"hydra:rl:{key}", int(window * 1_000_000), limit, member)
         try:
             async with asyncio.timeout(self._timeout):
                 connection = await self._connect()
@@ -132,7 +140,7 @@ class RedisLimiter:
                     reply = await connection.call("EVAL", self._script, *args)  # loads it for next time
             if isinstance(reply, ReplyError):
                 raise reply
-            allowed, remaining, retry_us = cast(list[int], reply)
+            allowed, remaining, retry_us, reset_us = cast(list[int], reply)
         except (TimeoutError, ReplyError, OSError, ValueError, TypeError) as error:
             self._drop()
             if not self._degraded:
@@ -140,12 +148,12 @@ class RedisLimiter:
                     "redis unreachable, limiting in-process", extra={"error": type(error).__name__}
                 )
                 self._degraded = True
-            return self._fallback.hit_now(key, limit)
+            return self._fallback.hit_now(key, limit, window)
         if self._degraded:
             self._log.warning("redis reachable again, limiting in redis")
             self._degraded = False
         retry = 0 if allowed else max(1, math.ceil(retry_us / 1_000_000))
-        return Verdict(bool(allowed), limit, remaining, retry)
+        return Verdict(bool(allowed), limit, remaining, retry, reset_us / 1_000_000)
 
     async def _connect(self) -> RespConnection:
         """The shared connection, opened when missing (after a failed attempt, none for a retry interval)."""
