@@ -10,5 +10,6 @@ from services.crm.server import PROCESS as CRM
 from services.instances.server import PROCESS as INSTANCES
 from services.public.server import PROCESS as PUBLIC
 from services.tickets.server import PROCESS as TICKETS
+from services.workflows.server import PROCESS as WORKFLOWS
 
-ALL: tuple[Process[Any], ...] = (GATEKEEPER, CRM, TICKETS, INSTANCES, PUBLIC)
+ALL: tuple[Process[Any], ...] = (GATEKEEPER, CRM, TICKETS, INSTANCES, PUBLIC, WORKFLOWS)

@@ -31,10 +31,11 @@ def stack_env(
         HYDRA_TICKETS_PORT=str(free_port()),
         HYDRA_INSTANCES_PORT=str(free_port()),
         HYDRA_PUBLIC_PORT=str(free_port()),
+        HYDRA_WORKFLOWS_PORT=str(free_port()),
         # Stopping waits for no Envoy health check; tests of rolling restarts set "" (the default, 3 s).
         HYDRA_SHUTDOWN_DELAY_MS="0",
     )
-    for name in ("crm", "gatekeeper", "tickets", "instances", "public"):
+    for name in ("crm", "gatekeeper", "tickets", "instances", "public", "workflows"):
         if database_url and database_url.startswith("sqlite"):
             # SQLite has no schemas: one file per service, beside the one given.
             env[f"HYDRA_{name.upper()}_DATABASE_URL"] = database_url.replace(".sqlite3", f".{name}.sqlite3")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hmac
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,13 +22,11 @@ from edge.gatekeeper import keys
 from edge.gatekeeper.authorizer import rate_headers
 from edge.gatekeeper.key_admin import KeyAdmin
 from edge.gatekeeper.limiter import Limiter
-from services.common.errors import RateLimited, Unauthenticated
+from services.common.errors import RateLimited
 from services.common.fields import parse_request, timestamp
-from services.common.identity import current_identity, text_metadata
+from services.common.identity import current_identity, require_admin
 from services.common.servicing import Context
 from services.common.surfaces import PUBLIC, render, surface_named
-
-ADMIN_TOKEN_HEADER = "x-hydra-admin-token"
 
 
 # xds-protos ships its generated modules without type information, so this base class is Any.
@@ -103,9 +100,7 @@ class KeyAdminServicer(admin_pb2_grpc.KeyAdminServiceServicer):
         self._token = admin_token
 
     def _authorize(self, context: Context) -> None:
-        sent = text_metadata(context.invocation_metadata()).get(ADMIN_TOKEN_HEADER, "")
-        if self._token is None or not hmac.compare_digest(sent.encode(), self._token.encode()):
-            raise Unauthenticated("Invalid admin token.")
+        require_admin(context.invocation_metadata() or (), self._token)
 
     async def CreateTenant(
         self, request: admin_pb2.CreateTenantRequest, context: Context

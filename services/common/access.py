@@ -87,6 +87,11 @@ class MethodAccess:
             AuthMode.AUTH_MODE_INTERNAL,
         )
 
+    @property
+    def acts_for_user(self) -> bool:
+        """ID-token RPCs act for the user the token names, not for a tenant."""
+        return self.auth == AuthMode.AUTH_MODE_ID_TOKEN
+
 
 def parse_access(
     full_method: str,

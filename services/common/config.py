@@ -167,6 +167,7 @@ DEFAULT_PORTS = {
     "tickets": 50052,
     "instances": 50053,
     "public": 50054,
+    "workflows": 50055,
 }
 
 

@@ -127,6 +127,14 @@ class ForbiddenScope(HydraError):
         return f"Missing required scope: {self.required}"
 
 
+class Forbidden(HydraError):
+    """The caller may see the resource but may not do this to it."""
+
+    code = "forbidden"
+    grpc_status = grpc.StatusCode.PERMISSION_DENIED
+    http_status = 403
+
+
 class NotFound(HydraError):
     """The resource does not exist, or belongs to another tenant."""
 

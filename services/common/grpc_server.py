@@ -165,15 +165,15 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         call = _Call(
             policy, ident.text_metadata(context.invocation_metadata()), remaining=context.time_remaining()
         )
-        token = None
+        unbind = None
         try:
-            token = call.bind()
+            unbind = call.bind()
             yield call
         except Exception as error:  # every failure becomes a well-formed status, never a stack trace
             await self._abort(context, call, error)
         finally:
-            if token is not None:
-                ident.reset_current(token)
+            if unbind is not None:
+                unbind()
             self._log_call(call)
 
     async def _abort(self, context: Context, call: _Call, error: Exception) -> None:
@@ -252,14 +252,20 @@ class _Call:
     def request_id(self) -> str:
         return self.metadata.get("x-request-id", "-")
 
-    def bind(self) -> Any:
-        """Checks identity and scope for RPCs that act for a tenant; returns the contextvar token."""
+    def bind(self) -> Callable[[], None] | None:
+        """Checks identity and scope for RPCs that act for a tenant or a user; returns the unbinding."""
+        if self.policy.acts_for_user:
+            user_id = ident.user_from_metadata(self.metadata)
+            self.tenant = f"user:{user_id}"
+            user_token = ident.set_current_user(user_id)
+            return lambda: ident.reset_current_user(user_token)
         if not self.policy.needs_identity:
             return None
         identity = ident.identity_from_metadata(self.metadata)
         self.tenant = str(identity.tenant_id)
         identity.require(self.policy.scope)
-        return ident.set_current(identity)
+        token = ident.set_current(identity)
+        return lambda: ident.reset_current(token)
 
 
 @dataclass

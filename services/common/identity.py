@@ -15,9 +15,26 @@ TENANT_HEADER = "x-hydra-tenant-id"
 KEY_HEADER = "x-hydra-key-id"
 SCOPES_HEADER = "x-hydra-scopes"
 INSTANCE_HEADER = "x-hydra-instance-id"
-IDENTITY_HEADERS = (TENANT_HEADER, KEY_HEADER, SCOPES_HEADER, INSTANCE_HEADER)
+# The user a verified ID token names (marketplace routes), as the gatekeeper resolved it.
+USER_HEADER = "x-hydra-user-id"
+IDENTITY_HEADERS = (TENANT_HEADER, KEY_HEADER, SCOPES_HEADER, INSTANCE_HEADER, USER_HEADER)
 # The shared secret (HYDRA_INTERNAL_TOKEN) that Envoy and internal callers send to vouch for the rest.
 INTERNAL_TOKEN_HEADER = "x-hydra-internal-token"
+# The operator's secret (HYDRA_ADMIN_TOKEN or the data dir's) on every call of an admin RPC.
+ADMIN_TOKEN_HEADER = "x-hydra-admin-token"
+
+
+def admin_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """The metadata that carries the admin token (none without one)."""
+    return ((ADMIN_TOKEN_HEADER, token),) if token else ()
+
+
+def require_admin(metadata: Iterable[tuple[str, Any]], token: str | None) -> None:
+    """Raises unless `metadata` carries the admin token (compared in constant time); refuses all
+    without one."""
+    sent = text_metadata(metadata).get(ADMIN_TOKEN_HEADER, "")
+    if token is None or not hmac.compare_digest(sent.encode(), token.encode()):
+        raise Unauthenticated("Invalid admin token.")
 
 
 def text_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> dict[str, str]:
@@ -86,7 +103,16 @@ def identity_from_metadata(metadata: Mapping[str, str]) -> Identity:
     )
 
 
+def user_from_metadata(metadata: Mapping[str, str]) -> uuid.UUID:
+    """The user the edge put in metadata (marketplace routes)."""
+    try:
+        return uuid.UUID(metadata[USER_HEADER])
+    except (KeyError, ValueError):
+        raise Unauthenticated("Missing caller identity.") from None
+
+
 _current: contextvars.ContextVar[Identity] = contextvars.ContextVar("hydra_identity")
+_current_user: contextvars.ContextVar[uuid.UUID] = contextvars.ContextVar("hydra_user")
 
 
 def set_current(identity: Identity) -> contextvars.Token[Identity]:
@@ -97,6 +123,24 @@ def set_current(identity: Identity) -> contextvars.Token[Identity]:
 def reset_current(token: contextvars.Token[Identity]) -> None:
     """Unbinds the identity bound by set_current."""
     _current.reset(token)
+
+
+def set_current_user(user_id: uuid.UUID) -> contextvars.Token[uuid.UUID]:
+    """Binds the signed-in user for the running RPC (done by the server interceptor)."""
+    return _current_user.set(user_id)
+
+
+def reset_current_user(token: contextvars.Token[uuid.UUID]) -> None:
+    """Unbinds the user bound by set_current_user."""
+    _current_user.reset(token)
+
+
+def current_user() -> uuid.UUID:
+    """The signed-in user of the running RPC."""
+    try:
+        return _current_user.get()
+    except LookupError:
+        raise Unauthenticated("Missing caller identity.") from None
 
 
 def current_identity() -> Identity:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc
 
 from services.common.events.bus import Event
+from services.common.identity import admin_metadata
 from services.common.peers import PeerChannel
-
-ADMIN_TOKEN_HEADER = "x-hydra-admin-token"
 
 
 class WidgetTokens:
@@ -16,8 +15,7 @@ class WidgetTokens:
     def __init__(self, address: str, *, admin_token: str | None, timeout: float = 5.0) -> None:
         self._peer = PeerChannel(address, caller="instances", scopes=(), timeout=timeout)
         self._admin = admin_pb2_grpc.KeyAdminServiceStub(self._peer.channel)
-        admin = ((ADMIN_TOKEN_HEADER, admin_token),) if admin_token else ()
-        self._metadata = (*admin, *self._peer.token_metadata)
+        self._metadata = (*admin_metadata(admin_token), *self._peer.token_metadata)
         self._timeout = timeout
 
     async def revoke_for_deleted_instance(self, event: Event) -> None:

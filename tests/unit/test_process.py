@@ -48,6 +48,7 @@ def test_the_stack_runs_every_declared_process_and_a_delivery_role_for_those_wit
         "tickets": "services.tickets",
         "instances": "services.instances",
         "public": "services.public",
+        "workflows": "services.workflows",
     }
     assert DELIVERING == ("crm", "tickets", "instances", "public")
     assert list(DEAD_LETTER_SERVICES) == list(DELIVERING)
@@ -79,10 +80,17 @@ def test_every_process_reads_where_it_listens_its_database_and_log_level_alike(t
 def test_services_read_their_pool_size_and_the_gatekeeper_keeps_its_own(tmp_path: Path) -> None:
     env = {"HYDRA_DATA_DIR": str(tmp_path)}
     defaults = {process.name: process.settings.from_env(env).pool_size for process in processes.ALL}
-    assert defaults == {"gatekeeper": 10, "crm": 20, "tickets": 20, "instances": 10, "public": 10}
+    assert defaults == {
+        "gatekeeper": 10,
+        "crm": 20,
+        "tickets": 20,
+        "instances": 10,
+        "public": 10,
+        "workflows": 10,
+    }
     env["HYDRA_DB_POOL_SIZE"] = "7"
     sized = {process.name: process.settings.from_env(env).pool_size for process in processes.ALL}
-    assert sized == {"gatekeeper": 10, "crm": 7, "tickets": 7, "instances": 7, "public": 7}
+    assert sized == {"gatekeeper": 10, "crm": 7, "tickets": 7, "instances": 7, "public": 7, "workflows": 7}
 
 
 def test_a_service_app_runs_its_outbox_and_consumers_and_closes(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""The workflow marketplace: users, workflows, libraries, the marketplace."""

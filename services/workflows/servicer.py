@@ -1,0 +1,325 @@
+"""workflows over gRPC: requests parsed and checked, use cases called, rows answered in the
+marketplace's {"success": true, "data": ...} shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.workflows.v1 import workflows_pb2, workflows_pb2_grpc
+
+from services.common.fields import optional_query, parse_input, parse_request, query_choice
+from services.common.identity import current_user, require_admin
+from services.common.paging import descriptor_of
+from services.common.servicing import Context, message_from
+from services.workflows.library import LibraryService
+from services.workflows.marketplace import SORTS, MarketplaceService
+from services.workflows.models import VISIBILITIES
+from services.workflows.paging import Page
+from services.workflows.users import UserService
+from services.workflows.workflows import WorkflowService
+
+_WORKFLOW_INPUT = descriptor_of(workflows_pb2.WorkflowInput)
+_FORK_INPUT = descriptor_of(workflows_pb2.ForkInput)
+_RATING_INPUT = descriptor_of(workflows_pb2.RatingInput)
+_ENTRY_INPUT = descriptor_of(workflows_pb2.EntryInput)
+
+
+def workflow_view(row: Any, *, with_manifest: bool = False) -> dict[str, Any]:
+    """A workflow row as the API shows it."""
+    view = {
+        "workflow_id": row.id,
+        "user_id": row.user_id,
+        "name": row.name,
+        "description": row.description,
+        "visibility": row.visibility,
+        "category": row.category,
+        "tags": row.tags,
+        "current_version": row.current_version,
+        "stats": {
+            "forks": row.forks,
+            "subscribers": row.subscribers,
+            "rating": round(row.rating, 2),
+            "rating_count": row.rating_count,
+        },
+        "featured": row.featured_at is not None,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+    if with_manifest:
+        view["manifest"] = row.manifest
+    if row.forked_from_id is not None:
+        view["forked_from"] = {
+            "workflow_id": row.forked_from_id,
+            "user_id": row.forked_from_user_id,
+            "version": row.forked_from_version,
+        }
+    return view
+
+
+def _workflow(row: Any) -> workflows_pb2.Workflow:
+    return message_from(workflow_view(row, with_manifest=True), workflows_pb2.Workflow)
+
+
+def _pagination(page: Page) -> workflows_pb2.Pagination:
+    return workflows_pb2.Pagination(
+        next_cursor=page.next_cursor, has_more=page.has_more, count=len(page.rows)
+    )
+
+
+def _workflow_page(page: Page) -> workflows_pb2.WorkflowPage:
+    return workflows_pb2.WorkflowPage(
+        success=True,
+        data=[message_from(workflow_view(row), workflows_pb2.Workflow) for row in page.rows],
+        pagination=_pagination(page),
+    )
+
+
+def _entry(row: Any) -> workflows_pb2.LibraryEntry:
+    return message_from(
+        {
+            "library_id": row.id,
+            "workflow_id": row.workflow_id,
+            "user_id": row.user_id,
+            "source_type": row.source_type,
+            "source_user_id": row.source_user_id,
+            "is_active": row.is_active,
+            "enabled_adapters": row.enabled_adapters,
+            "workflow_name": row.workflow_name,
+            "workflow_version": row.workflow_version,
+            "auto_update": row.auto_update,
+            "added_at": row.added_at,
+            "updated_at": row.updated_at,
+        },
+        workflows_pb2.LibraryEntry,
+    )
+
+
+def _deleted(workflow_id: str) -> workflows_pb2.DeletedReply:
+    return workflows_pb2.DeletedReply(
+        success=True, data=workflows_pb2.Deleted(workflow_id=workflow_id, deleted=True)
+    )
+
+
+class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
+    """WorkflowService."""
+
+    def __init__(self, workflows: WorkflowService) -> None:
+        self._workflows = workflows
+
+    async def ListWorkflows(
+        self, request: workflows_pb2.ListWorkflowsRequest, context: Context
+    ) -> workflows_pb2.WorkflowPage:
+        visibility = query_choice(optional_query(request, "visibility"), "visibility", VISIBILITIES)
+        page = await self._workflows.list_own(
+            current_user(),
+            visibility=visibility,
+            limit=optional_query(request, "limit"),
+            cursor=optional_query(request, "cursor"),
+        )
+        return _workflow_page(page)
+
+    async def CreateWorkflow(
+        self, request: workflows_pb2.CreateWorkflowRequest, context: Context
+    ) -> workflows_pb2.WorkflowReply:
+        fields = parse_input(request.workflow, _WORKFLOW_INPUT, partial=False)
+        row = await self._workflows.create(current_user(), fields)
+        return workflows_pb2.WorkflowReply(success=True, data=_workflow(row))
+
+    async def GetWorkflow(
+        self, request: workflows_pb2.GetWorkflowRequest, context: Context
+    ) -> workflows_pb2.WorkflowReply:
+        row = await self._workflows.get(current_user(), request.workflow_id)
+        return workflows_pb2.WorkflowReply(success=True, data=_workflow(row))
+
+    async def UpdateWorkflow(
+        self, request: workflows_pb2.UpdateWorkflowRequest, context: Context
+    ) -> workflows_pb2.WorkflowReply:
+        fields = parse_input(request.workflow, _WORKFLOW_INPUT, partial=False)
+        row = await self._workflows.replace(current_user(), request.workflow_id, fields)
+        return workflows_pb2.WorkflowReply(success=True, data=_workflow(row))
+
+    async def DeleteWorkflow(
+        self, request: workflows_pb2.DeleteWorkflowRequest, context: Context
+    ) -> workflows_pb2.DeletedReply:
+        return _deleted(await self._workflows.delete(current_user(), request.workflow_id))
+
+    async def ListWorkflowVersions(
+        self, request: workflows_pb2.ListWorkflowVersionsRequest, context: Context
+    ) -> workflows_pb2.VersionList:
+        rows = await self._workflows.versions(current_user(), request.workflow_id)
+        return workflows_pb2.VersionList(
+            success=True, data=[message_from(row, workflows_pb2.WorkflowVersion) for row in rows]
+        )
+
+    async def CreateFork(
+        self, request: workflows_pb2.CreateForkRequest, context: Context
+    ) -> workflows_pb2.ForkReply:
+        fields = parse_input(request.fork, _FORK_INPUT, partial=False)
+        row = await self._workflows.fork(current_user(), request.workflow_id, fields.get("name"))
+        return workflows_pb2.ForkReply(success=True, data=_workflow(row))
+
+    async def RateWorkflow(
+        self, request: workflows_pb2.RateWorkflowRequest, context: Context
+    ) -> workflows_pb2.WorkflowReply:
+        fields = parse_input(request.rating, _RATING_INPUT, partial=False)
+        row = await self._workflows.rate(current_user(), request.workflow_id, int(fields["rating"]))
+        return workflows_pb2.WorkflowReply(success=True, data=_workflow(row))
+
+
+class LibraryServicer(workflows_pb2_grpc.LibraryServiceServicer):
+    """LibraryService."""
+
+    def __init__(self, library: LibraryService) -> None:
+        self._library = library
+
+    async def ListLibrary(
+        self, request: workflows_pb2.ListLibraryRequest, context: Context
+    ) -> workflows_pb2.LibraryPage:
+        page = await self._library.list(
+            current_user(),
+            active_only=bool(optional_query(request, "activeOnly")),
+            limit=optional_query(request, "limit"),
+            cursor=optional_query(request, "cursor"),
+        )
+        return workflows_pb2.LibraryPage(
+            success=True, data=[_entry(row) for row in page.rows], pagination=_pagination(page)
+        )
+
+    async def CreateLibraryEntry(
+        self, request: workflows_pb2.CreateLibraryEntryRequest, context: Context
+    ) -> workflows_pb2.LibraryEntryReply:
+        fields = parse_input(request.entry, _ENTRY_INPUT, partial=False)
+        row = await self._library.add(current_user(), request.workflow_id, fields)
+        return workflows_pb2.LibraryEntryReply(success=True, data=_entry(row))
+
+    async def UpdateLibraryEntry(
+        self, request: workflows_pb2.UpdateLibraryEntryRequest, context: Context
+    ) -> workflows_pb2.LibraryEntryReply:
+        fields = parse_input(request.entry, _ENTRY_INPUT, partial=True)
+        row = await self._library.update(current_user(), request.workflow_id, fields)
+        return workflows_pb2.LibraryEntryReply(success=True, data=_entry(row))
+
+    async def DeleteLibraryEntry(
+        self, request: workflows_pb2.DeleteLibraryEntryRequest, context: Context
+    ) -> workflows_pb2.DeletedReply:
+        return _deleted(await self._library.remove(current_user(), request.workflow_id))
+
+
+class MarketplaceServicer(workflows_pb2_grpc.MarketplaceServiceServicer):
+    """MarketplaceService."""
+
+    def __init__(self, marketplace: MarketplaceService) -> None:
+        self._marketplace = marketplace
+
+    async def BrowseMarketplace(
+        self, request: workflows_pb2.BrowseMarketplaceRequest, context: Context
+    ) -> workflows_pb2.WorkflowPage:
+        current_user()
+        sort = query_choice(optional_query(request, "sort"), "sort", SORTS) or "popular"
+        page = await self._marketplace.browse(
+            category=optional_query(request, "category"),
+            sort=sort,
+            limit=optional_query(request, "limit"),
+            cursor=optional_query(request, "cursor"),
+        )
+        return _workflow_page(page)
+
+    async def SearchMarketplace(
+        self, request: workflows_pb2.SearchMarketplaceRequest, context: Context
+    ) -> workflows_pb2.WorkflowPage:
+        current_user()
+        page = await self._marketplace.search(
+            optional_query(request, "q"),
+            limit=optional_query(request, "limit"),
+            cursor=optional_query(request, "cursor"),
+        )
+        return _workflow_page(page)
+
+    async def ListFeatured(
+        self, request: workflows_pb2.ListFeaturedRequest, context: Context
+    ) -> workflows_pb2.WorkflowPage:
+        current_user()
+        page = await self._marketplace.featured(
+            limit=optional_query(request, "limit"), cursor=optional_query(request, "cursor")
+        )
+        return _workflow_page(page)
+
+
+class UserServicer(workflows_pb2_grpc.UserServiceServicer):
+    """UserService."""
+
+    def __init__(self, users: UserService) -> None:
+        self._users = users
+
+    async def GetMe(self, request: workflows_pb2.GetMeRequest, context: Context) -> workflows_pb2.UserReply:
+        user, counts = await self._users.me(current_user())
+        view = {
+            "user_id": user.id,
+            "email": user.email,
+            "plan": user.plan,
+            **counts,
+            "created_at": user.created_at,
+            "updated_at": user.updated_at,
+        }
+        return workflows_pb2.UserReply(success=True, data=message_from(view, workflows_pb2.User))
+
+    async def DeleteMe(
+        self, request: workflows_pb2.DeleteMeRequest, context: Context
+    ) -> workflows_pb2.DeletedUserReply:
+        deletion = await self._users.delete(current_user())
+        view = {
+            "user_id": deletion.user_id,
+            "deleted": True,
+            "deleted_at": deletion.deleted_at,
+            "stats": deletion.stats,
+        }
+        return workflows_pb2.DeletedUserReply(
+            success=True, data=message_from(view, workflows_pb2.DeletedUser)
+        )
+
+
+def _admin_user(row: Any) -> workflows_pb2.AdminUser:
+    return workflows_pb2.AdminUser(user_id=str(row.id), subject=row.subject, email=row.email, plan=row.plan)
+
+
+class UserAdminServicer(workflows_pb2_grpc.UserAdminServiceServicer):
+    """UserAdminService: the gatekeeper's and the operator's, behind the admin token."""
+
+    def __init__(self, users: UserService, workflows: WorkflowService, admin_token: str | None) -> None:
+        self._users = users
+        self._workflows = workflows
+        self._token = admin_token
+
+    async def ResolveUser(
+        self, request: workflows_pb2.ResolveUserRequest, context: Context
+    ) -> workflows_pb2.AdminUser:
+        require_admin(context.invocation_metadata() or (), self._token)
+        fields = parse_request(request)
+        return _admin_user(await self._users.resolve(fields["subject"], fields.get("email", "")))
+
+    async def CreateUser(
+        self, request: workflows_pb2.CreateUserRequest, context: Context
+    ) -> workflows_pb2.AdminUser:
+        require_admin(context.invocation_metadata() or (), self._token)
+        return _admin_user(await self._users.create_local(parse_request(request)["email"]))
+
+    async def FindUser(
+        self, request: workflows_pb2.FindUserRequest, context: Context
+    ) -> workflows_pb2.AdminUser:
+        require_admin(context.invocation_metadata() or (), self._token)
+        return _admin_user(await self._users.find(parse_request(request)["email"]))
+
+    async def SetPlan(
+        self, request: workflows_pb2.SetPlanRequest, context: Context
+    ) -> workflows_pb2.AdminUser:
+        require_admin(context.invocation_metadata() or (), self._token)
+        fields = parse_request(request)
+        return _admin_user(await self._users.set_plan(fields["email"], fields["plan"]))
+
+    async def SetFeatured(
+        self, request: workflows_pb2.SetFeaturedRequest, context: Context
+    ) -> workflows_pb2.SetFeaturedResponse:
+        require_admin(context.invocation_metadata() or (), self._token)
+        fields = parse_request(request)
+        await self._workflows.set_featured(fields["workflow_id"], bool(fields.get("featured")))
+        return workflows_pb2.SetFeaturedResponse()
