@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +17,20 @@ from hydra.options.v1 import options_pb2
 from edge import openapi
 from edge.bindings import DESCRIPTOR_SET, JSON_BYTES_PER_CHAR, ROOT, Binding, load_bindings, template_regex
 from edge.gatekeeper.http_check import ROUTE_HEADER_PREFIX
+from edge.gatekeeper.issuer import JWKS_PATH, OidcSettings
 from services.common import config
 from services.common.access import BY_CLIENT_IP
 from services.common.identity import CLIENT_IP_HEADER, IDENTITY_HEADERS, INTERNAL_TOKEN_HEADER
 from services.common.paging import PAGE_JSON_BYTES
-from services.common.surfaces import CREDENTIALS, FALLBACK, SURFACES, Credential, Surface, by_prefix
+from services.common.surfaces import (
+    CREDENTIALS,
+    FALLBACK,
+    ID_TOKEN,
+    SURFACES,
+    Credential,
+    Surface,
+    by_prefix,
+)
 
 AuthMode = options_pb2.AuthMode
 RateLimitKey = options_pb2.RateLimitKey
@@ -31,6 +42,10 @@ _EXT_AUTHZ = "envoy.filters.http.ext_authz"
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 _CORS = "envoy.filters.http.cors"
 _LUA = "envoy.filters.http.lua"
+_JWT_AUTHN = "envoy.filters.http.jwt_authn"
+_ID_TOKEN = "id_token"  # the jwt_authn provider and requirement of routes that take ID tokens
+_JWT_FAILURE = "jwt_failure"  # where jwt_authn records why it refused a token
+OIDC_JWKS = "oidc_jwks"  # the cluster of a configured provider's JWKS URI
 _BUFFER = "envoy.filters.http.buffer"
 _LARGE_BODIES = "large_bodies"  # a second buffer filter, after the key check, for routes with larger bodies
 MIB = 1024 * 1024
@@ -71,6 +86,8 @@ _EXT_AUTHZ_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_au
 # Envoy's own error replies, in each surface's envelope: (status, code, message).
 _LOCAL_REPLIES = [
     (400, "validation_error", "Invalid request: %LOCAL_REPLY_BODY%"),
+    # Only jwt_authn answers 401 itself (the gatekeeper's denials keep their own body).
+    (401, "unauthorized", "Invalid ID token: %LOCAL_REPLY_BODY%."),
     (404, "not_found", "Not found."),
     (405, "method_not_allowed", "Method not allowed."),
     (408, "server_error", "Request timed out."),
@@ -139,6 +156,7 @@ class EdgeSettings:
     max_connections: int = 10_000
     max_heap_mb: int = 1024
     internal_token: str | None = None  # sent upstream on every request, in place of any a client sent
+    oidc: OidcSettings | None = None  # who issues the ID tokens marketplace routes take (None: the platform)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
@@ -165,6 +183,7 @@ class EdgeSettings:
             max_connections=config.env_int(env, "HYDRA_EDGE_MAX_CONNECTIONS", 10_000, minimum=1),
             max_heap_mb=config.env_int(env, "HYDRA_EDGE_MAX_HEAP_MB", 1024, minimum=64),
             internal_token=config.internal_token(env),
+            oidc=OidcSettings.from_env(env),
         )
 
     def max_answer_bytes(self, bindings: Sequence[Binding]) -> int:
@@ -310,9 +329,108 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
         }
         if access.surface.any_origin:
             entry["typed_per_filter_config"][_CORS] = _ANY_ORIGIN_CORS
+        if access.credential.verified_subject is not None:
+            entry["typed_per_filter_config"].update(_verified_token(settings))
     for key, headers in _deadline(binding, settings).items():
         entry.setdefault(key, []).extend(headers)
     return entry
+
+
+def _verified_token(settings: EdgeSettings) -> dict[str, Any]:
+    """A route taking ID tokens: jwt_authn requires one, and its answers print in lowerCamelCase."""
+    return {
+        _JWT_AUTHN: {
+            "@type": _TYPE + "filters.http.jwt_authn.v3.PerRouteConfig",
+            "requirement_name": _ID_TOKEN,
+        },
+        _TRANSCODER: _transcoder(settings, camel_case=True),
+    }
+
+
+def _jwt_authn(settings: EdgeSettings) -> dict[str, Any]:
+    """jwt_authn with the one provider of ID tokens: issuer, audience and keys as configured; the
+    token's subject and email passed on as headers; required only by the routes that name it."""
+    oidc = settings.oidc or OidcSettings.from_env({})
+    uri = oidc.jwks_uri or f"http://{AUTHZ}{JWKS_PATH}"
+    credential = ID_TOKEN
+    provider = {
+        "issuer": oidc.issuer,
+        "audiences": [oidc.audience],
+        "remote_jwks": {
+            "http_uri": {"uri": uri, "cluster": OIDC_JWKS if oidc.jwks_uri else AUTHZ, "timeout": "5s"},
+            # Keys are fetched when the edge starts and then every cache_duration, off the request path.
+            "cache_duration": "30s" if oidc.embedded else "600s",
+            "async_fetch": {},
+            "retry_policy": {"num_retries": 3},
+        },
+        "from_headers": [
+            {"name": "Authorization", "value_prefix": "Bearer "},
+            {"name": "Authorization", "value_prefix": "bearer "},
+        ],
+        "claim_to_headers": [
+            {"header_name": credential.verified_subject, "claim_name": "sub"},
+            {"header_name": credential.verified_email, "claim_name": "email"},
+        ],
+        "failed_status_in_metadata": _JWT_FAILURE,
+    }
+    return {
+        "@type": _TYPE + "filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {_ID_TOKEN: provider},
+        "requirement_map": {_ID_TOKEN: {"provider_name": _ID_TOKEN}},
+    }
+
+
+def _verified_headers() -> list[str]:
+    """The headers the edge fills from a verified token: never taken from a client."""
+    names = [n for c in CREDENTIALS for n in (c.verified_subject, c.verified_email) if n is not None]
+    return list(dict.fromkeys(names))
+
+
+def _oidc_cluster(settings: EdgeSettings) -> list[dict[str, Any]]:
+    """The cluster of a configured provider's JWKS URI (TLS for https, its certificate checked)."""
+    oidc = settings.oidc
+    if oidc is None or oidc.jwks_uri is None:
+        return []
+    parsed = urllib.parse.urlsplit(oidc.jwks_uri)
+    host = parsed.hostname or ""
+    tls = parsed.scheme == "https"
+    cluster = _http_cluster(OIDC_JWKS, [f"{host}:{parsed.port or (443 if tls else 80)}"])
+    if tls:
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": _TYPE + "transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": host,
+                "common_tls_context": {
+                    "validation_context": {
+                        "trusted_ca": {"filename": oidc.ca_file},
+                        "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": host}}],
+                    }
+                },
+            },
+        }
+    return [cluster]
+
+
+def jwks_routes(settings: EdgeSettings) -> list[dict[str, Any]]:
+    """GET /.well-known/jwks.json: the embedded issuer's public keys, for anyone verifying its tokens."""
+    if settings.oidc is not None and not settings.oidc.embedded:
+        return []
+    return [
+        {
+            "name": "jwks",
+            "match": {
+                "path": JWKS_PATH,
+                "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+            },
+            "route": {"cluster": AUTHZ, "timeout": "5s"},
+            "request_headers_to_remove": list(IDENTITY_HEADERS),
+            "typed_per_filter_config": {
+                _EXT_AUTHZ: {"@type": _EXT_AUTHZ_PER_ROUTE, "disabled": True},
+                _TRANSCODER: {"@type": _FILTER_CONFIG, "disabled": True},
+            },
+        }
+    ]
 
 
 def _deadline(binding: Binding, settings: EdgeSettings) -> dict[str, list[Any]]:
@@ -483,6 +601,27 @@ def local_reply_config() -> dict[str, Any]:
             },
         }
     ]
+    # jwt_authn refuses a token for another audience with 403; like every other bad token, it is 401.
+    refused_token = {
+        "and_filter": {
+            "filters": [
+                _status_is(403),
+                {
+                    "metadata_filter": {
+                        "matcher": {
+                            "filter": _JWT_AUTHN,
+                            "path": [{"key": _JWT_FAILURE}],
+                            "value": {"present_match": True},
+                        }
+                    }
+                },
+            ]
+        }
+    }
+    for prefix, surface in [*by_prefix(), (None, FALLBACK)]:
+        body = surface.envelope.reply(401, "unauthorized", "Invalid ID token: %LOCAL_REPLY_BODY%.")
+        mapper = _in_envelope(refused_token, body, prefix)
+        mappers.append({**mapper, "status_code": 401})
     unsent = {
         "and_filter": {"filters": [_status_is(503), {"response_flag_filter": {"flags": _UNSENT_FLAGS}}]}
     }
@@ -565,6 +704,15 @@ def _filters(
         # The whole body, before anything else works on it: one over the limit is 413 however it is sent.
         # (After ext_authz, a body over the limit that ext_authz had buffered would stall, not 413.)
         {"name": _BUFFER, "typed_config": buffer},
+        # A client never sends what jwt_authn vouches for (a token without an email claim adds none).
+        {
+            "name": "strip_verified_headers",
+            "typed_config": {
+                "@type": _TYPE + "filters.http.header_mutation.v3.HeaderMutation",
+                "mutations": {"request_mutations": [{"remove": name} for name in _verified_headers()]},
+            },
+        },
+        {"name": _JWT_AUTHN, "typed_config": _jwt_authn(settings)},
         {
             "name": _EXT_AUTHZ,
             "typed_config": {
@@ -573,7 +721,9 @@ def _filters(
                 "transport_api_version": "V3",
                 "failure_mode_allow": False,
                 "status_on_error": {"code": 503},
-                "allowed_headers": _exact((*_credential_headers(CREDENTIALS), "x-request-id")),
+                "allowed_headers": _exact(
+                    (*_credential_headers(CREDENTIALS), *_verified_headers(), "x-request-id")
+                ),
             },
         },
         {
@@ -615,21 +765,7 @@ def _filters(
         },
         {
             "name": _TRANSCODER,
-            "typed_config": {
-                "@type": _TYPE + "filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
-                "proto_descriptor": str(settings.descriptor_set),
-                "services": list(services),
-                "match_incoming_request_route": True,
-                "convert_grpc_status": True,
-                "print_options": {"preserve_proto_field_names": True, "always_print_primitive_fields": True},
-                "request_validation_options": {
-                    "reject_unknown_method": True,
-                    "reject_unknown_query_parameters": True,
-                    "reject_binding_body_field_collisions": True,
-                },
-                # Unset, a unary answer larger than the connection buffer (1 MiB) would become a 500.
-                "max_response_body_size": max_answer_bytes,
-            },
+            "typed_config": _transcoder(settings, services=services, max_answer=max_answer_bytes),
         },
         {
             "name": "envoy.filters.http.router",
@@ -639,6 +775,44 @@ def _filters(
             },
         },
     ]
+
+
+def _transcoder(
+    settings: EdgeSettings,
+    *,
+    services: Sequence[str] = (),
+    max_answer: int = 0,
+    camel_case: bool = False,
+) -> dict[str, Any]:
+    """The JSON transcoder's config: field names as the protos spell them, or (a route's override on a
+    surface that prints lowerCamelCase) their JSON names."""
+    if camel_case:
+        bindings = _bindings(settings.descriptor_set)
+        services = sorted({b.service for b in bindings})
+        max_answer = settings.max_answer_bytes(bindings)
+    return {
+        "@type": _TYPE + "filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+        "proto_descriptor": str(settings.descriptor_set),
+        "services": list(services),
+        "match_incoming_request_route": True,
+        "convert_grpc_status": True,
+        "print_options": {
+            "preserve_proto_field_names": not camel_case,
+            "always_print_primitive_fields": True,
+        },
+        "request_validation_options": {
+            "reject_unknown_method": True,
+            "reject_unknown_query_parameters": True,
+            "reject_binding_body_field_collisions": True,
+        },
+        # Unset, a unary answer larger than the connection buffer (1 MiB) would become a 500.
+        "max_response_body_size": max_answer,
+    }
+
+
+@functools.cache
+def _bindings(descriptor_set: Path) -> list[Binding]:
+    return load_bindings(descriptor_set)
 
 
 def _internal_token_headers(settings: EdgeSettings) -> list[dict[str, str]]:
@@ -665,7 +839,7 @@ def render(
     clusters = sorted({b.cluster for b in bindings} - {GATEKEEPER})
     services = sorted({b.service for b in bindings})
     max_answer = settings.max_answer_bytes(bindings)
-    routes = [*docs_routes(docs or {}), *(route(b, settings) for b in bindings)]
+    routes = [*docs_routes(docs or {}), *jwks_routes(settings), *(route(b, settings) for b in bindings)]
     routes.extend(preflight_routes(bindings))
     routes.extend(method_not_allowed_routes(bindings))
     routes.extend(not_found_routes())
@@ -724,6 +898,7 @@ def render(
             "clusters": [
                 *(_grpc_cluster(name, settings.upstreams[name]) for name in [GATEKEEPER, *clusters]),
                 _http_cluster(AUTHZ, settings.upstreams[AUTHZ]),
+                *_oidc_cluster(settings),
             ],
         },
     }

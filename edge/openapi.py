@@ -17,7 +17,7 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 from hydra.options.v1 import options_pb2
 
-from edge.bindings import DESCRIPTOR_SET, Binding, load_bindings
+from edge.bindings import DESCRIPTOR_SET, ROOT, Binding, load_bindings
 from services.common.fields import text_pattern
 from services.common.surfaces import CREDENTIALS, SURFACES, envelopes
 
@@ -359,6 +359,10 @@ REDOC = _PAGE.format(
 )
 
 
+MANIFEST_SCHEMA = ROOT / "protos/hydra/workflows/v1/manifest-v1.0.schema.json"
+MANIFEST_SCHEMA_PATH = "/schemas/workflow/v1.0.json"
+
+
 def write(directory: Path, descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, Path]:
     """Writes openapi.json and the two viewer pages; returns {url path: file}."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -366,6 +370,8 @@ def write(directory: Path, descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, P
         "/openapi.json": (directory / "openapi.json", json.dumps(document(descriptor_set), indent=1)),
         "/docs": (directory / "docs.html", SWAGGER_UI),
         "/redoc": (directory / "redoc.html", REDOC),
+        # The workflow manifest's JSON Schema, at the path of its $id.
+        MANIFEST_SCHEMA_PATH: (directory / "workflow-manifest-v1.0.json", MANIFEST_SCHEMA.read_text()),
     }
     for path, text in files.values():
         path.write_text(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import signal
@@ -17,7 +18,9 @@ import grpc
 from google.protobuf import json_format, struct_pb2
 from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc
 from hydra.public.v1 import sites_pb2, sites_pb2_grpc
+from hydra.workflows.v1 import workflows_pb2, workflows_pb2_grpc
 
+from edge.gatekeeper.issuer import OidcSettings
 from hydractl.events import (
     SERVICES,
     DeadLettersUnavailable,
@@ -28,6 +31,7 @@ from hydractl.events import (
 from hydractl.stack import Stack, StackError, migrate_all
 from services.common import config
 from services.common.channels import internal_metadata, token_metadata
+from services.common.identity import admin_metadata
 
 KINDS = {
     "hmcp": admin_pb2.KEY_KIND_HMCP,
@@ -58,22 +62,24 @@ class CliError(Exception):
     """A failure to report in one line, exit status 1."""
 
 
-def _admin(env: dict[str, str]) -> tuple[admin_pb2_grpc.KeyAdminServiceStub, tuple[tuple[str, str], ...]]:
-    address = config.peer_address(env, "gatekeeper")
+def _call(env: dict[str, str], method: str, request: Any, *, process: str = "gatekeeper") -> Any:
+    """An admin RPC of `process` (the gatekeeper's key admin, or workflows' user admin)."""
+    channel = grpc.insecure_channel(config.peer_address(env, process))
+    stub: Any = (
+        admin_pb2_grpc.KeyAdminServiceStub(channel)
+        if process == "gatekeeper"
+        else workflows_pb2_grpc.UserAdminServiceStub(channel)
+    )
     # The stack writes its admin token into the data dir when HYDRA_ADMIN_TOKEN is not set.
     token = config.admin_token(env, create=False)
-    admin = (("x-hydra-admin-token", token),) if token else ()
-    metadata = (*admin, *token_metadata(config.internal_token(env)))
-    return admin_pb2_grpc.KeyAdminServiceStub(grpc.insecure_channel(address)), metadata
-
-
-def _call(env: dict[str, str], method: str, request: Any) -> Any:
-    stub, metadata = _admin(env)
+    metadata = (*admin_metadata(token), *token_metadata(config.internal_token(env)))
     try:
         return getattr(stub, method)(request, metadata=metadata, timeout=10)
     except grpc.RpcError as error:
         if error.code() == grpc.StatusCode.UNAVAILABLE:
-            raise CliError("gatekeeper is not reachable: start the stack with `hydractl up`") from None
+            raise CliError(f"{process} is not reachable: start the stack with `hydractl up`") from None
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            raise CliError(error.details()) from None
         if error.code() == grpc.StatusCode.UNAUTHENTICATED:
             raise CliError(
                 f"{error.details()} Set HYDRA_ADMIN_TOKEN (and HYDRA_INTERNAL_TOKEN) as the stack has them, "
@@ -298,6 +304,66 @@ def cmd_dead_letters_drop(args: argparse.Namespace, env: dict[str, str]) -> None
     _emit(args, {"dropped": count}, f"{count} dropped")
 
 
+def user_dict(user: workflows_pb2.AdminUser) -> dict[str, Any]:
+    return json_format.MessageToDict(user, preserving_proto_field_name=True)
+
+
+def create_user(env: dict[str, str], email: str) -> dict[str, Any]:
+    """A user of the platform's own issuer (made unless one with this email exists)."""
+    return user_dict(
+        _call(env, "CreateUser", workflows_pb2.CreateUserRequest(email=email), process="workflows")
+    )
+
+
+def id_token(env: dict[str, str], email: str, ttl: dt.timedelta) -> str:
+    """An ID token for the user with this email, signed by the platform's own issuer."""
+    oidc = OidcSettings.from_env(env)
+    if not oidc.embedded:
+        raise CliError("ID tokens come from the configured issuer (HYDRA_OIDC_ISSUER), not from hydractl")
+    user = _call(env, "FindUser", workflows_pb2.FindUserRequest(email=email), process="workflows")
+    if not user.subject.startswith("hydra|"):
+        raise CliError(f"{email} signs in with another issuer; hydractl mints tokens for its own users only")
+    return oidc.issuer_here().mint(subject=user.subject, email=user.email, ttl=ttl)
+
+
+def cmd_users_create(args: argparse.Namespace, env: dict[str, str]) -> None:
+    user = create_user(env, args.email)
+    _emit(args, user, f"{user['user_id']}  {user['email']}  {user['plan']}")
+
+
+def cmd_users_token(args: argparse.Namespace, env: dict[str, str]) -> None:
+    if args.ttl < 1:
+        raise CliError("--ttl must be at least 1 second")
+    token = id_token(env, args.email, dt.timedelta(seconds=args.ttl))
+    _emit(args, {"id_token": token, "expires_in": args.ttl}, token)
+
+
+def cmd_users_set_plan(args: argparse.Namespace, env: dict[str, str]) -> None:
+    user = user_dict(
+        _call(
+            env,
+            "SetPlan",
+            workflows_pb2.SetPlanRequest(email=args.email, plan=args.plan),
+            process="workflows",
+        )
+    )
+    _emit(args, user, f"{user['email']}: {user['plan']} (rate limits follow within 30 s)")
+
+
+def cmd_users_rotate_key(args: argparse.Namespace, env: dict[str, str]) -> None:
+    oidc = OidcSettings.from_env(env)
+    if not oidc.embedded:
+        raise CliError("the configured issuer (HYDRA_OIDC_ISSUER) keeps its own keys")
+    kid = oidc.issuer_here().rotate()
+    _emit(args, {"kid": kid}, f"new signing key {kid}; tokens signed before stay valid until they expire")
+
+
+def cmd_workflows_feature(args: argparse.Namespace, env: dict[str, str]) -> None:
+    request = workflows_pb2.SetFeaturedRequest(workflow_id=args.workflow_id, featured=not args.off)
+    _call(env, "SetFeatured", request, process="workflows")
+    _emit(args, {"workflow_id": args.workflow_id, "featured": not args.off}, "done")
+
+
 def demo_keys(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fresh Support (hmcp_) and HydraCore (hc_live_) keys for the demo tenant (created on first use)."""
     tenants = _call(env, "ListTenants", admin_pb2.ListTenantsRequest()).tenants
@@ -367,6 +433,30 @@ def cmd_up(args: argparse.Namespace, env: dict[str, str]) -> None:
         stack.stop()
 
 
+def _marketplace_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+    """users and workflows: the marketplace's operator commands."""
+    users = sub.add_parser("users", help="marketplace users").add_subparsers(dest="action", required=True)
+    command(users, "create", cmd_users_create, "create a user of the platform's own issuer").add_argument(
+        "email"
+    )
+    token_p = command(users, "token", cmd_users_token, "print an ID token for a user (own issuer only)")
+    token_p.add_argument("email")
+    token_p.add_argument("--ttl", type=int, default=3600, help="seconds it stays valid (default 3600)")
+    plan_p = command(users, "set-plan", cmd_users_set_plan, "set a user's plan (without billing)")
+    plan_p.add_argument("email")
+    plan_p.add_argument("plan", choices=["free", "pro", "team", "enterprise"])
+    command(users, "rotate-key", cmd_users_rotate_key, "sign new ID tokens with a new key")
+
+    flows = sub.add_parser("workflows", help="marketplace workflows").add_subparsers(
+        dest="action", required=True
+    )
+    feature_p = command(
+        flows, "feature", cmd_workflows_feature, "feature a public workflow in the marketplace"
+    )
+    feature_p.add_argument("workflow_id")
+    feature_p.add_argument("--off", action="store_true", help="stop featuring it")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="hydractl", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
@@ -400,6 +490,8 @@ def parser() -> argparse.ArgumentParser:
     limit_p = command(keys, "set-limit", cmd_keys_set_limit, "change a key's requests per minute")
     limit_p.add_argument("id")
     limit_p.add_argument("limit", type=int)
+
+    _marketplace_commands(sub, command)
 
     sites = sub.add_parser("sites", help="published websites").add_subparsers(dest="action", required=True)
     site_p = command(sites, "create", cmd_sites_create, "publish a site (prints its config id and token)")

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from edge.gatekeeper import keys
 from edge.gatekeeper.key_store import KeyRecord, KeyStore
 from edge.gatekeeper.limiter import Limiter, Verdict
+from edge.gatekeeper.users import UserDirectory
 from services.common.access import BY_CLIENT_IP, PriorLimit
 from services.common.errors import ForbiddenScope, HydraError, RateLimited, Unauthenticated
-from services.common.identity import has_scope
+from services.common.identity import USER_HEADER, has_scope
+from services.common.plans import plan_named
 from services.common.surfaces import Credential, Surface, credential_named, surface_named
 
 
@@ -52,11 +54,14 @@ class Admission:
 
 
 def rate_headers(verdict: Verdict, surface: Surface) -> dict[str, str]:
-    """The surface's rate-limit headers for a verdict: limit, remaining, and retry-after when refused."""
-    limit, remaining, retry_after = surface.rate_headers
+    """The surface's rate-limit headers for a verdict: limit, remaining, retry-after when refused, and
+    when the window frees a request (epoch seconds) where the surface says so."""
+    limit, remaining, retry_after, *reset = surface.rate_headers
     headers = {limit: str(verdict.limit), remaining: str(verdict.remaining)}
     if not verdict.allowed:
         headers[retry_after] = str(verdict.retry_after)
+    if reset:
+        headers[reset[0]] = str(math.ceil(time.time() + verdict.reset_after))
     return headers
 
 
@@ -98,10 +103,12 @@ class Authorizer:
         *,
         store: KeyStore,
         limiter: Limiter,
+        users: UserDirectory | None = None,
         invalid_keys_per_minute: int = DEFAULT_INVALID_KEYS_PER_MINUTE,
     ) -> None:
         self._store = store
         self._limiter = limiter
+        self._users = users
         self._invalid_limit = invalid_keys_per_minute
         self._blocked = _Blocked()
 
@@ -109,6 +116,8 @@ class Authorizer:
         self, route: RouteAccess, headers: Mapping[str, str], path: str, *, client: str = ""
     ) -> Admission:
         credential = route.credential
+        if credential.verified_subject is not None:
+            return await self._admit_user(route, headers)
         if credential.key_kind is None:
             raise ValueError(f"route takes no key: {credential.name!r}")
         secret = credential.secret(headers)
@@ -159,6 +168,30 @@ class Authorizer:
         if record.instance_id is not None:
             identity["x-hydra-instance-id"] = str(record.instance_id)
         return Admission(identity=identity, rate_headers=rate_headers(tightest, route.surface))
+
+    async def _admit_user(self, route: RouteAccess, headers: Mapping[str, str]) -> Admission:
+        """A request with an ID token the edge verified: its user, limited per minute and per hour by
+        the user's plan."""
+        credential = route.credential
+        subject = headers.get(credential.verified_subject or "", "")
+        if not subject or self._users is None:  # the edge verified no token: its config is wrong
+            return Admission(Unauthenticated(credential.missing))
+        user = await self._users.resolve(subject, headers.get(credential.verified_email or "", ""))
+        plan = plan_named(user.plan)
+        verdicts = []
+        for window, limit in ((60.0, plan.requests_per_minute), (3600.0, plan.requests_per_hour)):
+            verdict = await self._limiter.hit(f"user:{user.id}:{int(window)}", limit, window)
+            if not verdict.allowed:
+                per = "minute" if window == 60.0 else "hour"
+                return Admission(
+                    RateLimited(
+                        f"Rate limit exceeded: the {plan.name} plan allows {limit} requests per {per}."
+                    ),
+                    rate_headers=rate_headers(verdict, route.surface),
+                )
+            verdicts.append(verdict)
+        tightest = min(verdicts, key=lambda v: v.remaining)
+        return Admission(identity={USER_HEADER: user.id}, rate_headers=rate_headers(tightest, route.surface))
 
     async def _invalid_key(self, client: str, blocked: float, surface: Surface) -> Admission:
         """401 for an unknown or revoked key, until the client's address has sent too many: then 429."""

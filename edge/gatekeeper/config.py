@@ -9,6 +9,7 @@ from typing import Self
 
 from edge.bindings import DESCRIPTOR_SET
 from edge.gatekeeper.authorizer import DEFAULT_INVALID_KEYS_PER_MINUTE
+from edge.gatekeeper.issuer import OidcSettings
 from services.common import config
 
 
@@ -18,11 +19,14 @@ class Settings(config.ProcessSettings):
 
     check_address: str  # HTTP/1.1, for Envoy's ext_authz
     instances_address: str
+    workflows_address: str = ""
     redis_url: str | None = None
     admin_token: str | None = None  # None only in tests that build settings by hand: then refused
     key_cache_seconds: float = 0.5
+    user_cache_seconds: float = 30.0  # how long a user's plan may be stale
     invalid_keys_per_minute: int = DEFAULT_INVALID_KEYS_PER_MINUTE  # per client address
     descriptor_set: Path = DESCRIPTOR_SET
+    oidc: OidcSettings | None = None  # None only in tests that build settings by hand: no JWKS served
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
@@ -36,11 +40,14 @@ class Settings(config.ProcessSettings):
             **cls.common(env, "gatekeeper"),
             check_address=config.service_address(env, "authz"),
             instances_address=config.peer_address(env, "instances"),
+            workflows_address=config.peer_address(env, "workflows"),
             redis_url=env.get("HYDRA_REDIS_URL") or None,
             admin_token=config.admin_token(env, create=True),
             key_cache_seconds=cache_ms / 1000,
+            user_cache_seconds=config.env_int(env, "HYDRA_USER_CACHE_MS", 30_000, minimum=0) / 1000,
             invalid_keys_per_minute=config.env_int(
                 env, "HYDRA_INVALID_KEYS_PER_MINUTE", DEFAULT_INVALID_KEYS_PER_MINUTE, minimum=1
             ),
             descriptor_set=Path(env.get("HYDRA_DESCRIPTOR_SET") or DESCRIPTOR_SET),
+            oidc=OidcSettings.from_env(env),
         )

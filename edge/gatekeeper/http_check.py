@@ -7,13 +7,15 @@ costs a few tens of microseconds, and Check runs once for every keyed request.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import deque
-from collections.abc import Mapping
-from typing import cast
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 from edge.gatekeeper.authorizer import Admission, Authorizer, RouteAccess
-from services.common.errors import Unauthenticated, Unavailable
+from edge.gatekeeper.issuer import JWKS_PATH
+from services.common.errors import HydraError, Unauthenticated, Unavailable
 from services.common.identity import CLIENT_IP_HEADER, IDENTITY_HEADERS
 from services.common.surfaces import FALLBACK, render
 
@@ -22,7 +24,15 @@ ROUTE_HEADER_PREFIX = "x-hydra-route-"
 # Envoy removes the request headers named here before the request goes upstream.
 HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
 MAX_HEAD_BYTES = 64 * 1024
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 431: "Too Large"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    431: "Too Large",
+}
+Keys = Callable[[], dict[str, Any]]  # the embedded issuer's JWKS
 
 
 def route_access(headers: Mapping[str, str]) -> RouteAccess:
@@ -95,9 +105,10 @@ def parse_head(head: bytes) -> tuple[_Request, int]:
 class CheckProtocol(asyncio.Protocol):
     """One Envoy connection: requests answered in the order they came."""
 
-    def __init__(self, authorizer: Authorizer, logger: logging.Logger) -> None:
+    def __init__(self, authorizer: Authorizer, logger: logging.Logger, jwks: Keys | None = None) -> None:
         self._authorizer = authorizer
         self._log = logger
+        self._jwks = jwks
         self._buffer = bytearray()
         self._body_left = 0
         self._queue: deque[_Request] = deque()
@@ -162,6 +173,10 @@ class CheckProtocol(asyncio.Protocol):
         self._worker = None
 
     async def _decide(self, request: _Request) -> bytes:
+        if request.path.split("?", 1)[0] == JWKS_PATH and not request.headers.get(
+            ROUTE_HEADER_PREFIX + "auth"
+        ):
+            return self._keys()
         try:
             route = route_access(request.headers)
         except ValueError:  # not a route of a surface that takes keys: the edge config is wrong
@@ -175,6 +190,8 @@ class CheckProtocol(asyncio.Protocol):
             )
         except ValueError:
             admission = Admission(Unauthenticated("This route does not take API keys."))
+        except HydraError as error:  # a peer it needed is down
+            admission = Admission(error)
         except Exception as error:
             self._log.error(
                 "check failed", exc_info=error, extra={"request_id": request.headers.get("x-request-id")}
@@ -182,21 +199,31 @@ class CheckProtocol(asyncio.Protocol):
             admission = Admission(Unavailable("Authorization is temporarily unavailable. Retry safe."))
         return admission_response(admission, route)
 
+    def _keys(self) -> bytes:
+        """The embedded issuer's JWKS (Envoy's jwt_authn fetches it here), or 404 without one."""
+        if self._jwks is None:
+            return encode_response(404, {})
+        body = json.dumps(self._jwks()).encode()
+        return encode_response(200, {"content-type": "application/json", "cache-control": "max-age=30"}, body)
+
 
 class CheckServer:
-    """The listener Envoy sends its checks to."""
+    """The listener Envoy sends its checks to (and, with an embedded issuer, fetches its JWKS from)."""
 
-    def __init__(self, address: str, authorizer: Authorizer, logger: logging.Logger) -> None:
+    def __init__(
+        self, address: str, authorizer: Authorizer, logger: logging.Logger, jwks: Keys | None = None
+    ) -> None:
         self._address = address
         self._authorizer = authorizer
         self._log = logger
+        self._jwks = jwks
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
         """Binds host:port and starts answering (OSError when the address is taken)."""
         host, _, port = self._address.rpartition(":")
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: CheckProtocol(self._authorizer, self._log), host, int(port)
+            lambda: CheckProtocol(self._authorizer, self._log, self._jwks), host, int(port)
         )
         self._log.info("serving checks", extra={"address": self._address})
 

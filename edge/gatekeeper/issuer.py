@@ -10,15 +10,70 @@ import datetime as dt
 import json
 import os
 import secrets
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from services.common import config
+
 ALGORITHM = "RS256"
 _CURRENT = "current"  # names the kid that signs; every key in the folder is published
+JWKS_PATH = "/.well-known/jwks.json"  # where the gatekeeper (and the edge) serve the embedded issuer's keys
+KEYS_DIR = "id-token-keys"  # in the data directory
+
+
+@dataclass(frozen=True)
+class OidcSettings:
+    """Who issues the ID tokens the edge accepts: a configured OpenID provider (HYDRA_OIDC_ISSUER,
+    HYDRA_OIDC_AUDIENCE, HYDRA_OIDC_JWKS_URI), or the platform itself (no JWKS URI)."""
+
+    issuer: str
+    audience: str
+    jwks_uri: str | None  # None: the embedded issuer, its JWKS served by the gatekeeper
+    keys_dir: Path
+    ca_file: str = "/etc/ssl/certs/ca-certificates.crt"  # verifies an https JWKS URI's server
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        env = config.current_env() if env is None else env
+        jwks_uri = env.get("HYDRA_OIDC_JWKS_URI") or None
+        issuer = env.get("HYDRA_OIDC_ISSUER") or None
+        if jwks_uri is not None:
+            if issuer is None:
+                raise config.ConfigError("HYDRA_OIDC_JWKS_URI needs HYDRA_OIDC_ISSUER (the tokens' iss)")
+            parsed = urllib.parse.urlsplit(jwks_uri)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise config.ConfigError("HYDRA_OIDC_JWKS_URI must be an http(s) URL")
+        return cls(
+            issuer=issuer or public_base_url(env),
+            audience=env.get("HYDRA_OIDC_AUDIENCE") or "hydra",
+            jwks_uri=jwks_uri,
+            keys_dir=config.data_dir(env) / KEYS_DIR,
+            ca_file=env.get("HYDRA_OIDC_CA_FILE") or cls.ca_file,
+        )
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the platform issues the tokens itself."""
+        return self.jwks_uri is None
+
+    def issuer_here(self) -> Issuer:
+        """The embedded issuer these settings describe."""
+        return Issuer(self.keys_dir, issuer=self.issuer, audience=self.audience)
+
+
+def public_base_url(env: Mapping[str, str]) -> str:
+    """Where clients reach the platform (HYDRA_PUBLIC_BASE_URL), else the edge on this machine."""
+    configured = env.get("HYDRA_PUBLIC_BASE_URL")
+    if configured:
+        return configured.rstrip("/")
+    return f"http://127.0.0.1:{config.env_int(env, 'HYDRA_EDGE_PORT', 8080, minimum=1)}"
 
 
 class Issuer:

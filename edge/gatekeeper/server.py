@@ -29,6 +29,7 @@ from edge.gatekeeper.servicer import (
     KeyStatusServicer,
     RateLimitServicer,
 )
+from edge.gatekeeper.users import UserDirectory
 from services.common.process import Basics, Process, Wiring
 
 
@@ -37,10 +38,18 @@ def build(basics: Basics[Settings]) -> Wiring:
     settings, db, logger = basics.settings, basics.db, basics.logger
     limiter: Limiter = RedisLimiter(settings.redis_url, logger) if settings.redis_url else MemoryLimiter()
     store = KeyStore(db=db, ttl=settings.key_cache_seconds)
-    authorizer = Authorizer(
-        store=store, limiter=limiter, invalid_keys_per_minute=settings.invalid_keys_per_minute
+    users = UserDirectory(
+        settings.workflows_address, admin_token=settings.admin_token, ttl=settings.user_cache_seconds
     )
-    checks = CheckServer(settings.check_address, authorizer, logger)
+    authorizer = Authorizer(
+        store=store, limiter=limiter, users=users, invalid_keys_per_minute=settings.invalid_keys_per_minute
+    )
+    jwks = None
+    if settings.oidc is not None and settings.oidc.embedded:
+        issuer = settings.oidc.issuer_here()
+        issuer.current_kid()  # the first signing key, made before Envoy first asks for the keys
+        jwks = issuer.jwks
+    checks = CheckServer(settings.check_address, authorizer, logger, jwks)
     rls = RateLimitServicer(limiter)
     instances = InstanceDirectory(settings.instances_address)
     key_admin = KeyAdmin(db=db, instances=instances)
@@ -56,7 +65,7 @@ def build(basics: Basics[Settings]) -> Wiring:
 
     return Wiring(
         register=register,
-        close=[checks.close, store.close, instances.close, limiter.close],
+        close=[checks.close, store.close, instances.close, users.close, limiter.close],
         start=checks.start,  # Envoy's ext_authz checks arrive over HTTP/1.1, on a listener of their own
     )
 

@@ -19,6 +19,8 @@ AuthMode = options_pb2.AuthMode
 SurfaceId = options_pb2.Surface
 
 Declared = TypeVar("Declared")  # a Credential or a Surface
+# Limit, remaining and retry-after (when refused); a fourth, when a surface has it, says when the window
+# frees a request (epoch seconds).
 RATE_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "retry-after")
 _LISTED_BYTES = 12 * 1024  # of a detail list's field errors, leaving room for the rest of the body
 _MESSAGE_CHARS = 2000  # of a message (a Support error, grpc-message)
@@ -35,6 +37,10 @@ class Credential:
     missing: str = ""  # the 401 message when none is sent
     wrong_kind: str = ""  # the 401 message for another kind of key
     one_instance: bool = False  # a key opens one instance only, which the route's path must name
+    # A token the edge verifies itself (an ID token): the headers it puts the token's subject and email
+    # in, for the gatekeeper (a client's own headers of these names never pass the edge).
+    verified_subject: str | None = None
+    verified_email: str | None = None
     security: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # OpenAPI security schemes
 
     def secret(self, headers: Mapping[str, str]) -> str | None:
@@ -87,6 +93,8 @@ ID_TOKEN = Credential(
     "id_token",
     None,
     ("authorization",),
+    verified_subject="x-hydra-jwt-sub",
+    verified_email="x-hydra-jwt-email",
     missing="Missing ID token. Send it as 'Authorization: Bearer <ID token>'.",
     wrong_kind="Invalid ID token.",
     security={"IdToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
@@ -409,6 +417,7 @@ MARKETPLACE = Surface(
     ),
     (ID_TOKEN,),
     MarketplaceEnvelope(),
+    rate_headers=(*RATE_HEADERS, "x-ratelimit-reset"),
     summary="The workflow marketplace (`/v1/workflows`, `/v1/deployments`, ...: an ID token as Bearer).",
 )
 INTERNAL = Surface(SurfaceId.SURFACE_INTERNAL, "internal", (), (), _FASTAPI_ERRORS)

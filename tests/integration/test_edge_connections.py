@@ -16,6 +16,7 @@ import pytest
 from edge.bindings import load_bindings
 from edge.envoy_config import EdgeSettings, render
 from hydractl.stack import envoy_binary
+from services.common import config
 from testbed.servers import free_port
 
 MAX_CONNECTIONS = 3
@@ -28,9 +29,7 @@ def envoy(tmp_path: Path) -> Iterator[EdgeSettings]:
         listen_host="127.0.0.1",
         port=free_port(),
         admin_port=free_port(),
-        upstreams={
-            name: ["127.0.0.1:1"] for name in ("authz", "gatekeeper", "crm", "tickets", "instances", "public")
-        },
+        upstreams={name: ["127.0.0.1:1"] for name in config.DEFAULT_PORTS},
         max_connections=MAX_CONNECTIONS,
     )
     path = tmp_path / "envoy.yaml"

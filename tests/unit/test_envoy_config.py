@@ -14,6 +14,7 @@ from edge import envoy_config
 from edge.bindings import Binding, load_bindings, template_regex
 from edge.envoy_config import EdgeSettings, render
 from hydractl.stack import envoy_binary
+from services.common import config
 from services.common.access import MethodAccess, parse_access
 from services.common.paging import PAGE_JSON_BYTES
 
@@ -21,9 +22,7 @@ SETTINGS = EdgeSettings(
     listen_host="127.0.0.1",
     port=8080,
     admin_port=9901,
-    upstreams={
-        name: ["127.0.0.1:1"] for name in ("authz", "gatekeeper", "crm", "tickets", "instances", "public")
-    },
+    upstreams={name: ["127.0.0.1:1"] for name in config.DEFAULT_PORTS},
 )
 
 

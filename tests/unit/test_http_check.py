@@ -103,7 +103,7 @@ def test_requests_on_one_connection_are_answered_in_order() -> None:
         assert first[0] == 200
         assert first[1]["x-hydra-tenant-id"] == str(TENANT)
         assert first[1]["x-hydra-scopes"] == "crm:read"
-        assert first[1]["x-envoy-auth-headers-to-remove"] == "x-hydra-instance-id"
+        assert first[1]["x-envoy-auth-headers-to-remove"] == "x-hydra-instance-id,x-hydra-user-id"
         assert first[1]["x-ratelimit-remaining"] == "1"
         assert second[0] == 401
         assert json.loads(second[2]) == {"error": "Invalid or revoked API key.", "code": "unauthorized"}

@@ -34,7 +34,7 @@ def options(
 
 def test_every_route_lies_under_its_surfaces_prefix_and_takes_its_credentials() -> None:
     bindings = load_bindings()
-    assert {b.access.surface for b in bindings} == {SUPPORT, CORE, PUBLIC}
+    assert {b.access.surface for b in bindings} == {SUPPORT, CORE, PUBLIC, MARKETPLACE}
     for binding in bindings:
         surface = binding.access.surface
         assert surface_at(binding.template) is surface
