@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import mailbox
 import secrets
 import uuid
@@ -15,7 +16,7 @@ import httpx
 import pytest
 from hydra.crm.v1 import conversations_pb2, conversations_pb2_grpc
 
-from hydractl.cli import create_tenant, mint
+from hydractl.cli import create_tenant, create_user, id_token, mint
 from hydractl.stack import Stack
 from services.common.channels import internal_metadata
 from testbed.servers import create_database, free_port
@@ -40,6 +41,19 @@ class Key:
     @property
     def api_key(self) -> dict[str, str]:
         return {"X-Api-Key": self.secret}
+
+
+@dataclass(frozen=True)
+class User:
+    """A marketplace user of the platform's own issuer, with a fresh ID token."""
+
+    id: str
+    email: str
+    token: str
+
+    @property
+    def bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
 
 @dataclass
@@ -73,6 +87,12 @@ class Edge:
         data = mint(self.env, tenant=tenant, scopes=scopes, kind=kind, rate_limit=rate_limit)
         return Key(secret=data["key"], id=data["id"], tenant=tenant)
 
+    def user(self, email: str | None = None) -> User:
+        """A new marketplace user (or the one with `email`) and an ID token for them."""
+        email = email or f"user-{uuid.uuid4().hex[:8]}@example.com"
+        made = create_user(self.env, email)
+        return User(made["user_id"], email, id_token(self.env, email, dt.timedelta(hours=1)))
+
 
 # Tenants' model servers in these tests listen on 127.0.0.2, which the operator opens (loopback is
 # otherwise refused); the operator's own default server, with its key, on 127.0.0.3. Small stream caps
@@ -101,6 +121,8 @@ def edge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         "HYDRA_EDGE_REQUEST_HEADERS_TIMEOUT_SECONDS": "2",
         # Many tests present unknown keys from 127.0.0.1: room for all of them within a minute.
         "HYDRA_INVALID_KEYS_PER_MINUTE": "200",
+        # A user's new plan limits their requests within a second, not the default half-minute.
+        "HYDRA_USER_CACHE_MS": "500",
     }
     if request.param == "embedded":
         env = stack_env(data_dir, **agent_env(), **edge_env)
