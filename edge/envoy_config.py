@@ -30,6 +30,7 @@ from services.common.surfaces import (
     Credential,
     Surface,
     by_prefix,
+    surface_at,
 )
 
 AuthMode = options_pb2.AuthMode
@@ -46,6 +47,10 @@ _JWT_AUTHN = "envoy.filters.http.jwt_authn"
 _ID_TOKEN = "id_token"  # the jwt_authn provider and requirement of routes that take ID tokens
 _JWT_FAILURE = "jwt_failure"  # where jwt_authn records why it refused a token
 OIDC_JWKS = "oidc_jwks"  # the cluster of a configured provider's JWKS URI
+_ID_TOKEN_IF_SENT = "id_token_if_sent"  # routes that take an ID token or none (anonymous MCP clients)
+MCP = "mcp"  # the cluster of deployments' MCP endpoints (HTTP), in the workflows service
+MCP_PREFIX = "/v1/mcp/dep_"
+MCP_REQUESTS_PER_MINUTE = 600  # per client address, across every deployment
 _BUFFER = "envoy.filters.http.buffer"
 _LARGE_BODIES = "large_bodies"  # a second buffer filter, after the key check, for routes with larger bodies
 MIB = 1024 * 1024
@@ -288,25 +293,9 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
         if access.surface.any_origin:
             entry["typed_per_filter_config"][_CORS] = _ANY_ORIGIN_CORS
         if access.rate_limit.key == RateLimitKey.RATE_LIMIT_KEY_CLIENT_IP:
-            name = access.rate_limit.name
+            limit = access.rate_limit
             entry["route"]["rate_limits"] = [
-                {
-                    "actions": [
-                        {
-                            "generic_key": {
-                                "descriptor_key": "policy",
-                                "descriptor_value": f"{name}:{access.rate_limit.requests_per_minute}",
-                            }
-                        },
-                        {
-                            "generic_key": {
-                                "descriptor_key": "surface",
-                                "descriptor_value": access.surface.name,
-                            }
-                        },
-                        {"remote_address": {}},
-                    ]
-                }
+                _per_client(limit.name, limit.requests_per_minute, access.surface)
             ]
     else:
         if any(p.key == BY_CLIENT_IP for p in access.prior_limits):
@@ -330,20 +319,31 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
         if access.surface.any_origin:
             entry["typed_per_filter_config"][_CORS] = _ANY_ORIGIN_CORS
         if access.credential.verified_subject is not None:
-            entry["typed_per_filter_config"].update(_verified_token(settings))
+            entry["typed_per_filter_config"][_JWT_AUTHN] = {
+                "@type": _TYPE + "filters.http.jwt_authn.v3.PerRouteConfig",
+                "requirement_name": _ID_TOKEN,
+            }
+        if access.surface.json_names:
+            entry["typed_per_filter_config"][_TRANSCODER] = _transcoder(settings, camel_case=True)
     for key, headers in _deadline(binding, settings).items():
         entry.setdefault(key, []).extend(headers)
     return entry
 
 
-def _verified_token(settings: EdgeSettings) -> dict[str, Any]:
-    """A route taking ID tokens: jwt_authn requires one, and its answers print in lowerCamelCase."""
+def _per_client(name: str, requests_per_minute: int, surface: Surface) -> dict[str, Any]:
+    """A rate limit of `requests_per_minute` per client address, named `name`, answered in `surface`'s
+    terms by the gatekeeper's rate-limit service."""
     return {
-        _JWT_AUTHN: {
-            "@type": _TYPE + "filters.http.jwt_authn.v3.PerRouteConfig",
-            "requirement_name": _ID_TOKEN,
-        },
-        _TRANSCODER: _transcoder(settings, camel_case=True),
+        "actions": [
+            {
+                "generic_key": {
+                    "descriptor_key": "policy",
+                    "descriptor_value": f"{name}:{requests_per_minute}",
+                }
+            },
+            {"generic_key": {"descriptor_key": "surface", "descriptor_value": surface.name}},
+            {"remote_address": {}},
+        ]
     }
 
 
@@ -376,7 +376,13 @@ def _jwt_authn(settings: EdgeSettings) -> dict[str, Any]:
     return {
         "@type": _TYPE + "filters.http.jwt_authn.v3.JwtAuthentication",
         "providers": {_ID_TOKEN: provider},
-        "requirement_map": {_ID_TOKEN: {"provider_name": _ID_TOKEN}},
+        "requirement_map": {
+            _ID_TOKEN: {"provider_name": _ID_TOKEN},
+            # A bad token is refused; none at all is the endpoint's to judge.
+            _ID_TOKEN_IF_SENT: {
+                "requires_any": {"requirements": [{"provider_name": _ID_TOKEN}, {"allow_missing": {}}]}
+            },
+        },
     }
 
 
@@ -410,6 +416,34 @@ def _oidc_cluster(settings: EdgeSettings) -> list[dict[str, Any]]:
             },
         }
     return [cluster]
+
+
+def mcp_routes(settings: EdgeSettings) -> list[dict[str, Any]]:
+    """Deployments' MCP endpoints: HTTP to the workflows service, which decides who connects (an ID
+    token the edge verified, a deployment key, or anyone); limited per client address."""
+    return [
+        {
+            "name": "mcp:deployments",
+            "match": {"prefix": MCP_PREFIX},
+            "route": {
+                "cluster": MCP,
+                "timeout": f"{settings.upstream_timeout_seconds}s",
+                "retry_policy": _RETRY_UNSENT,
+                # A session lives in one replica: its requests follow it there.
+                "hash_policy": [{"header": {"header_name": "mcp-session-id"}}],
+                "rate_limits": [_per_client("mcp_endpoint", MCP_REQUESTS_PER_MINUTE, surface_at(MCP_PREFIX))],
+            },
+            "request_headers_to_remove": list(IDENTITY_HEADERS),
+            "typed_per_filter_config": {
+                _EXT_AUTHZ: {"@type": _EXT_AUTHZ_PER_ROUTE, "disabled": True},
+                _TRANSCODER: {"@type": _FILTER_CONFIG, "disabled": True},
+                _JWT_AUTHN: {
+                    "@type": _TYPE + "filters.http.jwt_authn.v3.PerRouteConfig",
+                    "requirement_name": _ID_TOKEN_IF_SENT,
+                },
+            },
+        }
+    ]
 
 
 def jwks_routes(settings: EdgeSettings) -> list[dict[str, Any]]:
@@ -839,7 +873,12 @@ def render(
     clusters = sorted({b.cluster for b in bindings} - {GATEKEEPER})
     services = sorted({b.service for b in bindings})
     max_answer = settings.max_answer_bytes(bindings)
-    routes = [*docs_routes(docs or {}), *jwks_routes(settings), *(route(b, settings) for b in bindings)]
+    routes = [
+        *docs_routes(docs or {}),
+        *jwks_routes(settings),
+        *mcp_routes(settings),
+        *(route(b, settings) for b in bindings),
+    ]
     routes.extend(preflight_routes(bindings))
     routes.extend(method_not_allowed_routes(bindings))
     routes.extend(not_found_routes())
@@ -898,6 +937,7 @@ def render(
             "clusters": [
                 *(_grpc_cluster(name, settings.upstreams[name]) for name in [GATEKEEPER, *clusters]),
                 _http_cluster(AUTHZ, settings.upstreams[AUTHZ]),
+                {**_http_cluster(MCP, settings.upstreams[MCP]), "lb_policy": "RING_HASH"},
                 *_oidc_cluster(settings),
             ],
         },

@@ -66,6 +66,8 @@ class _Protos:
             for mi, message in enumerate(file.message_type):
                 name = f".{file.package}.{message.name}"
                 self.messages[name] = message
+                for nested in message.nested_type:  # map fields' entries
+                    self.messages[f"{name}.{nested.name}"] = nested
                 self.comments[name] = located.get((4, mi), "")
                 for fi, field in enumerate(message.field):
                     self.comments[f"{name}.{field.name}"] = located.get((4, mi, 2, fi), "")
@@ -87,8 +89,9 @@ class _Builder:
         self.protos = protos
         self.schemas: dict[str, Any] = {}
 
-    def output_schema(self, type_name: str) -> dict[str, Any]:
-        """A $ref to the schema of an output message (built once)."""
+    def output_schema(self, type_name: str, *, json_names: bool = False) -> dict[str, Any]:
+        """A $ref to the schema of an output message (built once); its properties named as the
+        surface prints them (the proto's names, or their lowerCamelCase JSON names)."""
         if type_name in _WELL_KNOWN:
             return dict(_WELL_KNOWN[type_name])
         name = type_name.rsplit(".", 1)[1]
@@ -98,15 +101,18 @@ class _Builder:
             inputs = self._input_fields(type_name)
             properties = {}
             for field in message.field:
-                schema = self._output_field(field, inputs.get(field.name))
+                schema = self._output_field(field, inputs.get(field.name), json_names=json_names)
                 described = self.protos.comments.get(f"{type_name}.{field.name}")
-                properties[field.name] = {**schema, "description": described} if described else schema
+                printed = field.json_name if json_names else field.name
+                properties[printed] = {**schema, "description": described} if described else schema
             self.schemas[name] = {
                 "type": "object",
                 "description": self.protos.comments.get(type_name, ""),
                 "properties": properties,
                 # Unset optional fields (presence: `optional`) are not printed at all.
-                "required": [f.name for f in message.field if not f.proto3_optional],
+                "required": [
+                    f.json_name if json_names else f.name for f in message.field if not f.proto3_optional
+                ],
             }
         return {"$ref": f"#/components/schemas/{name}"}
 
@@ -116,15 +122,26 @@ class _Builder:
         return {f.name: f for f in twin.field} if twin else {}
 
     def _output_field(
-        self, field: descriptor_pb2.FieldDescriptorProto, twin: descriptor_pb2.FieldDescriptorProto | None
+        self,
+        field: descriptor_pb2.FieldDescriptorProto,
+        twin: descriptor_pb2.FieldDescriptorProto | None,
+        *,
+        json_names: bool = False,
     ) -> dict[str, Any]:
         if field.type_name == ".google.protobuf.Value":
             typed = self._plain_type(twin) if twin is not None else {}
             if "type" in typed:
                 return {**typed, "type": [typed["type"], "null"]}
             return typed
+        entry = self.protos.messages.get(field.type_name)
+        if entry is not None and entry.options.map_entry:
+            _key, value = entry.field
+            return {
+                "type": "object",
+                "additionalProperties": self._output_field(value, None, json_names=json_names),
+            }
         single = (
-            self.output_schema(field.type_name)
+            self.output_schema(field.type_name, json_names=json_names)
             if field.type == FieldType.TYPE_MESSAGE
             else self._plain_type(field)
         )
@@ -222,7 +239,7 @@ class _Builder:
                         "name": field.name,
                         "in": "path",
                         "required": True,
-                        "schema": {"type": "string", "format": "uuid"},
+                        "schema": dict(binding.access.surface.path_id_schema),
                         "description": self.protos.comments.get(f"{method.input_type}.{field.name}", ""),
                     }
                 )
@@ -255,7 +272,8 @@ class _Builder:
         envelope = binding.access.surface.envelope
         error = {"$ref": f"#/components/schemas/{envelope.error_schema}"}
         invalid = {"$ref": f"#/components/schemas/{envelope.invalid_schema}"}
-        keyed = binding.access.credential.key_kind is not None
+        surface = binding.access.surface
+        keyed = bool(binding.access.credential.headers)
         responses: dict[str, Any] = {}
         if binding.success_status == 204:
             responses["204"] = {"description": "Deleted." if method.name.startswith("Delete") else "Done."}
@@ -268,7 +286,11 @@ class _Builder:
             status = str(binding.success_status)
             responses[status] = {
                 "description": "Created." if status == "201" else "OK.",
-                "content": {"application/json": {"schema": self.output_schema(method.output_type)}},
+                "content": {
+                    "application/json": {
+                        "schema": self.output_schema(method.output_type, json_names=surface.json_names)
+                    }
+                },
             }
         responses[str(envelope.invalid_status)] = {
             "description": "Invalid input; the offending fields are named (the first 50, then a count).",
@@ -283,8 +305,9 @@ class _Builder:
                 "The request could not be read: malformed JSON, or an unknown query parameter.",
                 envelope.invalid_status != 400,
             ),
-            ("401", "Missing, malformed or revoked key.", keyed),
-            ("403", "The key lacks the route's scope.", keyed),
+            ("401", "Missing, malformed, expired or revoked credential.", keyed),
+            ("402", "The caller's plan allows no more of this.", surface.plans and writes),
+            ("403", "The credential may not do this (a scope it lacks; another user's resource).", keyed),
             ("404", "Not found (or another tenant's).", True),
             (
                 "409",

@@ -51,7 +51,7 @@ class OidcSettings:
             if parsed.scheme not in ("http", "https") or not parsed.hostname:
                 raise config.ConfigError("HYDRA_OIDC_JWKS_URI must be an http(s) URL")
         return cls(
-            issuer=issuer or public_base_url(env),
+            issuer=issuer or config.public_base_url(env),
             audience=env.get("HYDRA_OIDC_AUDIENCE") or "hydra",
             jwks_uri=jwks_uri,
             keys_dir=config.data_dir(env) / KEYS_DIR,
@@ -66,14 +66,6 @@ class OidcSettings:
     def issuer_here(self) -> Issuer:
         """The embedded issuer these settings describe."""
         return Issuer(self.keys_dir, issuer=self.issuer, audience=self.audience)
-
-
-def public_base_url(env: Mapping[str, str]) -> str:
-    """Where clients reach the platform (HYDRA_PUBLIC_BASE_URL), else the edge on this machine."""
-    configured = env.get("HYDRA_PUBLIC_BASE_URL")
-    if configured:
-        return configured.rstrip("/")
-    return f"http://127.0.0.1:{config.env_int(env, 'HYDRA_EDGE_PORT', 8080, minimum=1)}"
 
 
 class Issuer:

@@ -73,6 +73,14 @@ def data_dir(env: Mapping[str, str]) -> Path:
     return Path(env.get("HYDRA_DATA_DIR") or ".hydra").resolve()
 
 
+def public_base_url(env: Mapping[str, str]) -> str:
+    """Where clients reach the platform (HYDRA_PUBLIC_BASE_URL), else the edge on this machine."""
+    configured = env.get("HYDRA_PUBLIC_BASE_URL")
+    if configured:
+        return configured.rstrip("/")
+    return f"http://127.0.0.1:{env_int(env, 'HYDRA_EDGE_PORT', 8080, minimum=1)}"
+
+
 def host(env: Mapping[str, str]) -> str:
     """The interface every process listens on: loopback unless HYDRA_HOST says otherwise."""
     return env.get("HYDRA_HOST") or "127.0.0.1"
@@ -168,6 +176,7 @@ DEFAULT_PORTS = {
     "instances": 50053,
     "public": 50054,
     "workflows": 50055,
+    "mcp": 50056,  # the workflows service's MCP endpoints (HTTP)
 }
 
 

@@ -382,6 +382,8 @@ def _fill(message: Message, row: Any) -> None:
         elif kind == _STRUCT:
             getattr(message, field.name).SetInParent()  # {} is still printed as {}
             getattr(message, field.name).update(value)
+        elif kind is not None and field.message_type.GetOptions().map_entry:
+            getattr(message, field.name).update(value)
         elif field.is_repeated and kind is not None:
             for item in value:
                 _fill(getattr(message, field.name).add(), item)

@@ -364,6 +364,9 @@ class Surface:
     rate_headers: tuple[str, ...] = RATE_HEADERS
     any_origin: bool = False  # browsers on any site call it (CORS), never with cookies
     summary: str = ""  # one sentence for the API reference
+    json_names: bool = False  # answers print fields by their lowerCamelCase JSON names (workflowId)
+    plans: bool = False  # writes may be refused by the caller's plan (402)
+    path_id_schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "string", "format": "uuid"})
 
     def success_status(self, rpc_name: str, *, has_output: bool, streaming: bool) -> int:
         """A successful answer's status: 201 for a create, 204 when there is nothing to say, else 200."""
@@ -418,6 +421,9 @@ MARKETPLACE = Surface(
     (ID_TOKEN,),
     MarketplaceEnvelope(),
     rate_headers=(*RATE_HEADERS, "x-ratelimit-reset"),
+    json_names=True,
+    plans=True,
+    path_id_schema={"type": "string", "maxLength": 64},
     summary="The workflow marketplace (`/v1/workflows`, `/v1/deployments`, ...: an ID token as Bearer).",
 )
 INTERNAL = Surface(SurfaceId.SURFACE_INTERNAL, "internal", (), (), _FASTAPI_ERRORS)

@@ -18,6 +18,8 @@ class Settings(ServiceSettings):
 
     admin_token: str | None = None  # None only in tests that build settings by hand: then refused
     cursor_key: bytes = b""
+    mcp_address: str = "127.0.0.1:50056"  # deployments' MCP endpoints (HTTP), behind the edge
+    public_base_url: str = "http://127.0.0.1:8080"  # where clients reach the edge
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
@@ -29,4 +31,6 @@ class Settings(ServiceSettings):
             **cls.common(env, "workflows"),
             admin_token=admin_token,
             cursor_key=hmac.new(secret, b"hydra workflows cursors", hashlib.sha256).digest(),
+            mcp_address=config.service_address(env, "mcp"),
+            public_base_url=config.public_base_url(env),
         )

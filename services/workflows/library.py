@@ -10,7 +10,7 @@ from services.common.db import Database
 from services.common.errors import Conflict, NotFound
 from services.common.fields import utcnow
 from services.workflows import repository
-from services.workflows.models import ADAPTERS, library_entries
+from services.workflows.models import ADAPTERS, library_entries, ordered_adapters
 from services.workflows.paging import Page, Pager
 from services.workflows.workflows import existing_user, new_id, require_workflow_id, visible
 
@@ -59,7 +59,7 @@ class LibraryService:
                     "source_type": "subscribed",
                     "source_user_id": row.user_id,
                     "is_active": True,
-                    "enabled_adapters": _adapters(fields.get("enabledAdapters", ADAPTERS)),
+                    "enabled_adapters": ordered_adapters(fields.get("enabledAdapters", ADAPTERS)),
                     "auto_update": auto_update,
                     "pinned_version": None if auto_update else row.current_version,
                     "rating": None,
@@ -77,7 +77,7 @@ class LibraryService:
             if "isActive" in fields:
                 values["is_active"] = fields["isActive"]
             if "enabledAdapters" in fields:
-                values["enabled_adapters"] = _adapters(fields["enabledAdapters"])
+                values["enabled_adapters"] = ordered_adapters(fields["enabledAdapters"])
             if "autoUpdate" in fields and fields["autoUpdate"] != entry.auto_update:
                 values["auto_update"] = fields["autoUpdate"]
                 # Turning it off pins the version in use now; on, it follows the current one again.
@@ -104,8 +104,3 @@ class LibraryService:
         if entry is None:
             raise NotFound(ENTRY_NOT_FOUND)
         return entry
-
-
-def _adapters(names: Any) -> list[str]:
-    """The adapters named, each once, in the platform's order."""
-    return [adapter for adapter in ADAPTERS if adapter in set(names)]

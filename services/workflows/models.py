@@ -1,4 +1,4 @@
-"""workflows tables: users, their workflows with versions, and their libraries."""
+"""workflows tables: users, their workflows with versions, their libraries and their deployments."""
 
 from __future__ import annotations
 
@@ -30,6 +30,13 @@ from services.common.tables import Timestamps
 VISIBILITIES = ("public", "private")
 SOURCE_TYPES = ("owned", "subscribed", "forked")
 ADAPTERS = ("claude", "cursor", "codex")
+DEPLOYMENT_STATUSES = ("active", "inactive")
+
+
+def ordered_adapters(names: Any) -> list[str]:
+    """The adapters named, each once, in the platform's order."""
+    chosen = set(names)
+    return [adapter for adapter in ADAPTERS if adapter in chosen]
 
 
 class Base(DeclarativeBase):
@@ -124,7 +131,78 @@ class LibraryEntry(Base):
     )
 
 
+class Deployment(Timestamps, Base):
+    """Workflows of one user served together at one MCP endpoint."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(Text)
+    enabled_adapters: Mapped[list[str]] = mapped_column(JSON)
+    allow_anonymous: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(10))
+
+    __table_args__ = (
+        Index(None, "user_id", "created_at", "id"),
+        CheckConstraint("status IN ('active', 'inactive')", name="status"),
+    )
+
+
+class DeploymentWorkflow(Base):
+    """A workflow a deployment serves (its prompt), in order."""
+
+    __tablename__ = "deployment_workflows"
+
+    deployment_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
+    )
+    workflow_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index(None, "workflow_id"),)
+
+
+class DeploymentKey(Base):
+    """A key an owner minted for their deployment's endpoint, kept only as a digest."""
+
+    __tablename__ = "deployment_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(String(40), ForeignKey("deployments.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index(None, "deployment_id"),)
+
+
+class DeploymentConnection(Base):
+    """One MCP session opened at a deployment's endpoint: kept after the deployment goes, since it
+    counts against its owner's monthly allowance."""
+
+    __tablename__ = "deployment_connections"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(String(40))
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    adapter: Mapped[str] = mapped_column(String(10))
+    connected_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index(None, "deployment_id", "connected_at"),
+        Index(None, "user_id", "connected_at"),
+    )
+
+
 users = cast(Table, User.__table__)
 workflows = cast(Table, Workflow.__table__)
 workflow_versions = cast(Table, WorkflowVersion.__table__)
 library_entries = cast(Table, LibraryEntry.__table__)
+deployments = cast(Table, Deployment.__table__)
+deployment_workflows = cast(Table, DeploymentWorkflow.__table__)
+deployment_keys = cast(Table, DeploymentKey.__table__)
+deployment_connections = cast(Table, DeploymentConnection.__table__)

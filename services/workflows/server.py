@@ -7,12 +7,16 @@ from pathlib import Path
 import grpc
 from hydra.workflows.v1 import workflows_pb2, workflows_pb2_grpc
 
+from services.common.asgi import AsgiListener
 from services.common.process import Basics, Process, Wiring
 from services.workflows.config import Settings
+from services.workflows.deployments import DeploymentService
 from services.workflows.library import LibraryService
 from services.workflows.marketplace import MarketplaceService
+from services.workflows.mcp_endpoint import DeploymentEndpoint
 from services.workflows.paging import Pager
 from services.workflows.servicer import (
+    DeploymentServicer,
     LibraryServicer,
     MarketplaceServicer,
     UserAdminServicer,
@@ -24,11 +28,20 @@ from services.workflows.workflows import WorkflowService
 
 
 def build(basics: Basics[Settings]) -> Wiring:
-    """Wires the marketplace's servicers on its database."""
+    """Wires the marketplace's servicers on its database, and its deployments' MCP endpoints."""
     settings, db = basics.settings, basics.db
     pager = Pager(settings.cursor_key)
     users = UserService(db)
     workflows = WorkflowService(db, pager)
+    endpoint: DeploymentEndpoint | None = None
+
+    async def cut(deployment_id: str) -> None:
+        if endpoint is not None:
+            await endpoint.cut(deployment_id)
+
+    deployments = DeploymentService(db, pager, public_base_url=settings.public_base_url, cut=cut)
+    endpoint = DeploymentEndpoint(deployments, basics.logger)
+    mcp = AsgiListener(settings.mcp_address, endpoint, basics.logger, running=endpoint.running)
 
     def register(server: grpc.aio.Server) -> None:
         workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(workflows), server)
@@ -39,11 +52,12 @@ def build(basics: Basics[Settings]) -> Wiring:
             MarketplaceServicer(MarketplaceService(db, pager)), server
         )
         workflows_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(users), server)
+        workflows_pb2_grpc.add_DeploymentServiceServicer_to_server(DeploymentServicer(deployments), server)
         workflows_pb2_grpc.add_UserAdminServiceServicer_to_server(
             UserAdminServicer(users, workflows, settings.admin_token), server
         )
 
-    return Wiring(register=register)
+    return Wiring(register=register, start=mcp.start, close=[mcp.close])
 
 
 PROCESS = Process(
@@ -59,6 +73,7 @@ PROCESS = Process(
             "LibraryService",
             "MarketplaceService",
             "UserService",
+            "DeploymentService",
             "UserAdminService",
         )
     ],

@@ -11,9 +11,10 @@ from services.common.fields import optional_query, parse_input, parse_request, q
 from services.common.identity import current_user, require_admin
 from services.common.paging import descriptor_of
 from services.common.servicing import Context, message_from
+from services.workflows.deployments import PERIOD_DAYS, DeploymentService
 from services.workflows.library import LibraryService
 from services.workflows.marketplace import SORTS, MarketplaceService
-from services.workflows.models import VISIBILITIES
+from services.workflows.models import DEPLOYMENT_STATUSES, VISIBILITIES
 from services.workflows.paging import Page
 from services.workflows.users import UserService
 from services.workflows.workflows import WorkflowService
@@ -323,3 +324,118 @@ class UserAdminServicer(workflows_pb2_grpc.UserAdminServiceServicer):
         fields = parse_request(request)
         await self._workflows.set_featured(fields["workflow_id"], bool(fields.get("featured")))
         return workflows_pb2.SetFeaturedResponse()
+
+
+_DEPLOYMENT_INPUT = descriptor_of(workflows_pb2.DeploymentInput)
+_ADAPTER_INPUT = descriptor_of(workflows_pb2.AdapterInput)
+_KEY_INPUT = descriptor_of(workflows_pb2.KeyInput)
+
+
+def _deployment(view: dict[str, Any]) -> workflows_pb2.DeploymentReply:
+    return workflows_pb2.DeploymentReply(success=True, data=message_from(view, workflows_pb2.Deployment))
+
+
+def _deployment_deleted(
+    deployment_id: str, key_id: str | None = None
+) -> workflows_pb2.DeletedDeploymentReply:
+    return workflows_pb2.DeletedDeploymentReply(
+        success=True,
+        data=workflows_pb2.DeletedDeployment(deployment_id=deployment_id, key_id=key_id, deleted=True),
+    )
+
+
+class DeploymentServicer(workflows_pb2_grpc.DeploymentServiceServicer):
+    """DeploymentService."""
+
+    def __init__(self, deployments: DeploymentService) -> None:
+        self._deployments = deployments
+
+    async def ListDeployments(
+        self, request: workflows_pb2.ListDeploymentsRequest, context: Context
+    ) -> workflows_pb2.DeploymentPage:
+        status = query_choice(optional_query(request, "status"), "status", DEPLOYMENT_STATUSES)
+        page, views = await self._deployments.list_own(
+            current_user(),
+            status=status,
+            limit=optional_query(request, "limit"),
+            cursor=optional_query(request, "cursor"),
+        )
+        return workflows_pb2.DeploymentPage(
+            success=True,
+            data=[message_from(view, workflows_pb2.Deployment) for view in views],
+            pagination=_pagination(page),
+        )
+
+    async def CreateDeployment(
+        self, request: workflows_pb2.CreateDeploymentRequest, context: Context
+    ) -> workflows_pb2.DeploymentReply:
+        fields = parse_input(request.deployment, _DEPLOYMENT_INPUT, partial=False)
+        return _deployment(await self._deployments.create(current_user(), fields))
+
+    async def GetDeployment(
+        self, request: workflows_pb2.GetDeploymentRequest, context: Context
+    ) -> workflows_pb2.DeploymentReply:
+        return _deployment(await self._deployments.get(current_user(), request.deployment_id))
+
+    async def UpdateDeployment(
+        self, request: workflows_pb2.UpdateDeploymentRequest, context: Context
+    ) -> workflows_pb2.DeploymentReply:
+        fields = parse_input(request.deployment, _DEPLOYMENT_INPUT, partial=True)
+        return _deployment(await self._deployments.update(current_user(), request.deployment_id, fields))
+
+    async def SetDeploymentAdapter(
+        self, request: workflows_pb2.SetDeploymentAdapterRequest, context: Context
+    ) -> workflows_pb2.AdaptersReply:
+        fields = parse_input(request.adapter, _ADAPTER_INPUT, partial=False)
+        adapters = await self._deployments.set_adapter(
+            current_user(), request.deployment_id, fields["adapter"], fields["enabled"]
+        )
+        return workflows_pb2.AdaptersReply(
+            success=True,
+            data=workflows_pb2.DeploymentAdapters(
+                deployment_id=request.deployment_id, enabled_adapters=adapters
+            ),
+        )
+
+    async def DeactivateDeployment(
+        self, request: workflows_pb2.DeactivateDeploymentRequest, context: Context
+    ) -> workflows_pb2.DeploymentReply:
+        return _deployment(
+            await self._deployments.set_status(current_user(), request.deployment_id, "inactive")
+        )
+
+    async def ActivateDeployment(
+        self, request: workflows_pb2.ActivateDeploymentRequest, context: Context
+    ) -> workflows_pb2.DeploymentReply:
+        return _deployment(
+            await self._deployments.set_status(current_user(), request.deployment_id, "active")
+        )
+
+    async def DeleteDeployment(
+        self, request: workflows_pb2.DeleteDeploymentRequest, context: Context
+    ) -> workflows_pb2.DeletedDeploymentReply:
+        return _deployment_deleted(await self._deployments.delete(current_user(), request.deployment_id))
+
+    async def GetDeploymentUsage(
+        self, request: workflows_pb2.GetDeploymentUsageRequest, context: Context
+    ) -> workflows_pb2.UsageReply:
+        period = query_choice(optional_query(request, "period"), "period", tuple(PERIOD_DAYS)) or "month"
+        usage = await self._deployments.usage(current_user(), request.deployment_id, period)
+        return workflows_pb2.UsageReply(success=True, data=message_from(usage, workflows_pb2.DeploymentUsage))
+
+    async def CreateDeploymentKey(
+        self, request: workflows_pb2.CreateDeploymentKeyRequest, context: Context
+    ) -> workflows_pb2.DeploymentKeyReply:
+        fields = parse_input(request.key, _KEY_INPUT, partial=False)
+        key = await self._deployments.create_key(
+            current_user(), request.deployment_id, fields.get("name", "")
+        )
+        return workflows_pb2.DeploymentKeyReply(
+            success=True, data=message_from(key, workflows_pb2.DeploymentKey)
+        )
+
+    async def DeleteDeploymentKey(
+        self, request: workflows_pb2.DeleteDeploymentKeyRequest, context: Context
+    ) -> workflows_pb2.DeletedDeploymentReply:
+        await self._deployments.delete_key(current_user(), request.deployment_id, request.key_id)
+        return _deployment_deleted(request.deployment_id, request.key_id)

@@ -15,7 +15,13 @@ from services.common.errors import NotFound
 from services.common.fields import utcnow
 from services.common.plans import DEFAULT_PLAN
 from services.workflows import repository
-from services.workflows.models import library_entries, workflow_versions, workflows
+from services.workflows.models import (
+    deployment_workflows,
+    deployments,
+    library_entries,
+    workflow_versions,
+    workflows,
+)
 
 # The subject of a user of the platform's own issuer (hydractl users create).
 LOCAL_SUBJECT_PREFIX = "hydra|"
@@ -100,7 +106,9 @@ class UserService:
                 "workflow_count": await repository.count(
                     conn, select(workflows.c.id).where(workflows.c.user_id == user_id)
                 ),
-                "deployment_count": 0,
+                "deployment_count": await repository.count(
+                    conn, select(deployments.c.id).where(deployments.c.user_id == user_id)
+                ),
                 "subscription_count": await repository.count(
                     conn,
                     select(library_entries.c.id).where(
@@ -119,6 +127,12 @@ class UserService:
                 row.id
                 for row in await conn.execute(select(workflows.c.id).where(workflows.c.user_id == user_id))
             ]
+            owned_deployments = [
+                row.id
+                for row in await conn.execute(
+                    select(deployments.c.id).where(deployments.c.user_id == user_id)
+                )
+            ]
             own_entries = (
                 await conn.execute(
                     select(library_entries, workflows.c.forked_from_id)
@@ -132,9 +146,15 @@ class UserService:
                     conn,
                     select(workflow_versions.c.version).where(workflow_versions.c.workflow_id.in_(owned)),
                 ),
-                "deployments": 0,
-                "deployment_prompts": 0,
-                "deployment_lookups": 0,
+                "deployments": len(owned_deployments),
+                "deployment_prompts": await repository.count(
+                    conn,
+                    select(deployment_workflows.c.workflow_id).where(
+                        deployment_workflows.c.deployment_id.in_(owned_deployments)
+                    ),
+                ),
+                # Each deployment's endpoint lookup goes with it (one per deployment).
+                "deployment_lookups": len(owned_deployments),
                 "subscriptions": sum(1 for entry in own_entries if entry.source_type == "subscribed"),
                 "subscriber_entries": await repository.count(
                     conn,
