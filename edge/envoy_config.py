@@ -50,7 +50,6 @@ OIDC_JWKS = "oidc_jwks"  # the cluster of a configured provider's JWKS URI
 _ID_TOKEN_IF_SENT = "id_token_if_sent"  # routes that take an ID token or none (anonymous MCP clients)
 MCP = "mcp"  # the cluster of deployments' MCP endpoints (HTTP), in the workflows service
 MCP_PREFIX = "/v1/mcp/dep_"
-MCP_REQUESTS_PER_MINUTE = 600  # per client address, across every deployment
 _BUFFER = "envoy.filters.http.buffer"
 _LARGE_BODIES = "large_bodies"  # a second buffer filter, after the key check, for routes with larger bodies
 MIB = 1024 * 1024
@@ -161,6 +160,7 @@ class EdgeSettings:
     max_connections: int = 10_000
     max_heap_mb: int = 1024
     internal_token: str | None = None  # sent upstream on every request, in place of any a client sent
+    mcp_requests_per_minute: int = 600  # per client address, to every deployment's MCP endpoint
     oidc: OidcSettings | None = None  # who issues the ID tokens marketplace routes take (None: the platform)
 
     @classmethod
@@ -188,6 +188,7 @@ class EdgeSettings:
             max_connections=config.env_int(env, "HYDRA_EDGE_MAX_CONNECTIONS", 10_000, minimum=1),
             max_heap_mb=config.env_int(env, "HYDRA_EDGE_MAX_HEAP_MB", 1024, minimum=64),
             internal_token=config.internal_token(env),
+            mcp_requests_per_minute=config.env_int(env, "HYDRA_MCP_REQUESTS_PER_MINUTE", 600, minimum=1),
             oidc=OidcSettings.from_env(env),
         )
 
@@ -431,7 +432,9 @@ def mcp_routes(settings: EdgeSettings) -> list[dict[str, Any]]:
                 "retry_policy": _RETRY_UNSENT,
                 # A session lives in one replica: its requests follow it there.
                 "hash_policy": [{"header": {"header_name": "mcp-session-id"}}],
-                "rate_limits": [_per_client("mcp_endpoint", MCP_REQUESTS_PER_MINUTE, surface_at(MCP_PREFIX))],
+                "rate_limits": [
+                    _per_client("mcp_endpoint", settings.mcp_requests_per_minute, surface_at(MCP_PREFIX))
+                ],
             },
             "request_headers_to_remove": list(IDENTITY_HEADERS),
             "typed_per_filter_config": {

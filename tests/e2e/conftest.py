@@ -123,6 +123,8 @@ def edge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         "HYDRA_INVALID_KEYS_PER_MINUTE": "200",
         # A user's new plan limits their requests within a second, not the default half-minute.
         "HYDRA_USER_CACHE_MS": "500",
+        # One test opens a free plan's whole month of MCP sessions (500) from this address.
+        "HYDRA_MCP_REQUESTS_PER_MINUTE": "5000",
     }
     if request.param == "embedded":
         env = stack_env(data_dir, **agent_env(), **edge_env)
