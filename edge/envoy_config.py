@@ -324,8 +324,8 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
                 "@type": _TYPE + "filters.http.jwt_authn.v3.PerRouteConfig",
                 "requirement_name": _ID_TOKEN,
             }
-        if access.surface.json_names:
-            entry["typed_per_filter_config"][_TRANSCODER] = _transcoder(settings, camel_case=True)
+    if access.surface.json_names:
+        entry["typed_per_filter_config"][_TRANSCODER] = _transcoder(settings, camel_case=True)
     for key, headers in _deadline(binding, settings).items():
         entry.setdefault(key, []).extend(headers)
     return entry

@@ -418,7 +418,7 @@ MARKETPLACE = Surface(
         ),
         "/v1/mcp/dep_",  # a deployment's MCP endpoint; /v1/mcp/api-key-context is HydraCore's
     ),
-    (ID_TOKEN,),
+    (ID_TOKEN, NO_CREDENTIAL),  # none: Stripe's webhook, which signs its body instead
     MarketplaceEnvelope(),
     rate_headers=(*RATE_HEADERS, "x-ratelimit-reset"),
     json_names=True,

@@ -10,6 +10,7 @@ from typing import Self
 
 from services.common import config
 from services.common.delivery import ServiceSettings
+from services.workflows.billing import StripeSettings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,6 +21,7 @@ class Settings(ServiceSettings):
     cursor_key: bytes = b""
     mcp_address: str = "127.0.0.1:50056"  # deployments' MCP endpoints (HTTP), behind the edge
     public_base_url: str = "http://127.0.0.1:8080"  # where clients reach the edge
+    stripe: StripeSettings | None = None  # None: plans are set by the operator
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
@@ -33,4 +35,5 @@ class Settings(ServiceSettings):
             cursor_key=hmac.new(secret, b"hydra workflows cursors", hashlib.sha256).digest(),
             mcp_address=config.service_address(env, "mcp"),
             public_base_url=config.public_base_url(env),
+            stripe=StripeSettings.from_env(env),
         )

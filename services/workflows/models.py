@@ -198,6 +198,35 @@ class DeploymentConnection(Base):
     )
 
 
+class BillingAccount(Base):
+    """A user's Stripe customer and subscription, as Stripe's events last described it."""
+
+    __tablename__ = "billing_accounts"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    customer_id: Mapped[str] = mapped_column(String(255), unique=True)
+    subscription_id: Mapped[str | None] = mapped_column(String(255))
+    plan: Mapped[str | None] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(30))
+    current_period_start: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    current_period_end: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean)
+    last_event_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))  # when Stripe made it
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StripeEvent(Base):
+    """A Stripe event already applied: a redelivery changes nothing."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 users = cast(Table, User.__table__)
 workflows = cast(Table, Workflow.__table__)
 workflow_versions = cast(Table, WorkflowVersion.__table__)
@@ -206,3 +235,5 @@ deployments = cast(Table, Deployment.__table__)
 deployment_workflows = cast(Table, DeploymentWorkflow.__table__)
 deployment_keys = cast(Table, DeploymentKey.__table__)
 deployment_connections = cast(Table, DeploymentConnection.__table__)
+billing_accounts = cast(Table, BillingAccount.__table__)
+stripe_events = cast(Table, StripeEvent.__table__)

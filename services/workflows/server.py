@@ -9,6 +9,7 @@ from hydra.workflows.v1 import workflows_pb2, workflows_pb2_grpc
 
 from services.common.asgi import AsgiListener
 from services.common.process import Basics, Process, Wiring
+from services.workflows.billing import Billing
 from services.workflows.config import Settings
 from services.workflows.deployments import DeploymentService
 from services.workflows.library import LibraryService
@@ -16,6 +17,7 @@ from services.workflows.marketplace import MarketplaceService
 from services.workflows.mcp_endpoint import DeploymentEndpoint
 from services.workflows.paging import Pager
 from services.workflows.servicer import (
+    BillingServicer,
     DeploymentServicer,
     LibraryServicer,
     MarketplaceServicer,
@@ -31,7 +33,8 @@ def build(basics: Basics[Settings]) -> Wiring:
     """Wires the marketplace's servicers on its database, and its deployments' MCP endpoints."""
     settings, db = basics.settings, basics.db
     pager = Pager(settings.cursor_key)
-    users = UserService(db)
+    billing = Billing(db, settings.stripe, basics.logger)
+    users = UserService(db, billing)
     workflows = WorkflowService(db, pager)
     endpoint: DeploymentEndpoint | None = None
 
@@ -53,6 +56,7 @@ def build(basics: Basics[Settings]) -> Wiring:
         )
         workflows_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(users), server)
         workflows_pb2_grpc.add_DeploymentServiceServicer_to_server(DeploymentServicer(deployments), server)
+        workflows_pb2_grpc.add_BillingServiceServicer_to_server(BillingServicer(billing), server)
         workflows_pb2_grpc.add_UserAdminServiceServicer_to_server(
             UserAdminServicer(users, workflows, settings.admin_token), server
         )
@@ -74,6 +78,7 @@ PROCESS = Process(
             "MarketplaceService",
             "UserService",
             "DeploymentService",
+            "BillingService",
             "UserAdminService",
         )
     ],

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.api import httpbody_pb2
 from hydra.workflows.v1 import workflows_pb2, workflows_pb2_grpc
 
 from services.common.fields import optional_query, parse_input, parse_request, query_choice
-from services.common.identity import current_user, require_admin
+from services.common.identity import current_user, require_admin, text_metadata
 from services.common.paging import descriptor_of
 from services.common.servicing import Context, message_from
+from services.workflows.billing import Billing
 from services.workflows.deployments import PERIOD_DAYS, DeploymentService
 from services.workflows.library import LibraryService
 from services.workflows.marketplace import SORTS, MarketplaceService
@@ -439,3 +441,47 @@ class DeploymentServicer(workflows_pb2_grpc.DeploymentServiceServicer):
     ) -> workflows_pb2.DeletedDeploymentReply:
         await self._deployments.delete_key(current_user(), request.deployment_id, request.key_id)
         return _deployment_deleted(request.deployment_id, request.key_id)
+
+
+_CHECKOUT_INPUT = descriptor_of(workflows_pb2.CheckoutInput)
+_PORTAL_INPUT = descriptor_of(workflows_pb2.PortalInput)
+
+
+class BillingServicer(workflows_pb2_grpc.BillingServiceServicer):
+    """BillingService."""
+
+    def __init__(self, billing: Billing) -> None:
+        self._billing = billing
+
+    async def GetSubscription(
+        self, request: workflows_pb2.GetSubscriptionRequest, context: Context
+    ) -> workflows_pb2.SubscriptionReply:
+        subscription = await self._billing.subscription(current_user())
+        return workflows_pb2.SubscriptionReply(
+            success=True, data=message_from(subscription, workflows_pb2.Subscription)
+        )
+
+    async def StartCheckout(
+        self, request: workflows_pb2.StartCheckoutRequest, context: Context
+    ) -> workflows_pb2.CheckoutReply:
+        fields = parse_input(request.checkout, _CHECKOUT_INPUT, partial=False)
+        url = await self._billing.checkout(
+            current_user(), fields["priceId"], fields["successUrl"], fields["cancelUrl"]
+        )
+        return workflows_pb2.CheckoutReply(success=True, data=workflows_pb2.Checkout(checkout_url=url))
+
+    async def OpenPortal(
+        self, request: workflows_pb2.OpenPortalRequest, context: Context
+    ) -> workflows_pb2.PortalReply:
+        fields = parse_input(request.portal, _PORTAL_INPUT, partial=False)
+        url = await self._billing.portal(current_user(), fields["returnUrl"])
+        return workflows_pb2.PortalReply(success=True, data=workflows_pb2.Portal(portal_url=url))
+
+    async def ReceiveStripeEvent(
+        self, request: httpbody_pb2.HttpBody, context: Context
+    ) -> workflows_pb2.WebhookReply:
+        signature = text_metadata(context.invocation_metadata()).get("stripe-signature", "")
+        applied = await self._billing.receive(request.data, signature)
+        return workflows_pb2.WebhookReply(
+            success=True, data=workflows_pb2.WebhookResult(received=True, duplicate=applied.duplicate)
+        )

@@ -15,6 +15,7 @@ from services.common.errors import NotFound
 from services.common.fields import utcnow
 from services.common.plans import DEFAULT_PLAN
 from services.workflows import repository
+from services.workflows.billing import Billing, billing_records
 from services.workflows.models import (
     deployment_workflows,
     deployments,
@@ -40,8 +41,9 @@ class Deletion:
 class UserService:
     """The signed-in user's profile and account."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, billing: Billing) -> None:
         self._db = db
+        self._billing = billing
 
     async def resolve(self, subject: str, email: str) -> Any:
         """The user with this subject, made on first sight; its email follows the newest token."""
@@ -119,7 +121,9 @@ class UserService:
         return found, counts
 
     async def delete(self, user_id: uuid.UUID) -> Deletion:
-        """Deletes the user and everything they own in one transaction; counts what went."""
+        """Deletes the user and everything they own in one transaction (a paying subscription is
+        cancelled at Stripe first: nothing is charged after); counts what went."""
+        await self._billing.cancel_for_deletion(user_id)
         async with self._db.transaction() as conn:
             if await repository.user(conn, user_id) is None:
                 raise NotFound(USER_NOT_FOUND)
@@ -162,7 +166,7 @@ class UserService:
                         library_entries.c.workflow_id.in_(owned), library_entries.c.user_id != user_id
                     ),
                 ),
-                "billing_records": 0,
+                "billing_records": await billing_records(conn, user_id),
             }
             # Others' workflows lose this user's subscriptions, ratings and forks.
             for entry in own_entries:

@@ -22,6 +22,7 @@ from services.common.channels import internal_metadata
 from testbed.servers import create_database, free_port
 from testbed.smtp import SmtpSink
 from testbed.stack import running_stack, stack_env
+from tests.support.stripe_server import FakeStripe
 
 BACKENDS = ["embedded", "postgres_redis"]
 
@@ -113,10 +114,30 @@ def agent_env() -> dict[str, str]:
     }
 
 
+STRIPE_WEBHOOK_SECRET = "whsec_e2e"
+STRIPE_PRICES = {
+    "pro_monthly": "price_pro_m",
+    "pro_annual": "price_pro_y",
+    "team_monthly": "price_team_m",
+    "team_annual": "price_team_y",
+}
+
+
+@pytest.fixture(scope="session")
+def fake_stripe() -> Iterator[FakeStripe]:
+    with FakeStripe() as stripe:
+        yield stripe
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def edge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     data_dir = tmp_path_factory.mktemp(request.param)
+    stripe: FakeStripe = request.getfixturevalue("fake_stripe")
     edge_env = {
+        "HYDRA_STRIPE_SECRET_KEY": "sk_test_e2e",
+        "HYDRA_STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
+        "HYDRA_STRIPE_PRICES": ",".join(f"{k}={v}" for k, v in STRIPE_PRICES.items()),
+        "HYDRA_STRIPE_API_BASE": stripe.base_url,
         # Short enough for a slow-header test to finish quickly; no real client takes this long.
         "HYDRA_EDGE_REQUEST_HEADERS_TIMEOUT_SECONDS": "2",
         # Many tests present unknown keys from 127.0.0.1: room for all of them within a minute.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import uuid
@@ -65,3 +66,15 @@ def test_cursors_round_trip_and_anything_else_is_a_validation_error() -> None:
         with pytest.raises(ValidationError) as raised:
             decode_cursor(bad, [dt.datetime, uuid.UUID])
         assert raised.value.errors[0].loc == ("query", "cursor")
+
+
+def test_a_signed_cursor_is_refused_when_altered_or_signed_with_another_key() -> None:
+    key = b"k" * 32
+    cursor = encode_cursor(["2026-01-01T00:00:00+00:00", "wf_1"], key)
+    assert decode_cursor(cursor, [str, str], key) == ["2026-01-01T00:00:00+00:00", "wf_1"]
+    raw = base64.urlsafe_b64decode(cursor + "==")
+    altered = base64.urlsafe_b64encode(raw.replace(b"wf_1", b"wf_2")).decode().rstrip("=")
+    unsigned = encode_cursor(["2026-01-01T00:00:00+00:00", "wf_1"])
+    for bad in (altered, unsigned, encode_cursor(["2026-01-01T00:00:00+00:00", "wf_1"], b"other")):
+        with pytest.raises(ValidationError):
+            decode_cursor(bad, [str, str], key)
