@@ -48,6 +48,8 @@ _ID_TOKEN = "id_token"  # the jwt_authn provider and requirement of routes that 
 _JWT_FAILURE = "jwt_failure"  # where jwt_authn records why it refused a token
 OIDC_JWKS = "oidc_jwks"  # the cluster of a configured provider's JWKS URI
 _ID_TOKEN_IF_SENT = "id_token_if_sent"  # routes that take an ID token or none (anonymous MCP clients)
+# Routes whose gatekeeper check decides: a verified token's claims, or why it failed, go to the check.
+_ID_TOKEN_CHECKED = "id_token_checked"
 MCP = "mcp"  # the cluster of deployments' MCP endpoints (HTTP), in the workflows service
 MCP_PREFIX = "/v1/mcp/dep_"
 _BUFFER = "envoy.filters.http.buffer"
@@ -224,10 +226,15 @@ def route_headers(binding: Binding) -> dict[str, str]:
     return {ROUTE_HEADER_PREFIX + k.replace("_", "-"): v for k, v in _route_policy(binding).items()}
 
 
-def _check_service(route_headers: Mapping[str, str], rate_headers: Sequence[str]) -> dict[str, Any]:
-    """ext_authz's HTTP service: which headers travel to the gatekeeper, upstream and back to the client."""
+def _check_service(
+    route_headers: Mapping[str, str], rate_headers: Sequence[str], *, tokens: bool = False
+) -> dict[str, Any]:
+    """ext_authz's HTTP service: which headers travel to the gatekeeper, upstream and back to the client
+    (with `tokens`, also why jwt_authn refused a token, for the check to say)."""
     # Added by Envoy, so a client's own header of that name never reaches the gatekeeper.
     added = {**route_headers, CLIENT_IP_HEADER: _CLIENT_ADDRESS}
+    if tokens:
+        added[ID_TOKEN.verified_failure or ""] = f"%DYNAMIC_METADATA({_JWT_AUTHN}:{_JWT_FAILURE}:message)%"
     return {
         "server_uri": {"uri": f"http://{AUTHZ}", "cluster": AUTHZ, "timeout": "2s"},
         "authorization_request": {"headers_to_add": [{"key": k, "value": v} for k, v in added.items()]},
@@ -313,16 +320,21 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
             _EXT_AUTHZ: {
                 "@type": _EXT_AUTHZ_PER_ROUTE,
                 "check_settings": {
-                    "http_service": _check_service(route_headers(binding), access.surface.rate_headers)
+                    "http_service": _check_service(
+                        route_headers(binding),
+                        access.surface.rate_headers,
+                        tokens=access.surface.takes(ID_TOKEN.auth),
+                    )
                 },
             },
         }
         if access.surface.any_origin:
             entry["typed_per_filter_config"][_CORS] = _ANY_ORIGIN_CORS
-        if access.credential.verified_subject is not None:
+        if access.surface.takes(ID_TOKEN.auth):
+            # The check refuses a missing or bad token itself, with the surface's rate-limit headers.
             entry["typed_per_filter_config"][_JWT_AUTHN] = {
                 "@type": _TYPE + "filters.http.jwt_authn.v3.PerRouteConfig",
-                "requirement_name": _ID_TOKEN,
+                "requirement_name": _ID_TOKEN_CHECKED,
             }
     if access.surface.json_names:
         entry["typed_per_filter_config"][_TRANSCODER] = _transcoder(settings, camel_case=True)
@@ -383,13 +395,23 @@ def _jwt_authn(settings: EdgeSettings) -> dict[str, Any]:
             _ID_TOKEN_IF_SENT: {
                 "requires_any": {"requirements": [{"provider_name": _ID_TOKEN}, {"allow_missing": {}}]}
             },
+            _ID_TOKEN_CHECKED: {
+                "requires_any": {
+                    "requirements": [{"provider_name": _ID_TOKEN}, {"allow_missing_or_failed": {}}]
+                }
+            },
         },
     }
 
 
 def _verified_headers() -> list[str]:
     """The headers the edge fills from a verified token: never taken from a client."""
-    names = [n for c in CREDENTIALS for n in (c.verified_subject, c.verified_email) if n is not None]
+    names = [
+        n
+        for c in CREDENTIALS
+        for n in (c.verified_subject, c.verified_email, c.verified_failure)
+        if n is not None
+    ]
     return list(dict.fromkeys(names))
 
 

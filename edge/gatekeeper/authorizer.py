@@ -117,7 +117,7 @@ class Authorizer:
     ) -> Admission:
         credential = route.credential
         if credential.verified_subject is not None:
-            return await self._admit_user(route, headers)
+            return await self._admit_user(route, headers, client)
         if credential.key_kind is None:
             raise ValueError(f"route takes no key: {credential.name!r}")
         secret = credential.secret(headers)
@@ -169,13 +169,19 @@ class Authorizer:
             identity["x-hydra-instance-id"] = str(record.instance_id)
         return Admission(identity=identity, rate_headers=rate_headers(tightest, route.surface))
 
-    async def _admit_user(self, route: RouteAccess, headers: Mapping[str, str]) -> Admission:
+    async def _admit_user(self, route: RouteAccess, headers: Mapping[str, str], client: str) -> Admission:
         """A request with an ID token the edge verified: its user, limited per minute and per hour by
-        the user's plan."""
+        the user's plan. Without one (none sent, or refused by the edge: it says why), 401."""
         credential = route.credential
         subject = headers.get(credential.verified_subject or "", "")
-        if not subject or self._users is None:  # the edge verified no token: its config is wrong
-            return Admission(Unauthenticated(credential.missing))
+        if not subject or self._users is None:
+            failure = headers.get(credential.verified_failure or "", "").strip()
+            if credential.secret(headers) is None:
+                message = credential.missing
+            else:
+                message = f"Invalid ID token: {failure if failure not in ('', '-') else 'not verified'}."
+            blocked = self._blocked.seconds_left(client, time.monotonic())
+            return await self._invalid_key(client, blocked, route.surface, message)
         user = await self._users.resolve(subject, headers.get(credential.verified_email or "", ""))
         plan = plan_named(user.plan)
         verdicts = []
@@ -193,14 +199,17 @@ class Authorizer:
         tightest = min(verdicts, key=lambda v: v.remaining)
         return Admission(identity={USER_HEADER: user.id}, rate_headers=rate_headers(tightest, route.surface))
 
-    async def _invalid_key(self, client: str, blocked: float, surface: Surface) -> Admission:
-        """401 for an unknown or revoked key, until the client's address has sent too many: then 429."""
+    async def _invalid_key(
+        self, client: str, blocked: float, surface: Surface, message: str = "Invalid or revoked API key."
+    ) -> Admission:
+        """401 for an unknown or revoked key (or a bad token), until the client's address has sent too
+        many: then 429. Either carries the address's window in the surface's rate-limit headers."""
         if blocked:
-            verdict = Verdict(False, self._invalid_limit, 0, max(1, math.ceil(blocked)))
+            verdict = Verdict(False, self._invalid_limit, 0, max(1, math.ceil(blocked)), blocked)
         else:
             verdict = await self._limiter.hit(f"invalid-key:{client}", self._invalid_limit)
             if verdict.allowed:
-                return Admission(Unauthenticated("Invalid or revoked API key."))
+                return Admission(Unauthenticated(message), rate_headers=rate_headers(verdict, surface))
             self._blocked.block(client, time.monotonic() + verdict.retry_after)
         return Admission(
             RateLimited("Too many invalid API keys from this address. Retry later."),

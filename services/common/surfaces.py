@@ -41,6 +41,7 @@ class Credential:
     # in, for the gatekeeper (a client's own headers of these names never pass the edge).
     verified_subject: str | None = None
     verified_email: str | None = None
+    verified_failure: str | None = None  # why the edge refused the token, for the gatekeeper to say
     security: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # OpenAPI security schemes
 
     def secret(self, headers: Mapping[str, str]) -> str | None:
@@ -95,6 +96,7 @@ ID_TOKEN = Credential(
     ("authorization",),
     verified_subject="x-hydra-jwt-sub",
     verified_email="x-hydra-jwt-email",
+    verified_failure="x-hydra-jwt-failure",
     missing="Missing ID token. Send it as 'Authorization: Bearer <ID token>'.",
     wrong_kind="Invalid ID token.",
     security={"IdToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},

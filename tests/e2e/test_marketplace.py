@@ -484,11 +484,23 @@ def test_bad_id_tokens_are_401_in_the_envelope(edge: Edge) -> None:
         "garbage": "not-a-jwt",
         "an API key": edge.key().secret,
     }
+    reasons = {
+        "expired": "Jwt is expired",
+        "wrong audience": "Audiences in Jwt are not allowed",
+        "wrong issuer": "Jwt issuer is not configured",
+        "another key": "Jwks doesn't have key to match kid",
+        "tampered": "Jwt verification fails",
+    }
     for name, token in tokens.items():
         response = edge.http.get("/v1/users/me", headers={"Authorization": f"Bearer {token}"})
         error = error_of(response, 401, "UNAUTHORIZED")
-        assert "Invalid ID token" in error["message"], name
-    error_of(edge.http.get("/v1/users/me"), 401, "UNAUTHORIZED")
+        assert error["message"].startswith("Invalid ID token: "), (name, error)
+        assert reasons.get(name, "") in error["message"], (name, error)
+        # Refusals carry the caller's window too (bad credentials count per client address).
+        assert int(response.headers["x-ratelimit-remaining"]) < int(response.headers["x-ratelimit-limit"])
+        assert int(response.headers["x-ratelimit-reset"]) > time.time()
+    missing = error_of(edge.http.get("/v1/users/me"), 401, "UNAUTHORIZED")
+    assert missing["message"] == "Missing ID token. Send it as 'Authorization: Bearer <ID token>'."
     assert edge.http.get("/v1/users/me", headers=user.bearer).status_code == 200
     # Headers the edge fills from a verified token cannot be sent by a client.
     spoofed = {

@@ -119,7 +119,7 @@ def test_identity_headers_replace_what_the_client_sent(two_gatekeepers: list[dic
     # Envoy copies these onto the upstream request (replacing the client's) and removes the rest.
     assert answer.headers["x-hydra-tenant-id"] == key["tenant_id"]
     assert answer.headers["x-hydra-key-id"] == key["id"]
-    assert answer.headers["x-envoy-auth-headers-to-remove"] == "x-hydra-instance-id"
+    assert answer.headers["x-envoy-auth-headers-to-remove"] == "x-hydra-instance-id,x-hydra-user-id"
 
 
 def test_redis_down_falls_back_to_in_process_limits(tmp_path: Path) -> None:
