@@ -350,6 +350,19 @@ def cmd_users_set_plan(args: argparse.Namespace, env: dict[str, str]) -> None:
     _emit(args, user, f"{user['email']}: {user['plan']} (rate limits follow within 30 s)")
 
 
+def add_membership(env: dict[str, str], email: str, tenant: str, role: str) -> dict[str, Any]:
+    """Makes the user with this email a member of a tenant (HydraCore accepts their ID token there)."""
+    user = _call(env, "FindUser", workflows_pb2.FindUserRequest(email=email), process="workflows")
+    request = admin_pb2.AddMembershipRequest(user_id=user.user_id, tenant_id=tenant, role=role)
+    answer = _call(env, "AddMembership", request)
+    return {"user_id": answer.user_id, "tenant_id": answer.tenant_id, "role": answer.role, "email": email}
+
+
+def cmd_users_add_membership(args: argparse.Namespace, env: dict[str, str]) -> None:
+    membership = add_membership(env, args.email, args.tenant, args.role)
+    _emit(args, membership, f"{args.email} is {args.role} of tenant {args.tenant}")
+
+
 def cmd_users_rotate_key(args: argparse.Namespace, env: dict[str, str]) -> None:
     oidc = OidcSettings.from_env(env)
     if not oidc.embedded:
@@ -445,6 +458,12 @@ def _marketplace_commands(sub: Any, command: Callable[..., argparse.ArgumentPars
     plan_p = command(users, "set-plan", cmd_users_set_plan, "set a user's plan (without billing)")
     plan_p.add_argument("email")
     plan_p.add_argument("plan", choices=["free", "pro", "team", "enterprise"])
+    member_p = command(
+        users, "add-membership", cmd_users_add_membership, "make a user a member of a tenant (HydraCore)"
+    )
+    member_p.add_argument("email")
+    member_p.add_argument("--tenant", required=True, help="tenant id")
+    member_p.add_argument("--role", choices=["admin", "member", "viewer"], default="member")
     command(users, "rotate-key", cmd_users_rotate_key, "sign new ID tokens with a new key")
 
     flows = sub.add_parser("workflows", help="marketplace workflows").add_subparsers(

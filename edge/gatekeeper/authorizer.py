@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,12 +12,13 @@ from dataclasses import dataclass, field
 from edge.gatekeeper import keys
 from edge.gatekeeper.key_store import KeyRecord, KeyStore
 from edge.gatekeeper.limiter import Limiter, Verdict
-from edge.gatekeeper.users import UserDirectory
+from edge.gatekeeper.memberships import Memberships
+from edge.gatekeeper.users import KnownUser, UserDirectory
 from services.common.access import BY_CLIENT_IP, PriorLimit
-from services.common.errors import ForbiddenScope, HydraError, RateLimited, Unauthenticated
+from services.common.errors import Forbidden, ForbiddenScope, HydraError, RateLimited, Unauthenticated
 from services.common.identity import USER_HEADER, has_scope
 from services.common.plans import plan_named
-from services.common.surfaces import Credential, Surface, credential_named, surface_named
+from services.common.surfaces import ID_TOKEN, Credential, Surface, credential_named, surface_named
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,17 @@ def rate_headers(verdict: Verdict, surface: Surface) -> dict[str, str]:
     return headers
 
 
+@dataclass(frozen=True)
+class _Refusal:
+    """A request a window refused: the error and the verdict its headers tell."""
+
+    error: HydraError
+    verdict: Verdict
+
+    def admission(self, surface: Surface) -> Admission:
+        return Admission(self.error, rate_headers=rate_headers(self.verdict, surface))
+
+
 class _Blocked:
     """Client addresses refused for now, each until a time; the oldest forgotten past `size`."""
 
@@ -104,11 +117,13 @@ class Authorizer:
         store: KeyStore,
         limiter: Limiter,
         users: UserDirectory | None = None,
+        members: Memberships | None = None,
         invalid_keys_per_minute: int = DEFAULT_INVALID_KEYS_PER_MINUTE,
     ) -> None:
         self._store = store
         self._limiter = limiter
         self._users = users
+        self._members = members
         self._invalid_limit = invalid_keys_per_minute
         self._blocked = _Blocked()
 
@@ -121,6 +136,12 @@ class Authorizer:
         if credential.key_kind is None:
             raise ValueError(f"route takes no key: {credential.name!r}")
         secret = credential.secret(headers)
+        if route.surface.takes(ID_TOKEN.auth) and (
+            # An ID token the edge verified (and took off the request), or one it refused: not a key.
+            headers.get(ID_TOKEN.verified_subject or "")
+            or (secret is not None and keys.kind_of(secret) is None)
+        ):
+            return await self._admit_member(route, headers, client)
         if secret is None:
             return Admission(Unauthenticated(credential.missing))
         if keys.kind_of(secret) != credential.key_kind:
@@ -172,32 +193,69 @@ class Authorizer:
     async def _admit_user(self, route: RouteAccess, headers: Mapping[str, str], client: str) -> Admission:
         """A request with an ID token the edge verified: its user, limited per minute and per hour by
         the user's plan. Without one (none sent, or refused by the edge: it says why), 401."""
-        credential = route.credential
-        subject = headers.get(credential.verified_subject or "", "")
+        user = await self._verified_user(route, headers)
+        if user is None:
+            return await self._unverified(route, headers, client)
+        verdict = await self._limit_user(user)
+        if isinstance(verdict, _Refusal):
+            return verdict.admission(route.surface)
+        return Admission(identity={USER_HEADER: user.id}, rate_headers=rate_headers(verdict, route.surface))
+
+    async def _admit_member(self, route: RouteAccess, headers: Mapping[str, str], client: str) -> Admission:
+        """An ID token on a keyed route (HydraCore's user-scoped Bearer JWT): the tenant is the user's
+        current membership, and the scopes are its role's."""
+        user = await self._verified_user(route, headers)
+        if user is None or self._members is None:
+            return await self._unverified(route, headers, client)
+        member = await self._members.current(uuid.UUID(user.id))
+        if member is None:
+            return Admission(Forbidden("Your account is not a member of any tenant."))
+        if route.scope and not has_scope(member.scopes, route.scope):
+            return Admission(ForbiddenScope(route.scope, member.scopes))
+        verdict = await self._limit_user(user)
+        if isinstance(verdict, _Refusal):
+            return verdict.admission(route.surface)
+        identity = {
+            "x-hydra-tenant-id": str(member.tenant_id),
+            "x-hydra-key-id": f"user:{user.id}",
+            "x-hydra-scopes": " ".join(sorted(member.scopes)),
+            USER_HEADER: user.id,
+        }
+        return Admission(identity=identity, rate_headers=rate_headers(verdict, route.surface))
+
+    async def _verified_user(self, route: RouteAccess, headers: Mapping[str, str]) -> KnownUser | None:
+        """The user of the ID token the edge verified, or None when it verified none."""
+        subject = headers.get(ID_TOKEN.verified_subject or "", "")
         if not subject or self._users is None:
-            failure = headers.get(credential.verified_failure or "", "").strip()
-            if credential.secret(headers) is None:
-                message = credential.missing
-            else:
-                message = f"Invalid ID token: {failure if failure not in ('', '-') else 'not verified'}."
-            blocked = self._blocked.seconds_left(client, time.monotonic())
-            return await self._invalid_key(client, blocked, route.surface, message)
-        user = await self._users.resolve(subject, headers.get(credential.verified_email or "", ""))
+            return None
+        return await self._users.resolve(subject, headers.get(ID_TOKEN.verified_email or "", ""))
+
+    async def _unverified(self, route: RouteAccess, headers: Mapping[str, str], client: str) -> Admission:
+        """401 for a missing token, or one the edge refused (saying why), counted per client address."""
+        failure = headers.get(ID_TOKEN.verified_failure or "", "").strip()
+        if ID_TOKEN.secret(headers) is None:
+            message = route.credential.missing
+        else:
+            message = f"Invalid ID token: {failure if failure not in ('', '-') else 'not verified'}."
+        blocked = self._blocked.seconds_left(client, time.monotonic())
+        return await self._invalid_key(client, blocked, route.surface, message)
+
+    async def _limit_user(self, user: KnownUser) -> Verdict | _Refusal:
+        """The user's per-minute and per-hour windows by plan: the tighter verdict, or the refusal."""
         plan = plan_named(user.plan)
         verdicts = []
         for window, limit in ((60.0, plan.requests_per_minute), (3600.0, plan.requests_per_hour)):
             verdict = await self._limiter.hit(f"user:{user.id}:{int(window)}", limit, window)
             if not verdict.allowed:
                 per = "minute" if window == 60.0 else "hour"
-                return Admission(
+                return _Refusal(
                     RateLimited(
                         f"Rate limit exceeded: the {plan.name} plan allows {limit} requests per {per}."
                     ),
-                    rate_headers=rate_headers(verdict, route.surface),
+                    verdict,
                 )
             verdicts.append(verdict)
-        tightest = min(verdicts, key=lambda v: v.remaining)
-        return Admission(identity={USER_HEADER: user.id}, rate_headers=rate_headers(tightest, route.surface))
+        return min(verdicts, key=lambda v: v.remaining)
 
     async def _invalid_key(
         self, client: str, blocked: float, surface: Surface, message: str = "Invalid or revoked API key."

@@ -1,4 +1,4 @@
-"""Gatekeeper tables: tenants and their API keys (stored as SHA-256 hashes, never in clear)."""
+"""Gatekeeper tables: tenants, their API keys (stored as SHA-256 hashes, never in clear) and members."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import cast
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Uuid
+from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import NAMING_CONVENTION
@@ -48,5 +48,20 @@ class ApiKey(Base):
     __table_args__ = (Index(None, "tenant_id", "created_at"), Index(None, "tenant_id", "instance_id"))
 
 
+class Membership(Base):
+    """A user (signed in by ID token) in a tenant, with a role; the most recently selected is current."""
+
+    __tablename__ = "memberships"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("tenants.id"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    selected_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (CheckConstraint("role IN ('admin', 'member', 'viewer')", name="role"),)
+
+
 tenants = cast(Table, Tenant.__table__)
 api_keys = cast(Table, ApiKey.__table__)
+memberships = cast(Table, Membership.__table__)

@@ -9,6 +9,8 @@ from envoy.service.ratelimit.v3 import rls_pb2_grpc
 from hydra.gatekeeper.v1 import (
     admin_pb2,
     admin_pb2_grpc,
+    auth_pb2,
+    auth_pb2_grpc,
     context_pb2,
     context_pb2_grpc,
     keys_pb2,
@@ -23,14 +25,17 @@ from edge.gatekeeper.instances import InstanceDirectory
 from edge.gatekeeper.key_admin import KeyAdmin
 from edge.gatekeeper.key_store import KeyStore
 from edge.gatekeeper.limiter import Limiter, MemoryLimiter, RedisLimiter
+from edge.gatekeeper.memberships import Memberships
 from edge.gatekeeper.servicer import (
     ApiKeyContextServicer,
+    AuthServicer,
     KeyAdminServicer,
     KeyStatusServicer,
     RateLimitServicer,
 )
 from edge.gatekeeper.users import UserDirectory
 from services.common.process import Basics, Process, Wiring
+from services.common.surfaces import ID_TOKEN
 
 
 def build(basics: Basics[Settings]) -> Wiring:
@@ -41,8 +46,18 @@ def build(basics: Basics[Settings]) -> Wiring:
     users = UserDirectory(
         settings.workflows_address, admin_token=settings.admin_token, ttl=settings.user_cache_seconds
     )
+    bindings = load_bindings(settings.descriptor_set)
+    # A member's role opens scopes of the routes that take ID tokens on keyed surfaces (HydraCore's).
+    member_scopes = {
+        b.access.scope for b in bindings if b.access.scope and b.access.surface.takes(ID_TOKEN.auth)
+    }
+    members = Memberships(db=db, scopes=member_scopes, ttl=settings.key_cache_seconds)
     authorizer = Authorizer(
-        store=store, limiter=limiter, users=users, invalid_keys_per_minute=settings.invalid_keys_per_minute
+        store=store,
+        limiter=limiter,
+        users=users,
+        members=members,
+        invalid_keys_per_minute=settings.invalid_keys_per_minute,
     )
     jwks = None
     if settings.oidc is not None and settings.oidc.embedded:
@@ -53,8 +68,8 @@ def build(basics: Basics[Settings]) -> Wiring:
     rls = RateLimitServicer(limiter)
     instances = InstanceDirectory(settings.instances_address)
     key_admin = KeyAdmin(db=db, instances=instances)
-    admin = KeyAdminServicer(key_admin, settings.admin_token)
-    scopes = [b.access.scope for b in load_bindings(settings.descriptor_set) if b.access.scope]
+    admin = KeyAdminServicer(key_admin, members, settings.admin_token)
+    scopes = [b.access.scope for b in bindings if b.access.scope]
     key_context = ApiKeyContextServicer(key_admin, scopes)
 
     def register(server: grpc.aio.Server) -> None:
@@ -62,6 +77,7 @@ def build(basics: Basics[Settings]) -> Wiring:
         admin_pb2_grpc.add_KeyAdminServiceServicer_to_server(admin, server)
         context_pb2_grpc.add_ApiKeyContextServiceServicer_to_server(key_context, server)
         keys_pb2_grpc.add_KeyStatusServiceServicer_to_server(KeyStatusServicer(key_admin), server)
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(members), server)
 
     return Wiring(
         register=register,
@@ -80,6 +96,7 @@ PROCESS = Process(
         admin_pb2.DESCRIPTOR.services_by_name["KeyAdminService"],
         context_pb2.DESCRIPTOR.services_by_name["ApiKeyContextService"],
         keys_pb2.DESCRIPTOR.services_by_name["KeyStatusService"],
+        auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
     ],
     build=build,
 )

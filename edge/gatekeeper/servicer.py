@@ -11,6 +11,8 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from hydra.gatekeeper.v1 import (
     admin_pb2,
     admin_pb2_grpc,
+    auth_pb2,
+    auth_pb2_grpc,
     context_pb2,
     context_pb2_grpc,
     keys_pb2,
@@ -22,9 +24,11 @@ from edge.gatekeeper import keys
 from edge.gatekeeper.authorizer import rate_headers
 from edge.gatekeeper.key_admin import KeyAdmin
 from edge.gatekeeper.limiter import Limiter
-from services.common.errors import RateLimited
-from services.common.fields import parse_request, timestamp
-from services.common.identity import current_identity, require_admin
+from edge.gatekeeper.memberships import Member, Memberships
+from services.common.errors import NotFound, RateLimited
+from services.common.fields import parse_input, parse_request, timestamp
+from services.common.identity import current_identity, current_user, require_admin
+from services.common.paging import descriptor_of
 from services.common.servicing import Context
 from services.common.surfaces import PUBLIC, render, surface_named
 
@@ -95,8 +99,9 @@ def key_message(row: Row[Any]) -> admin_pb2.ApiKey:
 class KeyAdminServicer(admin_pb2_grpc.KeyAdminServiceServicer):
     """Tenants and keys for hydractl, always behind the admin token (HYDRA_ADMIN_TOKEN or the data dir's)."""
 
-    def __init__(self, admin: KeyAdmin, admin_token: str | None) -> None:
+    def __init__(self, admin: KeyAdmin, members: Memberships, admin_token: str | None) -> None:
         self._admin = admin
+        self._members = members
         self._token = admin_token
 
     def _authorize(self, context: Context) -> None:
@@ -116,6 +121,16 @@ class KeyAdminServicer(admin_pb2_grpc.KeyAdminServiceServicer):
         self._authorize(context)
         return admin_pb2.ListTenantsResponse(
             tenants=[tenant_message(r) for r in await self._admin.list_tenants()]
+        )
+
+    async def AddMembership(
+        self, request: admin_pb2.AddMembershipRequest, context: Context
+    ) -> admin_pb2.AddMembershipResponse:
+        self._authorize(context)
+        fields = parse_request(request)
+        await self._members.add(fields["user_id"], fields["tenant_id"], fields["role"])
+        return admin_pb2.AddMembershipResponse(
+            user_id=request.user_id, tenant_id=request.tenant_id, role=request.role
         )
 
     async def MintKey(self, request: admin_pb2.MintKeyRequest, context: Context) -> admin_pb2.MintKeyResponse:
@@ -169,7 +184,10 @@ class ApiKeyContextServicer(context_pb2_grpc.ApiKeyContextServiceServicer):
     async def GetApiKeyContext(
         self, request: context_pb2.GetApiKeyContextRequest, context: Context
     ) -> context_pb2.ApiKeyContext:
-        row = await self._admin.key(current_identity().key_id)
+        key_id = current_identity().key_id
+        if key_id.startswith("user:"):  # a signed-in user's ID token: there is no key to describe
+            raise NotFound("This request was made with an ID token, not an API key")
+        row = await self._admin.key(key_id)
         return context_pb2.ApiKeyContext(
             tenant_id=str(row.tenant_id),
             key_id=str(row.id),
@@ -194,3 +212,33 @@ class KeyStatusServicer(keys_pb2_grpc.KeyStatusServiceServicer):
         key_ids = parse_request(request).get("key_ids", [])
         live = await self._admin.live_keys(current_identity().tenant_id, key_ids)
         return keys_pb2.ListLiveKeysResponse(live_key_ids=live)
+
+
+def _membership(member: Member) -> auth_pb2.TenantMembership:
+    return auth_pb2.TenantMembership(
+        tenant_id=str(member.tenant_id),
+        name=member.name,
+        role=member.role,
+        scopes=sorted(member.scopes),
+        current=member.current,
+    )
+
+
+class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
+    """The signed-in user's tenants on the HydraCore control plane."""
+
+    def __init__(self, members: Memberships) -> None:
+        self._members = members
+
+    async def ListMyTenants(
+        self, request: auth_pb2.ListMyTenantsRequest, context: Context
+    ) -> auth_pb2.ListMyTenantsResponse:
+        return auth_pb2.ListMyTenantsResponse(
+            tenants=[_membership(m) for m in await self._members.of(current_user())]
+        )
+
+    async def SwitchTenant(
+        self, request: auth_pb2.SwitchTenantRequest, context: Context
+    ) -> auth_pb2.TenantMembership:
+        fields = parse_input(request.switch, descriptor_of(auth_pb2.SwitchInput), partial=False)
+        return _membership(await self._members.switch(current_user(), fields["tenant_id"]))

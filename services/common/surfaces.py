@@ -397,7 +397,7 @@ CORE = Surface(
     SurfaceId.SURFACE_CORE,
     "core",
     ("/v1/",),
-    (CORE_KEY,),
+    (CORE_KEY, ID_TOKEN),  # an ID token: a user's (seed 001's Bearer JWT), in their current tenant
     _FASTAPI_ERRORS,
     summary="The HydraCore control plane (`/v1`, `X-Api-Key: hc_live_...`).",
 )
