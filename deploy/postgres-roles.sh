@@ -17,7 +17,7 @@ REVOKE ALL ON SCHEMA public FROM PUBLIC;
 SQL
 
 # service:schema (the public service's schema is "website")
-for pair in gatekeeper:gatekeeper crm:crm tickets:tickets instances:instances public:website; do
+for pair in gatekeeper:gatekeeper crm:crm tickets:tickets instances:instances public:website workflows:workflows; do
   service=${pair%%:*}
   schema=${pair#*:}
   variable="HYDRA_$(echo "$service" | tr '[:lower:]' '[:upper:]')_DB_PASSWORD"

@@ -265,6 +265,11 @@ class _Builder:
                         "description": self.protos.comments.get(f"{method.input_type}.{field.name}", ""),
                     }
                 )
+        if method.input_type == ".google.api.HttpBody":  # the raw body, as sent (e.g. a signed webhook)
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
         operation["responses"] = self._responses(binding, method)
         return operation
 

@@ -387,6 +387,31 @@ def demo_keys(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     return support, core
 
 
+DEMO_USER = "demo@example.com"
+
+
+def demo_user_lines(env: dict[str, str], edge_url: str, tenant_id: str) -> str:
+    """The demo marketplace user (admin of the demo tenant too), an ID token for them and curl lines."""
+    create_user(env, DEMO_USER)
+    add_membership(env, DEMO_USER, tenant_id, "admin")
+    if not OidcSettings.from_env(env).embedded:
+        return f"Marketplace: sign in {DEMO_USER} with your OpenID provider for an ID token.\n\n"
+    token = id_token(env, DEMO_USER, dt.timedelta(hours=24))
+    auth = f"-H 'Authorization: Bearer {token}'"
+    workflow = (
+        '{"name": "Bug Fix", "visibility": "public", "manifest": {"manifest_version": "1.0", '
+        '"name": "Bug Fix", "steps": [{"id": "find", "name": "Find", "instructions": "Find the bug."}]}}'
+    )
+    return (
+        f"Demo ID token for {DEMO_USER} (24 h; the workflow marketplace, and HydraCore as the demo "
+        "tenant's admin):\n"
+        f"  {token}\n\n"
+        f"Try:\n  curl -s -X POST {edge_url}/v1/workflows {auth} -H 'Content-Type: application/json' "
+        f"-d '{workflow}'\n"
+        f"  curl -s {edge_url}/v1/users/me {auth}\n\n"
+    )
+
+
 def _interrupt(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -429,8 +454,9 @@ def cmd_up(args: argparse.Namespace, env: dict[str, str]) -> None:
                 f"  curl -s {stack.edge_url}/v1/sites/{site['id']}/analytics -H 'X-Api-Key: {core['key']}'\n"
                 f"API reference: {stack.edge_url}/docs (Swagger UI), {stack.edge_url}/redoc, "
                 f"{stack.edge_url}/openapi.json\n\n"
-                "Ctrl-C stops everything.\n"
             )
+            sys.stdout.write(demo_user_lines(env, stack.edge_url, key["tenant_id"]))
+            sys.stdout.write("Ctrl-C stops everything.\n")
         sys.stdout.flush()
         note = _supervisor_log(stack.log_dir / "hydractl.log")
         note("supervising " + ", ".join(f"{n} (pid {p.pid})" for n, p in stack.processes.items()))

@@ -17,7 +17,7 @@ from testbed.servers import _postgres_bin, create_database
 from testbed.stack import running_stack, stack_env
 
 ROLES_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "postgres-roles.sh"
-SERVICES = ("gatekeeper", "crm", "tickets", "instances", "public")
+SERVICES = ("gatekeeper", "crm", "tickets", "instances", "public", "workflows")
 
 
 def test_every_service_runs_on_its_own_role_which_reaches_no_other_schema(
