@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,21 +53,20 @@ def wrk(
     body: str | None = None,
     clients: int = 0,
     headers: Mapping[str, str] | None = None,
+    tokens: Sequence[str] = (),
 ) -> dict[str, float]:
-    """Runs wrk once (POSTing `body` when given); returns req/s, p50/p90/p99 in ms, and non-2xx answers."""
-    argv = [
-        "wrk",
-        "-t2",
-        f"-c{connections}",
-        f"-d{duration}s",
-        "--latency",
-        "-H",
-        f"Authorization: Bearer {key}",
-    ]
+    """Runs wrk once (POSTing `body` when given; with `tokens`, GETs sent as each of them in turn instead
+    of `key`); returns req/s, p50/p90/p99 in ms, and non-2xx answers."""
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if not tokens:
+        argv += ["-H", f"Authorization: Bearer {key}"]
     for name, value in (headers or {}).items():
         argv += ["-H", f"{name}: {value}"]
     env = dict(os.environ)
-    if body is not None:
+    if tokens:
+        argv += ["-s", str(HERE / "tokens.lua")]
+        env["BENCH_TOKENS"] = ",".join(tokens)
+    elif body is not None:
         argv += ["-s", str(HERE / "post_json.lua")]
         env["BENCH_BODY"] = body
         env["BENCH_CLIENTS"] = str(clients)

@@ -11,16 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import os
 import shutil
-import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import httpx
 
-from bench.edge import _ERRORS, _LATENCY, _RATE, _SCALE, cpu_seconds, settle, wrk
+from bench.edge import cpu_seconds, settle, wrk
 from bench.stack import bench_stack, host_speed, host_speed_line
 from hydractl.cli import create_tenant, create_user, id_token, mint, parser
 from services.common.db import Database
@@ -64,28 +62,6 @@ async def seed_workflows(env: dict[str, str], owners: list[uuid.UUID], count: in
 
     await asyncio.gather(*(one(i) for i in range(count)))
     await db.dispose()
-
-
-def rotating(url: str, tokens: list[str], *, duration: int, connections: int) -> dict[str, float]:
-    """wrk GETting `url`, each request as the next of `tokens`."""
-    argv = [
-        "wrk",
-        "-t2",
-        f"-c{connections}",
-        f"-d{duration}s",
-        "--latency",
-        "-s",
-        str(HERE / "tokens.lua"),
-        url,
-    ]
-    out = subprocess.run(
-        argv, capture_output=True, text=True, check=True, env={**os.environ, "BENCH_TOKENS": ",".join(tokens)}
-    ).stdout
-    figures = {f"p{p}": float(v) * _SCALE[unit] for p, v, unit in _LATENCY.findall(out)}
-    figures["rps"] = float(_RATE.search(out).group(1))  # type: ignore[union-attr]
-    errors = _ERRORS.search(out)
-    figures["non_2xx"] = float(errors.group(1)) if errors else 0.0
-    return figures
 
 
 def main() -> None:
@@ -138,10 +114,7 @@ def main() -> None:
         for name, url, users_tokens in cases:
             settle(stack.processes)
             before = cpu_seconds(stack.processes)
-            if users_tokens is None:
-                f = wrk(url, key, duration=args.duration, connections=args.connections)
-            else:
-                f = rotating(url, users_tokens, duration=args.duration, connections=args.connections)
+            f = wrk(url, key, duration=args.duration, connections=args.connections, tokens=users_tokens or ())
             spent = cpu_seconds(stack.processes)
             per = {p: (spent[p] - before[p]) * 1000 / max(1.0, f["rps"] * args.duration) for p in spent}
             busiest = ", ".join(f"{p} {ms:.2f}" for p, ms in sorted(per.items(), key=lambda x: -x[1])[:3])

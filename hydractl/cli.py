@@ -18,7 +18,7 @@ import grpc
 from google.protobuf import json_format, struct_pb2
 from hydra.gatekeeper.v1 import admin_pb2, admin_pb2_grpc
 from hydra.public.v1 import sites_pb2, sites_pb2_grpc
-from hydra.workflows.v1 import workflows_pb2, workflows_pb2_grpc
+from hydra.workflows.v1 import users_pb2, users_pb2_grpc
 
 from edge.gatekeeper.issuer import OidcSettings
 from hydractl.events import (
@@ -68,7 +68,7 @@ def _call(env: dict[str, str], method: str, request: Any, *, process: str = "gat
     stub: Any = (
         admin_pb2_grpc.KeyAdminServiceStub(channel)
         if process == "gatekeeper"
-        else workflows_pb2_grpc.UserAdminServiceStub(channel)
+        else users_pb2_grpc.UserAdminServiceStub(channel)
     )
     # The stack writes its admin token into the data dir when HYDRA_ADMIN_TOKEN is not set.
     token = config.admin_token(env, create=False)
@@ -304,15 +304,13 @@ def cmd_dead_letters_drop(args: argparse.Namespace, env: dict[str, str]) -> None
     _emit(args, {"dropped": count}, f"{count} dropped")
 
 
-def user_dict(user: workflows_pb2.AdminUser) -> dict[str, Any]:
+def user_dict(user: users_pb2.AdminUser) -> dict[str, Any]:
     return json_format.MessageToDict(user, preserving_proto_field_name=True)
 
 
 def create_user(env: dict[str, str], email: str) -> dict[str, Any]:
     """A user of the platform's own issuer (made unless one with this email exists)."""
-    return user_dict(
-        _call(env, "CreateUser", workflows_pb2.CreateUserRequest(email=email), process="workflows")
-    )
+    return user_dict(_call(env, "CreateUser", users_pb2.CreateUserRequest(email=email), process="workflows"))
 
 
 def id_token(env: dict[str, str], email: str, ttl: dt.timedelta) -> str:
@@ -320,7 +318,7 @@ def id_token(env: dict[str, str], email: str, ttl: dt.timedelta) -> str:
     oidc = OidcSettings.from_env(env)
     if not oidc.embedded:
         raise CliError("ID tokens come from the configured issuer (HYDRA_OIDC_ISSUER), not from hydractl")
-    user = _call(env, "FindUser", workflows_pb2.FindUserRequest(email=email), process="workflows")
+    user = _call(env, "FindUser", users_pb2.FindUserRequest(email=email), process="workflows")
     if not user.subject.startswith("hydra|"):
         raise CliError(f"{email} signs in with another issuer; hydractl mints tokens for its own users only")
     return oidc.issuer_here().mint(subject=user.subject, email=user.email, ttl=ttl)
@@ -343,7 +341,7 @@ def cmd_users_set_plan(args: argparse.Namespace, env: dict[str, str]) -> None:
         _call(
             env,
             "SetPlan",
-            workflows_pb2.SetPlanRequest(email=args.email, plan=args.plan),
+            users_pb2.SetPlanRequest(email=args.email, plan=args.plan),
             process="workflows",
         )
     )
@@ -352,7 +350,7 @@ def cmd_users_set_plan(args: argparse.Namespace, env: dict[str, str]) -> None:
 
 def add_membership(env: dict[str, str], email: str, tenant: str, role: str) -> dict[str, Any]:
     """Makes the user with this email a member of a tenant (HydraCore accepts their ID token there)."""
-    user = _call(env, "FindUser", workflows_pb2.FindUserRequest(email=email), process="workflows")
+    user = _call(env, "FindUser", users_pb2.FindUserRequest(email=email), process="workflows")
     request = admin_pb2.AddMembershipRequest(user_id=user.user_id, tenant_id=tenant, role=role)
     answer = _call(env, "AddMembership", request)
     return {"user_id": answer.user_id, "tenant_id": answer.tenant_id, "role": answer.role, "email": email}
@@ -372,7 +370,7 @@ def cmd_users_rotate_key(args: argparse.Namespace, env: dict[str, str]) -> None:
 
 
 def cmd_workflows_feature(args: argparse.Namespace, env: dict[str, str]) -> None:
-    request = workflows_pb2.SetFeaturedRequest(workflow_id=args.workflow_id, featured=not args.off)
+    request = users_pb2.SetFeaturedRequest(workflow_id=args.workflow_id, featured=not args.off)
     _call(env, "SetFeatured", request, process="workflows")
     _emit(args, {"workflow_id": args.workflow_id, "featured": not args.off}, "done")
 

@@ -17,7 +17,7 @@ from edge.gatekeeper.users import KnownUser, UserDirectory
 from services.common.access import BY_CLIENT_IP, PriorLimit
 from services.common.errors import Forbidden, ForbiddenScope, HydraError, RateLimited, Unauthenticated
 from services.common.identity import USER_HEADER, has_scope
-from services.common.plans import DEFAULT_PLAN, plan_named
+from services.common.plans import plan_named
 from services.common.surfaces import ID_TOKEN, Credential, Surface, credential_named, surface_named
 
 
@@ -231,11 +231,11 @@ class Authorizer:
         return await self._users.resolve(subject, headers.get(ID_TOKEN.verified_email or "", ""))
 
     async def _unverified(self, route: RouteAccess, headers: Mapping[str, str], client: str) -> Admission:
-        """401 for a missing token (counted per client address at a visitor's allowance), or for one the
-        edge refused, saying why (counted like invalid keys: too many and the address is refused)."""
+        """401 for a missing token (counted per client address, as many a minute as invalid keys, in a
+        window of its own), or for one the edge refused, saying why (counted like invalid keys: too many
+        and the address is refused)."""
         if ID_TOKEN.secret(headers) is None:
-            allowance = plan_named(DEFAULT_PLAN).requests_per_minute
-            verdict = await self._limiter.hit(f"anonymous:{client}", allowance)
+            verdict = await self._limiter.hit(f"anonymous:{client}", self._invalid_limit)
             error: HydraError = (
                 Unauthenticated(route.credential.missing)
                 if verdict.allowed

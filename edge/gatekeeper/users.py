@@ -7,7 +7,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import grpc
-from hydra.workflows.v1 import workflows_pb2, workflows_pb2_grpc
+from hydra.workflows.v1 import users_pb2, users_pb2_grpc
 
 from services.common.errors import Unavailable
 from services.common.identity import admin_metadata
@@ -30,7 +30,7 @@ class UserDirectory:
         self, address: str, *, admin_token: str | None, ttl: float = 30.0, size: int = 100_000
     ) -> None:
         self._peer = PeerChannel(address, caller="gatekeeper", scopes=(), timeout=2.0)
-        self._stub = workflows_pb2_grpc.UserAdminServiceStub(self._peer.channel)
+        self._stub = users_pb2_grpc.UserAdminServiceStub(self._peer.channel)
         self._metadata = (*admin_metadata(admin_token), *self._peer.token_metadata)
         self._ttl = ttl
         self._size = size
@@ -45,7 +45,7 @@ class UserDirectory:
             return cached[1]
         try:
             answer = await self._stub.ResolveUser(
-                workflows_pb2.ResolveUserRequest(subject=subject, email=email),
+                users_pb2.ResolveUserRequest(subject=subject, email=email),
                 metadata=self._metadata,
                 timeout=2.0,
             )

@@ -5,7 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
-from hydra.workflows.v1 import workflows_pb2, workflows_pb2_grpc
+from hydra.workflows.v1 import (
+    billing_pb2,
+    billing_pb2_grpc,
+    deployments_pb2,
+    deployments_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
+    workflows_pb2,
+    workflows_pb2_grpc,
+)
 
 from services.common.asgi import AsgiListener
 from services.common.process import Basics, Process, Wiring
@@ -54,10 +63,10 @@ def build(basics: Basics[Settings]) -> Wiring:
         workflows_pb2_grpc.add_MarketplaceServiceServicer_to_server(
             MarketplaceServicer(MarketplaceService(db, pager)), server
         )
-        workflows_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(users), server)
-        workflows_pb2_grpc.add_DeploymentServiceServicer_to_server(DeploymentServicer(deployments), server)
-        workflows_pb2_grpc.add_BillingServiceServicer_to_server(BillingServicer(billing), server)
-        workflows_pb2_grpc.add_UserAdminServiceServicer_to_server(
+        users_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(users), server)
+        deployments_pb2_grpc.add_DeploymentServiceServicer_to_server(DeploymentServicer(deployments), server)
+        billing_pb2_grpc.add_BillingServiceServicer_to_server(BillingServicer(billing), server)
+        users_pb2_grpc.add_UserAdminServiceServicer_to_server(
             UserAdminServicer(users, workflows, settings.admin_token), server
         )
 
@@ -71,16 +80,13 @@ PROCESS = Process(
     migrations=Path(__file__).parent / "migrations",
     settings=Settings,
     services=[
-        workflows_pb2.DESCRIPTOR.services_by_name[name]
-        for name in (
-            "WorkflowService",
-            "LibraryService",
-            "MarketplaceService",
-            "UserService",
-            "DeploymentService",
-            "BillingService",
-            "UserAdminService",
-        )
+        workflows_pb2.DESCRIPTOR.services_by_name["WorkflowService"],
+        workflows_pb2.DESCRIPTOR.services_by_name["LibraryService"],
+        workflows_pb2.DESCRIPTOR.services_by_name["MarketplaceService"],
+        users_pb2.DESCRIPTOR.services_by_name["UserService"],
+        deployments_pb2.DESCRIPTOR.services_by_name["DeploymentService"],
+        billing_pb2.DESCRIPTOR.services_by_name["BillingService"],
+        users_pb2.DESCRIPTOR.services_by_name["UserAdminService"],
     ],
     build=build,
 )

@@ -6,7 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 from google.api import httpbody_pb2
-from hydra.workflows.v1 import workflows_pb2, workflows_pb2_grpc
+from hydra.workflows.v1 import (
+    billing_pb2,
+    billing_pb2_grpc,
+    deployments_pb2,
+    deployments_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
+    workflows_pb2,
+    workflows_pb2_grpc,
+)
 
 from services.common.fields import optional_query, parse_input, parse_request, query_choice
 from services.common.identity import current_user, require_admin, text_metadata
@@ -248,13 +257,13 @@ class MarketplaceServicer(workflows_pb2_grpc.MarketplaceServiceServicer):
         return _workflow_page(page)
 
 
-class UserServicer(workflows_pb2_grpc.UserServiceServicer):
+class UserServicer(users_pb2_grpc.UserServiceServicer):
     """UserService."""
 
     def __init__(self, users: UserService) -> None:
         self._users = users
 
-    async def GetMe(self, request: workflows_pb2.GetMeRequest, context: Context) -> workflows_pb2.UserReply:
+    async def GetMe(self, request: users_pb2.GetMeRequest, context: Context) -> users_pb2.UserReply:
         user, counts = await self._users.me(current_user())
         view = {
             "user_id": user.id,
@@ -264,11 +273,11 @@ class UserServicer(workflows_pb2_grpc.UserServiceServicer):
             "created_at": user.created_at,
             "updated_at": user.updated_at,
         }
-        return workflows_pb2.UserReply(success=True, data=message_from(view, workflows_pb2.User))
+        return users_pb2.UserReply(success=True, data=message_from(view, users_pb2.User))
 
     async def DeleteMe(
-        self, request: workflows_pb2.DeleteMeRequest, context: Context
-    ) -> workflows_pb2.DeletedUserReply:
+        self, request: users_pb2.DeleteMeRequest, context: Context
+    ) -> users_pb2.DeletedUserReply:
         deletion = await self._users.delete(current_user())
         view = {
             "user_id": deletion.user_id,
@@ -276,16 +285,14 @@ class UserServicer(workflows_pb2_grpc.UserServiceServicer):
             "deleted_at": deletion.deleted_at,
             "stats": deletion.stats,
         }
-        return workflows_pb2.DeletedUserReply(
-            success=True, data=message_from(view, workflows_pb2.DeletedUser)
-        )
+        return users_pb2.DeletedUserReply(success=True, data=message_from(view, users_pb2.DeletedUser))
 
 
-def _admin_user(row: Any) -> workflows_pb2.AdminUser:
-    return workflows_pb2.AdminUser(user_id=str(row.id), subject=row.subject, email=row.email, plan=row.plan)
+def _admin_user(row: Any) -> users_pb2.AdminUser:
+    return users_pb2.AdminUser(user_id=str(row.id), subject=row.subject, email=row.email, plan=row.plan)
 
 
-class UserAdminServicer(workflows_pb2_grpc.UserAdminServiceServicer):
+class UserAdminServicer(users_pb2_grpc.UserAdminServiceServicer):
     """UserAdminService: the gatekeeper's and the operator's, behind the admin token."""
 
     def __init__(self, users: UserService, workflows: WorkflowService, admin_token: str | None) -> None:
@@ -294,67 +301,61 @@ class UserAdminServicer(workflows_pb2_grpc.UserAdminServiceServicer):
         self._token = admin_token
 
     async def ResolveUser(
-        self, request: workflows_pb2.ResolveUserRequest, context: Context
-    ) -> workflows_pb2.AdminUser:
+        self, request: users_pb2.ResolveUserRequest, context: Context
+    ) -> users_pb2.AdminUser:
         require_admin(context.invocation_metadata() or (), self._token)
         fields = parse_request(request)
         return _admin_user(await self._users.resolve(fields["subject"], fields.get("email", "")))
 
-    async def CreateUser(
-        self, request: workflows_pb2.CreateUserRequest, context: Context
-    ) -> workflows_pb2.AdminUser:
+    async def CreateUser(self, request: users_pb2.CreateUserRequest, context: Context) -> users_pb2.AdminUser:
         require_admin(context.invocation_metadata() or (), self._token)
         return _admin_user(await self._users.create_local(parse_request(request)["email"]))
 
-    async def FindUser(
-        self, request: workflows_pb2.FindUserRequest, context: Context
-    ) -> workflows_pb2.AdminUser:
+    async def FindUser(self, request: users_pb2.FindUserRequest, context: Context) -> users_pb2.AdminUser:
         require_admin(context.invocation_metadata() or (), self._token)
         return _admin_user(await self._users.find(parse_request(request)["email"]))
 
-    async def SetPlan(
-        self, request: workflows_pb2.SetPlanRequest, context: Context
-    ) -> workflows_pb2.AdminUser:
+    async def SetPlan(self, request: users_pb2.SetPlanRequest, context: Context) -> users_pb2.AdminUser:
         require_admin(context.invocation_metadata() or (), self._token)
         fields = parse_request(request)
         return _admin_user(await self._users.set_plan(fields["email"], fields["plan"]))
 
     async def SetFeatured(
-        self, request: workflows_pb2.SetFeaturedRequest, context: Context
-    ) -> workflows_pb2.SetFeaturedResponse:
+        self, request: users_pb2.SetFeaturedRequest, context: Context
+    ) -> users_pb2.SetFeaturedResponse:
         require_admin(context.invocation_metadata() or (), self._token)
         fields = parse_request(request)
         await self._workflows.set_featured(fields["workflow_id"], bool(fields.get("featured")))
-        return workflows_pb2.SetFeaturedResponse()
+        return users_pb2.SetFeaturedResponse()
 
 
-_DEPLOYMENT_INPUT = descriptor_of(workflows_pb2.DeploymentInput)
-_ADAPTER_INPUT = descriptor_of(workflows_pb2.AdapterInput)
-_KEY_INPUT = descriptor_of(workflows_pb2.KeyInput)
+_DEPLOYMENT_INPUT = descriptor_of(deployments_pb2.DeploymentInput)
+_ADAPTER_INPUT = descriptor_of(deployments_pb2.AdapterInput)
+_KEY_INPUT = descriptor_of(deployments_pb2.KeyInput)
 
 
-def _deployment(view: dict[str, Any]) -> workflows_pb2.DeploymentReply:
-    return workflows_pb2.DeploymentReply(success=True, data=message_from(view, workflows_pb2.Deployment))
+def _deployment(view: dict[str, Any]) -> deployments_pb2.DeploymentReply:
+    return deployments_pb2.DeploymentReply(success=True, data=message_from(view, deployments_pb2.Deployment))
 
 
 def _deployment_deleted(
     deployment_id: str, key_id: str | None = None
-) -> workflows_pb2.DeletedDeploymentReply:
-    return workflows_pb2.DeletedDeploymentReply(
+) -> deployments_pb2.DeletedDeploymentReply:
+    return deployments_pb2.DeletedDeploymentReply(
         success=True,
-        data=workflows_pb2.DeletedDeployment(deployment_id=deployment_id, key_id=key_id, deleted=True),
+        data=deployments_pb2.DeletedDeployment(deployment_id=deployment_id, key_id=key_id, deleted=True),
     )
 
 
-class DeploymentServicer(workflows_pb2_grpc.DeploymentServiceServicer):
+class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     """DeploymentService."""
 
     def __init__(self, deployments: DeploymentService) -> None:
         self._deployments = deployments
 
     async def ListDeployments(
-        self, request: workflows_pb2.ListDeploymentsRequest, context: Context
-    ) -> workflows_pb2.DeploymentPage:
+        self, request: deployments_pb2.ListDeploymentsRequest, context: Context
+    ) -> deployments_pb2.DeploymentPage:
         status = query_choice(optional_query(request, "status"), "status", DEPLOYMENT_STATUSES)
         page, views = await self._deployments.list_own(
             current_user(),
@@ -362,126 +363,128 @@ class DeploymentServicer(workflows_pb2_grpc.DeploymentServiceServicer):
             limit=optional_query(request, "limit"),
             cursor=optional_query(request, "cursor"),
         )
-        return workflows_pb2.DeploymentPage(
+        return deployments_pb2.DeploymentPage(
             success=True,
-            data=[message_from(view, workflows_pb2.Deployment) for view in views],
+            data=[message_from(view, deployments_pb2.Deployment) for view in views],
             pagination=_pagination(page),
         )
 
     async def CreateDeployment(
-        self, request: workflows_pb2.CreateDeploymentRequest, context: Context
-    ) -> workflows_pb2.DeploymentReply:
+        self, request: deployments_pb2.CreateDeploymentRequest, context: Context
+    ) -> deployments_pb2.DeploymentReply:
         fields = parse_input(request.deployment, _DEPLOYMENT_INPUT, partial=False)
         return _deployment(await self._deployments.create(current_user(), fields))
 
     async def GetDeployment(
-        self, request: workflows_pb2.GetDeploymentRequest, context: Context
-    ) -> workflows_pb2.DeploymentReply:
+        self, request: deployments_pb2.GetDeploymentRequest, context: Context
+    ) -> deployments_pb2.DeploymentReply:
         return _deployment(await self._deployments.get(current_user(), request.deployment_id))
 
     async def UpdateDeployment(
-        self, request: workflows_pb2.UpdateDeploymentRequest, context: Context
-    ) -> workflows_pb2.DeploymentReply:
+        self, request: deployments_pb2.UpdateDeploymentRequest, context: Context
+    ) -> deployments_pb2.DeploymentReply:
         fields = parse_input(request.deployment, _DEPLOYMENT_INPUT, partial=True)
         return _deployment(await self._deployments.update(current_user(), request.deployment_id, fields))
 
     async def SetDeploymentAdapter(
-        self, request: workflows_pb2.SetDeploymentAdapterRequest, context: Context
-    ) -> workflows_pb2.AdaptersReply:
+        self, request: deployments_pb2.SetDeploymentAdapterRequest, context: Context
+    ) -> deployments_pb2.AdaptersReply:
         fields = parse_input(request.adapter, _ADAPTER_INPUT, partial=False)
         adapters = await self._deployments.set_adapter(
             current_user(), request.deployment_id, fields["adapter"], fields["enabled"]
         )
-        return workflows_pb2.AdaptersReply(
+        return deployments_pb2.AdaptersReply(
             success=True,
-            data=workflows_pb2.DeploymentAdapters(
+            data=deployments_pb2.DeploymentAdapters(
                 deployment_id=request.deployment_id, enabled_adapters=adapters
             ),
         )
 
     async def DeactivateDeployment(
-        self, request: workflows_pb2.DeactivateDeploymentRequest, context: Context
-    ) -> workflows_pb2.DeploymentReply:
+        self, request: deployments_pb2.DeactivateDeploymentRequest, context: Context
+    ) -> deployments_pb2.DeploymentReply:
         return _deployment(
             await self._deployments.set_status(current_user(), request.deployment_id, "inactive")
         )
 
     async def ActivateDeployment(
-        self, request: workflows_pb2.ActivateDeploymentRequest, context: Context
-    ) -> workflows_pb2.DeploymentReply:
+        self, request: deployments_pb2.ActivateDeploymentRequest, context: Context
+    ) -> deployments_pb2.DeploymentReply:
         return _deployment(
             await self._deployments.set_status(current_user(), request.deployment_id, "active")
         )
 
     async def DeleteDeployment(
-        self, request: workflows_pb2.DeleteDeploymentRequest, context: Context
-    ) -> workflows_pb2.DeletedDeploymentReply:
+        self, request: deployments_pb2.DeleteDeploymentRequest, context: Context
+    ) -> deployments_pb2.DeletedDeploymentReply:
         return _deployment_deleted(await self._deployments.delete(current_user(), request.deployment_id))
 
     async def GetDeploymentUsage(
-        self, request: workflows_pb2.GetDeploymentUsageRequest, context: Context
-    ) -> workflows_pb2.UsageReply:
+        self, request: deployments_pb2.GetDeploymentUsageRequest, context: Context
+    ) -> deployments_pb2.UsageReply:
         period = query_choice(optional_query(request, "period"), "period", tuple(PERIOD_DAYS)) or "month"
         usage = await self._deployments.usage(current_user(), request.deployment_id, period)
-        return workflows_pb2.UsageReply(success=True, data=message_from(usage, workflows_pb2.DeploymentUsage))
+        return deployments_pb2.UsageReply(
+            success=True, data=message_from(usage, deployments_pb2.DeploymentUsage)
+        )
 
     async def CreateDeploymentKey(
-        self, request: workflows_pb2.CreateDeploymentKeyRequest, context: Context
-    ) -> workflows_pb2.DeploymentKeyReply:
+        self, request: deployments_pb2.CreateDeploymentKeyRequest, context: Context
+    ) -> deployments_pb2.DeploymentKeyReply:
         fields = parse_input(request.key, _KEY_INPUT, partial=False)
         key = await self._deployments.create_key(
             current_user(), request.deployment_id, fields.get("name", "")
         )
-        return workflows_pb2.DeploymentKeyReply(
-            success=True, data=message_from(key, workflows_pb2.DeploymentKey)
+        return deployments_pb2.DeploymentKeyReply(
+            success=True, data=message_from(key, deployments_pb2.DeploymentKey)
         )
 
     async def DeleteDeploymentKey(
-        self, request: workflows_pb2.DeleteDeploymentKeyRequest, context: Context
-    ) -> workflows_pb2.DeletedDeploymentReply:
+        self, request: deployments_pb2.DeleteDeploymentKeyRequest, context: Context
+    ) -> deployments_pb2.DeletedDeploymentReply:
         await self._deployments.delete_key(current_user(), request.deployment_id, request.key_id)
         return _deployment_deleted(request.deployment_id, request.key_id)
 
 
-_CHECKOUT_INPUT = descriptor_of(workflows_pb2.CheckoutInput)
-_PORTAL_INPUT = descriptor_of(workflows_pb2.PortalInput)
+_CHECKOUT_INPUT = descriptor_of(billing_pb2.CheckoutInput)
+_PORTAL_INPUT = descriptor_of(billing_pb2.PortalInput)
 
 
-class BillingServicer(workflows_pb2_grpc.BillingServiceServicer):
+class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     """BillingService."""
 
     def __init__(self, billing: Billing) -> None:
         self._billing = billing
 
     async def GetSubscription(
-        self, request: workflows_pb2.GetSubscriptionRequest, context: Context
-    ) -> workflows_pb2.SubscriptionReply:
+        self, request: billing_pb2.GetSubscriptionRequest, context: Context
+    ) -> billing_pb2.SubscriptionReply:
         subscription = await self._billing.subscription(current_user())
-        return workflows_pb2.SubscriptionReply(
-            success=True, data=message_from(subscription, workflows_pb2.Subscription)
+        return billing_pb2.SubscriptionReply(
+            success=True, data=message_from(subscription, billing_pb2.Subscription)
         )
 
     async def StartCheckout(
-        self, request: workflows_pb2.StartCheckoutRequest, context: Context
-    ) -> workflows_pb2.CheckoutReply:
+        self, request: billing_pb2.StartCheckoutRequest, context: Context
+    ) -> billing_pb2.CheckoutReply:
         fields = parse_input(request.checkout, _CHECKOUT_INPUT, partial=False)
         url = await self._billing.checkout(
             current_user(), fields["priceId"], fields["successUrl"], fields["cancelUrl"]
         )
-        return workflows_pb2.CheckoutReply(success=True, data=workflows_pb2.Checkout(checkout_url=url))
+        return billing_pb2.CheckoutReply(success=True, data=billing_pb2.Checkout(checkout_url=url))
 
     async def OpenPortal(
-        self, request: workflows_pb2.OpenPortalRequest, context: Context
-    ) -> workflows_pb2.PortalReply:
+        self, request: billing_pb2.OpenPortalRequest, context: Context
+    ) -> billing_pb2.PortalReply:
         fields = parse_input(request.portal, _PORTAL_INPUT, partial=False)
         url = await self._billing.portal(current_user(), fields["returnUrl"])
-        return workflows_pb2.PortalReply(success=True, data=workflows_pb2.Portal(portal_url=url))
+        return billing_pb2.PortalReply(success=True, data=billing_pb2.Portal(portal_url=url))
 
     async def ReceiveStripeEvent(
         self, request: httpbody_pb2.HttpBody, context: Context
-    ) -> workflows_pb2.WebhookReply:
+    ) -> billing_pb2.WebhookReply:
         signature = text_metadata(context.invocation_metadata()).get("stripe-signature", "")
         applied = await self._billing.receive(request.data, signature)
-        return workflows_pb2.WebhookReply(
-            success=True, data=workflows_pb2.WebhookResult(received=True, duplicate=applied.duplicate)
+        return billing_pb2.WebhookReply(
+            success=True, data=billing_pb2.WebhookResult(received=True, duplicate=applied.duplicate)
         )
