@@ -28,7 +28,7 @@ class MarketplaceService:
         self._pager = pager
 
     async def browse(self, *, category: str | None, sort: str, limit: int | None, cursor: str | None) -> Page:
-        query = repository.workflow_columns().where(workflows.c.visibility == "public")
+        query = repository.listed_columns().where(workflows.c.visibility == "public")
         if category is not None:
             query = query.where(workflows.c.category == category)
         order: list[ColumnElement[Any]]
@@ -56,13 +56,13 @@ class MarketplaceService:
             )
         async with self._db.read() as conn:
             matches, relevance = repository.search_match(conn.dialect.name, words)
-            query = repository.workflow_columns().where(workflows.c.visibility == "public", matches)
+            query = repository.listed_columns().where(workflows.c.visibility == "public", matches)
             return await self._pager.page(
                 conn, query, [relevance, workflows.c.id], [float, str], limit=limit, cursor=cursor
             )
 
     async def featured(self, *, limit: int | None, cursor: str | None) -> Page:
-        query = repository.workflow_columns().where(
+        query = repository.listed_columns().where(
             workflows.c.visibility == "public", workflows.c.featured_at.is_not(None)
         )
         async with self._db.read() as conn:

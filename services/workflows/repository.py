@@ -90,7 +90,15 @@ async def delete_user(conn: AsyncConnection, user_id: uuid.UUID) -> None:
 
 
 def workflow_columns() -> Select[Any]:
+    """A workflow's columns with its mean rating."""
     return select(workflows, RATING)
+
+
+def listed_columns() -> Select[Any]:
+    """What a list shows of each workflow: all but its manifest and search text (never printed in lists,
+    and the manifest the largest column)."""
+    shown = [c for c in workflows.c if c.name not in ("manifest", "search_text")]
+    return select(*shown, RATING)
 
 
 async def workflow(conn: AsyncConnection, workflow_id: str, *, for_update: bool = False) -> Any:

@@ -93,7 +93,7 @@ class WorkflowService:
     async def list_own(
         self, user_id: uuid.UUID, *, visibility: str | None, limit: int | None, cursor: str | None
     ) -> Page:
-        query = repository.workflow_columns().where(workflows.c.user_id == user_id)
+        query = repository.listed_columns().where(workflows.c.user_id == user_id)
         if visibility is not None:
             query = query.where(workflows.c.visibility == visibility)
         async with self._db.read() as conn:
