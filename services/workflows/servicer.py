@@ -17,7 +17,7 @@ from hydra.workflows.v1 import (
     workflows_pb2_grpc,
 )
 
-from services.common.fields import optional_query, parse_input, parse_request, query_choice
+from services.common.fields import optional_query, parse_input, parse_request, query_choice, timestamp
 from services.common.identity import current_user, require_admin, text_metadata
 from services.common.paging import descriptor_of
 from services.common.servicing import Context, message_from
@@ -36,40 +36,42 @@ _RATING_INPUT = descriptor_of(workflows_pb2.RatingInput)
 _ENTRY_INPUT = descriptor_of(workflows_pb2.EntryInput)
 
 
-def workflow_view(row: Any, *, with_manifest: bool = False) -> dict[str, Any]:
-    """A workflow row as the API shows it."""
-    view = {
-        "workflow_id": row.id,
-        "user_id": row.user_id,
-        "name": row.name,
-        "description": row.description,
-        "visibility": row.visibility,
-        "category": row.category,
-        "tags": row.tags,
-        "current_version": row.current_version,
-        "stats": {
-            "forks": row.forks,
-            "subscribers": row.subscribers,
-            "rating": round(row.rating, 2),
-            "rating_count": row.rating_count,
-        },
-        "featured": row.featured_at is not None,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    }
+def workflow_message(row: Any, *, with_manifest: bool = False) -> workflows_pb2.Workflow:
+    """A workflow row as the API shows it (built directly: lists build twenty at a time)."""
+    message = workflows_pb2.Workflow(
+        workflow_id=row.id,
+        user_id=str(row.user_id),
+        name=row.name,
+        description=row.description,
+        visibility=row.visibility,
+        category=row.category,
+        tags=row.tags,
+        current_version=row.current_version,
+        stats=workflows_pb2.WorkflowStats(
+            forks=row.forks,
+            subscribers=row.subscribers,
+            rating=round(row.rating, 2),
+            rating_count=row.rating_count,
+        ),
+        featured=row.featured_at is not None,
+        created_at=timestamp(row.created_at),
+        updated_at=timestamp(row.updated_at),
+    )
     if with_manifest:
-        view["manifest"] = row.manifest
+        message.manifest.update(row.manifest)
     if row.forked_from_id is not None:
-        view["forked_from"] = {
-            "workflow_id": row.forked_from_id,
-            "user_id": row.forked_from_user_id,
-            "version": row.forked_from_version,
-        }
-    return view
+        message.forked_from.CopyFrom(
+            workflows_pb2.ForkedFrom(
+                workflow_id=row.forked_from_id,
+                user_id=str(row.forked_from_user_id),
+                version=row.forked_from_version,
+            )
+        )
+    return message
 
 
 def _workflow(row: Any) -> workflows_pb2.Workflow:
-    return message_from(workflow_view(row, with_manifest=True), workflows_pb2.Workflow)
+    return workflow_message(row, with_manifest=True)
 
 
 def _pagination(page: Page) -> workflows_pb2.Pagination:
@@ -81,7 +83,7 @@ def _pagination(page: Page) -> workflows_pb2.Pagination:
 def _workflow_page(page: Page) -> workflows_pb2.WorkflowPage:
     return workflows_pb2.WorkflowPage(
         success=True,
-        data=[message_from(workflow_view(row), workflows_pb2.Workflow) for row in page.rows],
+        data=[workflow_message(row) for row in page.rows],
         pagination=_pagination(page),
     )
 

@@ -4,6 +4,7 @@ client: who may connect, adapters, activation, keys, usage, plan caps, and delet
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime as dt
 import re
@@ -301,8 +302,11 @@ def test_plans_cap_deployments_and_monthly_connections(edge: Edge) -> None:
         "PLAN_LIMIT_EXCEEDED",
     )
     assert error["details"] == {"limit": 2, "plan": "free"}
-    for _ in range(500):
-        assert mcp_post(edge, deployment["deploymentId"], initialize()).status_code == 200
+    with concurrent.futures.ThreadPoolExecutor(8) as sessions:  # a month of sessions, eight at a time
+        opened = list(
+            sessions.map(lambda _: mcp_post(edge, deployment["deploymentId"], initialize()), range(500))
+        )
+    assert [r.status_code for r in opened] == [200] * 500
     error = error_of(mcp_post(edge, deployment["deploymentId"], initialize()), 402, "PLAN_LIMIT_EXCEEDED")
     assert error["details"] == {"limit": 500, "plan": "free"}
     usage = edge.http.get(f"/v1/deployments/{deployment['deploymentId']}/usage", headers=owner.bearer).json()[
