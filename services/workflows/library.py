@@ -90,13 +90,7 @@ class LibraryService:
         async with self._db.transaction() as conn:
             entry = await self._entry(conn, user_id, workflow_id)
             await repository.delete_entry(conn, entry.id)
-            await repository.adjust(
-                conn,
-                entry.workflow_id,
-                subscribers=-1 if entry.source_type == "subscribed" else 0,
-                rating_total=-(entry.rating or 0),
-                rating_count=-1 if entry.rating else 0,
-            )
+            await repository.uncount_entry(conn, entry)
         return str(entry.workflow_id)
 
     async def _entry(self, conn: Any, user_id: uuid.UUID, workflow_id: str) -> Any:

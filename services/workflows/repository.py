@@ -132,6 +132,17 @@ async def adjust(conn: AsyncConnection, workflow_id: str | None, **deltas: int) 
     await conn.execute(update(workflows).where(workflows.c.id == workflow_id).values(**changes))
 
 
+async def uncount_entry(conn: AsyncConnection, entry: Any) -> None:
+    """A library entry leaving: its workflow loses the subscription and the rating it counted."""
+    await adjust(
+        conn,
+        entry.workflow_id,
+        subscribers=-1 if entry.source_type == "subscribed" else 0,
+        rating_total=-(entry.rating or 0),
+        rating_count=-1 if entry.rating else 0,
+    )
+
+
 async def delete_workflows(conn: AsyncConnection, workflow_ids: Sequence[str]) -> None:
     """Deletes workflows with their versions and every library entry of them (cascades)."""
     if workflow_ids:

@@ -170,15 +170,8 @@ class UserService:
             }
             # Others' workflows lose this user's subscriptions, ratings and forks.
             for entry in own_entries:
-                if entry.workflow_id in owned:
-                    continue
-                await repository.adjust(
-                    conn,
-                    entry.workflow_id,
-                    subscribers=-1 if entry.source_type == "subscribed" else 0,
-                    rating_total=-(entry.rating or 0),
-                    rating_count=-1 if entry.rating else 0,
-                )
+                if entry.workflow_id not in owned:
+                    await repository.uncount_entry(conn, entry)
             for entry in own_entries:
                 if entry.source_type == "forked" and entry.workflow_id in owned:
                     await repository.adjust(conn, entry.forked_from_id, forks=-1)
