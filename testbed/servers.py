@@ -6,6 +6,7 @@ import contextlib
 import glob
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -19,12 +20,27 @@ from typing import Any
 import psycopg
 import redis
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel hands out for bind(0) is also one it
+# may give any outgoing connection before the server it was chosen for binds it.
+_PRIVATE_PORTS = range(20_000, 32_000)
+_handed_out: set[int] = set()
+
 
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port free on 127.0.0.1 right now, outside the ephemeral range, never the same twice in a
+    process (a stack asks for several at once, and binds them only later)."""
+    for _ in range(1000):
+        port = random.choice(_PRIVATE_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise OSError("no free port in 20000-31999")
 
 
 def _postgres_bin() -> Path:
