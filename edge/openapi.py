@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,7 +53,25 @@ _FORMATS = {
 }
 
 
-class _Protos:
+@dataclass(frozen=True)
+class Parameter:
+    """One input of a route: a path or query parameter, or its JSON body."""
+
+    name: str
+    where: Literal["path", "query", "body"]
+    schema: dict[str, Any]
+    description: str
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A route's inputs: its parameters in order, and its body (None without one)."""
+
+    parameters: list[Parameter]
+    body: Parameter | None
+
+
+class Protos:
     """Messages and comments of a descriptor set, by full name."""
 
     def __init__(self, files: Sequence[descriptor_pb2.FileDescriptorProto]) -> None:
@@ -82,10 +101,10 @@ def _rules(field: descriptor_pb2.FieldDescriptorProto) -> options_pb2.FieldRules
     return field.options.Extensions[options_pb2.rules]
 
 
-class _Builder:
+class Builder:
     """Turns bindings into paths and messages into component schemas."""
 
-    def __init__(self, protos: _Protos) -> None:
+    def __init__(self, protos: Protos) -> None:
         self.protos = protos
         self.schemas: dict[str, Any] = {}
 
@@ -211,11 +230,34 @@ class _Builder:
             schema = {"anyOf": [schema, {"type": "null"}]}
         return schema
 
-    def operation(self, binding: Binding) -> dict[str, Any]:
+    def inputs(self, binding: Binding) -> Inputs:
+        """What a request of this route carries: path and query parameters, and its JSON body."""
         method = self.protos.methods[binding.rpc]
         request = self.protos.messages[method.input_type]
         rule = method.options.Extensions[annotations_pb2.http]
         path_params = [m.group(1) for m in _PARAM.finditer(binding.template)]
+        parameters: list[Parameter] = []
+        body: Parameter | None = None
+        for field in request.field:
+            description = self.protos.comments.get(f"{method.input_type}.{field.name}", "")
+            if field.name in path_params:
+                schema = dict(binding.access.surface.path_id_schema)
+                parameters.append(Parameter(field.name, "path", schema, description))
+            elif field.name == rule.body:
+                twin = f"{method.input_type.rsplit('.', 1)[0]}.{field.name.title().replace('_', '')}Input"
+                partial = binding.method == "PATCH"
+                schema = (
+                    self.input_schema(twin, partial=partial)
+                    if twin in self.protos.messages
+                    else {"type": "object"}
+                )
+                body = Parameter(field.name, "body", schema, description)
+            elif not rule.body or rule.body != "*":
+                parameters.append(Parameter(field.name, "query", self._plain_type(field), description))
+        return Inputs(parameters, body)
+
+    def operation(self, binding: Binding) -> dict[str, Any]:
+        method = self.protos.methods[binding.rpc]
         comment = self.protos.comments.get(binding.rpc, "")
         summary, _, rest = comment.partition("\n")
         operation: dict[str, Any] = {
@@ -232,39 +274,22 @@ class _Builder:
             operation["x-required-scope"] = binding.access.scope
             scope_note = f"Requires scope `{binding.access.scope}`."
             operation["description"] = f"{operation.get('description', '')}\n\n{scope_note}".strip()
-        for field in request.field:
-            if field.name in path_params:
-                operation["parameters"].append(
-                    {
-                        "name": field.name,
-                        "in": "path",
-                        "required": True,
-                        "schema": dict(binding.access.surface.path_id_schema),
-                        "description": self.protos.comments.get(f"{method.input_type}.{field.name}", ""),
-                    }
-                )
-            elif field.name == rule.body:
-                twin = f"{method.input_type.rsplit('.', 1)[0]}.{field.name.title().replace('_', '')}Input"
-                partial = binding.method == "PATCH"
-                schema = (
-                    self.input_schema(twin, partial=partial)
-                    if twin in self.protos.messages
-                    else {"type": "object"}
-                )
-                operation["requestBody"] = {
-                    "required": True,
-                    "content": {"application/json": {"schema": schema}},
+        inputs = self.inputs(binding)
+        for param in inputs.parameters:
+            operation["parameters"].append(
+                {
+                    "name": param.name,
+                    "in": param.where,
+                    "required": param.where == "path",
+                    "schema": param.schema,
+                    "description": param.description,
                 }
-            elif not rule.body or rule.body != "*":
-                operation["parameters"].append(
-                    {
-                        "name": field.name,
-                        "in": "query",
-                        "required": False,
-                        "schema": self._plain_type(field),
-                        "description": self.protos.comments.get(f"{method.input_type}.{field.name}", ""),
-                    }
-                )
+            )
+        if inputs.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": inputs.body.schema}},
+            }
         if method.input_type == ".google.api.HttpBody":  # the raw body, as sent (e.g. a signed webhook)
             operation["requestBody"] = {
                 "required": True,
@@ -335,7 +360,7 @@ class _Builder:
 def document(descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every HTTP binding in the descriptor set."""
     files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes()).file
-    builder = _Builder(_Protos(files))
+    builder = Builder(Protos(files))
     paths: dict[str, dict[str, Any]] = {}
     for binding in load_bindings(descriptor_set):
         path = _PARAM.sub(lambda m: "{" + m.group(1) + "}", binding.template)
