@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import re
 import sys
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -52,6 +53,8 @@ _ID_TOKEN_IF_SENT = "id_token_if_sent"  # routes that take an ID token or none (
 _ID_TOKEN_CHECKED = "id_token_checked"
 MCP = "mcp"  # the cluster of deployments' MCP endpoints (HTTP), in the workflows service
 MCP_PREFIX = "/v1/mcp/dep_"
+TOOLS = "tools"  # the cluster of the gatekeeper's MCP servers of the keyed APIs (HTTP)
+TOOL_PATHS = ("/api/mcp/v1", "/v1/mcp")
 _BUFFER = "envoy.filters.http.buffer"
 _LARGE_BODIES = "large_bodies"  # a second buffer filter, after the key check, for routes with larger bodies
 MIB = 1024 * 1024
@@ -468,6 +471,30 @@ def mcp_routes(settings: EdgeSettings) -> list[dict[str, Any]]:
                 },
             },
         }
+    ]
+
+
+def tool_routes(settings: EdgeSettings) -> list[dict[str, Any]]:
+    """The Support and HydraCore APIs' MCP servers: HTTP to the gatekeeper, which checks each request's
+    key itself (and counts it in the key's window), with the client's address as Envoy saw it."""
+    return [
+        {
+            "name": f"tools:{path}",
+            "match": {"safe_regex": {"regex": f"^{re.escape(path)}/?$"}},
+            "route": {"cluster": TOOLS, "timeout": f"{settings.upstream_timeout_seconds}s"},
+            "request_headers_to_remove": list(IDENTITY_HEADERS),
+            "request_headers_to_add": [
+                {
+                    "header": {"key": CLIENT_IP_HEADER, "value": _CLIENT_ADDRESS},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ],
+            "typed_per_filter_config": {
+                _EXT_AUTHZ: {"@type": _EXT_AUTHZ_PER_ROUTE, "disabled": True},
+                _TRANSCODER: {"@type": _FILTER_CONFIG, "disabled": True},
+            },
+        }
+        for path in TOOL_PATHS
     ]
 
 
@@ -902,6 +929,7 @@ def render(
         *docs_routes(docs or {}),
         *jwks_routes(settings),
         *mcp_routes(settings),
+        *tool_routes(settings),
         *(route(b, settings) for b in bindings),
     ]
     routes.extend(preflight_routes(bindings))
@@ -963,6 +991,7 @@ def render(
                 *(_grpc_cluster(name, settings.upstreams[name]) for name in [GATEKEEPER, *clusters]),
                 _http_cluster(AUTHZ, settings.upstreams[AUTHZ]),
                 {**_http_cluster(MCP, settings.upstreams[MCP]), "lb_policy": "RING_HASH"},
+                _http_cluster(TOOLS, settings.upstreams[TOOLS]),
                 *_oidc_cluster(settings),
             ],
         },

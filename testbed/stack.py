@@ -33,6 +33,7 @@ def stack_env(
         HYDRA_PUBLIC_PORT=str(free_port()),
         HYDRA_WORKFLOWS_PORT=str(free_port()),
         HYDRA_MCP_PORT=str(free_port()),
+        HYDRA_TOOLS_PORT=str(free_port()),
         # Stopping waits for no Envoy health check; tests of rolling restarts set "" (the default, 3 s).
         HYDRA_SHUTDOWN_DELAY_MS="0",
     )

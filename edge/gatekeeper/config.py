@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
@@ -20,6 +20,9 @@ class Settings(config.ProcessSettings):
     check_address: str  # HTTP/1.1, for Envoy's ext_authz
     instances_address: str
     workflows_address: str = ""
+    tools_address: str = ""  # the MCP servers of the keyed APIs (HTTP); "" serves none
+    peers: Mapping[str, str] = field(default_factory=dict)  # cluster -> where its service answers gRPC
+    internal_token: str | None = None
     redis_url: str | None = None
     admin_token: str | None = None  # None only in tests that build settings by hand: then refused
     key_cache_seconds: float = 0.5
@@ -41,6 +44,12 @@ class Settings(config.ProcessSettings):
             check_address=config.service_address(env, "authz"),
             instances_address=config.peer_address(env, "instances"),
             workflows_address=config.peer_address(env, "workflows"),
+            tools_address=config.service_address(env, "tools"),
+            peers={
+                name: config.peer_address(env, name)
+                for name in ("crm", "tickets", "instances", "public", "gatekeeper")
+            },
+            internal_token=config.internal_token(env),
             redis_url=env.get("HYDRA_REDIS_URL") or None,
             admin_token=config.admin_token(env, create=True),
             key_cache_seconds=cache_ms / 1000,

@@ -33,7 +33,11 @@ from edge.gatekeeper.servicer import (
     KeyStatusServicer,
     RateLimitServicer,
 )
+from edge.gatekeeper.tool_server import TOOL_PATHS, ToolServer, all_running, by_path
 from edge.gatekeeper.users import UserDirectory
+from edge.route_calls import RouteCalls
+from edge.tools import tools
+from services.common.asgi import AsgiListener
 from services.common.process import Basics, Process, Wiring
 from services.common.surfaces import ID_TOKEN
 
@@ -72,6 +76,18 @@ def build(basics: Basics[Settings]) -> Wiring:
     scopes = [b.access.scope for b in bindings if b.access.scope]
     key_context = ApiKeyContextServicer(key_admin, scopes)
 
+    calls = RouteCalls(settings.peers, internal_token=settings.internal_token)
+    tool_servers = {
+        path: ToolServer(surface, tools(surface, settings.descriptor_set), authorizer, calls, logger)
+        for path, surface in TOOL_PATHS.items()
+    }
+    listener = AsgiListener(
+        settings.tools_address,
+        by_path(tool_servers),
+        logger,
+        running=lambda: all_running(tool_servers.values()),
+    )
+
     def register(server: grpc.aio.Server) -> None:
         rls_pb2_grpc.add_RateLimitServiceServicer_to_server(rls, server)
         admin_pb2_grpc.add_KeyAdminServiceServicer_to_server(admin, server)
@@ -79,10 +95,23 @@ def build(basics: Basics[Settings]) -> Wiring:
         keys_pb2_grpc.add_KeyStatusServiceServicer_to_server(KeyStatusServicer(key_admin), server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(members), server)
 
+    async def start() -> None:
+        await checks.start()  # Envoy's ext_authz checks arrive over HTTP/1.1, on a listener of their own
+        if settings.tools_address:
+            await listener.start()
+
     return Wiring(
         register=register,
-        close=[checks.close, store.close, instances.close, users.close, limiter.close],
-        start=checks.start,  # Envoy's ext_authz checks arrive over HTTP/1.1, on a listener of their own
+        close=[
+            listener.close,
+            checks.close,
+            calls.close,
+            store.close,
+            instances.close,
+            users.close,
+            limiter.close,
+        ],
+        start=start,
     )
 
 

@@ -177,6 +177,7 @@ DEFAULT_PORTS = {
     "public": 50054,
     "workflows": 50055,
     "mcp": 50056,  # the workflows service's MCP endpoints (HTTP)
+    "tools": 50057,  # the gatekeeper's MCP servers of the Support and HydraCore APIs (HTTP)
 }
 
 
