@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Uuid
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Uuid,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import NAMING_CONVENTION
@@ -62,6 +73,21 @@ class Membership(Base):
     __table_args__ = (CheckConstraint("role IN ('admin', 'member', 'viewer')", name="role"),)
 
 
+class ToolConfirmation(Base):
+    """A write an MCP client previewed: what it would do, for which key, until when; applied once."""
+
+    __tablename__ = "tool_confirmations"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(64))
+    tool: Mapped[str] = mapped_column(String(100))
+    arguments: Mapped[dict[str, Any]] = mapped_column(JSON)
+    version: Mapped[str | None] = mapped_column(String(64))  # the row's updated_at when previewed
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 tenants = cast(Table, Tenant.__table__)
 api_keys = cast(Table, ApiKey.__table__)
 memberships = cast(Table, Membership.__table__)
+tool_confirmations = cast(Table, ToolConfirmation.__table__)

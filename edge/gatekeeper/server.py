@@ -20,6 +20,7 @@ from hydra.gatekeeper.v1 import (
 from edge.bindings import load_bindings
 from edge.gatekeeper.authorizer import Authorizer
 from edge.gatekeeper.config import Settings
+from edge.gatekeeper.confirmations import Confirmations
 from edge.gatekeeper.http_check import CheckServer
 from edge.gatekeeper.instances import InstanceDirectory
 from edge.gatekeeper.key_admin import KeyAdmin
@@ -77,8 +78,16 @@ def build(basics: Basics[Settings]) -> Wiring:
     key_context = ApiKeyContextServicer(key_admin, scopes)
 
     calls = RouteCalls(settings.peers, internal_token=settings.internal_token)
+    confirmations = Confirmations(db)
     tool_servers = {
-        path: ToolServer(surface, tools(surface, settings.descriptor_set), authorizer, calls, logger)
+        path: ToolServer(
+            surface,
+            tools(surface, settings.descriptor_set),
+            authorizer=authorizer,
+            calls=calls,
+            confirmations=confirmations,
+            logger=logger,
+        )
         for path, surface in TOOL_PATHS.items()
     }
     listener = AsgiListener(

@@ -20,6 +20,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from edge.gatekeeper.authorizer import Authorizer, RouteAccess
+from edge.gatekeeper.confirmations import VALID_FOR, Confirmations, Refused
 from edge.route_calls import Caller, RouteCalls, RouteError
 from edge.tools import Tool, visible
 from services.common.identity import CLIENT_IP_HEADER, KEY_HEADER, SCOPES_HEADER, TENANT_HEADER
@@ -40,12 +41,17 @@ class ToolServer:
         self,
         surface: Surface,
         tools: list[Tool],
+        *,
         authorizer: Authorizer,
         calls: RouteCalls,
+        confirmations: Confirmations,
         logger: logging.Logger,
     ) -> None:
         self._surface = surface
         self._tools = {tool.name: tool for tool in tools}
+        self._confirmations = confirmations
+        # The read of the row a write changes: the GET tool of the same path.
+        self._readers = {t.binding.template: t for t in tools if t.binding.method == "GET"}
         self._authorizer = authorizer
         self._calls = calls
         self._log = logger
@@ -98,11 +104,17 @@ class ToolServer:
     def _register(self, server: Server[Any, Any]) -> None:
         @server.list_tools()  # type: ignore[untyped-decorator,no-untyped-call]
         async def list_tools() -> list[types.Tool]:
-            return [
+            opened = visible(self._tools.values(), self._caller().scopes)
+            listed = [
                 types.Tool(
                     name=tool.name,
                     title=tool.title,
-                    description=tool.description,
+                    description=tool.description
+                    + (
+                        " Answers a preview and a confirmation token; nothing changes until confirm."
+                        if tool.writes
+                        else ""
+                    ),
                     inputSchema=tool.input_schema,
                     annotations=types.ToolAnnotations(
                         readOnlyHint=tool.annotations["readOnlyHint"],
@@ -110,19 +122,109 @@ class ToolServer:
                         idempotentHint=tool.annotations["idempotentHint"],
                     ),
                 )
-                for tool in visible(self._tools.values(), self._caller().scopes)
+                for tool in opened
             ]
+            if any(tool.writes for tool in opened):
+                listed.append(CONFIRM_TOOL)
+            return listed
 
         @server.call_tool()  # type: ignore[untyped-decorator]
         async def call_tool(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
             caller = self._caller()
-            tool = self._tools.get(name)
-            if tool is None or tool not in visible([tool], caller.scopes):
-                raise ValueError(f"Unknown tool: {name}")
             try:
-                return await self._calls.call(tool, arguments, caller)
+                if name == CONFIRM_TOOL.name:
+                    return await self._confirm(str(arguments.get("token", "")), caller)
+                tool = self._tools.get(name)
+                if tool is None or tool not in visible([tool], caller.scopes):
+                    raise ValueError(f"Unknown tool: {name}")
+                if not tool.writes:
+                    return await self._calls.call(tool, arguments, caller)
+                return await self._preview(tool, arguments, caller)
             except RouteError as refused:
                 raise ValueError(json.dumps(refused.body)) from None
+            except Refused as refused:
+                raise ValueError(str(refused)) from None
+
+    async def _current(
+        self, tool: Tool, arguments: Mapping[str, Any], caller: Caller
+    ) -> dict[str, Any] | None:
+        """The row a write would change, read as the caller; None for a create."""
+        reader = self._readers.get(tool.binding.template)
+        if reader is None or tool.binding.method == "POST":
+            return None
+        return await self._calls.call(reader, {k: v for k, v in arguments.items() if k != tool.body}, caller)
+
+    async def _preview(self, tool: Tool, arguments: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        """What a write would do, and the token that applies it; nothing changes."""
+        current = await self._current(tool, arguments, caller)
+        preview: dict[str, Any] = {
+            "tool": tool.name,
+            "would": f"{tool.binding.method} {tool.binding.template}",
+        }
+        if current is None:
+            preview["creates"] = arguments.get(tool.body or "", arguments)
+        elif tool.binding.method == "DELETE":
+            preview["deletes"] = current
+        else:
+            row = _row(current)
+            preview["changes"] = {
+                field: {"from": row.get(field), "to": value}
+                for field, value in (arguments.get(tool.body or "") or {}).items()
+                if row.get(field) != value
+            }
+        token = await self._confirmations.issue(caller.key_id, tool.name, arguments, _version(current))
+        return {
+            "preview": preview,
+            "confirmation_token": token,
+            "expires_in_seconds": int(VALID_FOR.total_seconds()),
+            "to_apply": "call the confirm tool with this token",
+        }
+
+    async def _confirm(self, token: str, caller: Caller) -> dict[str, Any]:
+        """Applies a previewed write once, if the row is as it was previewed."""
+        pending = await self._confirmations.redeem(token, caller.key_id)
+        tool = self._tools.get(pending.tool)
+        if tool is None or tool not in visible([tool], caller.scopes):
+            raise Refused(f"The key may no longer call {pending.tool}.")
+        if pending.version is not None:
+            current = await self._current(tool, pending.arguments, caller)
+            if _version(current) != pending.version:
+                raise Refused("The row changed since the preview: preview the change again.")
+        return await self._calls.call(tool, pending.arguments, caller)
+
+
+CONFIRM_TOOL = types.Tool(
+    name="confirm",
+    title="Apply a previewed change",
+    description=(
+        "Applies the change a write tool previewed, once. The token is the caller's own, for the exact "
+        "arguments previewed and the row as it was then; it expires after a few minutes."
+    ),
+    inputSchema={
+        "type": "object",
+        "properties": {"token": {"type": "string", "maxLength": 100}},
+        "required": ["token"],
+        "additionalProperties": False,
+    },
+    annotations=types.ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=False),
+)
+
+
+def _row(answer: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The resource in a route's answer: itself, or the one object it is wrapped in ({"lead": {...}})."""
+    values = list(answer.values())
+    if len(values) == 1 and isinstance(values[0], dict):
+        return values[0]
+    return answer
+
+
+def _version(answer: Mapping[str, Any] | None) -> str | None:
+    """When the row last changed (its updated_at), or None."""
+    if answer is None:
+        return None
+    row = _row(answer)
+    stamp = row.get("updated_at", row.get("updatedAt"))
+    return str(stamp) if stamp is not None else None
 
 
 def by_path(servers: Mapping[str, ToolServer]) -> Callable[[Scope, Receive, Send], Awaitable[None]]:

@@ -66,3 +66,65 @@ def test_hydracore_tools_answer_for_hc_live_keys(edge: Edge) -> None:
     )
     assert refused.status_code == 401
     assert refused.json() == {"detail": "Invalid API key: this API takes hc_live_ keys."}
+
+
+async def _write_flow(
+    url: str, headers: dict[str, str], lead_id: str, other_headers: dict[str, str]
+) -> dict[str, Any]:
+    """Previews, confirms and replays writes; returns what each step answered."""
+    out: dict[str, Any] = {}
+    async with mcp_session(url, headers) as (session, _):
+        await session.initialize()
+        out["tools"] = [t.name for t in (await session.list_tools()).tools]
+        preview = await session.call_tool(
+            "update_lead", {"id": lead_id, "lead": {"name": "Ada L.", "phone": None}}
+        )
+        out["preview"] = preview.structuredContent
+        token = preview.structuredContent["confirmation_token"]  # type: ignore[index]
+        out["confirmed"] = (await session.call_tool("confirm", {"token": token})).structuredContent
+        replay = await session.call_tool("confirm", {"token": token})
+        out["replay"] = (replay.isError, replay.content[0].text)  # type: ignore[union-attr]
+        stale = await session.call_tool("update_lead", {"id": lead_id, "lead": {"name": "Someone"}})
+        out["stale_token"] = stale.structuredContent["confirmation_token"]  # type: ignore[index]
+        created = await session.call_tool("create_lead", {"lead": {"name": "Grace"}})
+        out["create_preview"] = created.structuredContent
+        out["create_token"] = created.structuredContent["confirmation_token"]  # type: ignore[index]
+    async with mcp_session(url, other_headers) as (session, _):
+        await session.initialize()
+        stolen = await session.call_tool("confirm", {"token": out["create_token"]})
+        out["stolen"] = (stolen.isError, stolen.content[0].text)  # type: ignore[union-attr]
+    return out
+
+
+def test_writes_are_previewed_then_confirmed_once(edge: Edge) -> None:
+    writer = edge.key(scopes=("crm:read", "crm:write"))
+    other = edge.key(writer.tenant, scopes=("crm:read", "crm:write"))
+    lead = edge.http.post(
+        "/api/v1/leads", json={"name": "Ada", "phone": "+1 555"}, headers=writer.bearer
+    ).json()["lead"]
+    url = f"{edge.stack.edge_url}/api/mcp/v1"
+    seen = asyncio.run(_write_flow(url, writer.bearer, lead["id"], other.bearer))
+    assert "confirm" in seen["tools"]
+    assert seen["preview"]["preview"]["changes"] == {
+        "name": {"from": "Ada", "to": "Ada L."},
+        "phone": {"from": "+1 555", "to": None},
+    }
+    assert seen["confirmed"]["lead"]["name"] == "Ada L." and seen["confirmed"]["lead"]["phone"] is None
+    assert seen["replay"][0] and "already used" in seen["replay"][1]
+    assert seen["create_preview"]["preview"]["creates"] == {"name": "Grace"}
+    assert seen["stolen"][0] and "Unknown confirmation token" in seen["stolen"][1]
+    # Previewing changed nothing; the row then changed under the stale preview, so it is refused.
+    assert edge.http.get("/api/v1/leads?limit=10", headers=writer.bearer).json()["count"] == 1
+    edge.http.patch(f"/api/v1/leads/{lead['id']}", json={"company": "Acme"}, headers=writer.bearer)
+
+    async def confirm_stale() -> tuple[bool, str]:
+        async with mcp_session(url, writer.bearer) as (session, _):
+            await session.initialize()
+            result = await session.call_tool("confirm", {"token": seen["stale_token"]})
+            return result.isError, result.content[0].text  # type: ignore[union-attr]
+
+    is_error, text = asyncio.run(confirm_stale())
+    assert is_error and "changed since the preview" in text
+    assert (
+        edge.http.get(f"/api/v1/leads/{lead['id']}", headers=writer.bearer).json()["lead"]["name"] == "Ada L."
+    )
