@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ class Settings(config.ProcessSettings):
     tools_address: str = ""  # the MCP servers of the keyed APIs (HTTP); "" serves none
     peers: Mapping[str, str] = field(default_factory=dict)  # cluster -> where its service answers gRPC
     internal_token: str | None = None
+    call_log_retention: dt.timedelta = dt.timedelta(days=7)  # as long as the event records are kept
     redis_url: str | None = None
     admin_token: str | None = None  # None only in tests that build settings by hand: then refused
     key_cache_seconds: float = 0.5
@@ -50,6 +52,9 @@ class Settings(config.ProcessSettings):
                 for name in ("crm", "tickets", "instances", "public", "gatekeeper")
             },
             internal_token=config.internal_token(env),
+            call_log_retention=dt.timedelta(
+                hours=config.env_int(env, "HYDRA_EVENTS_RETENTION_HOURS", 168, minimum=1)
+            ),
             redis_url=env.get("HYDRA_REDIS_URL") or None,
             admin_token=config.admin_token(env, create=True),
             key_cache_seconds=cache_ms / 1000,

@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -87,7 +88,27 @@ class ToolConfirmation(Base):
     used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class ToolCallRecord(Base):
+    """One MCP tool call: who, which tool and scope, how long, how it ended; never its arguments,
+    answer or error text."""
+
+    __tablename__ = "tool_calls"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(64))
+    surface: Mapped[str] = mapped_column(String(20))
+    tool: Mapped[str] = mapped_column(String(100))
+    scope: Mapped[str] = mapped_column(String(100))
+    latency_ms: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(10))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+    __table_args__ = (Index(None, "tenant_id", "surface", "at", "id"),)
+
+
 tenants = cast(Table, Tenant.__table__)
 api_keys = cast(Table, ApiKey.__table__)
 memberships = cast(Table, Membership.__table__)
 tool_confirmations = cast(Table, ToolConfirmation.__table__)
+tool_calls = cast(Table, ToolCallRecord.__table__)

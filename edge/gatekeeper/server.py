@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
 
 import grpc
@@ -15,10 +17,13 @@ from hydra.gatekeeper.v1 import (
     context_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
+    tool_calls_pb2,
+    tool_calls_pb2_grpc,
 )
 
 from edge.bindings import load_bindings
 from edge.gatekeeper.authorizer import Authorizer
+from edge.gatekeeper.call_log import CallLog
 from edge.gatekeeper.config import Settings
 from edge.gatekeeper.confirmations import Confirmations
 from edge.gatekeeper.http_check import CheckServer
@@ -33,6 +38,7 @@ from edge.gatekeeper.servicer import (
     KeyAdminServicer,
     KeyStatusServicer,
     RateLimitServicer,
+    ToolCallLogServicer,
 )
 from edge.gatekeeper.tool_server import TOOL_PATHS, ToolServer, all_running, by_path
 from edge.gatekeeper.users import UserDirectory
@@ -79,6 +85,13 @@ def build(basics: Basics[Settings]) -> Wiring:
 
     calls = RouteCalls(settings.peers, internal_token=settings.internal_token)
     confirmations = Confirmations(db)
+    secret = (settings.admin_token or "").encode()
+    call_log = CallLog(
+        db,
+        keep=settings.call_log_retention,
+        cursor_key=hmac.new(secret, b"hydra call log cursors", hashlib.sha256).digest(),
+        logger=logger,
+    )
     tool_servers = {
         path: ToolServer(
             surface,
@@ -86,6 +99,7 @@ def build(basics: Basics[Settings]) -> Wiring:
             authorizer=authorizer,
             calls=calls,
             confirmations=confirmations,
+            call_log=call_log,
             logger=logger,
         )
         for path, surface in TOOL_PATHS.items()
@@ -103,6 +117,7 @@ def build(basics: Basics[Settings]) -> Wiring:
         context_pb2_grpc.add_ApiKeyContextServiceServicer_to_server(key_context, server)
         keys_pb2_grpc.add_KeyStatusServiceServicer_to_server(KeyStatusServicer(key_admin), server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(members), server)
+        tool_calls_pb2_grpc.add_ToolCallLogServiceServicer_to_server(ToolCallLogServicer(call_log), server)
 
     async def start() -> None:
         await checks.start()  # Envoy's ext_authz checks arrive over HTTP/1.1, on a listener of their own
@@ -111,6 +126,7 @@ def build(basics: Basics[Settings]) -> Wiring:
 
     return Wiring(
         register=register,
+        background=[call_log.run],
         close=[
             listener.close,
             checks.close,
@@ -135,6 +151,7 @@ PROCESS = Process(
         context_pb2.DESCRIPTOR.services_by_name["ApiKeyContextService"],
         keys_pb2.DESCRIPTOR.services_by_name["KeyStatusService"],
         auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+        tool_calls_pb2.DESCRIPTOR.services_by_name["ToolCallLogService"],
     ],
     build=build,
 )

@@ -17,11 +17,14 @@ from hydra.gatekeeper.v1 import (
     context_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
+    tool_calls_pb2,
+    tool_calls_pb2_grpc,
 )
 from sqlalchemy import Row
 
 from edge.gatekeeper import keys
 from edge.gatekeeper.authorizer import rate_headers
+from edge.gatekeeper.call_log import CallLog
 from edge.gatekeeper.key_admin import KeyAdmin
 from edge.gatekeeper.limiter import Limiter
 from edge.gatekeeper.memberships import Member, Memberships
@@ -242,3 +245,46 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.TenantMembership:
         fields = parse_input(request.switch, descriptor_of(auth_pb2.SwitchInput), partial=False)
         return _membership(await self._members.switch(current_user(), fields["tenant_id"]))
+
+
+class ToolCallLogServicer(tool_calls_pb2_grpc.ToolCallLogServiceServicer):
+    """The tenant's MCP call log, one surface's calls per route."""
+
+    def __init__(self, log: CallLog) -> None:
+        self._log = log
+
+    async def _page(
+        self, request: tool_calls_pb2.ListToolCallsRequest, surface: str
+    ) -> tool_calls_pb2.ListToolCallsResponse:
+        page = await self._log.page(
+            current_identity().tenant_id,
+            surface,
+            limit=request.limit if request.HasField("limit") else None,
+            cursor=request.cursor if request.HasField("cursor") else None,
+        )
+        return tool_calls_pb2.ListToolCallsResponse(
+            calls=[
+                tool_calls_pb2.ToolCall(
+                    id=str(row.id),
+                    key_id=row.key_id,
+                    tool=row.tool,
+                    scope=row.scope,
+                    latency_ms=row.latency_ms,
+                    status=row.status,
+                    at=timestamp(row.at),
+                )
+                for row in page.rows
+            ],
+            count=len(page.rows),
+            next_cursor=page.next_cursor,
+        )
+
+    async def ListSupportToolCalls(
+        self, request: tool_calls_pb2.ListToolCallsRequest, context: Context
+    ) -> tool_calls_pb2.ListToolCallsResponse:
+        return await self._page(request, "support")
+
+    async def ListCoreToolCalls(
+        self, request: tool_calls_pb2.ListToolCallsRequest, context: Context
+    ) -> tool_calls_pb2.ListToolCallsResponse:
+        return await self._page(request, "core")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
@@ -20,7 +21,8 @@ from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from edge.gatekeeper.authorizer import Authorizer, RouteAccess
-from edge.gatekeeper.confirmations import VALID_FOR, Confirmations, Refused
+from edge.gatekeeper.call_log import CallLog
+from edge.gatekeeper.confirmations import VALID_FOR, Confirmations, Pending, Refused
 from edge.route_calls import Caller, RouteCalls, RouteError
 from edge.tools import Tool, visible
 from services.common.identity import CLIENT_IP_HEADER, KEY_HEADER, SCOPES_HEADER, TENANT_HEADER
@@ -45,8 +47,10 @@ class ToolServer:
         authorizer: Authorizer,
         calls: RouteCalls,
         confirmations: Confirmations,
+        call_log: CallLog,
         logger: logging.Logger,
     ) -> None:
+        self._call_log = call_log
         self._surface = surface
         self._tools = {tool.name: tool for tool in tools}
         self._confirmations = confirmations
@@ -131,19 +135,48 @@ class ToolServer:
         @server.call_tool()  # type: ignore[untyped-decorator]
         async def call_tool(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
             caller = self._caller()
+            started = time.perf_counter()
+            scope, status = "", "error"
             try:
                 if name == CONFIRM_TOOL.name:
-                    return await self._confirm(str(arguments.get("token", "")), caller)
-                tool = self._tools.get(name)
-                if tool is None or tool not in visible([tool], caller.scopes):
-                    raise ValueError(f"Unknown tool: {name}")
-                if not tool.writes:
-                    return await self._calls.call(tool, arguments, caller)
-                return await self._preview(tool, arguments, caller)
+                    tool, pending = await self._redeem(str(arguments.get("token", "")), caller)
+                    scope = tool.scope
+                    answer = await self._confirm(tool, pending, caller)
+                else:
+                    tool = self._tools.get(name)  # type: ignore[assignment]
+                    if tool is None or tool not in visible([tool], caller.scopes):
+                        raise ValueError(f"Unknown tool: {name}")
+                    scope = tool.scope
+                    answer = (
+                        await self._preview(tool, arguments, caller)
+                        if tool.writes
+                        else await self._calls.call(tool, arguments, caller)
+                    )
+                status = "ok"
+                return answer
             except RouteError as refused:
                 raise ValueError(json.dumps(refused.body)) from None
             except Refused as refused:
+                status = "refused"
                 raise ValueError(str(refused)) from None
+            finally:
+                await self._log_call(caller, name, scope, (time.perf_counter() - started) * 1000, status)
+
+    async def _log_call(self, caller: Caller, tool: str, scope: str, latency_ms: float, status: str) -> None:
+        """One row of the call log (nothing of the arguments or the answer); a failure to write it is
+        logged, never the caller's problem."""
+        try:
+            await self._call_log.record(
+                tenant_id=caller.tenant_id,
+                key_id=caller.key_id,
+                surface=self._surface.name,
+                tool=tool,
+                scope=scope,
+                latency_ms=latency_ms,
+                status=status,
+            )
+        except Exception as error:
+            self._log.warning("call log write failed", extra={"error": type(error).__name__})
 
     async def _current(
         self, tool: Tool, arguments: Mapping[str, Any], caller: Caller
@@ -180,12 +213,16 @@ class ToolServer:
             "to_apply": "call the confirm tool with this token",
         }
 
-    async def _confirm(self, token: str, caller: Caller) -> dict[str, Any]:
-        """Applies a previewed write once, if the row is as it was previewed."""
+    async def _redeem(self, token: str, caller: Caller) -> tuple[Tool, Pending]:
+        """The write a token confirms, if the key may still make it."""
         pending = await self._confirmations.redeem(token, caller.key_id)
         tool = self._tools.get(pending.tool)
         if tool is None or tool not in visible([tool], caller.scopes):
             raise Refused(f"The key may no longer call {pending.tool}.")
+        return tool, pending
+
+    async def _confirm(self, tool: Tool, pending: Pending, caller: Caller) -> dict[str, Any]:
+        """Applies a previewed write once, if the row is as it was previewed."""
         if pending.version is not None:
             current = await self._current(tool, pending.arguments, caller)
             if _version(current) != pending.version:

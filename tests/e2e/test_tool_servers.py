@@ -128,3 +128,46 @@ def test_writes_are_previewed_then_confirmed_once(edge: Edge) -> None:
     assert (
         edge.http.get(f"/api/v1/leads/{lead['id']}", headers=writer.bearer).json()["lead"]["name"] == "Ada L."
     )
+
+
+def test_the_call_log_holds_each_call_and_nothing_of_its_content(edge: Edge) -> None:
+    key = edge.key(scopes=("crm:read", "crm:write", "mcp-log:read"))
+    lead = edge.http.post("/api/v1/leads", json={"name": "Secret Name"}, headers=key.bearer).json()["lead"]
+    url = f"{edge.stack.edge_url}/api/mcp/v1"
+    asyncio.run(
+        _use(
+            url,
+            key.bearer,
+            [
+                ("get_lead", {"id": lead["id"]}),
+                ("get_lead", {"id": "00000000-0000-4000-8000-000000000000"}),
+                ("delete_lead", {"id": lead["id"]}),
+                ("confirm", {"token": "hconf_forged"}),
+            ],
+        )
+    )
+    page = edge.http.get("/api/v1/mcp/calls?limit=3", headers=key.bearer)
+    assert page.status_code == 200, page.text
+    body = page.json()
+    assert body["count"] == 3 and body["next_cursor"]
+    calls = (
+        body["calls"]
+        + edge.http.get(f"/api/v1/mcp/calls?cursor={body['next_cursor']}", headers=key.bearer).json()["calls"]
+    )
+    assert [(c["tool"], c["scope"], c["status"]) for c in calls] == [
+        ("confirm", "", "refused"),
+        ("delete_lead", "crm:write", "ok"),
+        ("get_lead", "crm:read", "error"),
+        ("get_lead", "crm:read", "ok"),
+    ]
+    assert all(set(c) == {"id", "key_id", "tool", "scope", "latency_ms", "status", "at"} for c in calls)
+    assert all(c["key_id"] == key.id and c["latency_ms"] >= 0 for c in calls)
+    assert "Secret" not in page.text and lead["id"] not in page.text
+    assert (
+        edge.http.get(
+            "/api/v1/mcp/calls", headers=edge.key(key.tenant, scopes=("crm:read",)).bearer
+        ).status_code
+        == 403
+    )
+    other_tenant = edge.key(scopes=("mcp-log:read",))
+    assert edge.http.get("/api/v1/mcp/calls", headers=other_tenant.bearer).json() == {"calls": [], "count": 0}

@@ -110,13 +110,15 @@ def test_a_service_app_runs_its_outbox_and_consumers_and_closes(tmp_path: Path) 
     asyncio.run(main())
 
 
-def test_the_gatekeeper_app_has_its_check_listener_and_no_consumers(tmp_path: Path) -> None:
+def test_the_gatekeeper_app_has_its_listeners_the_call_log_purge_and_no_consumers(tmp_path: Path) -> None:
     settings = GATEKEEPER.settings.from_env({"HYDRA_DATA_DIR": str(tmp_path)})
     GATEKEEPER.migrate(settings)
 
     async def main() -> None:
         app = GATEKEEPER.app(settings, logging.getLogger("test"))
-        assert (app.background, app.consumers, app.separate_consumers) == ([], (), False)
+        (purge,) = app.background
+        assert purge.__qualname__ == "CallLog.run"
+        assert (app.consumers, app.separate_consumers) == ((), False)
         assert app.start is not None
         await app.probe()
         await app.close()
