@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import descriptor_pb2
+from hydra.options.v1 import options_pb2
 
 from edge.bindings import DESCRIPTOR_SET, Binding, load_bindings
 from edge.openapi import Builder, Protos
@@ -31,6 +32,23 @@ _HINTS: dict[str, dict[str, bool]] = {
 }
 
 
+_EFFECTS = {
+    options_pb2.DEPENDENT_EFFECT_BLOCKS: "blocks",  # the delete is refused while any remain
+    options_pb2.DEPENDENT_EFFECT_DELETED: "deleted",
+    options_pb2.DEPENDENT_EFFECT_DETACHED: "detached",
+}
+
+
+@dataclass(frozen=True)
+class Dependent:
+    """Rows a delete touches: what the list tool finds with `filter` set to the deleted row's id."""
+
+    list_tool: str
+    filter: str
+    id_field: str
+    effect: str  # blocks | deleted | detached
+
+
 @dataclass(frozen=True)
 class Tool:
     """One route as an MCP tool."""
@@ -42,6 +60,7 @@ class Tool:
     annotations: dict[str, bool]
     binding: Binding
     body: str | None  # the request field the JSON body fills, if the route takes one
+    dependents: tuple[Dependent, ...] = ()
 
     @property
     def scope(self) -> str:
@@ -62,6 +81,7 @@ def tools(surface: Surface, descriptor_set: Path = DESCRIPTOR_SET) -> list[Tool]
     """The tools of every route a key of `surface` opens (not its public or streaming ones)."""
     files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes()).file
     builder = Builder(Protos(files))
+    dependents = _dependents(files)
     made: dict[str, Tool] = {}
     for binding in load_bindings(descriptor_set):
         access = binding.access
@@ -70,8 +90,30 @@ def tools(surface: Surface, descriptor_set: Path = DESCRIPTOR_SET) -> list[Tool]
         name = tool_name(binding.rpc)
         if name in made:
             raise ValueError(f"two routes of the {surface.name} surface would be tool {name!r}")
-        made[name] = _tool(name, binding, builder)
+        made[name] = _tool(name, binding, builder, dependents.get(binding.rpc, ()))
+    for tool in made.values():
+        for dependent in tool.dependents:
+            lister = made.get(dependent.list_tool)
+            if lister is None or dependent.filter not in lister.input_schema["properties"]:
+                raise ValueError(f"{tool.binding.rpc}: no tool {dependent.list_tool} with {dependent.filter}")
+            if dependent.id_field not in tool.input_schema["properties"]:
+                raise ValueError(f"{tool.binding.rpc}: no field {dependent.id_field}")
     return list(made.values())
+
+
+def _dependents(files: Iterable[descriptor_pb2.FileDescriptorProto]) -> dict[str, tuple[Dependent, ...]]:
+    """Each RPC's declared dependents (the dependents method option), by the RPC's full name."""
+    found: dict[str, tuple[Dependent, ...]] = {}
+    for file in files:
+        for service in file.service:
+            for method in service.method:
+                declared = method.options.Extensions[options_pb2.dependents]
+                if declared:
+                    found[f"{file.package}.{service.name}.{method.name}"] = tuple(
+                        Dependent(tool_name(d.list_rpc), d.filter, d.id_field or "id", _EFFECTS[d.effect])
+                        for d in declared
+                    )
+    return found
 
 
 def visible(every: Iterable[Tool], scopes: Iterable[str]) -> list[Tool]:
@@ -80,7 +122,7 @@ def visible(every: Iterable[Tool], scopes: Iterable[str]) -> list[Tool]:
     return [tool for tool in every if not tool.scope or has_scope(held, tool.scope)]
 
 
-def _tool(name: str, binding: Binding, builder: Builder) -> Tool:
+def _tool(name: str, binding: Binding, builder: Builder, dependents: tuple[Dependent, ...]) -> Tool:
     comment = builder.protos.comments.get(binding.rpc, "")
     title = comment.partition("\n")[0]
     inputs = builder.inputs(binding)
@@ -108,6 +150,7 @@ def _tool(name: str, binding: Binding, builder: Builder) -> Tool:
         annotations=dict(_HINTS[binding.method]),
         binding=binding,
         body=inputs.body.name if inputs.body is not None else None,
+        dependents=dependents,
     )
 
 

@@ -25,6 +25,7 @@ class Settings(config.ProcessSettings):
     peers: Mapping[str, str] = field(default_factory=dict)  # cluster -> where its service answers gRPC
     internal_token: str | None = None
     call_log_retention: dt.timedelta = dt.timedelta(days=7)  # as long as the event records are kept
+    confirmations_valid_for: dt.timedelta = dt.timedelta(minutes=5)  # a previewed write's token
     redis_url: str | None = None
     admin_token: str | None = None  # None only in tests that build settings by hand: then refused
     key_cache_seconds: float = 0.5
@@ -54,6 +55,9 @@ class Settings(config.ProcessSettings):
             internal_token=config.internal_token(env),
             call_log_retention=dt.timedelta(
                 hours=config.env_int(env, "HYDRA_EVENTS_RETENTION_HOURS", 168, minimum=1)
+            ),
+            confirmations_valid_for=dt.timedelta(
+                seconds=config.env_int(env, "HYDRA_MCP_CONFIRM_SECONDS", 300, minimum=10)
             ),
             redis_url=env.get("HYDRA_REDIS_URL") or None,
             admin_token=config.admin_token(env, create=True),

@@ -16,7 +16,6 @@ from services.common.db import Database
 from services.common.fields import utcnow
 
 TOKEN_PREFIX = "hconf_"
-VALID_FOR = dt.timedelta(minutes=5)
 
 
 class Refused(Exception):
@@ -39,8 +38,9 @@ def _digest(token: str) -> str:
 class Confirmations:
     """Tokens for previewed writes, in the gatekeeper's database (so any replica redeems them)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, valid_for: dt.timedelta = dt.timedelta(minutes=5)) -> None:
         self._db = db
+        self.valid_for = valid_for
 
     async def issue(self, key_id: str, tool: str, arguments: dict[str, Any], version: str | None) -> str:
         token = TOKEN_PREFIX + secrets.token_urlsafe(24)
@@ -52,7 +52,7 @@ class Confirmations:
                     tool=tool,
                     arguments=arguments,
                     version=version,
-                    expires_at=utcnow() + VALID_FOR,
+                    expires_at=utcnow() + self.valid_for,
                     used_at=None,
                 )
             )

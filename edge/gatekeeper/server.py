@@ -84,7 +84,7 @@ def build(basics: Basics[Settings]) -> Wiring:
     key_context = ApiKeyContextServicer(key_admin, scopes)
 
     calls = RouteCalls(settings.peers, internal_token=settings.internal_token)
-    confirmations = Confirmations(db)
+    confirmations = Confirmations(db, valid_for=settings.confirmations_valid_for)
     secret = (settings.admin_token or "").encode()
     call_log = CallLog(
         db,

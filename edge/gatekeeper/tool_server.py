@@ -22,9 +22,9 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from edge.gatekeeper.authorizer import Authorizer, RouteAccess
 from edge.gatekeeper.call_log import CallLog
-from edge.gatekeeper.confirmations import VALID_FOR, Confirmations, Pending, Refused
+from edge.gatekeeper.confirmations import Confirmations, Pending, Refused
 from edge.route_calls import Caller, RouteCalls, RouteError
-from edge.tools import Tool, visible
+from edge.tools import Dependent, Tool, visible
 from services.common.identity import CLIENT_IP_HEADER, KEY_HEADER, SCOPES_HEADER, TENANT_HEADER
 from services.common.surfaces import CORE, SUPPORT, Surface, render
 
@@ -73,30 +73,49 @@ class ToolServer:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        body = await _body(receive)
+        if body is None:
+            await _answer(send, 413, {"detail": "Request body too large."})
+            return
+        message = _rpc_message(body) if scope["method"] == "POST" else None
+        if message is not None and not ("id" in message and "method" in message):
+            # A notification or a client's answer: a stateless server has nothing to do with either.
+            await send({"type": "http.response.start", "status": 202, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         client = headers.get(CLIENT_IP_HEADER, "")
         admission = await self._authorizer.admit(self._route, headers, scope["path"], client=client)
+        rate = [(k.encode(), v.encode()) for k, v in admission.rate_headers.items()]
         if admission.error is not None:
             rendered = render(admission.error, self._surface)
-            response_headers = [(b"content-type", b"application/json")]
-            response_headers += [(k.encode(), v.encode()) for k, v in admission.rate_headers.items()]
-            await send(
-                {"type": "http.response.start", "status": rendered.http_status, "headers": response_headers}
-            )
-            await send({"type": "http.response.body", "body": rendered.body.encode()})
+            if message is None:
+                await _answer(send, rendered.http_status, json.loads(rendered.body), rate)
+                return
+            # An MCP request is answered in MCP: a JSON-RPC error the client hands to its agent, with the
+            # surface's error and when to retry (an HTTP error status would end the client's session).
+            retry = admission.rate_headers.get(self._surface.rate_headers[2])
+            data: dict[str, Any] = {"status": rendered.http_status, "error": json.loads(rendered.body)}
+            if retry is not None:
+                data["retry_after_seconds"] = int(retry)
+            error = {
+                "code": _RPC_ERROR_CODES.get(rendered.http_status, -32000),
+                "message": rendered.message,
+                "data": data,
+            }
+            await _answer(send, 200, {"jsonrpc": "2.0", "id": message["id"], "error": error}, rate)
             return
         identity = admission.identity
         scope.setdefault("state", {})[_CALLER] = Caller(
             identity[TENANT_HEADER], identity[KEY_HEADER], identity[SCOPES_HEADER].split()
         )
-        rate = [(k.encode(), v.encode()) for k, v in admission.rate_headers.items()]
 
         async def send_with_rate(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", []), *rate]}
             await send(message)
 
-        await self._manager.handle_request(scope, receive, send_with_rate)
+        await self._manager.handle_request(scope, _replay(body, receive), send_with_rate)
 
     def _caller(self) -> Caller:
         request = self._server.request_context.request
@@ -181,36 +200,73 @@ class ToolServer:
     async def _current(
         self, tool: Tool, arguments: Mapping[str, Any], caller: Caller
     ) -> dict[str, Any] | None:
-        """The row a write would change, read as the caller; None for a create."""
+        """The row a change or delete would touch, read as the caller; None where there is no read
+        route for it or the key may not read it."""
         reader = self._readers.get(tool.binding.template)
-        if reader is None or tool.binding.method == "POST":
+        if reader is None or reader not in visible([reader], caller.scopes):
             return None
-        return await self._calls.call(reader, {k: v for k, v in arguments.items() if k != tool.body}, caller)
+        return await self._calls.call(reader, _target(tool, arguments), caller)
 
     async def _preview(self, tool: Tool, arguments: dict[str, Any], caller: Caller) -> dict[str, Any]:
         """What a write would do, and the token that applies it; nothing changes."""
-        current = await self._current(tool, arguments, caller)
-        preview: dict[str, Any] = {
-            "tool": tool.name,
-            "would": f"{tool.binding.method} {tool.binding.template}",
-        }
-        if current is None:
-            preview["creates"] = arguments.get(tool.body or "", arguments)
-        elif tool.binding.method == "DELETE":
-            preview["deletes"] = current
+        method = tool.binding.method
+        preview: dict[str, Any] = {"tool": tool.name, "would": f"{method} {tool.binding.template}"}
+        current = None
+        if method == "POST":
+            preview["creates"] = arguments.get(tool.body) if tool.body else arguments
         else:
-            row = _row(current)
+            current = await self._current(tool, arguments, caller)
+            if current is None:
+                preview["target"] = _target(tool, arguments)
+        if method == "DELETE":
+            preview["deletes"] = current if current is not None else _target(tool, arguments)
+            touched = {name: await self._dependent_rows(dep, arguments, caller) for name, dep in _named(tool)}
+            if touched:
+                preview["dependents"] = touched
+            blockers = {
+                name: rows.get("count", 0) for name, rows in touched.items() if rows["effect"] == "blocks"
+            }
+            if any(blockers.values()):
+                preview["blocked_by"] = blockers
+                return {
+                    "preview": preview,
+                    "blocked": "The delete would be refused while these remain: reassign or delete them, "
+                    "then preview the delete again.",
+                }
+        elif method != "POST":
+            row = _row(current) if current is not None else None
+            changes = (arguments.get(tool.body) if tool.body else None) or {}
             preview["changes"] = {
-                field: {"from": row.get(field), "to": value}
-                for field, value in (arguments.get(tool.body or "") or {}).items()
-                if row.get(field) != value
+                field: {"from": row.get(field), "to": value} if row is not None else {"to": value}
+                for field, value in changes.items()
+                if row is None or row.get(field) != value
             }
         token = await self._confirmations.issue(caller.key_id, tool.name, arguments, _version(current))
         return {
             "preview": preview,
             "confirmation_token": token,
-            "expires_in_seconds": int(VALID_FOR.total_seconds()),
+            "expires_in_seconds": int(self._confirmations.valid_for.total_seconds()),
             "to_apply": "call the confirm tool with this token",
+        }
+
+    async def _dependent_rows(
+        self, dependent: Dependent, arguments: Mapping[str, Any], caller: Caller
+    ) -> dict[str, Any]:
+        """The rows a delete touches, as far as the caller may read them (their ids, a page at most)."""
+        lister = self._tools[dependent.list_tool]
+        if lister not in visible([lister], caller.scopes):
+            return {"effect": dependent.effect, "unknown": f"this key lacks {lister.scope} to list them"}
+        limit = lister.input_schema["properties"].get("limit", {}).get("maximum", 100)
+        answer = await self._calls.call(
+            lister, {dependent.filter: arguments[dependent.id_field], "limit": limit}, caller
+        )
+        rows = next((v for v in answer.values() if isinstance(v, list)), [])
+        more = bool(answer.get("next_cursor") or answer.get("nextCursor")) or len(rows) >= limit
+        return {
+            "effect": dependent.effect,
+            "count": len(rows),
+            "more": more,
+            "ids": [row.get("id") for row in rows],
         }
 
     async def _redeem(self, token: str, caller: Caller) -> tuple[Tool, Pending]:
@@ -245,6 +301,78 @@ CONFIRM_TOOL = types.Tool(
     },
     annotations=types.ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=False),
 )
+
+
+# JSON-RPC error codes (the implementation-defined range) of the edge's refusals, by HTTP status.
+_RPC_ERROR_CODES = {401: -32001, 403: -32003, 429: -32029}
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+async def _body(receive: Receive) -> bytes | None:
+    """The request's whole body, or None past MAX_BODY_BYTES."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        event = await receive()
+        if event["type"] != "http.request":
+            return b"".join(chunks)
+        chunk = event.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not event.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands over the body already read, then waits on the client as before."""
+    sent = False
+
+    async def replayed() -> MutableMapping[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+def _rpc_message(body: bytes) -> dict[str, Any] | None:
+    """The body's JSON-RPC message (a request, notification or response), or None for anything else."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        return None
+    if "id" in message and not isinstance(message["id"], str | int):
+        return None
+    return message
+
+
+async def _answer(
+    send: Send, status: int, body: Mapping[str, Any], headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *(headers or [])],
+        }
+    )
+    await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+
+def _target(tool: Tool, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments naming the row (the path's), without the body."""
+    return {k: v for k, v in arguments.items() if k != tool.body}
+
+
+def _named(tool: Tool) -> list[tuple[str, Dependent]]:
+    """A delete's dependents, each by the name of what its list tool lists (list_contacts: contacts)."""
+    return [(dep.list_tool.removeprefix("list_"), dep) for dep in tool.dependents]
 
 
 def _row(answer: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
-from tests.e2e.conftest import Edge, core_key, create_instance
+import pytest
+from mcp.shared.exceptions import McpError
+
+from tests.e2e.conftest import Edge, Key, core_key, create_channel, create_instance, create_resource
 from tests.e2e.test_deployments import mcp_session
+from tests.e2e.test_side_effects import SCOPES as SIDE_EFFECT_SCOPES
+from tests.e2e.test_side_effects import contact_with_email
+from tests.support.database import stack_rows
+from tests.support.polling import wait_until
 
 
 async def _use(url: str, headers: dict[str, str], calls: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -171,3 +179,131 @@ def test_the_call_log_holds_each_call_and_nothing_of_its_content(edge: Edge) -> 
     )
     other_tenant = edge.key(scopes=("mcp-log:read",))
     assert edge.http.get("/api/v1/mcp/calls", headers=other_tenant.bearer).json() == {"calls": [], "count": 0}
+
+
+async def _refusals(url: str, key: Key) -> dict[str, Any]:
+    """A key's window spent over MCP, then an unknown key: what each refusal looked like."""
+    out: dict[str, Any] = {}
+    async with mcp_session(url, key.bearer) as (session, _):
+        await session.initialize()
+        await session.list_tools()
+        await session.call_tool("list_leads", {"limit": 1})
+        with pytest.raises(McpError) as limited:
+            await session.call_tool("list_leads", {"limit": 1})
+        out["limited"] = limited.value.error
+    async with mcp_session(url, {"authorization": "Bearer hmcp_unknown"}) as (session, _):
+        with pytest.raises(McpError) as unknown:
+            await session.initialize()
+        out["unknown"] = unknown.value.error
+    return out
+
+
+def test_limits_and_bad_keys_are_mcp_errors_with_the_retry_time(edge: Edge) -> None:
+    key = edge.key(scopes=("crm:read",), rate_limit=3)
+    seen = asyncio.run(_refusals(f"{edge.stack.edge_url}/api/mcp/v1", key))
+    limited = seen["limited"]
+    assert limited.code == -32029 and "Rate limit exceeded" in limited.message
+    assert limited.data["status"] == 429 and limited.data["error"]["code"] == "rate_limited"
+    assert 0 < limited.data["retry_after_seconds"] <= 60
+    # The window is the key's: HTTP requests find it spent too.
+    assert edge.http.get("/api/v1/leads", headers=key.bearer).status_code == 429
+    unknown = seen["unknown"]
+    assert unknown.code == -32001 and unknown.data["status"] == 401
+    assert unknown.data["error"] == {"error": "Invalid or revoked API key.", "code": "unauthorized"}
+
+
+async def _previews(url: str, headers: dict[str, str], calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+    async with mcp_session(url, headers) as (session, _):
+        await session.initialize()
+        return [(await session.call_tool(name, arguments)).structuredContent for name, arguments in calls]
+
+
+def test_a_delete_preview_names_what_it_touches_and_what_blocks_it(edge: Edge) -> None:
+    key = edge.key(scopes=("crm:read", "crm:write", "conversations:read"))
+    account = create_resource(edge, key, "/api/v1/accounts")
+    contacts = [
+        edge.http.post(
+            "/api/v1/contacts",
+            json={"email": f"c{n}-{uuid.uuid4().hex[:6]}@example.com", "account_id": account["id"]},
+            headers=key.bearer,
+        ).json()["contact"]
+        for n in range(2)
+    ]
+    account_preview, contact_preview = asyncio.run(
+        _previews(
+            f"{edge.stack.edge_url}/api/mcp/v1",
+            key.bearer,
+            [("delete_account", {"id": account["id"]}), ("delete_contact", {"id": contacts[0]["id"]})],
+        )
+    )
+    assert "confirmation_token" not in account_preview and "refused" in account_preview["blocked"]
+    preview = account_preview["preview"]
+    assert preview["blocked_by"] == {"contacts": 2} and preview["deletes"]["account"]["id"] == account["id"]
+    assert sorted(preview["dependents"]["contacts"]["ids"]) == sorted(c["id"] for c in contacts)
+    assert contact_preview["confirmation_token"].startswith("hconf_")
+    assert contact_preview["preview"]["dependents"] == {
+        "conversations": {"effect": "detached", "count": 0, "more": False, "ids": []},
+        "tickets": {"effect": "detached", "unknown": "this key lacks tickets:read to list them"},
+    }
+
+
+async def _confirmed(url: str, headers: dict[str, str], name: str, arguments: dict[str, Any]) -> Any:
+    async with mcp_session(url, headers) as (session, _):
+        await session.initialize()
+        preview = await session.call_tool(name, arguments)
+        token = preview.structuredContent["confirmation_token"]  # type: ignore[index]
+        return (await session.call_tool("confirm", {"token": token})).structuredContent
+
+
+def test_a_confirmed_write_leaves_the_routes_audit_row_and_side_effects(edge: Edge) -> None:
+    key = edge.key(scopes=SIDE_EFFECT_SCOPES)
+    contact = contact_with_email(edge, key)
+    url = f"{edge.stack.edge_url}/api/mcp/v1"
+    ticket = asyncio.run(
+        _confirmed(
+            url, key.bearer, "create_ticket", {"ticket": {"title": "Via MCP", "customer_id": contact["id"]}}
+        )
+    )["ticket"]
+    (mail,) = wait_until(lambda: edge.mail_to(contact["email"]), what="the confirmation email")
+    assert mail["Subject"] == "We received your request: Via MCP" and ticket["id"] in mail.get_payload()
+    lead = edge.http.post("/api/v1/leads", json={"name": "Ada"}, headers=key.bearer).json()["lead"]
+    asyncio.run(_confirmed(url, key.bearer, "update_lead", {"id": lead["id"], "lead": {"name": "Ada L."}}))
+    audit = stack_rows(
+        edge.env,
+        "crm",
+        "SELECT resource_id, action FROM audit_log WHERE key_id = :key ORDER BY at",
+        key=key.id,
+    )
+    lead_rows = [
+        action for resource_id, action in audit if uuid.UUID(str(resource_id)) == uuid.UUID(lead["id"])
+    ]
+    assert lead_rows == ["create", "update"]
+    assert len(edge.mail_to(contact["email"])) == 1
+
+
+def test_hydracore_deletes_are_previewed_with_what_goes_with_them(edge: Edge) -> None:
+    key = core_key(edge)
+    instance = create_instance(edge, key, name="Doomed")
+    channel = create_channel(edge, key, instance["id"])
+    url = f"{edge.stack.edge_url}/v1/mcp"
+
+    async def flow() -> tuple[Any, Any]:
+        async with mcp_session(url, key.api_key) as (session, _):
+            await session.initialize()
+            preview = (
+                await session.call_tool("delete_instance", {"instance_id": instance["id"]})
+            ).structuredContent
+            token = preview["confirmation_token"]  # type: ignore[index]
+            return preview, (await session.call_tool("confirm", {"token": token})).structuredContent
+
+    preview, confirmed = asyncio.run(flow())
+    assert preview["preview"]["deletes"]["id"] == instance["id"]
+    assert preview["preview"]["dependents"]["channels"] == {
+        "effect": "deleted",
+        "count": 1,
+        "more": False,
+        "ids": [channel["id"]],
+    }
+    assert confirmed == {}
+    gone = edge.http.get(f"/v1/instances/{instance['id']}", headers=key.api_key)
+    assert gone.status_code == 404 and "detail" in gone.json()

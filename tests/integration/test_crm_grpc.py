@@ -21,11 +21,11 @@ from hydra.crm.v1 import (
 )
 
 from services.common.channels import internal_metadata
-from services.common.db import connect_args, migration_url
 from services.common.delivery import DeliverySettings
 from services.crm.config import Settings
 from services.crm.server import PROCESS
 from testbed.stack import grpc_processes, stack_env
+from tests.support.database import service_rows
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -157,12 +157,7 @@ def test_migrations_are_idempotent_and_postgres_uses_the_crm_schema(database_url
 
 def crm_rows(database_url: str, query: str) -> list:
     """Rows of a query on crm's own tables (its schema on PostgreSQL, its file on SQLite)."""
-    url = migration_url(database_url.replace(".sqlite3", ".crm.sqlite3"))
-    engine = sa.create_engine(url, connect_args=connect_args(url, "crm"))
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text(query)).all()
-    engine.dispose()
-    return rows
+    return service_rows(database_url.replace(".sqlite3", ".crm.sqlite3"), "crm", query)
 
 
 def test_stage_change_writes_lifecycle_event_outbox_and_audit(database_url: str, tmp_path: Path) -> None:

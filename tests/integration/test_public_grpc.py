@@ -9,14 +9,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-import sqlalchemy as sa
 from google.protobuf import struct_pb2
 from hydra.public.v1 import analytics_pb2, analytics_pb2_grpc, sites_pb2, sites_pb2_grpc
 
 from services.common.channels import internal_metadata
-from services.common.db import connect_args, migration_url
 from services.public.server import PROCESS
 from testbed.stack import grpc_processes, stack_env
+from tests.support.database import service_rows
 
 EVENTS = 3000
 IN_FLIGHT = 64
@@ -79,10 +78,7 @@ def test_every_acknowledged_page_view_survives_a_shutdown(database_url: str, tmp
         sent, acknowledged = asyncio.run(track_until_stopped(address, site.tracking_token, 500, stop))
         stopper.join()
     assert 500 <= acknowledged < EVENTS  # the stop landed while page views were in flight
-    url = migration_url(env.get("HYDRA_PUBLIC_DATABASE_URL") or database_url)
-    engine = sa.create_engine(url, connect_args=connect_args(url, PROCESS.schema))
-    with engine.connect() as conn:
-        stored = conn.execute(sa.text("SELECT count(*) FROM page_views")).scalar_one()
-    engine.dispose()
+    url = env.get("HYDRA_PUBLIC_DATABASE_URL") or database_url
+    ((stored,),) = service_rows(url, PROCESS.schema, "SELECT count(*) FROM page_views")
     # An acknowledgement means committed; a few may be committed whose answer the stop cut off.
     assert acknowledged <= stored <= sent

@@ -1,0 +1,27 @@
+"""Reading a service's own tables from a test, on either backend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from services.common.config import database_url
+from services.common.db import connect_args, migration_url
+
+
+def service_rows(url: str, service: str, query: str, **params: Any) -> list[Any]:
+    """Rows of a query on `service`'s tables at `url` (its schema on PostgreSQL, its own SQLite file)."""
+    url = migration_url(url)
+    engine = sa.create_engine(url, connect_args=connect_args(url, service))
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text(query), params).all())
+    finally:
+        engine.dispose()
+
+
+def stack_rows(env: Mapping[str, str], service: str, query: str, **params: Any) -> list[Any]:
+    """Rows of a query on the tables of a running stack's `service`."""
+    return service_rows(database_url(env, service), service, query, **params)
