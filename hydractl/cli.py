@@ -46,6 +46,7 @@ DEMO_SCOPES = [
     "conversations:write",
     "tickets:read",
     "tickets:write",
+    "mcp-log:read",
 ]
 DEMO_CORE_SCOPES = [
     "instances:read",
@@ -55,6 +56,7 @@ DEMO_CORE_SCOPES = [
     "sites:write",
     "analytics:read",
     "forms:read",
+    "mcp-log:read",
 ]
 
 
@@ -451,7 +453,9 @@ def cmd_up(args: argparse.Namespace, env: dict[str, str]) -> None:
                 f'\'{{"site_id": "{site["tracking_token"]}", "page_path": "/"}}\'\n'
                 f"  curl -s {stack.edge_url}/v1/sites/{site['id']}/analytics -H 'X-Api-Key: {core['key']}'\n"
                 f"API reference: {stack.edge_url}/docs (Swagger UI), {stack.edge_url}/redoc, "
-                f"{stack.edge_url}/openapi.json\n\n"
+                f"{stack.edge_url}/openapi.json\n"
+                f"MCP for AI agents (README: MCP): {stack.edge_url}/api/mcp/v1 with the demo API key, "
+                f"{stack.edge_url}/v1/mcp with the HydraCore key\n\n"
             )
             sys.stdout.write(demo_user_lines(env, stack.edge_url, key["tenant_id"]))
             sys.stdout.write("Ctrl-C stops everything.\n")
