@@ -11,14 +11,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select, tuple_
+from sqlalchemy import delete, select, tuple_
 
 from edge.gatekeeper.models import tool_calls
-from services.common.db import Database
+from services.common.batching import GroupCommitWriter
+from services.common.db import Database, DirectConnection
 from services.common.fields import parse_limit, utcnow
 from services.common.paging import decode_cursor, encode_cursor
 
 PURGE_EVERY_SECONDS = 3600.0
+
+
+async def _insert_calls(conn: DirectConnection, rows: Sequence[dict[str, Any]]) -> None:
+    await conn.insert_many(tool_calls, rows)
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,22 @@ class CallLog:
         self._keep = keep
         self._cursor_key = cursor_key
         self._log = logger
+        # Calls answered at once share a commit: one transaction per batch, not per call.
+        self._writer: GroupCommitWriter[dict[str, Any]] = GroupCommitWriter(
+            db=db, insert_many=_insert_calls, logger=logger, max_batch=500
+        )
+        self._committing: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Starts committing recorded calls; until `close`, which comes after the listener's own, so
+        that every call under way is logged before the process stops."""
+        self._committing = asyncio.get_running_loop().create_task(self._writer.run())
+
+    async def close(self) -> None:
+        await self._writer.flush()
+        if self._committing is not None:
+            self._committing.cancel()
+            await asyncio.gather(self._committing, return_exceptions=True)
 
     async def record(
         self,
@@ -51,20 +72,20 @@ class CallLog:
         latency_ms: float,
         status: str,
     ) -> None:
-        async with self._db.transaction() as conn:
-            await conn.execute(
-                insert(tool_calls).values(
-                    tenant_id=uuid.UUID(tenant_id),
-                    id=uuid.uuid4(),
-                    key_id=key_id[:64],
-                    surface=surface,
-                    tool=tool[:100],
-                    scope=scope,
-                    latency_ms=round(latency_ms, 2),
-                    status=status,
-                    at=utcnow(),
-                )
-            )
+        """Returns once the row is committed."""
+        await self._writer.write(
+            {
+                "tenant_id": uuid.UUID(tenant_id),
+                "id": uuid.uuid4(),
+                "key_id": key_id[:64],
+                "surface": surface,
+                "tool": tool[:100],
+                "scope": scope,
+                "latency_ms": round(latency_ms, 2),
+                "status": status,
+                "at": utcnow(),
+            }
+        )
 
     async def page(
         self, tenant_id: uuid.UUID, surface: str, *, limit: int | None, cursor: str | None

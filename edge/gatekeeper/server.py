@@ -122,6 +122,7 @@ def build(basics: Basics[Settings]) -> Wiring:
     async def start() -> None:
         await checks.start()  # Envoy's ext_authz checks arrive over HTTP/1.1, on a listener of their own
         if settings.tools_address:
+            await call_log.start()
             await listener.start()
 
     return Wiring(
@@ -129,6 +130,7 @@ def build(basics: Basics[Settings]) -> Wiring:
         background=[call_log.run],
         close=[
             listener.close,
+            call_log.close,
             checks.close,
             calls.close,
             store.close,

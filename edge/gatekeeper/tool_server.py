@@ -16,6 +16,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
+from jsonschema.exceptions import best_match
+from jsonschema.validators import validator_for
 from mcp import types
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -32,6 +34,7 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 _CALLER = "hydra_caller"
+SERVER_VERSION = "1.0.0"
 # Where each keyed surface's MCP server answers.
 TOOL_PATHS = {"/api/mcp/v1": SUPPORT, "/v1/mcp": CORE}
 
@@ -61,7 +64,13 @@ class ToolServer:
         self._log = logger
         (credential,) = [c for c in surface.credentials if c.key_kind is not None]
         self._route = RouteAccess(surface=surface, credential=credential)
-        self._server: Server[Any, Any] = Server(f"hydra-{surface.name}")
+        # A version given: the SDK would otherwise read its own package's metadata on every request.
+        self._server: Server[Any, Any] = Server(f"hydra-{surface.name}", version=SERVER_VERSION)
+        self._listed = {tool.name: _listed(tool) for tool in tools}
+        # Each tool's input schema compiled once (the SDK's own check recompiles it on every call).
+        self._validators = {
+            tool.name: validator_for(tool.input_schema)(tool.input_schema) for tool in self._tools.values()
+        }
         self._register(self._server)
         self._manager = StreamableHTTPSessionManager(self._server, json_response=True, stateless=True)
 
@@ -128,30 +137,12 @@ class ToolServer:
         @server.list_tools()  # type: ignore[untyped-decorator,no-untyped-call]
         async def list_tools() -> list[types.Tool]:
             opened = visible(self._tools.values(), self._caller().scopes)
-            listed = [
-                types.Tool(
-                    name=tool.name,
-                    title=tool.title,
-                    description=tool.description
-                    + (
-                        " Answers a preview and a confirmation token; nothing changes until confirm."
-                        if tool.writes
-                        else ""
-                    ),
-                    inputSchema=tool.input_schema,
-                    annotations=types.ToolAnnotations(
-                        readOnlyHint=tool.annotations["readOnlyHint"],
-                        destructiveHint=tool.annotations["destructiveHint"],
-                        idempotentHint=tool.annotations["idempotentHint"],
-                    ),
-                )
-                for tool in opened
-            ]
+            listed = [self._listed[tool.name] for tool in opened]
             if any(tool.writes for tool in opened):
                 listed.append(CONFIRM_TOOL)
             return listed
 
-        @server.call_tool()  # type: ignore[untyped-decorator]
+        @server.call_tool(validate_input=False)  # type: ignore[untyped-decorator]
         async def call_tool(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
             caller = self._caller()
             started = time.perf_counter()
@@ -166,6 +157,9 @@ class ToolServer:
                     if tool is None or tool not in visible([tool], caller.scopes):
                         raise ValueError(f"Unknown tool: {name}")
                     scope = tool.scope
+                    invalid = best_match(self._validators[name].iter_errors(arguments))
+                    if invalid is not None:
+                        raise ValueError(f"Input validation error: {invalid.message}")
                     answer = (
                         await self._preview(tool, arguments, caller)
                         if tool.writes
@@ -284,6 +278,26 @@ class ToolServer:
             if _version(current) != pending.version:
                 raise Refused("The row changed since the preview: preview the change again.")
         return await self._calls.call(tool, pending.arguments, caller)
+
+
+def _listed(tool: Tool) -> types.Tool:
+    """A tool as tools/list shows it."""
+    return types.Tool(
+        name=tool.name,
+        title=tool.title,
+        description=tool.description
+        + (
+            " Answers a preview and a confirmation token; nothing changes until confirm."
+            if tool.writes
+            else ""
+        ),
+        inputSchema=tool.input_schema,
+        annotations=types.ToolAnnotations(
+            readOnlyHint=tool.annotations["readOnlyHint"],
+            destructiveHint=tool.annotations["destructiveHint"],
+            idempotentHint=tool.annotations["idempotentHint"],
+        ),
+    )
 
 
 CONFIRM_TOOL = types.Tool(

@@ -65,6 +65,10 @@ def log_loop_exception(logger: logging.Logger) -> Any:
     return handle
 
 
+# Libraries that log every request at INFO (the MCP SDK's "Processing request of type …").
+_CHATTY = ("mcp",)
+
+
 def configure(service: str, level: str = "INFO") -> logging.Logger:
     """Routes all logging through the JSON formatter; returns the service's logger."""
     handler = logging.StreamHandler(sys.stderr)
@@ -72,4 +76,7 @@ def configure(service: str, level: str = "INFO") -> logging.Logger:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    if root.level > logging.DEBUG:
+        for name in _CHATTY:  # their INFO lines say nothing the access log does not, once per request
+            logging.getLogger(name).setLevel(max(root.level, logging.WARNING))
     return logging.getLogger(f"hydra.{service}")
