@@ -4,6 +4,7 @@ the tools a key's scopes open, calls answered as their routes, another tenant's 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from typing import Any
@@ -69,6 +70,18 @@ def test_hydracore_tools_answer_for_hc_live_keys(edge: Edge) -> None:
     )
     assert {"list_instances", "get_instance", "delete_instance"} <= set(seen["tools"])
     assert seen["answers"][0][1] == instance
+    malformed, stranger = asyncio.run(
+        _use(
+            f"{edge.stack.edge_url}/v1/mcp",
+            core_key(edge).api_key,
+            [
+                ("get_instance", {"instance_id": "not-a-uuid"}),
+                ("get_instance", {"instance_id": instance["id"]}),
+            ],
+        )
+    )["answers"]
+    assert malformed[0] and json.loads(malformed[2])["detail"][0]["loc"] == ["path", "instance_id"]
+    assert stranger[0] and json.loads(stranger[2]) == {"detail": "Instance not found"}
     refused = edge.http.post(
         "/v1/mcp", json={}, headers={**edge.key().bearer, "accept": "application/json, text/event-stream"}
     )
@@ -133,6 +146,23 @@ def test_writes_are_previewed_then_confirmed_once(edge: Edge) -> None:
 
     is_error, text = asyncio.run(confirm_stale())
     assert is_error and "changed since the preview" in text
+    # Minutes pass: the create's token (another key's, refused above) expires unused.
+    stack_rows(
+        edge.env,
+        "gatekeeper",
+        "UPDATE tool_confirmations SET expires_at = :past WHERE token_hash = :digest",
+        past="2020-01-01 00:00:00.000000",
+        digest=hashlib.sha256(seen["create_token"].encode()).hexdigest(),
+    )
+
+    async def confirm_expired() -> tuple[bool, str]:
+        async with mcp_session(url, writer.bearer) as (session, _):
+            await session.initialize()
+            result = await session.call_tool("confirm", {"token": seen["create_token"]})
+            return result.isError, result.content[0].text  # type: ignore[union-attr]
+
+    is_error, text = asyncio.run(confirm_expired())
+    assert is_error and "expired" in text
     assert (
         edge.http.get(f"/api/v1/leads/{lead['id']}", headers=writer.bearer).json()["lead"]["name"] == "Ada L."
     )

@@ -1,4 +1,5 @@
-"""Reading a service's own tables from a test, on either backend."""
+"""Reading (and, to stand for time passing, changing) a service's own tables from a test, on either
+backend."""
 
 from __future__ import annotations
 
@@ -12,16 +13,18 @@ from services.common.db import connect_args, migration_url
 
 
 def service_rows(url: str, service: str, query: str, **params: Any) -> list[Any]:
-    """Rows of a query on `service`'s tables at `url` (its schema on PostgreSQL, its own SQLite file)."""
+    """Rows of a statement on `service`'s tables at `url` (its schema on PostgreSQL, its own SQLite
+    file), committed; [] for a statement that returns none."""
     url = migration_url(url)
     engine = sa.create_engine(url, connect_args=connect_args(url, service))
     try:
-        with engine.connect() as conn:
-            return list(conn.execute(sa.text(query), params).all())
+        with engine.begin() as conn:
+            result = conn.execute(sa.text(query), params)
+            return list(result.all()) if result.returns_rows else []
     finally:
         engine.dispose()
 
 
 def stack_rows(env: Mapping[str, str], service: str, query: str, **params: Any) -> list[Any]:
-    """Rows of a query on the tables of a running stack's `service`."""
+    """Rows of a statement on the tables of a running stack's `service`."""
     return service_rows(database_url(env, service), service, query, **params)
