@@ -240,6 +240,14 @@ def test_limits_and_bad_keys_are_mcp_errors_with_the_retry_time(edge: Edge) -> N
     unknown = seen["unknown"]
     assert unknown.code == -32001 and unknown.data["status"] == 401
     assert unknown.data["error"] == {"error": "Invalid or revoked API key.", "code": "unauthorized"}
+    # A notification carries no work in a stateless server: 202, whoever sends it; anything else that is
+    # not an MCP request is refused over HTTP.
+    mcp = {"accept": "application/json, text/event-stream", "authorization": "Bearer hmcp_unknown"}
+    url = f"{edge.stack.edge_url}/api/mcp/v1"
+    note = edge.http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=mcp)
+    assert note.status_code == 202 and note.content == b""
+    assert edge.http.post(url, content=b"[1, 2]", headers=mcp).status_code == 401
+    assert edge.http.get(url, headers=mcp).status_code == 401
 
 
 async def _previews(url: str, headers: dict[str, str], calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
