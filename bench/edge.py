@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +117,30 @@ def settle(processes: dict[str, subprocess.Popen[bytes]], timeout: float = 60.0)
         if now - before < 0.05:  # under 10% of one core
             return
         before = now
+
+
+CASE_HEADER = f"{'case':<44}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
+
+
+def measured(
+    processes: dict[str, subprocess.Popen[bytes]], run: Callable[[], dict[str, float]], duration: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Runs one case on the settled stack: its figures, and each process's CPU milliseconds per request."""
+    settle(processes)
+    before = cpu_seconds(processes)
+    figures = run()
+    spent = cpu_seconds(processes)
+    requests = max(1.0, figures["rps"] * duration)
+    return figures, {p: (spent[p] - before[p]) * 1000 / requests for p in spent}
+
+
+def case_line(name: str, figures: dict[str, float], cpu: dict[str, float], busiest: int = 3) -> str:
+    """One case's row under CASE_HEADER, with the processes that spent most CPU per request."""
+    top = ", ".join(f"{p} {ms:.2f}" for p, ms in sorted(cpu.items(), key=lambda x: -x[1])[:busiest])
+    return (
+        f"{name:<44}{figures['rps']:>10.0f}{figures['p50']:>9.1f}{figures['p90']:>9.1f}"
+        f"{figures['p99']:>9.1f}{figures['non_2xx']:>9.0f}   cpu ms/req: {top}"
+    )
 
 
 def profile(pid: int, out: Path, duration: int) -> subprocess.Popen[bytes] | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.edge import cpu_seconds, settle, wrk
+from bench.edge import CASE_HEADER, case_line, measured, wrk
 from bench.stack import bench_stack, host_speed, host_speed_line
 from hydractl.cli import create_tenant, create_user, id_token, mint, parser
 from services.common.db import Database
@@ -99,7 +99,7 @@ def main() -> None:
             f"'review' is in every 1st, 'security' every 9th, 'lint' every 8th; {args.connections} "
             f"connections, {args.duration}s each, PostgreSQL + Redis\n"
         )
-        print(f"{'case':<44}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+        print(CASE_HEADER)
         cases = [
             ("GET /api/v1/leads?limit=25", f"{base}/api/v1/leads?limit=25", None),
             ("GET /v1/workflows (20 of 100 own)", f"{base}/v1/workflows", tokens),
@@ -112,17 +112,14 @@ def main() -> None:
             ("GET /v1/marketplace?sort=popular", f"{base}/v1/marketplace?sort=popular", tokens),
         ]
         for name, url, users_tokens in cases:
-            settle(stack.processes)
-            before = cpu_seconds(stack.processes)
-            f = wrk(url, key, duration=args.duration, connections=args.connections, tokens=users_tokens or ())
-            spent = cpu_seconds(stack.processes)
-            per = {p: (spent[p] - before[p]) * 1000 / max(1.0, f["rps"] * args.duration) for p in spent}
-            busiest = ", ".join(f"{p} {ms:.2f}" for p, ms in sorted(per.items(), key=lambda x: -x[1])[:3])
-            print(
-                f"{name:<44}{f['rps']:>10.0f}{f['p50']:>9.1f}{f['p90']:>9.1f}{f['p99']:>9.1f}{f['non_2xx']:>9.0f}"
-                f"   cpu ms/req: {busiest}",
-                flush=True,
+            figures, cpu = measured(
+                stack.processes,
+                lambda url=url, users_tokens=users_tokens: wrk(
+                    url, key, duration=args.duration, connections=args.connections, tokens=users_tokens or ()
+                ),
+                args.duration,
             )
+            print(case_line(name, figures, cpu), flush=True)
     print(f"\n{host_speed_line(speed_before)}")
 
 

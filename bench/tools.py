@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.edge import cpu_seconds, profile, settle, wrk
+from bench.edge import CASE_HEADER, case_line, measured, profile, wrk
 from bench.stack import bench_stack, host_speed, host_speed_line
 from hydractl.cli import create_tenant, mint
 
@@ -68,7 +68,7 @@ def main() -> None:
             if answer.get("result", {}).get("structuredContent", {}).get("lead") != lead:
                 sys.exit(f"tools/call get_lead did not answer the lead: {answer}")
         print(f"\n{args.connections} connections, {args.duration}s each, PostgreSQL + Redis\n")
-        print(f"{'case':<44}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+        print(CASE_HEADER)
         cases: list[tuple[str, str, str | None]] = [
             ("GET /api/v1/leads/{id}", f"{base}/api/v1/leads/{lead['id']}", None),
             ("MCP tools/call get_lead", f"{base}/api/mcp/v1", get_body),
@@ -80,31 +80,29 @@ def main() -> None:
             ),
         ]
         for name, url, body in cases:
-            settle(stack.processes)
-            before = cpu_seconds(stack.processes)
-            spy = None
-            if args.profile:
-                args.profile.mkdir(parents=True, exist_ok=True)
-                slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
-                spy = profile(stack.processes["gatekeeper"].pid, args.profile / f"{slug}.json", args.duration)
-            f = wrk(
-                url,
-                key,
-                duration=args.duration,
-                connections=args.connections,
-                body=body,
-                headers=MCP_HEADERS if body else None,
-            )
-            spent = cpu_seconds(stack.processes)
-            if spy is not None:
-                spy.wait()
-            per = {p: (spent[p] - before[p]) * 1000 / max(1.0, f["rps"] * args.duration) for p in spent}
-            busiest = ", ".join(f"{p} {ms:.2f}" for p, ms in sorted(per.items(), key=lambda x: -x[1])[:4])
-            print(
-                f"{name:<44}{f['rps']:>10.0f}{f['p50']:>9.1f}{f['p90']:>9.1f}{f['p99']:>9.1f}{f['non_2xx']:>9.0f}"
-                f"   cpu ms/req: {busiest}",
-                flush=True,
-            )
+
+            def run(name: str = name, url: str = url, body: str | None = body) -> dict[str, float]:
+                spy = None
+                if args.profile:
+                    args.profile.mkdir(parents=True, exist_ok=True)
+                    slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
+                    spy = profile(
+                        stack.processes["gatekeeper"].pid, args.profile / f"{slug}.json", args.duration
+                    )
+                figures = wrk(
+                    url,
+                    key,
+                    duration=args.duration,
+                    connections=args.connections,
+                    body=body,
+                    headers=MCP_HEADERS if body else None,
+                )
+                if spy is not None:
+                    spy.wait()
+                return figures
+
+            figures, cpu = measured(stack.processes, run, args.duration)
+            print(case_line(name, figures, cpu, busiest=4), flush=True)
     print(f"\n{host_speed_line(speed_before)}")
 
 

@@ -27,12 +27,11 @@ from edge.gatekeeper.call_log import CallLog
 from edge.gatekeeper.confirmations import Confirmations, Pending, Refused
 from edge.route_calls import Caller, RouteCalls, RouteError
 from edge.tools import Dependent, Tool, visible
+from services.common.asgi import Receive, Scope, Send, read_body, replay
+from services.common.errors import ValidationError
 from services.common.identity import CLIENT_IP_HEADER, KEY_HEADER, SCOPES_HEADER, TENANT_HEADER
 from services.common.surfaces import CORE, SUPPORT, Surface, render
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 _CALLER = "hydra_caller"
 SERVER_VERSION = "1.0.0"
 # Where each keyed surface's MCP server answers.
@@ -82,9 +81,11 @@ class ToolServer:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = await _body(receive)
-        if body is None:
-            await _answer(send, 413, {"detail": "Request body too large."})
+        try:
+            body = await read_body(receive, MAX_BODY_BYTES)
+        except ValidationError as too_large:
+            rendered = render(too_large, self._surface)
+            await _answer(send, rendered.http_status, json.loads(rendered.body))
             return
         message = _rpc_message(body) if scope["method"] == "POST" else None
         if message is not None and not ("id" in message and "method" in message):
@@ -124,7 +125,7 @@ class ToolServer:
                 message = {**message, "headers": [*message.get("headers", []), *rate]}
             await send(message)
 
-        await self._manager.handle_request(scope, _replay(body, receive), send_with_rate)
+        await self._manager.handle_request(scope, replay(body, receive), send_with_rate)
 
     def _caller(self) -> Caller:
         request = self._server.request_context.request
@@ -320,37 +321,6 @@ CONFIRM_TOOL = types.Tool(
 # JSON-RPC error codes (the implementation-defined range) of the edge's refusals, by HTTP status.
 _RPC_ERROR_CODES = {401: -32001, 403: -32003, 429: -32029}
 MAX_BODY_BYTES = 4 * 1024 * 1024
-
-
-async def _body(receive: Receive) -> bytes | None:
-    """The request's whole body, or None past MAX_BODY_BYTES."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        event = await receive()
-        if event["type"] != "http.request":
-            return b"".join(chunks)
-        chunk = event.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-        if not event.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that hands over the body already read, then waits on the client as before."""
-    sent = False
-
-    async def replayed() -> MutableMapping[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed
 
 
 def _rpc_message(body: bytes) -> dict[str, Any] | None:

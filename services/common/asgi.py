@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import uvicorn
 
 from services.common.config import ConfigError
+from services.common.errors import FieldError, ValidationError
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _STARTUP_SECONDS = 10.0
 
@@ -66,3 +71,33 @@ class AsgiListener:
             with contextlib.suppress(asyncio.CancelledError, SystemExit):
                 await self._task
         await self._stack.aclose()
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """A request's whole body (what came before a disconnect); ValidationError past `limit` bytes."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise ValidationError(FieldError(("body",), "Request body too large", "too_long"))
+        if not message.get("more_body"):
+            break
+    return bytes(body)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands an app the body already read, then the client's own messages (its
+    disconnect)."""
+    sent = False
+
+    async def replayed() -> MutableMapping[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed

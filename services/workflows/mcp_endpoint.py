@@ -15,13 +15,14 @@ import json
 import logging
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 from mcp import types
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
+from services.common.asgi import Receive, Scope, Send, read_body, replay
 from services.common.errors import (
     FieldError,
     Forbidden,
@@ -38,9 +39,6 @@ STEPS_TOOL = "get_workflow_steps"
 SESSION_HEADER = "mcp-session-id"
 MAX_BODY_BYTES = 1024 * 1024
 _MOST_SESSIONS = 100_000
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 # How clients name themselves in initialize's clientInfo, by adapter.
 _CLIENT_NAMES = {"claude": "claude", "cursor": "cursor", "codex": "codex"}
 
@@ -98,7 +96,7 @@ class DeploymentEndpoint:
         await self._authorize(deployment, headers)
         if scope["method"] == "GET":
             raise _NoStream()
-        body = await _read_body(receive)
+        body = await read_body(receive, MAX_BODY_BYTES)
         query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
         session_id = headers.get(SESSION_HEADER)
         if session_id:
@@ -113,7 +111,7 @@ class DeploymentEndpoint:
         if not session_id and _is_initialize(body):
             await self._deployments.connect(deployment, adapter)
             scope.setdefault("state", {})["hydra_session"] = (deployment.id, adapter)
-        return _replay(body, receive)
+        return replay(body, receive)
 
     async def _authorize(self, deployment: Served, headers: dict[str, str]) -> None:
         """Anonymous when allowed; else the owner's verified ID token, or a key of this deployment."""
@@ -278,35 +276,6 @@ def _is_initialize(body: bytes) -> bool:
     with contextlib.suppress(ValueError, AttributeError, TypeError):
         return json.loads(body).get("method") == "initialize"
     return False
-
-
-async def _read_body(receive: Receive) -> bytes:
-    body = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        body += message.get("body", b"")
-        if len(body) > MAX_BODY_BYTES:
-            raise ValidationError(FieldError(("body",), "Request body too large", "too_long"))
-        if not message.get("more_body"):
-            break
-    return bytes(body)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that hands the SDK the body already read, then the client's own messages (its
-    disconnect)."""
-    sent = False
-
-    async def replay() -> MutableMapping[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 async def _error(send: Send, error: HydraError) -> None:

@@ -117,6 +117,14 @@ async def _write_flow(
     return out
 
 
+async def _confirm(url: str, headers: dict[str, str], token: str) -> tuple[bool, str]:
+    """What confirming `token` in a new session answered: whether an error, and its text."""
+    async with mcp_session(url, headers) as (session, _):
+        await session.initialize()
+        result = await session.call_tool("confirm", {"token": token})
+        return result.isError, result.content[0].text  # type: ignore[union-attr]
+
+
 def test_writes_are_previewed_then_confirmed_once(edge: Edge) -> None:
     writer = edge.key(scopes=("crm:read", "crm:write"))
     other = edge.key(writer.tenant, scopes=("crm:read", "crm:write"))
@@ -137,14 +145,7 @@ def test_writes_are_previewed_then_confirmed_once(edge: Edge) -> None:
     # Previewing changed nothing; the row then changed under the stale preview, so it is refused.
     assert edge.http.get("/api/v1/leads?limit=10", headers=writer.bearer).json()["count"] == 1
     edge.http.patch(f"/api/v1/leads/{lead['id']}", json={"company": "Acme"}, headers=writer.bearer)
-
-    async def confirm_stale() -> tuple[bool, str]:
-        async with mcp_session(url, writer.bearer) as (session, _):
-            await session.initialize()
-            result = await session.call_tool("confirm", {"token": seen["stale_token"]})
-            return result.isError, result.content[0].text  # type: ignore[union-attr]
-
-    is_error, text = asyncio.run(confirm_stale())
+    is_error, text = asyncio.run(_confirm(url, writer.bearer, seen["stale_token"]))
     assert is_error and "changed since the preview" in text
     # Minutes pass: the create's token (another key's, refused above) expires unused.
     stack_rows(
@@ -154,14 +155,7 @@ def test_writes_are_previewed_then_confirmed_once(edge: Edge) -> None:
         past="2020-01-01 00:00:00.000000",
         digest=hashlib.sha256(seen["create_token"].encode()).hexdigest(),
     )
-
-    async def confirm_expired() -> tuple[bool, str]:
-        async with mcp_session(url, writer.bearer) as (session, _):
-            await session.initialize()
-            result = await session.call_tool("confirm", {"token": seen["create_token"]})
-            return result.isError, result.content[0].text  # type: ignore[union-attr]
-
-    is_error, text = asyncio.run(confirm_expired())
+    is_error, text = asyncio.run(_confirm(url, writer.bearer, seen["create_token"]))
     assert is_error and "expired" in text
     assert (
         edge.http.get(f"/api/v1/leads/{lead['id']}", headers=writer.bearer).json()["lead"]["name"] == "Ada L."

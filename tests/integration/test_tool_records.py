@@ -1,5 +1,6 @@
-"""The MCP call log on both databases: calls recorded at once share commits and each is there once
-answered, pages walk them newest first per tenant and surface, and the retention purges old ones."""
+"""The gatekeeper's MCP records on both databases: confirmation tokens redeemed once (also when two
+requests race), only by their key, never after they expire; the call log's calls committed in shared
+batches, paged newest first per tenant and surface, and purged after the retention."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from sqlalchemy import update
 
 from edge.gatekeeper.call_log import CallLog
+from edge.gatekeeper.confirmations import Confirmations, Refused
 from edge.gatekeeper.models import tool_calls
 from edge.gatekeeper.server import PROCESS
 from services.common.db import Database
@@ -28,6 +30,53 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     )
     upgrade(migrations_dir=PROCESS.migrations, url=url, schema=PROCESS.schema)
     return url
+
+
+async def _refusal(confirmations: Confirmations, token: str, key_id: str) -> str:
+    with pytest.raises(Refused) as refused:
+        await confirmations.redeem(token, key_id)
+    return str(refused.value)
+
+
+def test_a_token_is_redeemed_once_by_its_key(database_url: str) -> None:
+    async def main() -> None:
+        db = Database(database_url, schema=PROCESS.schema)
+        confirmations = Confirmations(db)
+        try:
+            arguments = {"id": "7", "lead": {"name": "Ada", "phone": None}}
+            token = await confirmations.issue("key-1", "update_lead", arguments, "2026-12-03T10:00:00Z")
+            assert "Unknown confirmation token" in await _refusal(confirmations, token, "key-2")
+            pending = await confirmations.redeem(token, "key-1")
+            assert (pending.tool, pending.arguments, pending.version) == (
+                "update_lead",
+                arguments,
+                "2026-12-03T10:00:00Z",
+            )
+            assert "already used" in await _refusal(confirmations, token, "key-1")
+            assert "Unknown confirmation token" in await _refusal(confirmations, token + "x", "key-1")
+            raced = await confirmations.issue("key-1", "delete_lead", {"id": "7"}, None)
+            outcomes = await asyncio.gather(
+                *(confirmations.redeem(raced, "key-1") for _ in range(8)), return_exceptions=True
+            )
+            assert sum(not isinstance(o, Exception) for o in outcomes) == 1
+            assert all(isinstance(o, Refused) for o in outcomes if isinstance(o, Exception))
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())
+
+
+def test_an_expired_token_is_refused(database_url: str) -> None:
+    async def main() -> None:
+        db = Database(database_url, schema=PROCESS.schema)
+        try:
+            expired = Confirmations(db, valid_for=dt.timedelta(0))
+            token = await expired.issue("key-1", "create_lead", {"lead": {"name": "Ada"}}, None)
+            assert "expired" in await _refusal(expired, token, "key-1")
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())
 
 
 def test_calls_are_committed_paged_and_purged(database_url: str) -> None:
