@@ -19,7 +19,7 @@ from services.common.db import Database, DirectConnection
 from services.common.fields import parse_limit, utcnow
 from services.common.paging import decode_cursor, encode_cursor
 
-PURGE_EVERY_SECONDS = 3600.0
+CALL_LOG_PURGE_SECONDS = 3600.0
 
 
 async def _insert_calls(conn: DirectConnection, rows: Sequence[dict[str, Any]]) -> None:
@@ -108,12 +108,3 @@ class CallLog:
         async with self._db.transaction() as conn:
             gone = await conn.execute(delete(tool_calls).where(tool_calls.c.at < utcnow() - self._keep))
         return int(gone.rowcount or 0)
-
-    async def run(self) -> None:
-        """Purges now and then, for as long as the process serves."""
-        while True:
-            try:
-                await self.purge()
-            except Exception as error:  # the next round tries again; the log says why
-                self._log.warning("call log purge failed", extra={"error": type(error).__name__})
-            await asyncio.sleep(PURGE_EVERY_SECONDS)

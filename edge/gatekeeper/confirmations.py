@@ -9,13 +9,14 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from edge.gatekeeper.models import tool_confirmations
 from services.common.db import Database
 from services.common.fields import utcnow
 
 TOKEN_PREFIX = "hconf_"
+CONFIRMATIONS_PURGE_SECONDS = 600.0  # a token lives minutes: its row goes within ten more
 
 
 class Refused(Exception):
@@ -79,8 +80,16 @@ class Confirmations:
                 .where(
                     tool_confirmations.c.token_hash == row.token_hash, tool_confirmations.c.used_at.is_(None)
                 )
-                .values(used_at=now)
+                .values(used_at=now, arguments={})  # what was confirmed need not be kept
             )
             if not used.rowcount:  # another request redeemed it a moment ago
                 raise Refused("This confirmation was already used: preview the change again.")
         return Pending(row.tool, dict(row.arguments), row.version)
+
+    async def purge(self) -> int:
+        """Deletes expired tokens (the arguments of writes never confirmed go with them); how many."""
+        async with self._db.transaction() as conn:
+            gone = await conn.execute(
+                delete(tool_confirmations).where(tool_confirmations.c.expires_at < utcnow())
+            )
+        return int(gone.rowcount or 0)

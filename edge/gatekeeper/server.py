@@ -23,9 +23,9 @@ from hydra.gatekeeper.v1 import (
 
 from edge.bindings import load_bindings
 from edge.gatekeeper.authorizer import Authorizer
-from edge.gatekeeper.call_log import CallLog
+from edge.gatekeeper.call_log import CALL_LOG_PURGE_SECONDS, CallLog
 from edge.gatekeeper.config import Settings
-from edge.gatekeeper.confirmations import Confirmations
+from edge.gatekeeper.confirmations import CONFIRMATIONS_PURGE_SECONDS, Confirmations
 from edge.gatekeeper.http_check import CheckServer
 from edge.gatekeeper.instances import InstanceDirectory
 from edge.gatekeeper.key_admin import KeyAdmin
@@ -45,7 +45,7 @@ from edge.gatekeeper.users import UserDirectory
 from edge.route_calls import RouteCalls
 from edge.tools import tools
 from services.common.asgi import AsgiListener
-from services.common.process import Basics, Process, Wiring
+from services.common.process import Basics, Process, Wiring, every
 from services.common.surfaces import ID_TOKEN
 
 
@@ -127,7 +127,10 @@ def build(basics: Basics[Settings]) -> Wiring:
 
     return Wiring(
         register=register,
-        background=[call_log.run],
+        background=[
+            every(CALL_LOG_PURGE_SECONDS, call_log.purge, logger, "call log purge"),
+            every(CONFIRMATIONS_PURGE_SECONDS, confirmations.purge, logger, "confirmation purge"),
+        ],
         close=[
             listener.close,
             call_log.close,

@@ -24,6 +24,22 @@ from services.common.migrations import upgrade
 SettingsT = TypeVar("SettingsT", bound=ProcessSettings)
 Job = Callable[[], Coroutine[Any, Any, None]]
 
+
+def every(seconds: float, task: Callable[[], Awaitable[object]], logger: logging.Logger, what: str) -> Job:
+    """A background job that runs `task` now and every `seconds`; a failure is logged (its class, never
+    its message) and the next round tries again."""
+
+    async def job() -> None:
+        while True:
+            try:
+                await task()
+            except Exception as error:
+                logger.warning(f"{what} failed", extra={"error": type(error).__name__})
+            await asyncio.sleep(seconds)
+
+    return job
+
+
 # `python -m <module> deliver`: a process that keeps events runs only its consumers.
 DELIVER = "deliver"
 

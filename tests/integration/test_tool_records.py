@@ -11,11 +11,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from edge.gatekeeper.call_log import CallLog
 from edge.gatekeeper.confirmations import Confirmations, Refused
-from edge.gatekeeper.models import tool_calls
+from edge.gatekeeper.models import tool_calls, tool_confirmations
 from edge.gatekeeper.server import PROCESS
 from services.common.db import Database
 from services.common.migrations import upgrade
@@ -53,6 +53,9 @@ def test_a_token_is_redeemed_once_by_its_key(database_url: str) -> None:
                 "2026-12-03T10:00:00Z",
             )
             assert "already used" in await _refusal(confirmations, token, "key-1")
+            async with db.read() as conn:
+                kept = (await conn.execute(select(tool_confirmations.c.arguments))).scalars().all()
+            assert kept == [{}]  # what was confirmed is not kept
             assert "Unknown confirmation token" in await _refusal(confirmations, token + "x", "key-1")
             raced = await confirmations.issue("key-1", "delete_lead", {"id": "7"}, None)
             outcomes = await asyncio.gather(
@@ -73,6 +76,10 @@ def test_an_expired_token_is_refused(database_url: str) -> None:
             expired = Confirmations(db, valid_for=dt.timedelta(0))
             token = await expired.issue("key-1", "create_lead", {"lead": {"name": "Ada"}}, None)
             assert "expired" in await _refusal(expired, token, "key-1")
+            live = await Confirmations(db).issue("key-1", "create_lead", {"lead": {"name": "Grace"}}, None)
+            assert await expired.purge() == 1  # the expired token, with the arguments never confirmed
+            assert "expired" not in await _refusal(expired, token, "key-1")
+            assert (await Confirmations(db).redeem(live, "key-1")).tool == "create_lead"
         finally:
             await db.dispose()
 

@@ -17,7 +17,7 @@ from edge.gatekeeper.server import PROCESS as GATEKEEPER
 from hydractl import processes
 from hydractl.events import SERVICES as DEAD_LETTER_SERVICES
 from hydractl.stack import DELIVERING, PROCESSES
-from services.common.process import Process
+from services.common.process import Process, every
 from services.crm.server import PROCESS as CRM
 from testbed.stack import stack_env
 
@@ -110,17 +110,39 @@ def test_a_service_app_runs_its_outbox_and_consumers_and_closes(tmp_path: Path) 
     asyncio.run(main())
 
 
-def test_the_gatekeeper_app_has_its_listeners_the_call_log_purge_and_no_consumers(tmp_path: Path) -> None:
+def test_the_gatekeeper_app_has_its_listeners_two_purges_and_no_consumers(tmp_path: Path) -> None:
     settings = GATEKEEPER.settings.from_env({"HYDRA_DATA_DIR": str(tmp_path)})
     GATEKEEPER.migrate(settings)
 
     async def main() -> None:
         app = GATEKEEPER.app(settings, logging.getLogger("test"))
-        (purge,) = app.background
-        assert purge.__qualname__ == "CallLog.run"
+        assert [job.__qualname__ for job in app.background] == ["every.<locals>.job"] * 2  # MCP records
         assert (app.consumers, app.separate_consumers) == ((), False)
         assert app.start is not None
         await app.probe()
         await app.close()
 
     asyncio.run(main())
+
+
+def test_a_periodic_job_logs_a_failure_and_runs_again(caplog: pytest.LogCaptureFixture) -> None:
+    rounds: list[int] = []
+
+    async def main() -> None:
+        third = asyncio.Event()
+
+        async def task() -> None:
+            rounds.append(len(rounds))
+            if len(rounds) == 1:
+                raise RuntimeError("row 42 of tenant acme")
+            if len(rounds) == 3:
+                third.set()
+
+        running = asyncio.create_task(every(0.01, task, logging.getLogger("test"), "tidying")())
+        await asyncio.wait_for(third.wait(), 5)
+        running.cancel()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(main())
+    (failure,) = [r for r in caplog.records if r.getMessage() == "tidying failed"]
+    assert failure.error == "RuntimeError" and "acme" not in caplog.text  # type: ignore[attr-defined]
