@@ -268,6 +268,7 @@ def main() -> None:
     )
     parser.add_argument("--profile", type=Path, help="write py-spy profiles here")
     parser.add_argument("--envoy-concurrency", default="1", help="Envoy worker threads")
+    parser.add_argument("--replicas", default="", help="processes per server, e.g. crm=2 (HYDRA_REPLICAS)")
     parser.add_argument(
         "--case", action="append", help="run only cases whose name contains this (repeatable)"
     )
@@ -282,6 +283,7 @@ def main() -> None:
     with bench_stack(
         HYDRA_LOG_LEVEL=args.log_level,
         HYDRA_ENVOY_CONCURRENCY=args.envoy_concurrency,
+        HYDRA_REPLICAS=args.replicas,
         # Page views arrive from many visitors; here they come through one trusted hop (wrk).
         HYDRA_EDGE_TRUSTED_HOPS="1",
     ) as (stack, env):
@@ -292,7 +294,7 @@ def main() -> None:
         print(
             f"\n{offered}, {args.duration}s each, PostgreSQL + Redis "
             f"(no fsync, nor for mail; consumers in delivery processes), log level {args.log_level}, "
-            f"{args.envoy_concurrency} Envoy worker(s)\n"
+            f"{args.envoy_concurrency} Envoy worker(s), replicas: {args.replicas or 'one of each'}\n"
         )
         # Open loop: how late the generator itself was at worst (well under p99, or the figures are its own).
         late_column = f"{'sent late ms':>14}" if args.rate else ""

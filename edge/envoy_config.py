@@ -138,6 +138,9 @@ _RETRY_UNSENT = {
     ],
     "host_selection_retry_max_attempts": 3,
 }
+# A read (not a stream) may also be sent again after its replica died with it under way: nothing was
+# written, and the next replica answers it.
+_RETRY_READS = {**_RETRY_UNSENT, "retry_on": f"{_RETRY_UNSENT['retry_on']},reset"}
 
 
 @dataclass(frozen=True)
@@ -277,7 +280,13 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
             "safe_regex": {"regex": binding.path_regex},
             "headers": [{"name": ":method", "string_match": {"exact": binding.method}}],
         },
-        "route": {"cluster": binding.cluster, "timeout": timeout, "retry_policy": _RETRY_UNSENT},
+        "route": {
+            "cluster": binding.cluster,
+            "timeout": timeout,
+            "retry_policy": _RETRY_READS
+            if binding.method == "GET" and not binding.streaming
+            else _RETRY_UNSENT,
+        },
     }
     if binding.streaming:
         # Not the stream idle timeout meant for unary calls: a reply may pause while the model thinks.
@@ -763,7 +772,23 @@ def _grpc_cluster(name: str, addresses: Sequence[str]) -> dict[str, Any]:
             }
         ],
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
+        **(_OUTLIER_DETECTION if len(addresses) > 1 else {}),
     }
+
+
+# Among replicas, one that fails to connect or resets twice in a row is left out for 10 s (and longer if
+# it does so again) before its health check would catch it; never more than half of them. A lone replica
+# is never ejected: there is nowhere else to send its requests.
+_OUTLIER_DETECTION = {
+    "outlier_detection": {
+        "split_external_local_origin_errors": True,
+        "consecutive_local_origin_failure": 2,
+        "enforcing_consecutive_local_origin_failure": 100,
+        "interval": "1s",
+        "base_ejection_time": "10s",
+        "max_ejection_percent": 50,
+    }
+}
 
 
 def _filters(

@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 
 from edge.bindings import DESCRIPTOR_SET
 from edge.tools import Tool
-from services.common.channels import HTTP2_OPTIONS, MAX_MESSAGE_BYTES, internal_metadata
+from services.common.channels import CLIENT_OPTIONS, MAX_MESSAGE_BYTES, internal_metadata
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class RouteCalls:
         self._channels = {
             cluster: grpc.aio.insecure_channel(
                 address,
-                options=[*HTTP2_OPTIONS, ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
+                options=[*CLIENT_OPTIONS, ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
             )
             for cluster, address in addresses.items()
         }

@@ -21,6 +21,7 @@ from hydra.public.v1 import sites_pb2, sites_pb2_grpc
 from hydra.workflows.v1 import users_pb2, users_pb2_grpc
 
 from edge.gatekeeper.issuer import OidcSettings
+from hydractl import replicas
 from hydractl.events import (
     SERVICES,
     DeadLettersUnavailable,
@@ -430,11 +431,18 @@ def _supervisor_log(path: Path) -> Callable[[str], None]:
 
 
 def cmd_up(args: argparse.Namespace, env: dict[str, str]) -> None:
+    if args.replicas is not None:
+        env[replicas.REPLICAS_ENV] = args.replicas
+    elif replicas.REPLICAS_ENV not in env:
+        env[replicas.REPLICAS_ENV] = ",".join(f"{n}={c}" for n, c in replicas.sensible(env).items())
     stack = Stack(env=env, log_dir=config.data_dir(env) / "logs")
     signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop means the same as Ctrl-C
     try:
         stack.start()
         sys.stdout.write(f"Hydra is up at {stack.edge_url} (logs in {stack.log_dir})\n")
+        several = {server: n for server, n in stack.replica_counts().items() if n > 1}
+        if several:
+            sys.stdout.write("Replicas: " + ", ".join(f"{s} x{n}" for s, n in several.items()) + "\n")
         if args.demo:
             key, core = demo_keys(env)
             site = create_site(env, tenant=key["tenant_id"], name="Demo site")
@@ -518,6 +526,12 @@ def parser() -> argparse.ArgumentParser:
 
     up = command(sub, "up", cmd_up, "start every process, health-gated; Ctrl-C stops all")
     up.add_argument("--demo", action="store_true", help="mint a demo key and print a curl line")
+    up.add_argument(
+        "--replicas",
+        metavar="NAME=N,…",
+        help="processes per server, e.g. crm=2,gatekeeper=2 (HYDRA_REPLICAS); needs PostgreSQL, and Redis "
+        "for the gatekeeper; default: two of crm, tickets and the gatekeeper on 4+ cores with PostgreSQL",
+    )
     command(sub, "migrate", cmd_migrate, "apply every service's database migrations")
 
     tenants = sub.add_parser("tenants", help="tenants").add_subparsers(dest="action", required=True)

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import IO
 
 from edge import envoy_config
-from hydractl import processes
+from hydractl import processes, replicas
 from services.common import config
 from services.common.delivery import DeliverySettings
 from services.common.process import DELIVER
 
 # name -> python module of every gRPC process, in start order.
 PROCESSES = {process.name: process.module for process in processes.ALL}
+SERVERS = {process.name: process for process in processes.ALL}
 # The processes whose event consumers can run apart from their server, as "<name>-delivery".
 DELIVERING = tuple(process.name for process in processes.ALL if process.events is not None)
 DELIVERY_SUFFIX = "-delivery"
@@ -82,6 +83,9 @@ class Stack:
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     _logs: list[IO[bytes]] = field(default_factory=list)
     _argv: dict[str, list[str]] = field(default_factory=dict)
+    _envs: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Replicas beyond the first of each server, once start() has planned them (HYDRA_REPLICAS).
+    _plan: replicas.Plan = field(default_factory=lambda: replicas.Plan({}, {}, {n: n for n in PROCESSES}))
     _started_at: dict[str, float] = field(default_factory=dict)
     # Held while a process is started, stopped or restarted: a deliberate stop is never taken for a crash.
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -90,36 +94,50 @@ class Stack:
     def edge_url(self) -> str:
         return f"http://127.0.0.1:{config.env_int(self.env, 'HYDRA_EDGE_PORT', 8080)}"
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = (self.log_dir / f"{name}.log").open("ab")
         self._logs.append(log)
+        env = env or self.env
         with self._lock:
             self.processes[name] = subprocess.Popen(
-                argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
             self._argv[name] = argv
+            self._envs[name] = env
             self._started_at[name] = time.monotonic()
 
     @property
     def process_names(self) -> list[str]:
-        """Every Python process of this stack, in start order: servers, then any delivery processes."""
+        """Every Python process of this stack, in start order: servers (each replica), then any delivery
+        processes."""
         separate = DeliverySettings.from_env(self.env).separate_consumers
-        return [*PROCESSES, *(f"{name}{DELIVERY_SUFFIX}" for name in DELIVERING if separate)]
+        return [*self._plan.servers, *(f"{name}{DELIVERY_SUFFIX}" for name in DELIVERING if separate)]
+
+    def replica_counts(self) -> dict[str, int]:
+        """How many processes each server runs as."""
+        return {server: list(self._plan.servers.values()).count(server) for server in PROCESSES}
+
+    def server_of(self, name: str) -> str:
+        """The server a process belongs to: crm for crm, crm-2 and crm-delivery."""
+        return self._plan.servers.get(name) or name.removesuffix(DELIVERY_SUFFIX)
 
     def start_process(self, name: str) -> None:
-        """Starts (or restarts) one gRPC process, or a delivery process ("tickets-delivery")."""
-        server = name.removesuffix(DELIVERY_SUFFIX)
-        role = [DELIVER] if server != name else []
-        self._spawn(name, [sys.executable, "-m", PROCESSES[server], *role])
+        """Starts (or restarts) one gRPC process or replica ("crm-2"), or a delivery process
+        ("tickets-delivery")."""
+        server = self.server_of(name)
+        role = [DELIVER] if name.endswith(DELIVERY_SUFFIX) else []
+        env = {**self.env, **self._plan.replica_env.get(name, {})}
+        self._spawn(name, [sys.executable, "-m", PROCESSES[server], *role], env)
 
     def recover_process(self, name: str, timeout: float = 60.0) -> None:
         """Starts a stopped process again and waits until Envoy's health checks have passed on the new one."""
         # Envoy may not have noticed the outage yet: /healthz alone could still report the stale
         # "healthy" and turn unhealthy moments later. A check passed after the restart settles it.
-        passed = self.health_checks_passed(name)
+        cluster = self.server_of(name)
+        passed = self.health_checks_passed(cluster)
         self.start_process(name)
         deadline = time.monotonic() + timeout
-        while self.health_checks_passed(name) <= passed:
+        while self.health_checks_passed(cluster) <= passed:
             self._raise_if_any_exited()
             if time.monotonic() > deadline:
                 raise StackError(f"Envoy never health-checked the restarted {name}")
@@ -139,8 +157,16 @@ class Stack:
         raise StackError(f"Envoy has no cluster {cluster!r}")
 
     def start(self, timeout: float = 60.0) -> None:
-        """Starts every process and Envoy, then waits until the edge reports healthy."""
+        """Starts every process (each server's replicas, HYDRA_REPLICAS) and Envoy, then waits until the
+        edge reports healthy."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            counts = replicas.parse(self.env.get(replicas.REPLICAS_ENV, ""), SERVERS)
+            replicas.check(self.env, counts)
+            self._plan = replicas.plan(self.env, counts, SERVERS)
+        except replicas.ReplicaError as error:
+            raise StackError(str(error)) from None
+        self.env.update(self._plan.shared_env)  # every process, and Envoy, finds each replica
         for name in self.process_names:
             self.start_process(name)
         settings = envoy_config.EdgeSettings.from_env(self.env)
@@ -245,6 +271,6 @@ class Stack:
                         del due[name]
                     elif when <= now:
                         del due[name]
-                        self._spawn(name, self._argv[name])
+                        self._spawn(name, self._argv[name], self._envs[name])
                         note(f"restarted {name} (pid {self.processes[name].pid})")
             stop.wait(0.1)

@@ -159,4 +159,5 @@ PROCESS = Process(
         tool_calls_pb2.DESCRIPTOR.services_by_name["ToolCallLogService"],
     ],
     build=build,
+    http_ports=("authz", "tools"),
 )

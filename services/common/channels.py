@@ -9,6 +9,9 @@ from services.common import identity as ident
 # Servers and channels: no bandwidth-delay probing. Its PING frames grow flow-control windows for
 # long fat links; between Envoy and services on one network they only cost CPU (~7% per request).
 HTTP2_OPTIONS = (("grpc.http2.bdp_probe", 0),)
+# A caller's channel spreads its calls over every address its target resolves to (a server's replicas:
+# "ipv4:a:1,b:2", or a DNS name with several records) instead of sending all of them to the first.
+CLIENT_OPTIONS = (*HTTP2_OPTIONS, ("grpc.lb_policy_name", "round_robin"))
 # The largest valid message (an instance with 500 entries of 20,000 characters is ~40 MB as UTF-8).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 

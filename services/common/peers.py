@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from services.common import config
-from services.common.channels import HTTP2_OPTIONS, MAX_MESSAGE_BYTES, internal_metadata, token_metadata
+from services.common.channels import CLIENT_OPTIONS, MAX_MESSAGE_BYTES, internal_metadata, token_metadata
 from services.common.errors import Unavailable
 
 
@@ -33,7 +33,7 @@ class PeerChannel:
         self.channel = grpc.aio.insecure_channel(
             address,
             options=[
-                *HTTP2_OPTIONS,
+                *CLIENT_OPTIONS,
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 1000),
                 # An instance with 500 long knowledge entries is bigger than gRPC's 4 MB default.

@@ -94,6 +94,8 @@ class Process(Generic[SettingsT]):
     build: Callable[[Basics[SettingsT]], Wiring]
     # With event tables, the process dispatches its outbox and runs its consumers (apart, with `deliver`).
     events: EventTables | None = None
+    # Its HTTP listeners besides its gRPC port, by their port names (HYDRA_<NAME>_PORT): a replica moves all.
+    http_ports: tuple[str, ...] = ()
 
     def migrate(self, settings: SettingsT) -> None:
         """Brings the process's database to its newest migration."""

@@ -89,4 +89,5 @@ PROCESS = Process(
         users_pb2.DESCRIPTOR.services_by_name["UserAdminService"],
     ],
     build=build,
+    http_ports=("mcp",),
 )
