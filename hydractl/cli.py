@@ -21,7 +21,7 @@ from hydra.public.v1 import sites_pb2, sites_pb2_grpc
 from hydra.workflows.v1 import users_pb2, users_pb2_grpc
 
 from edge.gatekeeper.issuer import OidcSettings
-from hydractl import replicas
+from hydractl import k8s, replicas
 from hydractl.events import (
     SERVICES,
     DeadLettersUnavailable,
@@ -430,6 +430,11 @@ def _supervisor_log(path: Path) -> Callable[[str], None]:
     return note
 
 
+def cmd_k8s(args: argparse.Namespace, env: dict[str, str]) -> None:
+    for path in k8s.write(args.out):
+        sys.stdout.write(f"{path}\n")
+
+
 def cmd_up(args: argparse.Namespace, env: dict[str, str]) -> None:
     if args.replicas is not None:
         env[replicas.REPLICAS_ENV] = args.replicas
@@ -533,6 +538,9 @@ def parser() -> argparse.ArgumentParser:
         "for the gatekeeper; default: two of crm, tickets and the gatekeeper on 4+ cores with PostgreSQL",
     )
     command(sub, "migrate", cmd_migrate, "apply every service's database migrations")
+    command(sub, "k8s", cmd_k8s, "write the Kubernetes base manifests").add_argument(
+        "--out", type=Path, default=Path("deploy/k8s/base"), help="the directory (deploy/k8s/base)"
+    )
 
     tenants = sub.add_parser("tenants", help="tenants").add_subparsers(dest="action", required=True)
     command(tenants, "create", cmd_tenants_create, "create a tenant").add_argument("name")
