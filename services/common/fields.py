@@ -4,6 +4,7 @@ APIs, request messages of internal RPCs), and typed output helpers."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import urllib.parse
 import uuid
@@ -327,26 +328,36 @@ def parse_limit(value: int | None, *, default: int = 25, maximum: int = 100, nam
 
 def nullable(value: Any) -> struct_pb2.Value:
     """A JSON value for a nullable scalar column: null, string (UUIDs, dates, times as text), or number."""
+    json_value = struct_pb2.Value()
+    _set_value(json_value, value)
+    return json_value
+
+
+def _set_value(target: struct_pb2.Value, value: Any) -> None:
+    """Sets a Value field in place to a nullable scalar column's JSON value (see nullable)."""
     if value is None:
-        return struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)
-    if isinstance(value, dt.datetime):
-        return struct_pb2.Value(string_value=timestamp(value).ToJsonString())
-    if isinstance(value, bool):
-        return struct_pb2.Value(bool_value=value)
-    if isinstance(value, int | float):
-        return struct_pb2.Value(number_value=value)
-    if isinstance(value, uuid.UUID | dt.date):
-        return struct_pb2.Value(string_value=str(value))
-    return struct_pb2.Value(string_value=value)
+        target.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(value, dt.datetime):
+        target.string_value = timestamp(value).ToJsonString()
+    elif isinstance(value, bool):
+        target.bool_value = value
+    elif isinstance(value, int | float):
+        target.number_value = value
+    elif isinstance(value, uuid.UUID | dt.date):
+        target.string_value = str(value)
+    else:
+        target.string_value = value
 
 
 def timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
     """A protobuf Timestamp for a stored datetime (naive values are UTC, as SQLite returns them)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
     stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
+    _set_timestamp(stamp, value)
     return stamp
+
+
+def _set_timestamp(target: timestamp_pb2.Timestamp, value: dt.datetime) -> None:
+    target.FromDatetime(value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC))
 
 
 def utcnow() -> dt.datetime:
@@ -369,32 +380,61 @@ def to_message(row: Any, message_type: type[Message]) -> Message:
     return message
 
 
-def _fill(message: Message, row: Any) -> None:
-    for field in message.DESCRIPTOR.fields:
-        value = row.get(field.name) if isinstance(row, Mapping) else getattr(row, field.name, None)
+# How _fill sets each kind of field.
+_SET_VALUE, _SET_TIMESTAMP, _SET_STRUCT, _SET_MAP, _ADD_MESSAGES, _EXTEND, _FILL, _SET_STRING, _SET = range(9)
+
+
+@functools.cache
+def _fill_plan(descriptor: Descriptor) -> tuple[tuple[str, int], ...]:
+    """Each field of a message type and how it is set: read off the descriptor once per type, not once
+    per field of every row."""
+    plan = []
+    for field in descriptor.fields:
         kind = field.message_type.full_name if field.message_type is not None else None
         if kind == _VALUE:
-            getattr(message, field.name).CopyFrom(nullable(value))
+            how = _SET_VALUE
+        elif kind == _TIMESTAMP:
+            how = _SET_TIMESTAMP
+        elif kind == _STRUCT:
+            how = _SET_STRUCT
+        elif kind is not None and field.message_type.GetOptions().map_entry:
+            how = _SET_MAP
+        elif field.is_repeated:
+            how = _ADD_MESSAGES if kind is not None else _EXTEND
+        elif kind is not None:
+            how = _FILL
+        else:
+            how = _SET_STRING if field.type == FieldDescriptor.TYPE_STRING else _SET
+        plan.append((field.name, how))
+    return tuple(plan)
+
+
+def _fill(message: Message, row: Any) -> None:
+    mapping = isinstance(row, Mapping)
+    for name, how in _fill_plan(message.DESCRIPTOR):
+        value = row.get(name) if mapping else getattr(row, name, None)
+        if how == _SET_VALUE:
+            _set_value(getattr(message, name), value)
         elif value is None:
             continue
-        elif kind == _TIMESTAMP:
-            getattr(message, field.name).CopyFrom(timestamp(value))
-        elif kind == _STRUCT:
-            getattr(message, field.name).SetInParent()  # {} is still printed as {}
-            getattr(message, field.name).update(value)
-        elif kind is not None and field.message_type.GetOptions().map_entry:
-            getattr(message, field.name).update(value)
-        elif field.is_repeated and kind is not None:
+        elif how == _SET_STRING:
+            setattr(message, name, str(value))
+        elif how == _SET:
+            setattr(message, name, value)
+        elif how == _SET_TIMESTAMP:
+            _set_timestamp(getattr(message, name), value)
+        elif how == _SET_STRUCT:
+            getattr(message, name).SetInParent()  # {} is still printed as {}
+            getattr(message, name).update(value)
+        elif how == _SET_MAP:
+            getattr(message, name).update(value)
+        elif how == _ADD_MESSAGES:
             for item in value:
-                _fill(getattr(message, field.name).add(), item)
-        elif field.is_repeated:
-            getattr(message, field.name).extend(value)
-        elif kind is not None:
-            _fill(getattr(message, field.name), value)
-        elif field.type == FieldDescriptor.TYPE_STRING:
-            setattr(message, field.name, str(value))
+                _fill(getattr(message, name).add(), item)
+        elif how == _EXTEND:
+            getattr(message, name).extend(value)
         else:
-            setattr(message, field.name, value)
+            _fill(getattr(message, name), value)
 
 
 def optional_query(request: Any, name: str) -> Any:
