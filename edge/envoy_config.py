@@ -745,8 +745,16 @@ def _http_cluster(name: str, addresses: Sequence[str]) -> dict[str, Any]:
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
+        # Retries too: Envoy's default of 3 at once would fail the 4th read whose replica died under way.
         "circuit_breakers": {
-            "thresholds": [{"max_connections": 4096, "max_pending_requests": 4096, "max_requests": 4096}]
+            "thresholds": [
+                {
+                    "max_connections": 4096,
+                    "max_pending_requests": 4096,
+                    "max_requests": 4096,
+                    "max_retries": 1024,
+                }
+            ]
         },
     }
 

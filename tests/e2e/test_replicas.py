@@ -22,7 +22,16 @@ from testbed.stack import running_stack, stack_env
 from tests.support.polling import wait_until
 
 WRITERS = 4
-READERS = 8
+READERS = 16
+
+
+def envoy_stat(admin_port: str, name: str) -> int:
+    """One of Envoy's counters."""
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{admin_port}/stats?filter=^{name}$", timeout=2
+    ) as response:
+        (line,) = response.read().decode().splitlines()
+    return int(line.rpartition(": ")[2])
 
 
 def envoy_hosts(admin_port: str, cluster: str) -> dict[str, dict[str, str]]:
@@ -108,6 +117,8 @@ def test_a_replica_killed_under_load_costs_at_most_its_writes_under_way_and_come
             assert len(before) == 2 and all(int(h.get("rq_success", "0")) > 0 for h in before.values()), (
                 before
             )
+            # Every read cut off on the killed replica was sent again: none waited for a retry slot.
+            assert envoy_stat(admin, "cluster.crm.upstream_rq_retry_overflow") == 0
             reads = {status: n for (method, status), n in outcomes.items() if method == "GET"}
             writes = {status: n for (method, status), n in outcomes.items() if method == "POST"}
             assert set(reads) == {200} and reads[200] > 100, outcomes
