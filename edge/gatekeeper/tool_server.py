@@ -34,6 +34,7 @@ from services.common.surfaces import CORE, SUPPORT, Surface, render
 
 _CALLER = "hydra_caller"
 SERVER_VERSION = "1.0.0"
+UNKNOWN_TOOL = "(unknown)"
 # Where each keyed surface's MCP server answers.
 TOOL_PATHS = {"/api/mcp/v1": SUPPORT, "/v1/mcp": CORE}
 
@@ -174,7 +175,9 @@ class ToolServer:
                 status = "refused"
                 raise ValueError(str(refused)) from None
             finally:
-                await self._log_call(caller, name, scope, (time.perf_counter() - started) * 1000, status)
+                # Only names the server defines reach the log, never a string the client made up.
+                logged = name if name == CONFIRM_TOOL.name or name in self._tools else UNKNOWN_TOOL
+                await self._log_call(caller, logged, scope, (time.perf_counter() - started) * 1000, status)
 
     async def _log_call(self, caller: Caller, tool: str, scope: str, latency_ms: float, status: str) -> None:
         """One row of the call log (nothing of the arguments or the answer); a failure to write it is

@@ -175,6 +175,7 @@ def test_the_call_log_holds_each_call_and_nothing_of_its_content(edge: Edge) -> 
                 ("get_lead", {"id": "00000000-0000-4000-8000-000000000000"}),
                 ("delete_lead", {"id": lead["id"]}),
                 ("confirm", {"token": "hconf_forged"}),
+                ("evil\x1b[31m" + "x" * 500, {}),
             ],
         )
     )
@@ -182,11 +183,13 @@ def test_the_call_log_holds_each_call_and_nothing_of_its_content(edge: Edge) -> 
     assert page.status_code == 200, page.text
     body = page.json()
     assert body["count"] == 3 and body["next_cursor"]
+    assert (body["calls"][0]["tool"], body["calls"][0]["status"]) == ("(unknown)", "error")
     calls = (
         body["calls"]
         + edge.http.get(f"/api/v1/mcp/calls?cursor={body['next_cursor']}", headers=key.bearer).json()["calls"]
     )
     assert [(c["tool"], c["scope"], c["status"]) for c in calls] == [
+        ("(unknown)", "", "error"),
         ("confirm", "", "refused"),
         ("delete_lead", "crm:write", "ok"),
         ("get_lead", "crm:read", "error"),
