@@ -13,7 +13,7 @@ from services.common.db import Database
 from services.common.errors import Conflict
 from services.common.events.outbox import Outbox
 from services.common.identity import Identity
-from services.common.resource import ResourceService
+from services.common.resource import CreateWrites, ResourceService
 from services.crm import repository
 
 
@@ -24,9 +24,16 @@ class AccountService(ResourceService):
     not_found = "Account not found."
 
     def __init__(
-        self, *, db: Database, table: TenantTable, audit: AuditLog, contacts: TenantTable, outbox: Outbox
+        self,
+        *,
+        db: Database,
+        table: TenantTable,
+        audit: AuditLog,
+        contacts: TenantTable,
+        outbox: Outbox,
+        writes: CreateWrites | None = None,
     ) -> None:
-        super().__init__(db=db, table=table, audit=audit, outbox=outbox)
+        super().__init__(db=db, table=table, audit=audit, outbox=outbox, writes=writes)
         self._contacts = contacts
 
     def initial_values(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:

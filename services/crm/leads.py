@@ -6,7 +6,6 @@ import uuid
 from typing import Any
 
 from sqlalchemy import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.errors import FieldError, ValidationError
 from services.common.fields import utcnow
@@ -24,9 +23,7 @@ class LeadService(ResourceService):
     resource = "lead"
     not_found = "Lead not found."
 
-    async def before_create(
-        self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]
-    ) -> dict[str, Any]:
+    def initial_values(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:
         if not any(fields.get(name) is not None for name in LEAD_FIELDS):
             message = f"At least one of {', '.join(LEAD_FIELDS)} is required."
             raise ValidationError(FieldError(("body",), message, "missing"), message=message)

@@ -17,7 +17,9 @@ from hydra.crm.v1 import (
 )
 
 from services.common.audit import AuditLog
+from services.common.batching import GroupCommitWriter, insert_row_sets
 from services.common.process import Basics, EventTables, Process, Wiring
+from services.common.resource import GroupCommitted
 from services.crm import models, repository
 from services.crm.accounts import AccountService
 from services.crm.config import Settings
@@ -34,10 +36,19 @@ def build(basics: Basics[Settings]) -> Wiring:
     events.send_email("crm-csat", CSAT_TOPICS, csat_email)
     audit = AuditLog(models.audit_log)
     outbox = events.outbox
-    leads = LeadServicer(LeadService(db=db, table=repository.leads, audit=audit))
+    # Leads and accounts are checked without the database: concurrent creates share a transaction.
+    writer = GroupCommitWriter(db=db, insert_many=insert_row_sets, logger=basics.logger, max_batch=200)
+    leads = LeadServicer(
+        LeadService(db=db, table=repository.leads, audit=audit, writes=GroupCommitted(writer))
+    )
     accounts = AccountServicer(
         AccountService(
-            db=db, table=repository.accounts, audit=audit, contacts=repository.contacts, outbox=outbox
+            db=db,
+            table=repository.accounts,
+            audit=audit,
+            contacts=repository.contacts,
+            outbox=outbox,
+            writes=GroupCommitted(writer),
         )
     )
     contacts = ContactServicer(
@@ -60,7 +71,8 @@ def build(basics: Basics[Settings]) -> Wiring:
         contacts_pb2_grpc.add_ContactServiceServicer_to_server(contacts, server)
         conversations_pb2_grpc.add_ConversationServiceServicer_to_server(conversations, server)
 
-    return Wiring(register=register)
+    # The flush on close: whatever the drained requests left pending.
+    return Wiring(register=register, background=[writer.run], close=[writer.flush])
 
 
 PROCESS = Process(
