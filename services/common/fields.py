@@ -356,8 +356,16 @@ def timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
     return stamp
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_NAIVE_EPOCH = dt.datetime(1970, 1, 1)
+
+
 def _set_timestamp(target: timestamp_pb2.Timestamp, value: dt.datetime) -> None:
-    target.FromDatetime(value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC))
+    # Timestamp.FromDatetime does the same arithmetic through calendar.timegm, five times slower: a list
+    # of 25 rows sets 50 of them.
+    since = value - (_EPOCH if value.tzinfo is not None else _NAIVE_EPOCH)
+    target.seconds = since.days * 86_400 + since.seconds
+    target.nanos = since.microseconds * 1000
 
 
 def utcnow() -> dt.datetime:

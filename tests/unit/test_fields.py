@@ -1,10 +1,11 @@
 """Input parsing against proto field rules: unknown keys, nulls, types, formats, bounds."""
 
+import datetime as dt
 import json
 import uuid
 
 import pytest
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 from hydra.crm.v1 import contacts_pb2, conversations_pb2, leads_pb2
 from hydra.instances.v1 import channels_pb2, instances_pb2
 
@@ -16,6 +17,7 @@ from services.common.fields import (
     parse_path_id,
     parse_request,
     refuse_control_characters,
+    timestamp,
 )
 from services.common.surfaces import CORE, SUPPORT, render
 
@@ -274,3 +276,20 @@ def test_repeated_fields_of_internal_requests_are_bounded_and_checked_item_by_it
     assert request_errors(contacts_pb2.LookupContactsRequest(ids=ids * 200)) == [
         (("body", "ids"), "too_long")
     ]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        dt.datetime(2026, 12, 3, 16, 51, 36, 123456, tzinfo=dt.UTC),
+        dt.datetime(2026, 12, 3, 16, 51, 36, 123456),  # naive: UTC, as SQLite returns it
+        dt.datetime(2026, 12, 3, 1, 2, 3, 999999, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30))),
+        dt.datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=dt.UTC),
+        dt.datetime(1, 1, 1, tzinfo=dt.UTC),
+        dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC),
+    ],
+)
+def test_a_stored_time_is_the_instant_protobuf_would_make_of_it(value: dt.datetime) -> None:
+    expected = timestamp_pb2.Timestamp()
+    expected.FromDatetime(value if value.tzinfo else value.replace(tzinfo=dt.UTC))
+    assert timestamp(value) == expected
