@@ -101,7 +101,7 @@ def test_a_service_app_runs_its_outbox_and_consumers_and_closes(tmp_path: Path) 
         app = CRM.app(settings, logging.getLogger("test"))
         assert (app.name, app.address) == ("crm", settings.address)
         assert [s.full_name for s in app.services] == [s.full_name for s in CRM.services]
-        assert len(app.background) == 2  # the outbox dispatcher and the records purge
+        assert len(app.background) == 3  # the outbox dispatcher, the records purge and the group commits
         assert len(app.consumers) == 2  # the bus and the CSAT email consumer
         assert not app.separate_consumers and app.start is None
         await app.probe()
