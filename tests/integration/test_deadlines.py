@@ -11,7 +11,7 @@ import grpc
 import psycopg
 import pytest
 from google.protobuf import struct_pb2
-from hydra.crm.v1 import leads_pb2, leads_pb2_grpc
+from hydra.crm.v1 import accounts_pb2, accounts_pb2_grpc, contacts_pb2, contacts_pb2_grpc
 
 from services.common.channels import internal_metadata
 from testbed.stack import grpc_processes, stack_env
@@ -22,17 +22,28 @@ def test_a_write_stuck_past_its_deadline_is_abandoned_and_rolled_back(
 ) -> None:
     env = stack_env(tmp_path, database_url=postgres_url)
     metadata = internal_metadata(str(uuid.uuid4()), ["crm:read", "crm:write"])
-    body = struct_pb2.Struct()
-    body.update({"name": "Late"})
+    # A contact is checked against its account in the create's own transaction (leads, accounts and
+    # tickets are group-committed instead: a batch under way commits, and their 504 says so).
+    account = struct_pb2.Struct()
+    account.update({"name": "Acme"})
     with (
         grpc_processes(env, "crm"),
         grpc.insecure_channel(f"127.0.0.1:{env['HYDRA_CRM_PORT']}") as channel,
         psycopg.connect(postgres_url) as blocker,
     ):
-        leads = leads_pb2_grpc.LeadServiceStub(channel)
-        blocker.execute("LOCK TABLE crm.leads IN ACCESS EXCLUSIVE MODE")  # every write to leads waits
+        account_id = (
+            accounts_pb2_grpc.AccountServiceStub(channel)
+            .CreateAccount(accounts_pb2.CreateAccountRequest(account=account), metadata=metadata)
+            .account.id
+        )
+        body = struct_pb2.Struct()
+        body.update({"email": "late@example.com", "account_id": account_id})
+        contacts = contacts_pb2_grpc.ContactServiceStub(channel)
+        blocker.execute("LOCK TABLE crm.contacts IN ACCESS EXCLUSIVE MODE")  # every write to contacts waits
         with pytest.raises(grpc.RpcError) as late:
-            leads.CreateLead(leads_pb2.CreateLeadRequest(lead=body), metadata=metadata, timeout=2)
+            contacts.CreateContact(
+                contacts_pb2.CreateContactRequest(contact=body), metadata=metadata, timeout=2
+            )
         blocker.rollback()  # the lock goes: a write still under way would now commit
 
         # The service answered, in its envelope, before gRPC's own deadline fired.
@@ -44,4 +55,4 @@ def test_a_write_stuck_past_its_deadline_is_abandoned_and_rolled_back(
         }
         assert trailers["x-http-status"] == "504"
         time.sleep(1)
-        assert not leads.ListLeads(leads_pb2.ListLeadsRequest(), metadata=metadata).leads
+        assert not contacts.ListContacts(contacts_pb2.ListContactsRequest(), metadata=metadata).contacts
