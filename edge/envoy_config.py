@@ -21,16 +21,19 @@ from edge.gatekeeper.http_check import ROUTE_HEADER_PREFIX
 from edge.gatekeeper.issuer import JWKS_PATH, OidcSettings
 from services.common import config
 from services.common.access import BY_CLIENT_IP
+from services.common.errors import RATE_LIMIT_EXCEEDED, RateLimited
 from services.common.identity import CLIENT_IP_HEADER, IDENTITY_HEADERS, INTERNAL_TOKEN_HEADER
 from services.common.paging import PAGE_JSON_BYTES
 from services.common.surfaces import (
     CREDENTIALS,
     FALLBACK,
     ID_TOKEN,
+    REQUEST_ID_HEADER,
     SURFACES,
     Credential,
     Surface,
     by_prefix,
+    identified,
     surface_at,
 )
 
@@ -666,20 +669,22 @@ def _under(prefix: str) -> dict[str, Any]:
 
 
 def _in_envelope(match: dict[str, Any], body: dict[str, Any], prefix: str | None) -> dict[str, Any]:
-    """A mapper giving `body` to Envoy's own replies that `match`, under `prefix` (None: any path)."""
+    """A mapper giving `body`, naming the request, to Envoy's own replies that `match`, under `prefix`
+    (None: any path)."""
     where = match if prefix is None else {"and_filter": {"filters": [match, _under(prefix)]}}
-    return {"filter": where, "body_format_override": {"json_format": body}}
+    request_id = f"%REQ({REQUEST_ID_HEADER.upper()})%"
+    return {"filter": where, "body_format_override": {"json_format": identified(body, request_id)}}
 
 
 def local_reply_config() -> dict[str, Any]:
     """Envoy-generated errors in the envelope of the path's surface; the gatekeeper's denials kept as sent."""
     mappers: list[dict[str, Any]] = [
         {
-            # Denials by ext_authz (UAEX) and the rate-limit service (RL) already carry the right body.
+            # Denials by ext_authz (UAEX) already carry the right body, naming the request.
             "filter": {
                 "and_filter": {
                     "filters": [
-                        {"response_flag_filter": {"flags": ["UAEX", "RL"]}},
+                        {"response_flag_filter": {"flags": ["UAEX"]}},
                         {
                             "status_code_filter": {
                                 "comparison": {
@@ -713,6 +718,11 @@ def local_reply_config() -> dict[str, Any]:
             ]
         }
     }
+    # The rate-limit service's denials (per client address, on public routes) cannot know the request.
+    limited = {"response_flag_filter": {"flags": ["RL"]}}
+    for prefix, surface in [*by_prefix(), (None, FALLBACK)]:
+        body = surface.envelope.body(RateLimited(RATE_LIMIT_EXCEEDED))
+        mappers.append(_in_envelope(limited, body, prefix))
     for prefix, surface in [*by_prefix(), (None, FALLBACK)]:
         body = surface.envelope.reply(401, "unauthorized", "Invalid ID token: %LOCAL_REPLY_BODY%.")
         mapper = _in_envelope(refused_token, body, prefix)
@@ -841,7 +851,7 @@ def _filters(
                 "failure_mode_allow": False,
                 "status_on_error": {"code": 503},
                 "allowed_headers": _exact(
-                    (*_credential_headers(CREDENTIALS), *_verified_headers(), "x-request-id")
+                    (*_credential_headers(CREDENTIALS), *_verified_headers(), REQUEST_ID_HEADER)
                 ),
             },
         },
@@ -975,7 +985,19 @@ def render(
         "codec_type": "AUTO",
         "use_remote_address": True,
         "xff_num_trusted_hops": settings.trusted_hops,
+        # The edge names every request itself (a client's x-request-id is dropped before one is made),
+        # and every answer carries the name.
+        "early_header_mutation_extensions": [
+            {
+                "name": "envoy.http.early_header_mutation.header_mutation",
+                "typed_config": {
+                    "@type": _TYPE + "http.early_header_mutation.header_mutation.v3.HeaderMutation",
+                    "mutations": [{"remove": REQUEST_ID_HEADER}],
+                },
+            }
+        ],
         "generate_request_id": True,
+        "always_set_request_id_in_response": True,
         "normalize_path": True,
         "merge_slashes": True,
         "request_headers_timeout": f"{settings.request_headers_timeout_seconds}s",

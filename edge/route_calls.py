@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from edge.bindings import DESCRIPTOR_SET
 from edge.tools import Tool
 from services.common.channels import CLIENT_OPTIONS, MAX_MESSAGE_BYTES, internal_metadata
+from services.common.surfaces import REQUEST_ID_HEADER
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Caller:
     tenant_id: str
     key_id: str
     scopes: Sequence[str]
+    request_id: str | None = None  # the edge's id of the HTTP request the call serves
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ class RouteCalls:
         metadata = internal_metadata(
             caller.tenant_id, caller.scopes, caller.key_id, internal_token=self._token
         )
+        if caller.request_id:  # the service logs the call and names its errors by it
+            metadata = (*metadata, (REQUEST_ID_HEADER, caller.request_id))
         try:
             response = await rpc(request, metadata=metadata, timeout=self._timeout)
         except grpc.aio.AioRpcError as error:

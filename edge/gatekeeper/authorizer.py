@@ -15,7 +15,14 @@ from edge.gatekeeper.limiter import Limiter, Verdict
 from edge.gatekeeper.memberships import Memberships
 from edge.gatekeeper.users import KnownUser, UserDirectory
 from services.common.access import BY_CLIENT_IP, PriorLimit
-from services.common.errors import Forbidden, ForbiddenScope, HydraError, RateLimited, Unauthenticated
+from services.common.errors import (
+    RATE_LIMIT_EXCEEDED,
+    Forbidden,
+    ForbiddenScope,
+    HydraError,
+    RateLimited,
+    Unauthenticated,
+)
 from services.common.identity import USER_HEADER, has_scope
 from services.common.plans import plan_named
 from services.common.surfaces import ID_TOKEN, Credential, Surface, credential_named, surface_named
@@ -166,7 +173,7 @@ class Authorizer:
             )
             if not verdict.allowed:
                 return Admission(
-                    RateLimited("Rate limit exceeded"), rate_headers=rate_headers(verdict, route.surface)
+                    RateLimited(RATE_LIMIT_EXCEEDED), rate_headers=rate_headers(verdict, route.surface)
                 )
             verdicts.append(verdict)
         limit = route.requests_per_minute or record.rate_limit

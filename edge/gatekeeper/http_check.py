@@ -17,7 +17,7 @@ from edge.gatekeeper.authorizer import Admission, Authorizer, RouteAccess
 from edge.gatekeeper.issuer import JWKS_PATH
 from services.common.errors import HydraError, Unauthenticated, Unavailable
 from services.common.identity import CLIENT_IP_HEADER, IDENTITY_HEADERS
-from services.common.surfaces import FALLBACK, render
+from services.common.surfaces import FALLBACK, REQUEST_ID_HEADER, render
 
 # Envoy adds these to every check request (per route); a client's own headers never reach us as these.
 ROUTE_HEADER_PREFIX = "x-hydra-route-"
@@ -50,13 +50,14 @@ def encode_response(status: int, headers: Mapping[str, str], body: bytes = b"") 
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-def admission_response(admission: Admission, route: RouteAccess) -> bytes:
-    """An Admission in Envoy's HTTP terms: 200 with identity headers, or the surface's error."""
+def admission_response(admission: Admission, route: RouteAccess, request_id: str | None = None) -> bytes:
+    """An Admission in Envoy's HTTP terms: 200 with identity headers, or the surface's error (naming
+    the request)."""
     if admission.error is None:
         missing = [h for h in IDENTITY_HEADERS if h not in admission.identity]
         extra = {HEADERS_TO_REMOVE: ",".join(missing)} if missing else {}
         return encode_response(200, {**admission.identity, **admission.rate_headers, **extra})
-    rendered = render(admission.error, route.surface)
+    rendered = render(admission.error, route.surface, request_id)
     headers = {"content-type": "application/json", **admission.rate_headers}
     return encode_response(rendered.http_status, headers, rendered.body.encode())
 
@@ -180,7 +181,11 @@ class CheckProtocol(asyncio.Protocol):
         try:
             route = route_access(request.headers)
         except ValueError:  # not a route of a surface that takes keys: the edge config is wrong
-            rendered = render(Unauthenticated("This route does not take API keys."), FALLBACK)
+            rendered = render(
+                Unauthenticated("This route does not take API keys."),
+                FALLBACK,
+                request.headers.get(REQUEST_ID_HEADER),
+            )
             return encode_response(
                 rendered.http_status, {"content-type": "application/json"}, rendered.body.encode()
             )
@@ -194,10 +199,10 @@ class CheckProtocol(asyncio.Protocol):
             admission = Admission(error)
         except Exception as error:
             self._log.error(
-                "check failed", exc_info=error, extra={"request_id": request.headers.get("x-request-id")}
+                "check failed", exc_info=error, extra={"request_id": request.headers.get(REQUEST_ID_HEADER)}
             )
             admission = Admission(Unavailable("Authorization is temporarily unavailable. Retry safe."))
-        return admission_response(admission, route)
+        return admission_response(admission, route, request.headers.get(REQUEST_ID_HEADER))
 
     def _keys(self) -> bytes:
         """The embedded issuer's JWKS (Envoy's jwt_authn fetches it here), or 404 without one."""

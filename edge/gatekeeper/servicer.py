@@ -28,7 +28,7 @@ from edge.gatekeeper.call_log import CallLog
 from edge.gatekeeper.key_admin import KeyAdmin
 from edge.gatekeeper.limiter import Limiter
 from edge.gatekeeper.memberships import Member, Memberships
-from services.common.errors import NotFound, RateLimited
+from services.common.errors import RATE_LIMIT_EXCEEDED, NotFound, RateLimited
 from services.common.fields import parse_input, parse_request, timestamp
 from services.common.identity import current_identity, current_user, require_admin
 from services.common.paging import descriptor_of
@@ -64,7 +64,7 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[
             return rls_pb2.RateLimitResponse(
                 overall_code=rls_pb2.RateLimitResponse.OK, response_headers_to_add=_plain_headers(headers)
             )
-        body = render(RateLimited("Rate limit exceeded"), surface).body
+        body = render(RateLimited(RATE_LIMIT_EXCEEDED), surface).body
         return rls_pb2.RateLimitResponse(
             overall_code=rls_pb2.RateLimitResponse.OVER_LIMIT,
             response_headers_to_add=_plain_headers({**headers, "content-type": "application/json"}),

@@ -27,10 +27,10 @@ from edge.gatekeeper.call_log import CallLog
 from edge.gatekeeper.confirmations import Confirmations, Pending, Refused
 from edge.route_calls import Caller, RouteCalls, RouteError
 from edge.tools import Dependent, Tool, visible
-from services.common.asgi import Receive, Scope, Send, read_body, replay
+from services.common.asgi import Receive, Scope, Send, read_body, replay, request_headers
 from services.common.errors import ValidationError
 from services.common.identity import CLIENT_IP_HEADER, KEY_HEADER, SCOPES_HEADER, TENANT_HEADER
-from services.common.surfaces import CORE, SUPPORT, Surface, render
+from services.common.surfaces import CORE, REQUEST_ID_HEADER, SUPPORT, Surface, render
 
 _CALLER = "hydra_caller"
 SERVER_VERSION = "1.0.0"
@@ -82,10 +82,12 @@ class ToolServer:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        headers = request_headers(scope)
+        request_id = headers.get(REQUEST_ID_HEADER)
         try:
             body = await read_body(receive, MAX_BODY_BYTES)
         except ValidationError as too_large:
-            rendered = render(too_large, self._surface)
+            rendered = render(too_large, self._surface, request_id)
             await _answer(send, rendered.http_status, json.loads(rendered.body))
             return
         message = _rpc_message(body) if scope["method"] == "POST" else None
@@ -94,12 +96,11 @@ class ToolServer:
             await send({"type": "http.response.start", "status": 202, "headers": []})
             await send({"type": "http.response.body", "body": b""})
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         client = headers.get(CLIENT_IP_HEADER, "")
         admission = await self._authorizer.admit(self._route, headers, scope["path"], client=client)
         rate = [(k.encode(), v.encode()) for k, v in admission.rate_headers.items()]
         if admission.error is not None:
-            rendered = render(admission.error, self._surface)
+            rendered = render(admission.error, self._surface, request_id)
             if message is None:
                 await _answer(send, rendered.http_status, json.loads(rendered.body), rate)
                 return
@@ -118,7 +119,7 @@ class ToolServer:
             return
         identity = admission.identity
         scope.setdefault("state", {})[_CALLER] = Caller(
-            identity[TENANT_HEADER], identity[KEY_HEADER], identity[SCOPES_HEADER].split()
+            identity[TENANT_HEADER], identity[KEY_HEADER], identity[SCOPES_HEADER].split(), request_id
         )
 
         async def send_with_rate(message: MutableMapping[str, Any]) -> None:

@@ -73,6 +73,11 @@ class AsgiListener:
         await self._stack.aclose()
 
 
+def request_headers(scope: Scope) -> dict[str, str]:
+    """An HTTP request's headers, by lower-case name (the last of repeated ones)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
 async def read_body(receive: Receive, limit: int) -> bytes:
     """A request's whole body (what came before a disconnect); ValidationError past `limit` bytes."""
     body = bytearray()

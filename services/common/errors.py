@@ -180,6 +180,9 @@ class PlanLimitExceeded(HydraError):
     http_status = 402
 
 
+RATE_LIMIT_EXCEEDED = "Rate limit exceeded"
+
+
 class RateLimited(HydraError):
     """The caller's sliding-window limit is spent."""
 

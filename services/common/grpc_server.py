@@ -34,7 +34,7 @@ from services.common.errors import (
 from services.common.fields import refuse_control_characters
 from services.common.logging import log_loop_exception
 from services.common.servicing import Context
-from services.common.surfaces import render
+from services.common.surfaces import REQUEST_ID_HEADER, render
 
 HTTP_STATUS_HEADER = "x-http-status"
 ERROR_BODY_HEADER = "x-error-body"
@@ -196,7 +196,7 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
             )
             error = InternalError("Internal server error.")
         call.status = error.code
-        rendered = render(error, call.policy.surface)
+        rendered = render(error, call.policy.surface, call.metadata.get(REQUEST_ID_HEADER))
         trailers = (
             (ERROR_BODY_HEADER, rendered.body),
             (HTTP_STATUS_HEADER, str(rendered.http_status)),
@@ -250,7 +250,7 @@ class _Call:
 
     @property
     def request_id(self) -> str:
-        return self.metadata.get("x-request-id", "-")
+        return self.metadata.get(REQUEST_ID_HEADER, "-")
 
     def bind(self) -> Callable[[], None] | None:
         """Checks identity and scope for RPCs that act for a tenant or a user; returns the unbinding."""

@@ -22,6 +22,10 @@ Declared = TypeVar("Declared")  # a Credential or a Surface
 # Limit, remaining and retry-after (when refused); a fourth, when a surface has it, says when the window
 # frees a request (epoch seconds).
 RATE_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "retry-after")
+# The edge names every request (the header reaches the services and comes back in the response); every
+# error body names its request by that id.
+REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_FIELD = "request_id"
 _LISTED_BYTES = 12 * 1024  # of a detail list's field errors, leaving room for the rest of the body
 _MESSAGE_CHARS = 2000  # of a message (a Support error, grpc-message)
 
@@ -461,19 +465,31 @@ def surface_at(path: str) -> Surface:
 
 
 def envelopes() -> dict[str, Any]:
-    """Every surface's OpenAPI error schemas, by name."""
+    """Every surface's OpenAPI error schemas, by name (each error body with its request id)."""
     schemas: dict[str, Any] = {}
     for surface in SURFACES:
         schemas.update(surface.envelope.schemas())
+    for surface in SURFACES:
+        for name in {surface.envelope.error_schema, surface.envelope.invalid_schema}:
+            schemas[name]["properties"][REQUEST_ID_FIELD] = {
+                "type": "string",
+                "description": "The request's id, as in its x-request-id header: quote it to support.",
+            }
     return schemas
 
 
-def render(error: HydraError, surface: Surface) -> RenderedError:
-    """Turns a domain error into the status and body of the caller's surface (bounded in size)."""
+def identified(body: dict[str, Any], request_id: str | None) -> dict[str, Any]:
+    """An error body naming the request it answers (as it is without an id)."""
+    return {**body, REQUEST_ID_FIELD: request_id} if request_id else body
+
+
+def render(error: HydraError, surface: Surface, request_id: str | None = None) -> RenderedError:
+    """Turns a domain error into the status and body of the caller's surface (bounded in size), naming
+    the request when its id is known."""
     envelope = surface.envelope
     message = clip(error.message, _MESSAGE_CHARS)
     # ASCII-only JSON: it travels in gRPC metadata and HTTP headers.
-    text = json.dumps(envelope.body(error), ensure_ascii=True)
+    text = json.dumps(identified(envelope.body(error), request_id), ensure_ascii=True)
     if len(text) > MAX_ERROR_BODY_BYTES:  # a message or detail too long to carry: its gist
-        text = json.dumps(envelope.short(error, message), ensure_ascii=True)
+        text = json.dumps(identified(envelope.short(error, message), request_id), ensure_ascii=True)
     return RenderedError(error.grpc_status, envelope.status(error), text, message)

@@ -22,7 +22,7 @@ from mcp import types
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
-from services.common.asgi import Receive, Scope, Send, read_body, replay
+from services.common.asgi import Receive, Scope, Send, read_body, replay, request_headers
 from services.common.errors import (
     FieldError,
     Forbidden,
@@ -31,7 +31,7 @@ from services.common.errors import (
     Unauthenticated,
     ValidationError,
 )
-from services.common.surfaces import ID_TOKEN, MARKETPLACE, render
+from services.common.surfaces import ID_TOKEN, MARKETPLACE, REQUEST_ID_HEADER, render
 from services.workflows.deployments import DEPLOYMENT_NOT_FOUND, DeploymentService, Served
 
 PATH_PREFIX = "/v1/mcp/"
@@ -80,7 +80,7 @@ class DeploymentEndpoint:
         try:
             receive = await self._admit(scope, receive)
         except HydraError as error:
-            await _error(send, error)
+            await _error(send, error, request_headers(scope).get(REQUEST_ID_HEADER))
             return
         await self._manager.handle_request(scope, receive, self._capture_session(scope, send))
 
@@ -92,7 +92,7 @@ class DeploymentEndpoint:
             raise NotFound(DEPLOYMENT_NOT_FOUND)
         if deployment.status != "active":
             raise Forbidden("This deployment is inactive: its owner can activate it again.")
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = request_headers(scope)
         await self._authorize(deployment, headers)
         if scope["method"] == "GET":
             raise _NoStream()
@@ -278,8 +278,8 @@ def _is_initialize(body: bytes) -> bool:
     return False
 
 
-async def _error(send: Send, error: HydraError) -> None:
-    rendered = render(error, MARKETPLACE)
+async def _error(send: Send, error: HydraError, request_id: str | None) -> None:
+    rendered = render(error, MARKETPLACE, request_id)
     headers = [(b"content-type", b"application/json")]
     if isinstance(error, _NoStream):
         headers.append((b"allow", b"POST, DELETE"))

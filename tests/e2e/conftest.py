@@ -123,6 +123,14 @@ STRIPE_PRICES = {
 }
 
 
+def named_request(response: httpx.Response) -> dict:
+    """An error's body without its request id, checked to be the id in the response's x-request-id."""
+    body = response.json()
+    request_id = response.headers.get("x-request-id")
+    assert request_id and body.get("request_id") == request_id, (dict(response.headers), body)
+    return {name: value for name, value in body.items() if name != "request_id"}
+
+
 @pytest.fixture(scope="session")
 def fake_stripe() -> Iterator[FakeStripe]:
     with FakeStripe() as stripe:

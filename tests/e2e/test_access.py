@@ -7,7 +7,7 @@ import time
 import pytest
 
 from hydractl.cli import revoke_key
-from tests.e2e.conftest import Edge, Key
+from tests.e2e.conftest import Edge, Key, named_request
 from tests.e2e.test_leads import LEADS, assert_error
 
 
@@ -74,7 +74,7 @@ def test_sixty_first_request_in_a_minute_is_rate_limited(edge: Edge) -> None:
         remaining.append(int(response.headers["x-ratelimit-remaining"]))
     assert remaining == list(range(59, -1, -1))
     refused = edge.http.get(LEADS, headers=key.bearer)
-    assert refused.json() == {
+    assert named_request(refused) == {
         "error": "Rate limit exceeded. Limit 60 requests per minute per API key.",
         "code": "rate_limited",
     }
@@ -89,7 +89,7 @@ def test_errors_from_envoy_itself_use_each_surfaces_envelope(edge: Edge, key: Ke
     assert_error(edge.http.get("/api/v1/nothing-here", headers=key.bearer), 404, "not_found")
     assert_error(edge.http.put(LEADS, json={}, headers=key.bearer), 405, "method_not_allowed")
     core = edge.http.get("/v1/nothing-here")
-    assert core.status_code == 404 and core.json() == {"detail": "Not Found"}
+    assert core.status_code == 404 and named_request(core) == {"detail": "Not Found"}
 
 
 def test_healthz_reflects_upstreams(edge: Edge) -> None:

@@ -9,7 +9,15 @@ import pytest
 from hydra.options.v1 import options_pb2
 
 from edge.bindings import Binding, load_bindings
-from tests.e2e.conftest import CORE_SCOPES, Edge, core_key, create_channel, create_instance, create_site
+from tests.e2e.conftest import (
+    CORE_SCOPES,
+    Edge,
+    core_key,
+    create_channel,
+    create_instance,
+    create_site,
+    named_request,
+)
 
 CORE_ROUTES = [b for b in load_bindings() if b.access.auth == options_pb2.AUTH_MODE_CORE_KEY]
 ROUTE_IDS = [f"{b.method} {b.template}" for b in CORE_ROUTES]
@@ -20,7 +28,7 @@ def assert_detail(response, status: int) -> object:
     """A FastAPI-style error: the status, JSON, and a "detail" (returned)."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
-    body = response.json()
+    body = named_request(response)
     assert list(body) == ["detail"], body
     return body["detail"]
 

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.e2e.conftest import Edge, Key
+from tests.e2e.conftest import Edge, Key, named_request
 
 LEADS = "/api/v1/leads"
 SEED_FIELDS = {
@@ -32,7 +32,7 @@ def create(edge: Edge, key: Key, **fields: object) -> dict:
 def assert_error(response, status: int, code: str) -> dict:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
-    body = response.json()
+    body = named_request(response)
     assert set(body) >= {"error", "code"} and body["code"] == code, body
     return body
 

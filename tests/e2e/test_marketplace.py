@@ -17,7 +17,7 @@ import pytest
 
 from edge.gatekeeper.issuer import Issuer, OidcSettings
 from hydractl.cli import cmd_workflows_feature, parser
-from tests.e2e.conftest import Edge, User
+from tests.e2e.conftest import Edge, User, named_request
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 WORKFLOW_FIELDS = {
@@ -68,7 +68,7 @@ def create_workflow(edge: Edge, user: User, **fields: Any) -> dict[str, Any]:
 def error_of(response: Any, status: int, code: str) -> dict[str, Any]:
     """The marketplace error envelope of a response, checked for its status and code."""
     assert response.status_code == status, response.text
-    body = response.json()
+    body = named_request(response)
     assert set(body) == {"success", "error"} and body["success"] is False
     assert set(body["error"]) == {"code", "message", "details"}, body
     assert body["error"]["code"] == code, body
