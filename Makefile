@@ -12,7 +12,7 @@ PROTO_FILES := $(shell find protos -name '*.proto')
 GOOGLEAPIS = $(shell $(PY) -c 'import google.api, os; print(os.path.dirname(os.path.dirname(google.api.__path__[0])))')
 GRPC_TOOLS = $(shell $(PY) -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
 
-.PHONY: help venv protos run test test-unit test-integration test-e2e lint bench clean
+.PHONY: help venv protos openapi run test test-unit test-integration test-e2e lint bench clean
 
 help:  ## List targets.
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -39,6 +39,9 @@ $(GEN)/.stamp: $(VENV)/.installed $(PROTO_FILES)
 	touch $@
 
 protos: $(GEN)/.stamp  ## Generate Python stubs and the Envoy descriptor set into gen/.
+
+openapi: protos  ## Rewrite docs/openapi.yaml, the committed copy of the API document, from the protos.
+	$(PY) -m edge.openapi
 
 run: protos  ## Start everything on embedded defaults and print a ready API key.
 	$(VENV)/bin/hydractl migrate

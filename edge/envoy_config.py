@@ -630,8 +630,8 @@ def preflight_routes(bindings: Sequence[Binding]) -> list[dict[str, Any]]:
 
 
 def docs_routes(docs: Mapping[str, Path]) -> list[dict[str, Any]]:
-    """GET /openapi.json, /docs (Swagger UI) and /redoc, served by Envoy from generated files."""
-    types = {".json": "application/json", ".html": "text/html; charset=utf-8"}
+    """GET /openapi.json (and .yaml), /docs (Swagger UI) and /redoc, served by Envoy from generated files."""
+    types = {".json": "application/json", ".yaml": "application/yaml", ".html": "text/html; charset=utf-8"}
     return [
         _direct_route(
             f"docs:{url}",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 from hydra.options.v1 import options_pb2
@@ -416,11 +417,25 @@ MANIFEST_SCHEMA = ROOT / "protos/hydra/workflows/v1/manifest-v1.0.schema.json"
 MANIFEST_SCHEMA_PATH = "/schemas/workflow/v1.0.json"
 
 
+# The document as YAML, kept in the repository for readers and tools that take a file (make openapi; a
+# test keeps it equal to the protos).
+COMMITTED_YAML = ROOT / "docs" / "openapi.yaml"
+
+
+def as_yaml(doc: dict[str, Any]) -> str:
+    """The document in YAML, in the JSON document's key order (it reads back equal to it)."""
+    text: str = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120)
+    return text
+
+
 def write(directory: Path, descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, Path]:
-    """Writes openapi.json and the two viewer pages; returns {url path: file}."""
+    """Writes openapi.json, the same document as openapi.yaml, and the two viewer pages; returns
+    {url path: file}."""
     directory.mkdir(parents=True, exist_ok=True)
+    doc = document(descriptor_set)
     files = {
-        "/openapi.json": (directory / "openapi.json", json.dumps(document(descriptor_set), indent=1)),
+        "/openapi.json": (directory / "openapi.json", json.dumps(doc, indent=1)),
+        "/openapi.yaml": (directory / "openapi.yaml", as_yaml(doc)),
         "/docs": (directory / "docs.html", SWAGGER_UI),
         "/redoc": (directory / "redoc.html", REDOC),
         # The workflow manifest's JSON Schema, at the path of its $id.
@@ -429,3 +444,14 @@ def write(directory: Path, descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, P
     for path, text in files.values():
         path.write_text(text)
     return {url: path for url, (path, _text) in files.items()}
+
+
+def main() -> None:
+    """Writes the document's committed YAML copy (`make openapi`)."""
+    COMMITTED_YAML.parent.mkdir(exist_ok=True)
+    COMMITTED_YAML.write_text(as_yaml(document(DESCRIPTOR_SET)))
+    print(f"wrote {COMMITTED_YAML.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

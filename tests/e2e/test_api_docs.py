@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import yaml
 from openapi_spec_validator import validate
 
 from edge.bindings import load_bindings
@@ -31,6 +32,12 @@ def test_openapi_document_is_valid_and_covers_every_route(edge: Edge) -> None:
     assert channel_create["properties"]["provider"]["maxLength"] == 50
     assert "webhook_secret" not in spec["components"]["schemas"]["Channel"]["properties"]
     assert "422" in create["responses"] and "400" in spec["paths"]["/api/v1/leads"]["post"]["responses"]
+
+
+def test_the_same_document_is_served_as_yaml(edge: Edge) -> None:
+    served = edge.http.get("/openapi.yaml")
+    assert served.status_code == 200 and served.headers["content-type"] == "application/yaml"
+    assert yaml.safe_load(served.text) == edge.http.get("/openapi.json").json()
 
 
 def test_swagger_ui_and_redoc_render_the_live_document(edge: Edge) -> None:
