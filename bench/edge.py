@@ -42,6 +42,7 @@ class Case:
     key: str | None = None  # the Support key when None
     clients: int = 0  # >0: spread requests over this many forwarded client addresses
     connections: int = 0  # >0: this many connections instead of --connections
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every request (wrk only)
 
 
 def wrk(
@@ -196,8 +197,14 @@ def seeded_cases(env: dict[str, str], base: str) -> tuple[str, list[Case]]:
         f"{base}/v1/instances", json={"name": "Bench bot"}, headers={"X-Api-Key": core_key}
     ).json()
     site = httpx.post(f"{base}/v1/sites", json={"name": "Bench site"}, headers={"X-Api-Key": core_key}).json()
+    lead_url = f"{base}/api/v1/leads/{lead['id']}"
+    version = httpx.get(lead_url, headers={"Authorization": f"Bearer {key}"}).headers["etag"]
+    unchanged = httpx.get(lead_url, headers={"Authorization": f"Bearer {key}", "If-None-Match": version})
+    assert unchanged.status_code == 304, unchanged  # wrk counts only 4xx and 5xx as errors
     cases = [
-        Case("GET /api/v1/leads/{id}", f"{base}/api/v1/leads/{lead['id']}"),
+        Case("GET /api/v1/leads/{id}", lead_url),
+        # The same read, answered 304 without a body: what a client that keeps ETags pays.
+        Case("GET /api/v1/leads/{id} (If-None-Match: 304)", lead_url, headers=(("If-None-Match", version),)),
         Case("GET /api/v1/leads (25)", f"{base}/api/v1/leads"),
         Case(
             "POST /api/v1/leads",
@@ -252,6 +259,7 @@ def load(case: Case, key: str, args: argparse.Namespace) -> dict[str, float]:
         connections=case.connections or args.connections,
         body=case.body,
         clients=case.clients,
+        headers=dict(case.headers),
     )
 
 

@@ -1,5 +1,6 @@
 -- Finishes responses transcoded from gRPC: swaps in the service's error body, applies the route's
--- success status the transcoder cannot express (201, 204), and drops gRPC framing headers.
+-- success status the transcoder cannot express (201, 204, 304: the last two without a body), and
+-- drops gRPC framing headers.
 local GRPC_HEADERS = {"grpc-status", "grpc-message", "grpc-accept-encoding", "grpc-encoding",
                       "grpc-status-details-bin"}
 
@@ -22,7 +23,7 @@ function envoy_on_response(handle)
     headers:remove("x-error-body")
     headers:replace("content-type", "application/json")
     handle:body(true):setBytes(error_body)
-  elseif status == "204" then
+  elseif status == "204" or status == "304" then
     headers:remove("content-type")
     handle:body(true):setBytes("")
   elseif headers:get("content-type") == "text/event-stream" then

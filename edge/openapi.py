@@ -286,6 +286,8 @@ class Builder:
                     "description": param.description,
                 }
             )
+        if binding.access.conditional and binding.method != "POST":
+            operation["parameters"].append(_precondition(binding.method))
         if inputs.body is not None:
             operation["requestBody"] = {
                 "required": True,
@@ -323,6 +325,13 @@ class Builder:
                     }
                 },
             }
+            if binding.access.conditional:
+                responses[status]["headers"] = {"ETag": _ETAG}
+        if binding.access.conditional and binding.method == "GET":
+            responses["304"] = {
+                "description": "Not modified: If-None-Match names the current version.",
+                "headers": {"ETag": _ETAG},
+            }
         responses[str(envelope.invalid_status)] = {
             "description": "Invalid input; the offending fields are named (the first 50, then a count).",
             "content": {"application/json": {"schema": invalid}},
@@ -350,12 +359,43 @@ class Builder:
                 "The request body is too large.",
                 bool(method.options.Extensions[annotations_pb2.http].body),
             ),
+            (
+                "412",
+                "If-Match names a version the resource is no longer at; nothing was changed.",
+                binding.access.conditional and binding.method in ("PATCH", "PUT", "DELETE"),
+            ),
             ("429", "Rate limit spent; see Retry-After.", True),
             ("503", "A service this route needs is unavailable; nothing was changed. Retry safe.", True),
         ):
             if applies:
                 responses[status] = {"description": text, "content": {"application/json": {"schema": error}}}
         return responses
+
+
+_ETAG = {
+    "description": "The resource's current version, for If-None-Match and If-Match.",
+    "schema": {"type": "string"},
+}
+
+
+def _precondition(method: str) -> dict[str, Any]:
+    """The conditional-request header a route of this method takes."""
+    if method == "GET":
+        return {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "An ETag of this resource: 304 without a body while it is still current.",
+        }
+    return {
+        "name": "If-Match",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "An ETag of this resource: the write happens only while it is still current (412 "
+        "otherwise), so two clients editing one resource cannot overwrite each other unseen.",
+    }
 
 
 def document(descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, Any]:

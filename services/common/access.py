@@ -61,6 +61,7 @@ class MethodAccess:
     surface: Surface
     rate_limit: RateLimit
     prior_limits: tuple[PriorLimit, ...] = ()
+    conditional: bool = False  # answers with an ETag; honours If-None-Match and If-Match
 
     @property
     def rpc(self) -> str:
@@ -124,6 +125,7 @@ def parse_access(
         surface=surface,
         rate_limit=RateLimit(key, policy.rate_limit.requests_per_minute, policy.rate_limit.name or rpc),
         prior_limits=_prior_limits(full_method, policy),
+        conditional=policy.conditional,
     )
 
 

@@ -145,11 +145,21 @@ class TenantTable:
         tenant_id: uuid.UUID,
         row_id: uuid.UUID,
         scope: Mapping[str, Any] | None = None,
+        for_update: bool = False,
     ) -> Row[Any] | None:
-        """One row of the tenant (and of `scope`'s parent columns, when given), or None."""
-        if not scope:
+        """One row of the tenant (and of `scope`'s parent columns, when given), or None; `for_update`
+        locks it until the transaction ends, so no other writer changes it between this read and the
+        write that follows."""
+        if not scope and not for_update:
             return (await conn.execute(self.get_query, {"tenant_id": tenant_id, "row_id": row_id})).first()
-        return (await conn.execute(select(self.table).where(*self._match(tenant_id, row_id, scope)))).first()
+        match = self._match(tenant_id, row_id, scope)
+        if for_update and conn.dialect.name == "sqlite":
+            # SQLite has no row locks, and its driver begins a transaction at the first write: touching
+            # the row first takes the database's write lock, and the read after it sees the last commit.
+            id_column = self.table.c.id
+            await conn.execute(update(self.table).where(*match).values({id_column: id_column}))
+        query = select(self.table).where(*match)
+        return (await conn.execute(query.with_for_update() if for_update else query)).first()
 
     async def read_among(
         self,

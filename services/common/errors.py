@@ -160,6 +160,14 @@ class InvalidPathId(HydraError):
         return [self.field_error]
 
 
+class PreconditionFailed(HydraError):
+    """A conditional write's If-Match names a version the resource is no longer at."""
+
+    code = "precondition_failed"
+    grpc_status = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 412
+
+
 class Conflict(HydraError):
     """The write is blocked by other rows (e.g. fk_blocked with a blockers count)."""
 

@@ -31,12 +31,12 @@ from services.common.errors import (
     Unauthenticated,
     Unavailable,
 )
+from services.common.exchange import HTTP_STATUS_HEADER, Exchange, bind
 from services.common.fields import refuse_control_characters
 from services.common.logging import log_loop_exception
 from services.common.servicing import Context
 from services.common.surfaces import REQUEST_ID_HEADER, render
 
-HTTP_STATUS_HEADER = "x-http-status"
 ERROR_BODY_HEADER = "x-error-body"
 
 
@@ -146,8 +146,13 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
                 if policy.reads_raw_fields:
                     refuse_control_characters(request)
                 if call.remaining is None:
-                    return await behavior(request, context)
-                return await _within(call.remaining, behavior(request, context))
+                    response = await behavior(request, context)
+                else:
+                    response = await _within(call.remaining, behavior(request, context))
+                # Only on success: an error must stay trailers-only for its body to reach the edge.
+                if call.exchange.answer_headers:
+                    await context.send_initial_metadata(tuple(call.exchange.answer_headers.items()))
+                return response
 
         return wrapped
 
@@ -166,6 +171,7 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
             policy, ident.text_metadata(context.invocation_metadata()), remaining=context.time_remaining()
         )
         unbind = None
+        unbind_exchange = bind(call.exchange)
         try:
             unbind = call.bind()
             yield call
@@ -174,6 +180,7 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         finally:
             if unbind is not None:
                 unbind()
+            unbind_exchange()
             self._log_call(call)
 
     async def _abort(self, context: Context, call: _Call, error: Exception) -> None:
@@ -247,6 +254,10 @@ class _Call:
     started: float = field(default_factory=time.perf_counter)
     status: str = "ok"
     tenant: str = "-"
+    exchange: Exchange = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.exchange = Exchange(self.metadata, conditional=self.policy.conditional)
 
     @property
     def request_id(self) -> str:

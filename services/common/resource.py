@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ from services.common.fields import parse_limit, utcnow
 from services.common.identity import Identity
 
 Scope = Mapping[str, Any] | None  # parent columns a nested resource's row must also match
+Check = Callable[[Row[Any]], None]  # refuses a row a write would change (raises), e.g. If-Match
 Event = tuple[str, dict[str, Any]]  # an outbox event: (topic, payload)
 WRITE_CONFLICT = "The write conflicts with other data; nothing was changed."
 
@@ -105,14 +106,25 @@ class ResourceService:
         return self._audit
 
     async def update(
-        self, caller: Identity, row_id: uuid.UUID, fields: dict[str, Any], *, scope: Scope = None
+        self,
+        caller: Identity,
+        row_id: uuid.UUID,
+        fields: dict[str, Any],
+        *,
+        scope: Scope = None,
+        check: Check | None = None,
     ) -> Row[Any]:
-        """Applies any subset of validated fields; an empty subset changes nothing."""
+        """Applies any subset of validated fields; an empty subset changes nothing. `check` may refuse
+        the row as it is (locked until the transaction ends)."""
         facts = await self.prepare(caller, fields)
         async with self.transaction() as conn:
-            before = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=row_id, scope=scope)
+            before = await self.table.get(
+                conn, tenant_id=caller.tenant_id, row_id=row_id, scope=scope, for_update=True
+            )
             if before is None:
                 raise NotFound(self.not_found)
+            if check is not None:
+                check(before)
             values = await self.before_update(conn, caller, before, fields)
             if not values:
                 return before
@@ -126,12 +138,18 @@ class ResourceService:
             )
         return row
 
-    async def delete(self, caller: Identity, row_id: uuid.UUID, *, scope: Scope = None) -> None:
-        """Deletes a row of the caller's tenant."""
+    async def delete(
+        self, caller: Identity, row_id: uuid.UUID, *, scope: Scope = None, check: Check | None = None
+    ) -> None:
+        """Deletes a row of the caller's tenant; `check` may refuse the row as it is (locked)."""
         async with self.transaction() as conn:
-            row = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=row_id, scope=scope)
+            row = await self.table.get(
+                conn, tenant_id=caller.tenant_id, row_id=row_id, scope=scope, for_update=True
+            )
             if row is None:
                 raise NotFound(self.not_found)
+            if check is not None:
+                check(row)
             await self.before_delete(conn, caller, row)
             await self.table.delete(conn, tenant_id=caller.tenant_id, row_id=row_id)
             await self._audit.record(

@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeAlias, TypeVar, cast
 import grpc
 from google.protobuf.message import Message
 
+from services.common.conditional import answer_version, require_match
 from services.common.fields import optional_query, parse_input, parse_path_id, to_message
 from services.common.identity import current_identity
 from services.common.paging import descriptor_of, fitting
@@ -49,10 +50,17 @@ class ResourceRpcs(Generic[ResourceMessage]):
         return message_from(row, self._message)
 
     def _answer(self, row: Any, response: type[Response]) -> Response:
-        """The response: the resource itself (HydraCore), or wrapped as {singular: resource} (Support)."""
+        """The response: the resource itself (HydraCore), or wrapped as {singular: resource} (Support),
+        with its ETag."""
+        resource = self.message(row)
+        answer_version(resource)
         if response is self._message:
-            return message_from(row, response)
-        return response(**{self._singular: self.message(row)})
+            return cast(Response, resource)
+        return response(**{self._singular: resource})
+
+    def _still_at(self, row: Any) -> None:
+        """Refuses a write the request's If-Match makes conditional on another version of `row`."""
+        require_match(self.message(row))
 
     def _id(self, request: Any) -> Any:
         return parse_path_id(
@@ -84,11 +92,11 @@ class ResourceRpcs(Generic[ResourceMessage]):
     async def update(self, request: Any, response: type[Response], scope: Scope = None) -> Response:
         row_id = self._id(request)
         fields = parse_input(getattr(request, self._singular), self._input, partial=True)
-        row = await self.service.update(current_identity(), row_id, fields, scope=scope)
+        row = await self.service.update(current_identity(), row_id, fields, scope=scope, check=self._still_at)
         return self._answer(row, response)
 
     async def delete(self, request: Any, response: type[Response], scope: Scope = None) -> Response:
-        await self.service.delete(current_identity(), self._id(request), scope=scope)
+        await self.service.delete(current_identity(), self._id(request), scope=scope, check=self._still_at)
         return response()
 
 

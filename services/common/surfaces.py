@@ -191,6 +191,7 @@ class SupportEnvelope:
         "method_not_allowed",
         "fk_blocked",
         "conflict",
+        "precondition_failed",
         "rate_limited",
         "server_error",
     )
@@ -307,6 +308,7 @@ class MarketplaceEnvelope:
         "NOT_FOUND",
         "METHOD_NOT_ALLOWED",
         "CONFLICT",
+        "PRECONDITION_FAILED",
         "PLAN_LIMIT_EXCEEDED",
         "RATE_LIMITED",
         "INTERNAL_ERROR",

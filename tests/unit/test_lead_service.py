@@ -52,7 +52,13 @@ class FakeTable:
         return await self.list(None, tenant_id=tenant_id, limit=limit, filters=filters, after=after)
 
     async def get(
-        self, conn: None, *, tenant_id: uuid.UUID, row_id: uuid.UUID, scope: dict | None = None
+        self,
+        conn: None,
+        *,
+        tenant_id: uuid.UUID,
+        row_id: uuid.UUID,
+        scope: dict | None = None,
+        for_update: bool = False,  # one caller at a time here: nothing to lock
     ) -> SimpleNamespace | None:
         row = self._find(tenant_id, row_id, scope)
         return SimpleNamespace(**row) if row else None

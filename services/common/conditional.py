@@ -1,0 +1,53 @@
+"""Conditional requests on one resource (RFC 9110 section 13), for RPCs whose access option says
+`conditional`: its ETag names its current version, GET with If-None-Match answers 304 while it still
+has that version, and a write with If-Match is refused (412) once it does not."""
+
+from __future__ import annotations
+
+import hashlib
+
+from google.protobuf.message import Message
+
+from services.common.errors import PreconditionFailed
+from services.common.exchange import HTTP_STATUS_HEADER, current_exchange
+
+ETAG = "etag"
+IF_MATCH = "if-match"
+IF_NONE_MATCH = "if-none-match"
+_STALE = "The resource has changed since the version If-Match names; read it again, then retry."
+
+
+def etag(resource: Message) -> str:
+    """A strong entity tag for the resource's current version: a digest of its message as answered."""
+    digest = hashlib.blake2b(resource.SerializeToString(deterministic=True), digest_size=12)
+    return f'"{digest.hexdigest()}"'
+
+
+def _listed(header: str) -> list[str]:
+    """The entity tags of an If-Match or If-None-Match value (commas inside tags are not ours to meet)."""
+    return [tag.strip() for tag in header.split(",") if tag.strip()]
+
+
+def answer_version(resource: Message) -> None:
+    """Puts the resource's ETag on the answer; a read whose If-None-Match names that version (weak
+    comparison) is answered 304, without a body."""
+    exchange = current_exchange()
+    if not exchange.conditional:
+        return
+    tag = etag(resource)
+    exchange.answer_headers[ETAG] = tag
+    header = exchange.request_headers.get(IF_NONE_MATCH)
+    if header is not None and any(listed in ("*", tag) or listed == f"W/{tag}" for listed in _listed(header)):
+        exchange.answer_headers[HTTP_STATUS_HEADER] = "304"
+
+
+def require_match(resource: Message) -> None:
+    """Refuses a write whose If-Match does not name the resource's version (strong comparison: a weak
+    tag never matches); does nothing without If-Match."""
+    exchange = current_exchange()
+    header = exchange.request_headers.get(IF_MATCH)
+    if header is None or not exchange.conditional:
+        return
+    tag = etag(resource)
+    if not any(listed in ("*", tag) for listed in _listed(header)):
+        raise PreconditionFailed(_STALE)
