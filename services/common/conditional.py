@@ -28,16 +28,16 @@ def _listed(header: str) -> list[str]:
     return [tag.strip() for tag in header.split(",") if tag.strip()]
 
 
-def answer_version(resource: Message) -> None:
+def answer_version(resource: Message, *, read: bool) -> None:
     """Puts the resource's ETag on the answer; a read whose If-None-Match names that version (weak
-    comparison) is answered 304, without a body."""
+    comparison) is answered 304, without a body (a write's answer is never replaced by 304)."""
     exchange = current_exchange()
     if not exchange.conditional:
         return
     tag = etag(resource)
     exchange.answer_headers[ETAG] = tag
     header = exchange.request_headers.get(IF_NONE_MATCH)
-    if header is not None and any(listed in ("*", tag) or listed == f"W/{tag}" for listed in _listed(header)):
+    if read and header is not None and any(t in ("*", tag, f"W/{tag}") for t in _listed(header)):
         exchange.answer_headers[HTTP_STATUS_HEADER] = "304"
 
 

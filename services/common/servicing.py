@@ -49,11 +49,11 @@ class ResourceRpcs(Generic[ResourceMessage]):
     def message(self, row: Any) -> ResourceMessage:
         return message_from(row, self._message)
 
-    def _answer(self, row: Any, response: type[Response]) -> Response:
+    def _answer(self, row: Any, response: type[Response], *, read: bool = False) -> Response:
         """The response: the resource itself (HydraCore), or wrapped as {singular: resource} (Support),
         with its ETag."""
         resource = self.message(row)
-        answer_version(resource)
+        answer_version(resource, read=read)
         if response is self._message:
             return cast(Response, resource)
         return response(**{self._singular: resource})
@@ -87,7 +87,7 @@ class ResourceRpcs(Generic[ResourceMessage]):
 
     async def get(self, request: Any, response: type[Response], scope: Scope = None) -> Response:
         row = await self.service.get(current_identity(), self._id(request), scope=scope)
-        return self._answer(row, response)
+        return self._answer(row, response, read=True)
 
     async def update(self, request: Any, response: type[Response], scope: Scope = None) -> Response:
         row_id = self._id(request)
