@@ -1,5 +1,6 @@
-"""Replicas behind the edge: crm as two processes, one killed under load. Reads never fail, writes fail
-only if they were under way on the killed replica, and the supervisor brings it back."""
+"""Replicas behind the edge: crm as two processes, one killed under load. Only requests under way on the
+killed replica may fail (a read only once its answer had begun: reads cut off before are sent again),
+and the supervisor brings it back."""
 
 from __future__ import annotations
 
@@ -121,7 +122,11 @@ def test_a_replica_killed_under_load_costs_at_most_its_writes_under_way_and_come
             assert envoy_stat(admin, "cluster.crm.upstream_rq_retry_overflow") == 0
             reads = {status: n for (method, status), n in outcomes.items() if method == "GET"}
             writes = {status: n for (method, status), n in outcomes.items() if method == "POST"}
-            assert set(reads) == {200} and reads[200] > 100, outcomes
+            # A read of one resource answers its headers (ETag) a moment before its body: one cut off
+            # between the two has begun to answer and cannot be sent again. Only those fail.
+            failed_reads = sum(n for status, n in reads.items() if status != 200)
+            assert reads[200] > 100 and set(reads) <= {200, 503}, outcomes
+            assert failed_reads <= READERS // 2, outcomes  # at most the reads under way on the replica
             failed = sum(n for status, n in writes.items() if status != 201)
             assert writes.get(201, 0) > 50 and failed <= WRITERS, outcomes
             assert set(writes) <= {201, 503}, outcomes  # a write cut off says it may have been applied
