@@ -28,12 +28,12 @@ from edge.gatekeeper.call_log import CallLog
 from edge.gatekeeper.key_admin import KeyAdmin
 from edge.gatekeeper.limiter import Limiter
 from edge.gatekeeper.memberships import Member, Memberships
-from services.common.errors import RATE_LIMIT_EXCEEDED, NotFound, RateLimited
+from services.common.errors import NotFound
 from services.common.fields import parse_input, parse_request, timestamp
 from services.common.identity import current_identity, current_user, require_admin
 from services.common.paging import descriptor_of
 from services.common.servicing import Context
-from services.common.surfaces import PUBLIC, render, surface_named
+from services.common.surfaces import PUBLIC, surface_named
 
 
 # xds-protos ships its generated modules without type information, so this base class is Any.
@@ -64,11 +64,9 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[
             return rls_pb2.RateLimitResponse(
                 overall_code=rls_pb2.RateLimitResponse.OK, response_headers_to_add=_plain_headers(headers)
             )
-        body = render(RateLimited(RATE_LIMIT_EXCEEDED), surface).body
+        # The body is the edge's: it names the request, which a rate-limit request does not carry.
         return rls_pb2.RateLimitResponse(
-            overall_code=rls_pb2.RateLimitResponse.OVER_LIMIT,
-            response_headers_to_add=_plain_headers({**headers, "content-type": "application/json"}),
-            raw_body=body.encode(),
+            overall_code=rls_pb2.RateLimitResponse.OVER_LIMIT, response_headers_to_add=_plain_headers(headers)
         )
 
 

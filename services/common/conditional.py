@@ -5,6 +5,7 @@ has that version, and a write with If-Match is refused (412) once it does not.""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from google.protobuf.message import Message
 
@@ -41,13 +42,13 @@ def answer_version(resource: Message, *, read: bool) -> None:
         exchange.answer_headers[HTTP_STATUS_HEADER] = "304"
 
 
-def require_match(resource: Message) -> None:
-    """Refuses a write whose If-Match does not name the resource's version (strong comparison: a weak
-    tag never matches); does nothing without If-Match."""
+def require_match(resource: Callable[[], Message]) -> None:
+    """Refuses a write whose If-Match does not name the version of `resource()` (strong comparison: a
+    weak tag never matches); without If-Match, does nothing (the resource is not even built)."""
     exchange = current_exchange()
     header = exchange.request_headers.get(IF_MATCH)
     if header is None or not exchange.conditional:
         return
-    tag = etag(resource)
+    tag = etag(resource())
     if not any(listed in ("*", tag) for listed in _listed(header)):
         raise PreconditionFailed(_STALE)

@@ -60,7 +60,7 @@ class ResourceRpcs(Generic[ResourceMessage]):
 
     def _still_at(self, row: Any) -> None:
         """Refuses a write the request's If-Match makes conditional on another version of `row`."""
-        require_match(self.message(row))
+        require_match(lambda: self.message(row))
 
     def _id(self, request: Any) -> Any:
         return parse_path_id(
