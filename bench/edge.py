@@ -43,6 +43,7 @@ class Case:
     clients: int = 0  # >0: spread requests over this many forwarded client addresses
     connections: int = 0  # >0: this many connections instead of --connections
     headers: tuple[tuple[str, str], ...] = ()  # sent with every request (wrk only)
+    idempotent: bool = False  # each POST with an Idempotency-Key of its own (wrk only)
 
 
 def wrk(
@@ -55,6 +56,7 @@ def wrk(
     clients: int = 0,
     headers: Mapping[str, str] | None = None,
     tokens: Sequence[str] = (),
+    idempotent: bool = False,
 ) -> dict[str, float]:
     """Runs wrk once (POSTing `body` when given; with `tokens`, GETs sent as each of them in turn instead
     of `key`); returns req/s, p50/p90/p99 in ms, and non-2xx answers."""
@@ -71,6 +73,8 @@ def wrk(
         argv += ["-s", str(HERE / "post_json.lua")]
         env["BENCH_BODY"] = body
         env["BENCH_CLIENTS"] = str(clients)
+        if idempotent:
+            env["BENCH_IDEMPOTENCY"] = f"bench-{time.time_ns()}"
     out = subprocess.run([*argv, url], capture_output=True, text=True, check=True, env=env).stdout
     figures = {f"p{p}": float(v) * _SCALE[unit] for p, v, unit in _LATENCY.findall(out)}
     figures["rps"] = float(_RATE.search(out).group(1))  # type: ignore[union-attr]
@@ -211,6 +215,13 @@ def seeded_cases(env: dict[str, str], base: str) -> tuple[str, list[Case]]:
             f"{base}/api/v1/leads",
             '{"email": "b{n}@example.com", "name": "B {n}"}',
         ),
+        # The same create, each with a key of its own: what a client that retries safely pays.
+        Case(
+            "POST /api/v1/leads (Idempotency-Key)",
+            f"{base}/api/v1/leads",
+            '{"email": "i{n}@example.com", "name": "I {n}"}',
+            idempotent=True,
+        ),
         Case("GET /api/v1/contacts/{id}", f"{base}/api/v1/contacts/{contact['id']}"),
         Case(
             "POST /api/v1/contacts",
@@ -260,6 +271,7 @@ def load(case: Case, key: str, args: argparse.Namespace) -> dict[str, float]:
         body=case.body,
         clients=case.clients,
         headers=dict(case.headers),
+        idempotent=case.idempotent,
     )
 
 

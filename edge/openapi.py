@@ -288,6 +288,8 @@ class Builder:
             )
         if binding.access.conditional and binding.method != "POST":
             operation["parameters"].append(_precondition(binding.method))
+        if binding.access.idempotent:
+            operation["parameters"].append(_IDEMPOTENCY_KEY)
         if inputs.body is not None:
             operation["requestBody"] = {
                 "required": True,
@@ -327,6 +329,8 @@ class Builder:
             }
             if binding.access.conditional:
                 responses[status]["headers"] = {"ETag": _ETAG}
+            if binding.access.idempotent:
+                responses[status].setdefault("headers", {})["Idempotent-Replayed"] = _REPLAYED
         if binding.access.conditional and binding.method == "GET":
             responses["304"] = {
                 "description": "Not modified: If-None-Match names the current version.",
@@ -336,6 +340,12 @@ class Builder:
             "description": "Invalid input; the offending fields are named (the first 50, then a count).",
             "content": {"application/json": {"schema": invalid}},
         }
+        reused = "The Idempotency-Key was sent before with another request (idempotency_key_reused)."
+        if binding.access.idempotent and envelope.invalid_status == 422:
+            responses["422"] = {
+                "description": responses["422"]["description"] + " " + reused + " Its detail is a message.",
+                "content": {"application/json": {"schema": {"anyOf": [invalid, error]}}},
+            }
         writes = binding.method != "GET"
         for status, text, applies in (
             # The edge reads the request before any field is checked (FastAPI would say 422 here too,
@@ -351,7 +361,12 @@ class Builder:
             ("404", "Not found (or another tenant's).", True),
             (
                 "409",
-                "Conflicts with the current state (rows that block a delete, a paused instance).",
+                "Conflicts with the current state (rows that block a delete, a paused instance)"
+                + (
+                    "; or a request with this Idempotency-Key is still running."
+                    if binding.access.idempotent
+                    else "."
+                ),
                 writes,
             ),
             (
@@ -364,6 +379,7 @@ class Builder:
                 "If-Match names a version the resource is no longer at; nothing was changed.",
                 binding.access.conditional and binding.method in ("PATCH", "PUT", "DELETE"),
             ),
+            ("422", reused, binding.access.idempotent and envelope.invalid_status != 422),
             ("429", "Rate limit spent; see Retry-After.", True),
             ("503", "A service this route needs is unavailable; nothing was changed. Retry safe.", True),
         ):
@@ -374,6 +390,20 @@ class Builder:
 
 _ETAG = {
     "description": "The resource's current version, for If-None-Match and If-Match.",
+    "schema": {"type": "string"},
+}
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "A key of your own (a UUID) naming this request: sent again within 24 hours with the same "
+    "request, it is answered as the first time (status, body, headers: Idempotent-Replayed says so) and "
+    "runs once, however often or concurrently it is sent (409 while the first still runs); sent with "
+    "another request, it is refused (idempotency_key_reused).",
+}
+_REPLAYED = {
+    "description": "true when this is the answer of an earlier request with the same Idempotency-Key.",
     "schema": {"type": "string"},
 }
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import NAMING_CONVENTION
+from services.common.idempotency import idempotency_table
 
 
 class Base(DeclarativeBase):
@@ -112,3 +113,4 @@ api_keys = cast(Table, ApiKey.__table__)
 memberships = cast(Table, Membership.__table__)
 tool_confirmations = cast(Table, ToolConfirmation.__table__)
 tool_calls = cast(Table, ToolCallRecord.__table__)
+idempotency_keys = idempotency_table(Base.metadata)

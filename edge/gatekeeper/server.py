@@ -22,6 +22,7 @@ from hydra.gatekeeper.v1 import (
 )
 
 from edge.bindings import load_bindings
+from edge.gatekeeper import models
 from edge.gatekeeper.authorizer import Authorizer
 from edge.gatekeeper.call_log import CALL_LOG_PURGE_SECONDS, CallLog
 from edge.gatekeeper.config import Settings
@@ -160,4 +161,5 @@ PROCESS = Process(
     ],
     build=build,
     http_ports=("authz", "tools"),
+    idempotency=models.idempotency_keys,
 )

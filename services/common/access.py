@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 from hydra.options.v1 import options_pb2
@@ -62,6 +63,7 @@ class MethodAccess:
     rate_limit: RateLimit
     prior_limits: tuple[PriorLimit, ...] = ()
     conditional: bool = False  # answers with an ETag; honours If-None-Match and If-Match
+    idempotent: bool = False  # a write over HTTP for a key or a user: honours Idempotency-Key
 
     @property
     def rpc(self) -> str:
@@ -126,6 +128,28 @@ def parse_access(
         rate_limit=RateLimit(key, policy.rate_limit.requests_per_minute, policy.rate_limit.name or rpc),
         prior_limits=_prior_limits(full_method, policy),
         conditional=policy.conditional,
+        idempotent=_writes_over_http(method_options) and policy.auth in _KEYED_OR_SIGNED_IN,
+    )
+
+
+# Callers whose Idempotency-Keys are their own: a public route's or a widget's callers share a tenant
+# and a public token, and one must never be handed another's answer.
+_KEYED_OR_SIGNED_IN = (
+    AuthMode.AUTH_MODE_SUPPORT_KEY,
+    AuthMode.AUTH_MODE_CORE_KEY,
+    AuthMode.AUTH_MODE_ID_TOKEN,
+)
+
+
+def _writes_over_http(method_options: descriptor_pb2.MethodOptions) -> bool:
+    """Whether the RPC's HTTP binding is a POST, PUT, PATCH or DELETE."""
+    if not method_options.HasExtension(annotations_pb2.http):
+        return False
+    return method_options.Extensions[annotations_pb2.http].WhichOneof("pattern") in (
+        "post",
+        "put",
+        "patch",
+        "delete",
     )
 
 

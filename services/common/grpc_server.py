@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import signal
 import time
@@ -33,9 +34,10 @@ from services.common.errors import (
 )
 from services.common.exchange import HTTP_STATUS_HEADER, Exchange, bind
 from services.common.fields import refuse_control_characters
+from services.common.idempotency import REPLAYED, Answer, IdempotencyKeys, fingerprint, read_key
 from services.common.logging import log_loop_exception
 from services.common.servicing import Context
-from services.common.surfaces import REQUEST_ID_HEADER, render
+from services.common.surfaces import REQUEST_ID_HEADER, identified, render
 
 ERROR_BODY_HEADER = "x-error-body"
 
@@ -58,11 +60,20 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
     """
 
     def __init__(
-        self, policies: dict[str, MethodAccess], logger: logging.Logger, *, internal_token: str | None = None
+        self,
+        policies: dict[str, MethodAccess],
+        logger: logging.Logger,
+        *,
+        internal_token: str | None = None,
+        idempotency: IdempotencyKeys | None = None,
     ) -> None:
+        unkept = [p.full_method for p in policies.values() if p.idempotent and idempotency is None]
+        if unkept:
+            raise TypeError(f"{unkept[0]} takes an Idempotency-Key: its process must keep them")
         self._policies = policies
         self._log = logger
         self._token = internal_token.encode() if internal_token else None
+        self._keys = idempotency
         self._wrapped: dict[str, _Handler] = {}
         self._refusals: dict[str, _Handler] = {}
 
@@ -125,10 +136,11 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
     def _wrap(self, handler: _Handler, policy: MethodAccess) -> _Handler:
         """The handler with identity, error mapping and logging around it (built once per method)."""
         if handler.unary_unary:
+            serialize = handler.response_serializer
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, policy),
+                self._wrap_unary(handler.unary_unary, policy, serialize),
                 request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                response_serializer=_passing_replays(serialize) if policy.idempotent else serialize,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
@@ -139,22 +151,63 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         raise TypeError(f"{policy.full_method}: only unary and server-streaming RPCs are supported")
 
     def _wrap_unary(
-        self, behavior: Callable[..., Awaitable[Any]], policy: MethodAccess
+        self,
+        behavior: Callable[..., Awaitable[Any]],
+        policy: MethodAccess,
+        serialize: Callable[[Any], bytes] | None,
     ) -> Callable[..., Any]:
         async def wrapped(request: Any, context: Context) -> Any:
             async with self._guard(policy, context) as call:
                 if policy.reads_raw_fields:
                     refuse_control_characters(request)
+                if policy.idempotent:
+                    first = await self._hold_key(call, request)
+                    if first is not None:
+                        return await _replay(context, call, first)
                 if call.remaining is None:
                     response = await behavior(request, context)
                 else:
                     response = await _within(call.remaining, behavior(request, context))
+                headers = tuple(call.exchange.answer_headers.items())
+                if call.held_key is not None and serialize is not None:
+                    await self._keep(call, Answer(grpc.StatusCode.OK, serialize(response), headers=headers))
                 # Only on success: an error must stay trailers-only for its body to reach the edge.
-                if call.exchange.answer_headers:
-                    await context.send_initial_metadata(tuple(call.exchange.answer_headers.items()))
+                if headers:
+                    await context.send_initial_metadata(headers)
                 return response
 
         return wrapped
+
+    async def _hold_key(self, call: _Call, request: Any) -> Answer | None:
+        """Claims the request's Idempotency-Key for it (None: run it), or the key's first answer."""
+        key = read_key(call.metadata)
+        if key is None or self._keys is None:
+            return None
+        print_ = fingerprint(call.policy.full_method, request.SerializeToString(deterministic=True))
+        wait_until = None
+        if call.remaining is not None:
+            wait_until = asyncio.get_running_loop().time() + call.remaining - 2 * _DEADLINE_MARGIN
+        first = await self._keys.claim(call.tenant, key, print_, wait_until=wait_until)
+        if first is None:
+            call.held_key = key
+        return first
+
+    async def _keep(self, call: _Call, answer: Answer) -> None:
+        """Records the answer under the request's key (an error's: kept or released), once."""
+        key, call.held_key = call.held_key, None
+        if key is None or self._keys is None:
+            return
+        try:
+            await self._keys.keep(call.tenant, key, answer)
+        except Exception as error:  # the answer still goes out; the key's lease ends the hold
+            self._log.warning(
+                "idempotency key not recorded",
+                extra={
+                    "rpc": call.policy.full_method,
+                    "request_id": call.request_id,
+                    "error": type(error).__name__,
+                },
+            )
 
     def _wrap_stream(self, behavior: Callable[..., Any], policy: MethodAccess) -> Callable[..., Any]:
         async def wrapped(request: Any, context: Context) -> Any:
@@ -208,6 +261,9 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
             (ERROR_BODY_HEADER, rendered.body),
             (HTTP_STATUS_HEADER, str(rendered.http_status)),
         )
+        if call.held_key is not None:  # kept without the request's id: a replay names its own request
+            bare = ((ERROR_BODY_HEADER, render(error, call.policy.surface).body), trailers[1])
+            await self._keep(call, Answer(rendered.grpc_status, message=rendered.message, headers=bare))
         await context.abort(rendered.grpc_status, rendered.message, trailing_metadata=trailers)
 
     def _log_call(self, call: _Call) -> None:
@@ -226,6 +282,46 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
 # Our own answer must leave before gRPC cancels the call at the deadline and answers for us (with no
 # surface envelope); and work that begins (a group commit) must have time to tell its caller it did not.
 _DEADLINE_MARGIN = 0.05
+
+
+@dataclass(frozen=True)
+class _Replayed:
+    """A response kept from the first request with an Idempotency-Key, as serialized then."""
+
+    data: bytes
+
+
+def _passing_replays(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes]:
+    """The method's serializer, passing a kept response's bytes through as they are."""
+
+    def serialized(response: Any) -> bytes:
+        if isinstance(response, _Replayed):
+            return response.data
+        return serialize(response) if serialize is not None else response
+
+    return serialized
+
+
+async def _replay(context: Context, call: _Call, first: Answer) -> Any:
+    """Answers as the first request with the key was answered, saying so in a header."""
+    call.status = "replayed"
+    replayed = (REPLAYED, "true")
+    if first.status is not grpc.StatusCode.OK:
+        trailers = [
+            (
+                name,
+                _naming(value, call.metadata.get(REQUEST_ID_HEADER)) if name == ERROR_BODY_HEADER else value,
+            )
+            for name, value in first.headers
+        ]
+        await context.abort(first.status, first.message, trailing_metadata=(*trailers, replayed))
+    await context.send_initial_metadata((*first.headers, replayed))
+    return _Replayed(first.body)
+
+
+def _naming(error_body: str, request_id: str | None) -> str:
+    """A kept error body, naming the request that is answered with it now."""
+    return json.dumps(identified(json.loads(error_body), request_id), ensure_ascii=True)
 
 
 async def _within(remaining: float, work: Awaitable[Any]) -> Any:
@@ -254,6 +350,7 @@ class _Call:
     started: float = field(default_factory=time.perf_counter)
     status: str = "ok"
     tenant: str = "-"
+    held_key: str | None = None  # the Idempotency-Key this call claimed, until its answer is recorded
     exchange: Exchange = field(init=False)
 
     def __post_init__(self) -> None:
@@ -296,6 +393,7 @@ class GrpcApp:
     # Consumers run in the service's delivery process (`python -m services.<name> deliver`) instead.
     separate_consumers: bool = False
     start: Callable[[], Awaitable[None]] | None = None  # e.g. another listener, bound before serving
+    idempotency: IdempotencyKeys | None = None  # where its writes' Idempotency-Keys are kept
 
 
 class _HealthMonitor:
@@ -373,7 +471,11 @@ async def serve(
     asyncio.get_running_loop().set_exception_handler(log_loop_exception(logger))
     policies = service_access(app.services)
     server = grpc.aio.server(
-        interceptors=[HydraInterceptor(policies, logger, internal_token=settings.internal_token)],
+        interceptors=[
+            HydraInterceptor(
+                policies, logger, internal_token=settings.internal_token, idempotency=app.idempotency
+            )
+        ],
         options=[
             *HTTP2_OPTIONS,
             ("grpc.so_reuseport", 0),

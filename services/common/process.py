@@ -19,6 +19,7 @@ from services.common import logging as hydra_logging
 from services.common.config import ProcessSettings
 from services.common.db import Database
 from services.common.delivery import EventDelivery, ServiceSettings
+from services.common.idempotency import PURGE_SECONDS, IdempotencyKeys
 from services.common.migrations import upgrade
 
 SettingsT = TypeVar("SettingsT", bound=ProcessSettings)
@@ -96,6 +97,8 @@ class Process(Generic[SettingsT]):
     events: EventTables | None = None
     # Its HTTP listeners besides its gRPC port, by their port names (HYDRA_<NAME>_PORT): a replica moves all.
     http_ports: tuple[str, ...] = ()
+    # Where the Idempotency-Keys of its HTTP writes are kept (see services.common.idempotency).
+    idempotency: Table | None = None
 
     def migrate(self, settings: SettingsT) -> None:
         """Brings the process's database to its newest migration."""
@@ -106,6 +109,8 @@ class Process(Generic[SettingsT]):
         db = Database(settings.database_url, schema=self.schema, pool_size=settings.pool_size)
         delivery = self._delivery(settings, db, logger)
         wiring = self.build(Basics(settings, logger, db, delivery))
+        keys = IdempotencyKeys(db, self.idempotency) if self.idempotency is not None else None
+        purge = [every(PURGE_SECONDS, keys.purge, logger, "idempotency key purge")] if keys else []
 
         async def close() -> None:
             for closer in wiring.close:
@@ -123,10 +128,11 @@ class Process(Generic[SettingsT]):
             register=wiring.register,
             probe=db.ping,
             close=close,
-            background=[*wiring.background, *(delivery.background if delivery else ())],
+            background=[*wiring.background, *purge, *(delivery.background if delivery else ())],
             consumers=delivery.consumers if delivery else (),
             separate_consumers=delivery.separate_consumers if delivery else False,
             start=wiring.start,
+            idempotency=keys,
         )
 
     def _delivery(self, settings: SettingsT, db: Database, logger: logging.Logger) -> EventDelivery | None:

@@ -25,6 +25,7 @@ from services.common.db import NAMING_CONVENTION
 from services.common.events.dead_letters import dead_letter_table
 from services.common.events.inbox import inbox_table
 from services.common.events.outbox import outbox_table
+from services.common.idempotency import idempotency_table
 from services.common.tables import TenantKey, Timestamps
 
 
@@ -93,3 +94,4 @@ audit_log = audit_table(Base.metadata)
 outbox = outbox_table(Base.metadata)
 processed_events = inbox_table(Base.metadata)
 dead_letters = dead_letter_table(Base.metadata)
+idempotency_keys = idempotency_table(Base.metadata)

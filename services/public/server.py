@@ -88,4 +88,5 @@ PROCESS = Process(
     ],
     build=build,
     events=EventTables(models.outbox, models.processed_events, models.dead_letters),
+    idempotency=models.idempotency_keys,
 )

@@ -56,4 +56,5 @@ PROCESS = Process(
     services=[tickets_pb2.DESCRIPTOR.services_by_name["TicketService"]],
     build=build,
     events=EventTables(models.outbox, models.processed_events, models.dead_letters),
+    idempotency=models.idempotency_keys,
 )

@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import NAMING_CONVENTION
+from services.common.idempotency import idempotency_table
 from services.common.tables import Timestamps
 
 VISIBILITIES = ("public", "private")
@@ -237,3 +238,4 @@ deployment_keys = cast(Table, DeploymentKey.__table__)
 deployment_connections = cast(Table, DeploymentConnection.__table__)
 billing_accounts = cast(Table, BillingAccount.__table__)
 stripe_events = cast(Table, StripeEvent.__table__)
+idempotency_keys = idempotency_table(Base.metadata)

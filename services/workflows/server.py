@@ -18,6 +18,7 @@ from hydra.workflows.v1 import (
 
 from services.common.asgi import AsgiListener
 from services.common.process import Basics, Process, Wiring
+from services.workflows import models
 from services.workflows.billing import Billing
 from services.workflows.config import Settings
 from services.workflows.deployments import DeploymentService
@@ -90,4 +91,5 @@ PROCESS = Process(
     ],
     build=build,
     http_ports=("mcp",),
+    idempotency=models.idempotency_keys,
 )

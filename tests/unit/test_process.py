@@ -101,7 +101,8 @@ def test_a_service_app_runs_its_outbox_and_consumers_and_closes(tmp_path: Path) 
         app = CRM.app(settings, logging.getLogger("test"))
         assert (app.name, app.address) == ("crm", settings.address)
         assert [s.full_name for s in app.services] == [s.full_name for s in CRM.services]
-        assert len(app.background) == 3  # the outbox dispatcher, the records purge and the group commits
+        # The group commits, the idempotency key purge, the outbox dispatcher and the records purge.
+        assert len(app.background) == 4 and app.idempotency is not None
         assert len(app.consumers) == 2  # the bus and the CSAT email consumer
         assert not app.separate_consumers and app.start is None
         await app.probe()
@@ -110,13 +111,14 @@ def test_a_service_app_runs_its_outbox_and_consumers_and_closes(tmp_path: Path) 
     asyncio.run(main())
 
 
-def test_the_gatekeeper_app_has_its_listeners_two_purges_and_no_consumers(tmp_path: Path) -> None:
+def test_the_gatekeeper_app_has_its_listeners_three_purges_and_no_consumers(tmp_path: Path) -> None:
     settings = GATEKEEPER.settings.from_env({"HYDRA_DATA_DIR": str(tmp_path)})
     GATEKEEPER.migrate(settings)
 
     async def main() -> None:
         app = GATEKEEPER.app(settings, logging.getLogger("test"))
-        assert [job.__qualname__ for job in app.background] == ["every.<locals>.job"] * 2  # MCP records
+        # MCP records, and Idempotency-Keys.
+        assert [job.__qualname__ for job in app.background] == ["every.<locals>.job"] * 3
         assert (app.consumers, app.separate_consumers) == ((), False)
         assert app.start is not None
         await app.probe()

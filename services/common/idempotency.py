@@ -1,0 +1,254 @@
+"""Idempotency-Key on writes: a request sent again with the key of one before it is answered with that
+first answer (its status, body and headers) for a day, and runs once however often, or however
+concurrently, it is sent. Each service keeps the keys in its own database, so every replica sees them.
+
+A key belongs to the caller (a tenant, or a user) and to one request: the same key with another request
+(another route, path or body) is refused. An answer is kept once the request ran to an answer of its
+own; an answer that says nothing was done, or that it may have been (the database lost, the deadline
+passed), releases the key, so the retry runs. A request whose process dies before it answers holds its
+key for a lease, then the key is taken over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from services.common.db import Database
+from services.common.errors import Conflict, FieldError, HydraError, ValidationError
+from services.common.fields import utcnow
+
+IDEMPOTENCY_KEY = "idempotency-key"
+REPLAYED = "idempotent-replayed"  # on a replayed answer: "true"
+KEPT_FOR = dt.timedelta(hours=24)
+# How long a claim outlives a request that never answered (its process died): longer than any deadline.
+LEASE = dt.timedelta(seconds=90)
+PURGE_SECONDS = 600.0
+MAX_KEY_CHARS = 255
+_POLL_SECONDS = (0.01, 0.02, 0.05, 0.1, 0.2)  # while another request with the key runs
+_LONGEST_WAIT = 10.0  # for a caller that set no deadline
+# Answers that say the request ran: kept and replayed. Others release the key (nothing was done, or
+# what was done is not known: the retry runs again).
+_KEPT_CODES = frozenset(
+    {
+        grpc.StatusCode.OK,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
+
+
+def idempotency_table(metadata: MetaData) -> Table:
+    """idempotency_keys: each caller's keys, the request each one names, and its answer once known."""
+    return Table(
+        "idempotency_keys",
+        metadata,
+        Column("principal", String(64), primary_key=True),  # a tenant's UUID, or "user:<id>"
+        Column("key", String(MAX_KEY_CHARS), primary_key=True),
+        Column("fingerprint", String(64), nullable=False),  # the method and request, digested
+        Column("claimed_at", DateTime(timezone=True), nullable=False),
+        Column("answered_at", DateTime(timezone=True)),  # null while the request runs
+        Column("status", Integer),  # the gRPC status code of the answer
+        Column("message", Text),  # an error's status message
+        Column("body", LargeBinary),  # a success's response message, serialized
+        Column("headers", Text),  # JSON pairs: a success's answer headers, or an error's trailers
+        Index(None, "claimed_at"),  # the purge finds the old keys through it
+    )
+
+
+class IdempotencyKeyReused(HydraError):
+    """The key was first sent with another request."""
+
+    code = "idempotency_key_reused"
+    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 422
+
+
+_REUSED = (
+    "This Idempotency-Key was used with another request (route, path or body) in the last 24 hours; "
+    "use a new key for a new request."
+)
+_IN_USE = "A request with this Idempotency-Key is still running; retry after it answers."
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a request was answered: its status, and its response or its error's message and trailers."""
+
+    status: grpc.StatusCode
+    body: bytes = b""
+    message: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def kept(self) -> bool:
+        return self.status in _KEPT_CODES
+
+
+def read_key(metadata: dict[str, str]) -> str | None:
+    """The request's Idempotency-Key, or None; refuses one that is empty, too long, or not visible ASCII."""
+    key = metadata.get(IDEMPOTENCY_KEY)
+    if key is None:
+        return None
+    if not 0 < len(key) <= MAX_KEY_CHARS or not all("!" <= ch <= "~" for ch in key):
+        raise ValidationError(
+            FieldError(
+                ("header", "Idempotency-Key"),
+                f"Should be 1 to {MAX_KEY_CHARS} visible ASCII characters (a UUID is a good key)",
+                "value_error",
+            )
+        )
+    return key
+
+
+def fingerprint(method: str, request: bytes) -> str:
+    """A digest naming one request: its method and its message (path, query and body)."""
+    digest = hashlib.blake2b(method.encode(), digest_size=24)
+    digest.update(b"\0")
+    digest.update(request)
+    return digest.hexdigest()
+
+
+class IdempotencyKeys:
+    """The keys of one service's callers, in its database."""
+
+    def __init__(self, db: Database, table: Table) -> None:
+        self._db = db
+        self._table = table
+        dialect_insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+        self._claim = dialect_insert(table).on_conflict_do_nothing().returning(table.c.key)
+
+    async def claim(
+        self, principal: str, key: str, print_: str, *, wait_until: float | None = None
+    ) -> Answer | None:
+        """None when the request is the key's to run now; its first answer when it ran before. Waits
+        (until the loop time `wait_until`) while another request with the key runs, then refuses (409)."""
+        loop = asyncio.get_running_loop()
+        until = wait_until if wait_until is not None else loop.time() + _LONGEST_WAIT
+        for attempt in itertools.count():
+            found = await self._claim_or_read(principal, key, print_)
+            if found is None:
+                return None
+            if found.fingerprint != print_:
+                raise IdempotencyKeyReused(_REUSED)
+            if found.answered_at is not None:
+                return _answer(found)
+            pause = _POLL_SECONDS[min(attempt, len(_POLL_SECONDS) - 1)]
+            if loop.time() + pause >= until:
+                break
+            await asyncio.sleep(pause)
+        raise Conflict(_IN_USE, code="idempotency_key_in_use")
+
+    async def _claim_or_read(self, principal: str, key: str, print_: str) -> _Row | None:
+        """Claims the key (None), or reads the request that holds it; a key past its day, or a claim
+        past its lease, is taken over."""
+        t = self._table
+        now = utcnow()
+        async with self._db.transaction() as conn:
+            row = {"principal": principal, "key": key, "fingerprint": print_, "claimed_at": now}
+            if (await conn.execute(self._claim, row)).first() is not None:
+                return None
+            found = (await conn.execute(select(t).where(t.c.principal == principal, t.c.key == key))).first()
+            if found is None:  # purged in between: claim it on the next round
+                return _Row(print_, None, 0, "", None, None)
+            claimed_at = _aware(found.claimed_at)
+            stale = (found.answered_at is not None and claimed_at < now - KEPT_FOR) or (
+                found.answered_at is None and claimed_at < now - LEASE
+            )
+            if not stale:
+                return _Row(
+                    found.fingerprint,
+                    found.answered_at,
+                    found.status,
+                    found.message,
+                    found.body,
+                    found.headers,
+                )
+            fresh = dict.fromkeys(("answered_at", "status", "message", "body", "headers"))
+            taken = await conn.execute(
+                update(t)
+                .where(t.c.principal == principal, t.c.key == key, t.c.claimed_at == found.claimed_at)
+                .values(fingerprint=print_, claimed_at=now, **fresh)
+            )
+            return None if taken.rowcount else _Row(print_, None, 0, "", None, None)
+
+    async def keep(self, principal: str, key: str, answer: Answer) -> None:
+        """Records the answer of the request that holds the key (or releases the key, for an answer that
+        is not kept)."""
+        t = self._table
+        match = (t.c.principal == principal, t.c.key == key, t.c.answered_at.is_(None))
+        async with self._db.transaction() as conn:
+            if not answer.kept:
+                await conn.execute(delete(t).where(*match))
+                return
+            await conn.execute(
+                update(t)
+                .where(*match)
+                .values(
+                    answered_at=utcnow(),
+                    status=answer.status.value[0],
+                    message=answer.message,
+                    body=answer.body,
+                    headers=json.dumps(answer.headers),
+                )
+            )
+
+    async def purge(self) -> None:
+        """Forgets the keys past their day."""
+        t = self._table
+        async with self._db.transaction() as conn:
+            await conn.execute(delete(t).where(t.c.claimed_at < utcnow() - KEPT_FOR))
+
+
+@dataclass(frozen=True)
+class _Row:
+    fingerprint: str
+    answered_at: dt.datetime | None
+    status: int | None
+    message: str | None
+    body: bytes | None
+    headers: str | None
+
+
+_STATUS_BY_CODE = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _answer(row: _Row) -> Answer:
+    pairs: Sequence[Sequence[str]] = json.loads(row.headers or "[]")
+    return Answer(
+        status=_STATUS_BY_CODE[row.status or 0],
+        body=row.body or b"",
+        message=row.message or "",
+        headers=tuple((name, value) for name, value in pairs),
+    )
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    """SQLite returns stored times without their zone (they are UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
