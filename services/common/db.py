@@ -75,7 +75,7 @@ class DirectConnection(Protocol):
 
     dialect: str
 
-    async def fetch(self, query: Select[Any], params: Mapping[str, Any]) -> Sequence[Any]:
+    async def fetch(self, query: Executable, params: Mapping[str, Any]) -> Sequence[Any]:
         """The rows of `query` (attributes named after its columns), its bind parameters from `params`."""
         ...
 
@@ -159,7 +159,7 @@ class _AlchemyConnection:
         self._conn = conn
         self.dialect = conn.dialect.name
 
-    async def fetch(self, query: Select[Any], params: Mapping[str, Any]) -> Sequence[Any]:
+    async def fetch(self, query: Executable, params: Mapping[str, Any]) -> Sequence[Any]:
         rows: Sequence[Any] = (await self._conn.execute(query, dict(params))).all()
         return rows
 
@@ -260,7 +260,7 @@ class _PsycopgConnection:
         self._conn = conn
         self._statements = statements
 
-    async def fetch(self, query: Select[Any], params: Mapping[str, Any]) -> Sequence[Any]:
+    async def fetch(self, query: Executable, params: Mapping[str, Any]) -> Sequence[Any]:
         sql, bound = self._statements.query(query)
         async with self._conn.cursor(row_factory=namedtuple_row) as cursor:
             await cursor.execute(sql, bound(params))

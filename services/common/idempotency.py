@@ -18,6 +18,7 @@ import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from sqlalchemy import (
@@ -30,7 +31,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     delete,
+    null,
     select,
     update,
 )
@@ -136,13 +139,48 @@ def fingerprint(method: str, request: bytes) -> str:
 
 
 class IdempotencyKeys:
-    """The keys of one service's callers, in its database."""
+    """The keys of one service's callers, in its database (psycopg directly on PostgreSQL: two
+    statements per keyed write, each committing on its own)."""
 
     def __init__(self, db: Database, table: Table) -> None:
         self._db = db
         self._table = table
+        t = table
         dialect_insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
-        self._claim = dialect_insert(table).on_conflict_do_nothing().returning(table.c.key)
+        this_key = (t.c.principal == bindparam("the_principal"), t.c.key == bindparam("the_key"))
+        self._claim = (
+            dialect_insert(t)
+            .values(
+                principal=bindparam("the_principal"),
+                key=bindparam("the_key"),
+                fingerprint=bindparam("new_fingerprint"),
+                claimed_at=bindparam("now"),
+            )
+            .on_conflict_do_nothing()
+            .returning(t.c.key)
+        )
+        self._read = select(t).where(*this_key)
+        self._answer = (
+            update(t)
+            .where(*this_key, t.c.answered_at.is_(None))
+            .values(
+                answered_at=bindparam("now"),
+                status=bindparam("new_status"),
+                message=bindparam("new_message"),
+                body=bindparam("new_body"),
+                headers=bindparam("new_headers"),
+            )
+        )
+        self._release = delete(t).where(*this_key, t.c.answered_at.is_(None))
+        self._take_over = (
+            update(t)
+            .where(*this_key, t.c.claimed_at == bindparam("then"))
+            .values(
+                fingerprint=bindparam("new_fingerprint"),
+                claimed_at=bindparam("now"),
+                **{name: null() for name in ("answered_at", "status", "message", "body", "headers")},
+            )
+        )
 
     async def claim(
         self, principal: str, key: str, print_: str, *, wait_until: float | None = None
@@ -165,59 +203,41 @@ class IdempotencyKeys:
             await asyncio.sleep(pause)
         raise Conflict(_IN_USE, code="idempotency_key_in_use")
 
-    async def _claim_or_read(self, principal: str, key: str, print_: str) -> _Row | None:
+    async def _claim_or_read(self, principal: str, key: str, print_: str) -> Any | None:
         """Claims the key (None), or reads the request that holds it; a key past its day, or a claim
         past its lease, is taken over."""
-        t = self._table
         now = utcnow()
-        async with self._db.transaction() as conn:
-            row = {"principal": principal, "key": key, "fingerprint": print_, "claimed_at": now}
-            if (await conn.execute(self._claim, row)).first() is not None:
+        params = {"the_principal": principal, "the_key": key, "new_fingerprint": print_, "now": now}
+        async with self._db.direct() as conn:
+            if await conn.fetch(self._claim, params):
                 return None
-            found = (await conn.execute(select(t).where(t.c.principal == principal, t.c.key == key))).first()
-            if found is None:  # purged in between: claim it on the next round
-                return _Row(print_, None, 0, "", None, None)
+            rows = await conn.fetch(self._read, params)
+            if not rows:  # purged in between: claimed on the next round
+                return _Unclaimed(print_)
+            found = rows[0]
             claimed_at = _aware(found.claimed_at)
-            stale = (found.answered_at is not None and claimed_at < now - KEPT_FOR) or (
-                found.answered_at is None and claimed_at < now - LEASE
-            )
+            stale = claimed_at < now - (KEPT_FOR if found.answered_at is not None else LEASE)
             if not stale:
-                return _Row(
-                    found.fingerprint,
-                    found.answered_at,
-                    found.status,
-                    found.message,
-                    found.body,
-                    found.headers,
-                )
-            fresh = dict.fromkeys(("answered_at", "status", "message", "body", "headers"))
-            taken = await conn.execute(
-                update(t)
-                .where(t.c.principal == principal, t.c.key == key, t.c.claimed_at == found.claimed_at)
-                .values(fingerprint=print_, claimed_at=now, **fresh)
-            )
-            return None if taken.rowcount else _Row(print_, None, 0, "", None, None)
+                return found
+            taken = await conn.execute(self._take_over, {**params, "then": found.claimed_at})
+            return None if taken else _Unclaimed(print_)
 
     async def keep(self, principal: str, key: str, answer: Answer) -> None:
         """Records the answer of the request that holds the key (or releases the key, for an answer that
         is not kept)."""
-        t = self._table
-        match = (t.c.principal == principal, t.c.key == key, t.c.answered_at.is_(None))
-        async with self._db.transaction() as conn:
+        params: dict[str, Any] = {"the_principal": principal, "the_key": key}
+        async with self._db.direct() as conn:
             if not answer.kept:
-                await conn.execute(delete(t).where(*match))
+                await conn.execute(self._release, params)
                 return
-            await conn.execute(
-                update(t)
-                .where(*match)
-                .values(
-                    answered_at=utcnow(),
-                    status=answer.status.value[0],
-                    message=answer.message,
-                    body=answer.body,
-                    headers=json.dumps(answer.headers),
-                )
+            params.update(
+                now=utcnow(),
+                new_status=answer.status.value[0],
+                new_message=answer.message,
+                new_body=answer.body,
+                new_headers=json.dumps(answer.headers),
             )
+            await conn.execute(self._answer, params)
 
     async def purge(self) -> None:
         """Forgets the keys past their day."""
@@ -227,19 +247,17 @@ class IdempotencyKeys:
 
 
 @dataclass(frozen=True)
-class _Row:
+class _Unclaimed:
+    """A key that was free a moment ago, though not claimed by this round: the next one tries again."""
+
     fingerprint: str
-    answered_at: dt.datetime | None
-    status: int | None
-    message: str | None
-    body: bytes | None
-    headers: str | None
+    answered_at: None = None
 
 
 _STATUS_BY_CODE = {code.value[0]: code for code in grpc.StatusCode}
 
 
-def _answer(row: _Row) -> Answer:
+def _answer(row: Any) -> Answer:
     pairs: Sequence[Sequence[str]] = json.loads(row.headers or "[]")
     return Answer(
         status=_STATUS_BY_CODE[row.status or 0],
