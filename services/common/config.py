@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import os
 import secrets
@@ -209,6 +211,7 @@ class ProcessSettings(ABC):
     database_url: str
     log_level: str = "INFO"
     pool_size: int = 10  # connections to its own database
+    cursor_key: bytes = b""  # signs its lists' cursors; b"": unsigned (settings built by hand in tests)
 
     @classmethod
     @abstractmethod
@@ -222,4 +225,12 @@ class ProcessSettings(ABC):
             "address": service_address(env, name),
             "database_url": database_url(env, name),
             "log_level": env_str(env, "HYDRA_LOG_LEVEL", "INFO"),
+            "cursor_key": cursor_key(env, name),
         }
+
+
+def cursor_key(env: Mapping[str, str], name: str) -> bytes:
+    """The key process `name` signs its cursors with: every replica derives the same one from a secret
+    they share (the internal token, else the admin token beside the data)."""
+    secret = internal_token(env) or admin_token(env, create=True) or ""
+    return hmac.new(secret.encode(), f"hydra {name} cursors".encode(), hashlib.sha256).digest()

@@ -30,7 +30,7 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression
 
 from services.common.db import Database
-from services.common.paging import decode_cursor, encode_cursor
+from services.common.paging import Cursors
 
 
 class TenantTable:
@@ -47,7 +47,7 @@ class TenantTable:
         self._insert = insert(table).returning(*table.c)
         self._row = result_tuple([column.name for column in table.c])
         self._among: dict[tuple[str, tuple[str, ...]], Any] = {}
-        self._pages: dict[tuple[tuple[str, ...], bool], Select[Any]] = {}
+        self._pages: dict[tuple[tuple[str, ...], tuple[str, ...], bool], Select[Any]] = {}
         self._sort, self._descending = _sort_columns(self._order)
 
     async def list(
@@ -58,16 +58,17 @@ class TenantTable:
         limit: int,
         filters: Mapping[str, Any] | None = None,
         after: Sequence[Any] | None = None,
+        since: Mapping[str, Any] | None = None,
     ) -> Sequence[Row[Any]]:
         """The tenant's rows in list order, equal to every given filter, `limit` at most.
 
         `after`: only rows past the row with these sort values (see `cursor` and `after_cursor`).
+        `since`: only rows whose columns are at or after these values (e.g. updated_at).
         """
-        given = dict(filters or {})
-        query = self.page_query(tuple(given), after is not None)
-        rows: Sequence[Row[Any]] = (
-            await conn.execute(query, self._page_params(tenant_id, limit, given, after))
-        ).all()
+        given, at_least = dict(filters or {}), dict(since or {})
+        query = self.page_query(tuple(given), after is not None, tuple(at_least))
+        params = self._page_params(tenant_id, limit, given, after, at_least)
+        rows: Sequence[Row[Any]] = (await conn.execute(query, params)).all()
         return rows
 
     async def read_page(
@@ -78,14 +79,20 @@ class TenantTable:
         limit: int,
         filters: Mapping[str, Any],
         after: Sequence[Any] | None = None,
+        since: Mapping[str, Any] | None = None,
     ) -> Sequence[Any]:
         """`list` in its own read, on psycopg directly where this table's types allow (the hot read)."""
-        if db.goes_direct(self.page_query(tuple(filters), after is not None)):
+        at_least = dict(since or {})
+        query = self.page_query(tuple(filters), after is not None, tuple(at_least))
+        if db.goes_direct(query):
             async with db.direct() as direct:
-                query = self.page_query(tuple(filters), after is not None)
-                return await direct.fetch(query, self._page_params(tenant_id, limit, filters, after))
+                return await direct.fetch(
+                    query, self._page_params(tenant_id, limit, filters, after, at_least)
+                )
         async with db.read() as conn:
-            return await self.list(conn, tenant_id=tenant_id, limit=limit, filters=filters, after=after)
+            return await self.list(
+                conn, tenant_id=tenant_id, limit=limit, filters=filters, after=after, since=at_least
+            )
 
     async def read_one(
         self, db: Database, *, tenant_id: uuid.UUID, row_id: uuid.UUID, scope: Mapping[str, Any] | None = None
@@ -98,21 +105,24 @@ class TenantTable:
         async with db.read() as conn:
             return await self.get(conn, tenant_id=tenant_id, row_id=row_id, scope=scope)
 
-    def page_query(self, filtered: tuple[str, ...], after: bool = False) -> Select[Any]:
-        """The list statement filtering on the `filtered` columns (and past a cursor, if `after`):
-        built once per shape, values bound."""
-        query = self._pages.get((filtered, after))
+    def page_query(
+        self, filtered: tuple[str, ...], after: bool = False, since: tuple[str, ...] = ()
+    ) -> Select[Any]:
+        """The list statement filtering on the `filtered` columns (and past a cursor, if `after`; at or
+        after a moment on the `since` columns): built once per shape, values bound."""
+        query = self._pages.get((filtered, since, after))
         if query is None:
             c = self.table.c
             where = [c.tenant_id == bindparam("tenant_id")]
             where += [c[name] == bindparam(f"filter_{name}") for name in filtered]
+            where += [c[name] >= bindparam(f"since_{name}", type_=c[name].type) for name in since]
             if after:
                 if not self._sort:
                     raise ValueError("an unsorted list cannot be paged by cursor")
                 past = [bindparam(f"after_{col.name}", type_=col.type) for col in self._sort]
                 sort, values = tuple_(*self._sort), tuple_(*past)
                 where.append(sort < values if self._descending else sort > values)
-            query = self._pages[(filtered, after)] = (
+            query = self._pages[(filtered, since, after)] = (
                 select(self.table)
                 .where(*where)
                 .order_by(*self._order)
@@ -120,20 +130,29 @@ class TenantTable:
             )
         return query
 
-    def cursor(self, row: Any) -> str:
-        """An opaque cursor to the rows after `row` in list order."""
-        return encode_cursor([getattr(row, col.name) for col in self._sort])
+    def sort_values(self, row: Any) -> Sequence[Any]:
+        """The values `row` is sorted by in list order: what a cursor to the rows after it holds."""
+        return [getattr(row, col.name) for col in self._sort]
 
-    def after_cursor(self, cursor: str) -> Sequence[Any]:
-        """The sort values a cursor from `cursor` holds (a validation error if it is not one)."""
-        kinds = [_python_type(col) for col in self._sort]
-        return decode_cursor(cursor, kinds)
+    def cursor(self, row: Any, cursors: Cursors) -> str:
+        """An opaque cursor to the rows after `row` in list order."""
+        return cursors.encode(self.sort_values(row))
+
+    def after_cursor(self, cursor: str, cursors: Cursors) -> Sequence[Any]:
+        """The sort values a cursor from `cursor` holds (a validation error if it is not one of ours)."""
+        return cursors.decode(cursor, [_python_type(col) for col in self._sort])
 
     def _page_params(
-        self, tenant_id: uuid.UUID, limit: int, filters: Mapping[str, Any], after: Sequence[Any] | None
+        self,
+        tenant_id: uuid.UUID,
+        limit: int,
+        filters: Mapping[str, Any],
+        after: Sequence[Any] | None,
+        since: Mapping[str, Any],
     ) -> dict[str, Any]:
         """The values `page_query` binds."""
         params = {"tenant_id": tenant_id, "limit": limit, **{f"filter_{k}": v for k, v in filters.items()}}
+        params.update({f"since_{k}": v for k, v in since.items()})
         for col, value in zip(self._sort, after or (), strict=False):
             params[f"after_{col.name}"] = value
         return params

@@ -450,6 +450,21 @@ def optional_query(request: Any, name: str) -> Any:
     return getattr(request, name) if request.HasField(name) else None
 
 
+def query_moment(value: str | None, name: str) -> dt.datetime | None:
+    """A date-time query filter (RFC 3339; UTC when it names no offset); malformed is a validation error
+    naming the parameter."""
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationError(
+            FieldError(("query", name), "Input should be a date-time (RFC 3339)", "datetime_parsing")
+        ) from None
+    # In UTC: SQLite compares the stored text, which is UTC without its offset.
+    return moment.astimezone(dt.UTC) if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
 def query_uuid(value: str | None, name: str) -> uuid.UUID | None:
     """A UUID query filter; malformed is a validation error naming the parameter."""
     if value is None:

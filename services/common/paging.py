@@ -10,6 +10,7 @@ import hmac
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -108,6 +109,23 @@ def decode_cursor(cursor: str, kinds: Sequence[type], key: bytes | None = None) 
         raise ValidationError(
             FieldError(("query", "cursor"), "Input should be a cursor from a previous page", "value_error")
         ) from None
+
+
+@dataclass(frozen=True)
+class Cursors:
+    """A list's cursors, signed with a key every replica of the process shares (unsigned without one:
+    only in tests that build services by hand)."""
+
+    key: bytes | None = None
+
+    def encode(self, values: Sequence[Any]) -> str:
+        return encode_cursor(values, self.key)
+
+    def decode(self, cursor: str, kinds: Sequence[type]) -> list[Any]:
+        return decode_cursor(cursor, kinds, self.key)
+
+
+UNSIGNED = Cursors()
 
 
 def _typed(value: Any, kind: type) -> Any:

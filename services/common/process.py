@@ -21,6 +21,7 @@ from services.common.db import Database
 from services.common.delivery import EventDelivery, ServiceSettings
 from services.common.idempotency import PURGE_SECONDS, IdempotencyKeys
 from services.common.migrations import upgrade
+from services.common.paging import Cursors
 
 SettingsT = TypeVar("SettingsT", bound=ProcessSettings)
 Job = Callable[[], Coroutine[Any, Any, None]]
@@ -62,6 +63,11 @@ class Basics(Generic[SettingsT]):
     logger: logging.Logger
     db: Database
     delivery: EventDelivery | None = None
+
+    @property
+    def cursors(self) -> Cursors:
+        """How the process's lists sign and check their cursors."""
+        return Cursors(self.settings.cursor_key or None)
 
     @property
     def events(self) -> EventDelivery:

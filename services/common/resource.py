@@ -20,6 +20,7 @@ from services.common.errors import Conflict, NotFound
 from services.common.events.outbox import Outbox
 from services.common.fields import parse_limit, utcnow
 from services.common.identity import Identity
+from services.common.paging import UNSIGNED, Cursors
 
 Scope = Mapping[str, Any] | None  # parent columns a nested resource's row must also match
 Check = Callable[[Row[Any]], None]  # refuses a row a write would change (raises), e.g. If-Match
@@ -51,11 +52,13 @@ class ResourceService:
         audit: AuditLog,
         outbox: Outbox | None = None,
         writes: CreateWrites | None = None,
+        cursors: Cursors = UNSIGNED,
     ) -> None:
         self._db = db
         self.table = table
         self._audit = audit
         self._outbox = outbox
+        self._cursors = cursors
         self._writes = writes or InTransaction()
         self._writes.check(self)
 
@@ -66,17 +69,23 @@ class ResourceService:
         limit: int | None,
         filters: Mapping[str, Any] | None = None,
         cursor: str | None = None,
+        since: Mapping[str, Any] | None = None,
     ) -> Page:
-        """The caller's rows in list order (limit 1..list_maximum), equal to every given filter,
-        after the row `cursor` names (see TenantTable.cursor)."""
+        """The caller's rows in list order (limit 1..list_maximum), equal to every given filter, at or
+        after every `since` moment (e.g. {"updated_at": …}), after the row `cursor` names."""
         count = parse_limit(limit, default=self.list_default, maximum=self.list_maximum)
         given = {k: v for k, v in (filters or {}).items() if v is not None}
-        after = self.table.after_cursor(cursor) if cursor is not None else None
+        at_least = {k: v for k, v in (since or {}).items() if v is not None}
+        after = self.table.after_cursor(cursor, self._cursors) if cursor is not None else None
         # One row more than asked: whether another page follows.
         rows = await self.table.read_page(
-            self._db, tenant_id=caller.tenant_id, limit=count + 1, filters=given, after=after
+            self._db, tenant_id=caller.tenant_id, limit=count + 1, filters=given, after=after, since=at_least
         )
         return Page(rows[:count], len(rows) > count)
+
+    def cursor(self, row: Any) -> str:
+        """A signed cursor to the rows after `row` in list order."""
+        return self.table.cursor(row, self._cursors)
 
     async def get(self, caller: Identity, row_id: uuid.UUID, *, scope: Scope = None) -> Row[Any]:
         """One row of the caller's tenant (within `scope`'s parent, when given)."""

@@ -9,7 +9,7 @@ import grpc
 from google.protobuf.message import Message
 
 from services.common.conditional import answer_version, require_match
-from services.common.fields import optional_query, parse_input, parse_path_id, to_message
+from services.common.fields import optional_query, parse_input, parse_path_id, query_moment, to_message
 from services.common.identity import current_identity
 from services.common.paging import descriptor_of, fitting
 from services.common.resource import Page, ResourceService, Scope
@@ -75,9 +75,10 @@ class ResourceRpcs(Generic[ResourceMessage]):
             limit=_query(request, "limit"),
             filters=filters,
             cursor=_query(request, "cursor"),
+            since=since(request),
         )
         return page_response(
-            response, page, plural=self._plural, message=self.message, cursor=self.service.table.cursor
+            response, page, plural=self._plural, message=self.message, cursor=self.service.cursor
         )
 
     async def create(self, request: Any, response: type[Response], scope: Scope = None) -> Response:
@@ -98,6 +99,19 @@ class ResourceRpcs(Generic[ResourceMessage]):
     async def delete(self, request: Any, response: type[Response], scope: Scope = None) -> Response:
         await self.service.delete(current_identity(), self._id(request), scope=scope, check=self._still_at)
         return response()
+
+
+# A list's ?updated_since= and ?created_since= (RFC 3339), and the columns they bound.
+SINCE_PARAMETERS = {"updated_since": "updated_at", "created_since": "created_at"}
+
+
+def since(request: Any) -> dict[str, Any]:
+    """The moments a list request bounds its rows by, by column (those it takes and was given)."""
+    return {
+        column: query_moment(_query(request, name), name)
+        for name, column in SINCE_PARAMETERS.items()
+        if _query(request, name) is not None
+    }
 
 
 def _query(request: Any, name: str) -> Any:

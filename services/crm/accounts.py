@@ -13,6 +13,7 @@ from services.common.db import Database
 from services.common.errors import Conflict
 from services.common.events.outbox import Outbox
 from services.common.identity import Identity
+from services.common.paging import UNSIGNED, Cursors
 from services.common.resource import CreateWrites, ResourceService
 from services.crm import repository
 
@@ -32,8 +33,9 @@ class AccountService(ResourceService):
         contacts: TenantTable,
         outbox: Outbox,
         writes: CreateWrites | None = None,
+        cursors: Cursors = UNSIGNED,
     ) -> None:
-        super().__init__(db=db, table=table, audit=audit, outbox=outbox, writes=writes)
+        super().__init__(db=db, table=table, audit=audit, outbox=outbox, writes=writes, cursors=cursors)
         self._contacts = contacts
 
     def initial_values(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:

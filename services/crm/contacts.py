@@ -14,6 +14,7 @@ from services.common.crud import TenantTable
 from services.common.db import Database
 from services.common.errors import FieldError, ValidationError
 from services.common.identity import Identity
+from services.common.paging import UNSIGNED, Cursors
 from services.common.resource import ResourceService
 from services.crm.models import DEFAULT_SOURCE
 
@@ -24,8 +25,16 @@ class ContactService(ResourceService):
     resource = "contact"
     not_found = "Contact not found."
 
-    def __init__(self, *, db: Database, table: TenantTable, audit: AuditLog, accounts: TenantTable) -> None:
-        super().__init__(db=db, table=table, audit=audit)
+    def __init__(
+        self,
+        *,
+        db: Database,
+        table: TenantTable,
+        audit: AuditLog,
+        accounts: TenantTable,
+        cursors: Cursors = UNSIGNED,
+    ) -> None:
+        super().__init__(db=db, table=table, audit=audit, cursors=cursors)
         self._accounts = accounts
 
     async def lookup(self, caller: Identity, ids: Collection[uuid.UUID]) -> Sequence[Row[Any]]:

@@ -16,6 +16,7 @@ from services.common.errors import FieldError, NotFound, ValidationError
 from services.common.events.outbox import Outbox
 from services.common.fields import utcnow
 from services.common.identity import Identity
+from services.common.paging import UNSIGNED, Cursors
 from services.common.resource import ResourceService
 from services.crm import repository
 
@@ -39,8 +40,9 @@ class ConversationService(ResourceService):
         messages: TenantTable,
         contacts: TenantTable,
         outbox: Outbox,
+        cursors: Cursors = UNSIGNED,
     ) -> None:
-        super().__init__(db=db, table=table, audit=audit, outbox=outbox)
+        super().__init__(db=db, table=table, audit=audit, outbox=outbox, cursors=cursors)
         self._messages = messages
         self._contacts = contacts
 

@@ -60,6 +60,7 @@ class Lead(TenantKey, Timestamps, Base):
     source_conversation_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     __table_args__ = (
+        Index(None, "tenant_id", "updated_at"),  # ?updated_since=
         Index(None, "tenant_id", "created_at", "id"),
         # CaptureLead finds a tenant's lead by email, case-insensitively.
         Index("ix_leads_tenant_id_email_lower", "tenant_id", text("lower(email)")),
@@ -85,6 +86,7 @@ class Account(TenantKey, Timestamps, Base):
     mrr_cents: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
+        Index(None, "tenant_id", "updated_at"),  # ?updated_since=
         Index(None, "tenant_id", "created_at", "id"),
         Index(None, "tenant_id", "lifecycle_stage", "created_at"),
         CheckConstraint(_one_of("lifecycle_stage", LIFECYCLE_STAGES), name="lifecycle_stage"),
@@ -108,6 +110,7 @@ class Contact(TenantKey, Timestamps, Base):
     source_conversation_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     __table_args__ = (
+        Index(None, "tenant_id", "updated_at"),  # ?updated_since=
         Index(None, "tenant_id", "created_at", "id"),
         Index(None, "tenant_id", "account_id", "created_at"),
         # The account must be the same tenant's: the key includes tenant_id.

@@ -32,14 +32,16 @@ from services.crm.servicer import AccountServicer, ContactServicer, Conversation
 
 def build(basics: Basics[Settings]) -> Wiring:
     """Wires crm's servicers and consumers on its database and events."""
-    db, events = basics.db, basics.events
+    db, events, cursors = basics.db, basics.events, basics.cursors
     events.send_email("crm-csat", CSAT_TOPICS, csat_email)
     audit = AuditLog(models.audit_log)
     outbox = events.outbox
     # Leads and accounts are checked without the database: concurrent creates share a transaction.
     writer = GroupCommitWriter(db=db, insert_many=insert_row_sets, logger=basics.logger, max_batch=200)
     leads = LeadServicer(
-        LeadService(db=db, table=repository.leads, audit=audit, writes=GroupCommitted(writer))
+        LeadService(
+            db=db, table=repository.leads, audit=audit, writes=GroupCommitted(writer), cursors=cursors
+        )
     )
     accounts = AccountServicer(
         AccountService(
@@ -49,10 +51,13 @@ def build(basics: Basics[Settings]) -> Wiring:
             contacts=repository.contacts,
             outbox=outbox,
             writes=GroupCommitted(writer),
+            cursors=cursors,
         )
     )
     contacts = ContactServicer(
-        ContactService(db=db, table=repository.contacts, audit=audit, accounts=repository.accounts)
+        ContactService(
+            db=db, table=repository.contacts, audit=audit, accounts=repository.accounts, cursors=cursors
+        )
     )
     conversations = ConversationServicer(
         ConversationService(
@@ -62,6 +67,7 @@ def build(basics: Basics[Settings]) -> Wiring:
             messages=repository.messages,
             contacts=repository.contacts,
             outbox=outbox,
+            cursors=cursors,
         )
     )
 

@@ -56,6 +56,7 @@ class Instance(TenantKey, Timestamps, Base):
     knowledge: Mapped[list[dict[str, str]]] = mapped_column(JSON)
 
     __table_args__ = (
+        Index(None, "tenant_id", "updated_at"),  # ?updated_since=
         Index(None, "tenant_id", "created_at", "id"),
         CheckConstraint("status IN ('active', 'paused')", name="status"),
     )
@@ -80,6 +81,7 @@ class Channel(TenantKey, Timestamps, Base):
     last_event_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
+        Index(None, "tenant_id", "updated_at"),  # ?updated_since=
         ForeignKeyConstraint(
             ["tenant_id", "instance_id"], ["instances.tenant_id", "instances.id"], ondelete="CASCADE"
         ),

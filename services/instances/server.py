@@ -29,10 +29,17 @@ def build(basics: Basics[Settings]) -> Wiring:
             audit=audit,
             outbox=events.outbox,
             model_hosts=settings.model_hosts,
+            cursors=basics.cursors,
         )
     )
     channels = ChannelServicer(
-        ChannelService(db=db, table=repository.channels, audit=audit, instances=repository.instances)
+        ChannelService(
+            db=db,
+            table=repository.channels,
+            audit=audit,
+            instances=repository.instances,
+            cursors=basics.cursors,
+        )
     )
 
     def register(server: grpc.aio.Server) -> None:

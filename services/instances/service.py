@@ -18,6 +18,7 @@ from services.common.errors import FieldError, NotFound, ValidationError
 from services.common.events.outbox import Outbox
 from services.common.identity import Identity
 from services.common.outbound import HostPolicy
+from services.common.paging import UNSIGNED, Cursors
 from services.common.resource import Page, ResourceService
 from services.instances.models import DEFAULT_MODEL
 
@@ -46,8 +47,9 @@ class InstanceService(ResourceService):
         audit: AuditLog,
         outbox: Outbox,
         model_hosts: HostPolicy | None = None,
+        cursors: Cursors = UNSIGNED,
     ) -> None:
-        super().__init__(db=db, table=table, audit=audit, outbox=outbox)
+        super().__init__(db=db, table=table, audit=audit, outbox=outbox, cursors=cursors)
         self._model_hosts = model_hosts or HostPolicy()
 
     async def prepare(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:
@@ -91,8 +93,16 @@ class ChannelService(ResourceService):
     not_found = "Channel not found"
     list_default = list_maximum = 1000
 
-    def __init__(self, *, db: Database, table: TenantTable, audit: AuditLog, instances: TenantTable) -> None:
-        super().__init__(db=db, table=table, audit=audit)
+    def __init__(
+        self,
+        *,
+        db: Database,
+        table: TenantTable,
+        audit: AuditLog,
+        instances: TenantTable,
+        cursors: Cursors = UNSIGNED,
+    ) -> None:
+        super().__init__(db=db, table=table, audit=audit, cursors=cursors)
         self._instances = instances
 
     async def list(
@@ -102,12 +112,13 @@ class ChannelService(ResourceService):
         limit: int | None,
         filters: Mapping[str, Any] | None = None,
         cursor: str | None = None,
+        since: Mapping[str, Any] | None = None,
     ) -> Page:
         """The channels of the instance named in `filters`, which must be the caller's."""
         instance_id = (filters or {})["instance_id"]
         async with self._db.read() as conn:
             await self._require_instance(conn, caller, instance_id)
-        return await super().list(caller, limit=limit, filters=filters, cursor=cursor)
+        return await super().list(caller, limit=limit, filters=filters, cursor=cursor, since=since)
 
     async def before_create(
         self, conn: AsyncConnection, caller: Identity, fields: dict[str, Any]

@@ -43,6 +43,7 @@ class Site(TenantKey, Timestamps, Base):
     tracking_token: Mapped[uuid.UUID] = mapped_column(Uuid)
 
     __table_args__ = (
+        Index(None, "tenant_id", "updated_at"),  # ?updated_since=
         Index(None, "tenant_id", "created_at", "id"),
         # Public requests name a site without a tenant: both ids are unique on their own.
         UniqueConstraint("id"),

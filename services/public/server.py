@@ -44,9 +44,9 @@ def build(basics: Basics[Settings]) -> Wiring:
     directory = SiteDirectory(db=db, ttl=settings.site_cache_seconds)
     writer = GroupCommitWriter(db=db, insert_many=repository.insert_page_views, logger=logger)
     audit = AuditLog(models.audit_log)
-    forms = Forms(db=db, sites=directory, audit=audit, outbox=events.outbox, crm=crm)
+    forms = Forms(db=db, sites=directory, audit=audit, outbox=events.outbox, crm=crm, cursors=basics.cursors)
     events.consume_writing("public-form-leads", {FORM_SUBMITTED}, forms.capture_lead)
-    sites = SiteServicer(SiteService(db=db, audit=audit, directory=directory))
+    sites = SiteServicer(SiteService(db=db, audit=audit, directory=directory, cursors=basics.cursors))
     analytics = AnalyticsServicer(Analytics(db=db, sites=directory, writer=writer))
     chat = WidgetServicer(
         WidgetChat(

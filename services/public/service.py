@@ -20,6 +20,7 @@ from services.common.events.bus import Event
 from services.common.events.outbox import Outbox
 from services.common.fields import parse_limit, utcnow
 from services.common.identity import Identity
+from services.common.paging import UNSIGNED, Cursors
 from services.common.resource import Page, ResourceService
 from services.public import repository
 from services.public.crm import CrmConversations
@@ -86,8 +87,10 @@ class SiteService(ResourceService):
     not_found = SITE_NOT_FOUND
     list_default = list_maximum = 1000  # HydraCore lists return every row in scope
 
-    def __init__(self, *, db: Database, audit: AuditLog, directory: SiteDirectory) -> None:
-        super().__init__(db=db, table=repository.sites, audit=audit)
+    def __init__(
+        self, *, db: Database, audit: AuditLog, directory: SiteDirectory, cursors: Cursors = UNSIGNED
+    ) -> None:
+        super().__init__(db=db, table=repository.sites, audit=audit, cursors=cursors)
         self._directory = directory
 
     def initial_values(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:
@@ -147,9 +150,17 @@ class Forms:
     """Form submissions: stored with an outbox event; a consumer turns their email into a crm lead."""
 
     def __init__(
-        self, *, db: Database, sites: SiteDirectory, audit: AuditLog, outbox: Outbox, crm: CrmConversations
+        self,
+        *,
+        db: Database,
+        sites: SiteDirectory,
+        audit: AuditLog,
+        outbox: Outbox,
+        crm: CrmConversations,
+        cursors: Cursors = UNSIGNED,
     ) -> None:
         self._db = db
+        self._cursors = cursors
         self._sites = sites
         self._audit = audit
         self._outbox = outbox
@@ -196,23 +207,35 @@ class Forms:
         return submission_id
 
     async def list(
-        self, caller: Identity, site_id: uuid.UUID, *, limit: int | None, cursor: str | None = None
+        self,
+        caller: Identity,
+        site_id: uuid.UUID,
+        *,
+        limit: int | None,
+        cursor: str | None = None,
+        since: Mapping[str, Any] | None = None,
     ) -> Page:
-        """The newest submissions of one of the caller's sites (after the one `cursor` names)."""
+        """The newest submissions of one of the caller's sites (after the one `cursor` names; at or after
+        every `since` moment)."""
         count = parse_limit(limit)
         table = repository.form_submissions
-        after = table.after_cursor(cursor) if cursor is not None else None
+        after = table.after_cursor(cursor, self._cursors) if cursor is not None else None
         async with self._db.read() as conn:
             if await repository.sites.get(conn, tenant_id=caller.tenant_id, row_id=site_id) is None:
                 raise NotFound(SITE_NOT_FOUND)
             rows = await table.list(
-                conn, tenant_id=caller.tenant_id, limit=count + 1, filters={"site_id": site_id}, after=after
+                conn,
+                tenant_id=caller.tenant_id,
+                limit=count + 1,
+                filters={"site_id": site_id},
+                after=after,
+                since=since,
             )
         return Page(rows[:count], len(rows) > count)
 
     def cursor(self, row: Any) -> str:
         """A cursor to the submissions after `row`."""
-        return repository.form_submissions.cursor(row)
+        return repository.form_submissions.cursor(row, self._cursors)
 
     async def capture_lead(self, conn: AsyncConnection, event: Event) -> None:
         """Consumer of form.submitted: creates or finds the lead in crm, then links the submission to it."""

@@ -19,7 +19,7 @@ from hydra.public.v1 import (
 
 from services.common.fields import optional_query, parse_input, parse_path_id, to_message
 from services.common.identity import CLIENT_IP_HEADER, current_identity, text_metadata
-from services.common.servicing import Context, ResourceRpcs, message_from, page_response
+from services.common.servicing import Context, ResourceRpcs, message_from, page_response, since
 from services.public.service import SITE_NOT_FOUND, Analytics, Forms, SiteService
 from services.public.widget import INSTANCE_NOT_FOUND, WidgetChat
 
@@ -107,6 +107,7 @@ class FormServicer(forms_pb2_grpc.FormServiceServicer):
             _site_id(request),
             limit=optional_query(request, "limit"),
             cursor=optional_query(request, "cursor"),
+            since=since(request),
         )
         return page_response(
             forms_pb2.ListFormSubmissionsResponse,

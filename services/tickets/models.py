@@ -40,6 +40,7 @@ class Ticket(TenantKey, Timestamps, Base):
     resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
+        Index(None, "tenant_id", "updated_at"),  # ?updated_since=
         Index(None, "tenant_id", "created_at", "id"),
         Index(None, "tenant_id", "status", "created_at"),
         Index(None, "tenant_id", "customer_id"),

@@ -33,6 +33,7 @@ def build(basics: Basics[Settings]) -> Wiring:
             outbox=events.outbox,
             crm=crm,
             writes=GroupCommitted(writer),
+            cursors=basics.cursors,
         )
     )
 

@@ -18,6 +18,7 @@ from services.common.db import Database
 from services.common.events.outbox import Outbox
 from services.common.fields import utcnow
 from services.common.identity import Identity
+from services.common.paging import UNSIGNED, Cursors
 from services.common.resource import CreateWrites, Event, ResourceService
 from services.tickets.crm import CrmDirectory
 
@@ -37,8 +38,9 @@ class TicketService(ResourceService):
         outbox: Outbox,
         crm: CrmDirectory,
         writes: CreateWrites | None = None,
+        cursors: Cursors = UNSIGNED,
     ) -> None:
-        super().__init__(db=db, table=table, audit=audit, outbox=outbox, writes=writes)
+        super().__init__(db=db, table=table, audit=audit, outbox=outbox, writes=writes, cursors=cursors)
         self._crm = crm
 
     def initial_values(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:

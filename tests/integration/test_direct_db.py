@@ -34,6 +34,7 @@ from services.common.batching import GroupCommitWriter
 from services.common.crud import TenantTable
 from services.common.db import Database
 from services.common.errors import ValidationError
+from services.common.paging import Cursors
 
 metadata = MetaData()
 notes = Table(
@@ -71,6 +72,8 @@ prices = TenantTable(
     ),
     order_by=[],
 )
+
+SIGNED = Cursors(b"a key of the test's own")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -228,7 +231,7 @@ def test_pages_follow_their_cursors_through_equal_times_directly_and_through_sql
             if not page:
                 return pages
             pages.append([row.id for row in page])
-            after = records.after_cursor(records.cursor(page[-1]))
+            after = records.after_cursor(records.cursor(page[-1], SIGNED), SIGNED)
 
     async def test(db: Database) -> tuple[list[list[uuid.UUID]], list[list[uuid.UUID]]]:
         async with db.transaction() as conn:

@@ -47,9 +47,18 @@ class FakeTable:
         return await self.get(None, tenant_id=tenant_id, row_id=row_id, scope=scope)
 
     async def read_page(
-        self, db: FakeDatabase, *, tenant_id: uuid.UUID, limit: int, filters: dict, after: Any = None
+        self,
+        db: FakeDatabase,
+        *,
+        tenant_id: uuid.UUID,
+        limit: int,
+        filters: dict,
+        after: Any = None,
+        since: dict | None = None,
     ) -> list[SimpleNamespace]:
-        return await self.list(None, tenant_id=tenant_id, limit=limit, filters=filters, after=after)
+        return await self.list(
+            None, tenant_id=tenant_id, limit=limit, filters=filters, after=after, since=since
+        )
 
     async def get(
         self,
@@ -64,9 +73,17 @@ class FakeTable:
         return SimpleNamespace(**row) if row else None
 
     async def list(
-        self, conn: None, *, tenant_id: uuid.UUID, limit: int, filters: dict, after: Any = None
+        self,
+        conn: None,
+        *,
+        tenant_id: uuid.UUID,
+        limit: int,
+        filters: dict,
+        after: Any = None,
+        since: dict | None = None,
     ) -> list[SimpleNamespace]:
         rows = [r for (t, _), r in self.rows.items() if t == tenant_id]
+        rows = [r for r in rows if all(r[column] >= moment for column, moment in (since or {}).items())]
         rows.sort(key=lambda r: (r["created_at"], str(r["id"])), reverse=True)
         return [SimpleNamespace(**r) for r in rows[:limit]]
 
