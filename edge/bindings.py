@@ -31,6 +31,7 @@ class Binding:
     success_status: int = 200  # 201 for creates, 204 for empty answers: the edge sets it, not the service
     # The most bytes a valid JSON body can take, from the input's field rules; None: no body, or unbounded.
     body_bytes: int | None = None
+    takes_body: bool = False
 
     @property
     def path_regex(self) -> str:
@@ -156,6 +157,7 @@ def load_bindings(descriptor_set: Path = DESCRIPTOR_SET) -> list[Binding]:
                             method.server_streaming,
                             status,
                             body,
+                            bool(each.body),
                         )
                     )
     seen: dict[tuple[str, str], str] = {}

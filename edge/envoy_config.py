@@ -17,7 +17,7 @@ from hydra.options.v1 import options_pb2
 
 from edge import openapi
 from edge.bindings import DESCRIPTOR_SET, JSON_BYTES_PER_CHAR, ROOT, Binding, load_bindings, template_regex
-from edge.gatekeeper.http_check import ROUTE_HEADER_PREFIX
+from edge.gatekeeper.http_check import MAX_BODY_BYTES, PARTIAL_BODY_HEADER, ROUTE_HEADER_PREFIX
 from edge.gatekeeper.issuer import JWKS_PATH, OidcSettings
 from services.common import config
 from services.common.access import BY_CLIENT_IP
@@ -85,7 +85,7 @@ def _any_origin_cors() -> dict[str, Any]:
     return {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
         "allow_origin_string_match": [{"safe_regex": {"regex": ".*"}}],
-        "allow_methods": "POST, OPTIONS",
+        "allow_methods": "GET, POST, OPTIONS",
         "allow_headers": ", ".join(["content-type", *_credential_headers(credentials)]),
         "expose_headers": ", ".join(rate_headers),
         "max_age": "86400",
@@ -330,18 +330,23 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
                 }
             ]
+        check: dict[str, Any] = {
+            "http_service": _check_service(
+                route_headers(binding),
+                access.surface.rate_headers,
+                tokens=access.surface.takes(ID_TOKEN.auth),
+            )
+        }
+        if access.surface.checks_json and binding.takes_body:
+            # The body goes to the check, which refuses one that is not JSON in the surface's terms; of a
+            # larger body (a route with a higher limit) only that much goes, marked partial: not judged.
+            check["with_request_body"] = {
+                "max_request_bytes": min(settings.max_request_bytes, MAX_BODY_BYTES),
+                "allow_partial_message": True,
+            }
         entry["typed_per_filter_config"] = {
             **per_filter,
-            _EXT_AUTHZ: {
-                "@type": _EXT_AUTHZ_PER_ROUTE,
-                "check_settings": {
-                    "http_service": _check_service(
-                        route_headers(binding),
-                        access.surface.rate_headers,
-                        tokens=access.surface.takes(ID_TOKEN.auth),
-                    )
-                },
-            },
+            _EXT_AUTHZ: {"@type": _EXT_AUTHZ_PER_ROUTE, "check_settings": check},
         }
         if access.surface.any_origin:
             entry["typed_per_filter_config"][_CORS] = _ANY_ORIGIN_CORS
@@ -851,7 +856,12 @@ def _filters(
                 "failure_mode_allow": False,
                 "status_on_error": {"code": 503},
                 "allowed_headers": _exact(
-                    (*_credential_headers(CREDENTIALS), *_verified_headers(), REQUEST_ID_HEADER)
+                    (
+                        *_credential_headers(CREDENTIALS),
+                        *_verified_headers(),
+                        REQUEST_ID_HEADER,
+                        PARTIAL_BODY_HEADER,  # Envoy's own, on a body it cut (a client's only skips a check)
+                    )
                 ),
             },
         },

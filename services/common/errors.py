@@ -24,14 +24,15 @@ class FieldError:
     loc: Loc
     msg: str
     type: str
+    extra: tuple[tuple[str, Any], ...] = ()  # FastAPI's further keys where it has them (input, ctx)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"loc": list(self.loc), "msg": self.msg, "type": self.type}
+        return {"loc": list(self.loc), "msg": self.msg, "type": self.type, **dict(self.extra)}
 
     def clipped(self) -> FieldError:
         """The same error with every text part cut to a bounded length."""
         loc = tuple(clip(p, _PART_CHARS) if isinstance(p, str) else p for p in self.loc)
-        return FieldError(loc, clip(self.msg, _MSG_CHARS), clip(self.type, _PART_CHARS))
+        return FieldError(loc, clip(self.msg, _MSG_CHARS), clip(self.type, _PART_CHARS), self.extra)
 
 
 Loc = tuple[str | int, ...]  # where in the request an error is: ("body", "email"), ("query", "limit")
@@ -99,6 +100,14 @@ def _summary(errors: list[FieldError]) -> str:
 def clip(text: str, most: int) -> str:
     """`text`, cut to at most `most` characters (an ellipsis marks the cut)."""
     return text if len(text) <= most else text[: most - 1] + "\u2026"
+
+
+class UnreadableBody(HydraError):
+    """The request body is not text a JSON parser can read (FastAPI's 400)."""
+
+    code = "validation_error"
+    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400
 
 
 class Unauthenticated(HydraError):

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import re
 import urllib.parse
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, overload
 
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from hydra.options.v1 import options_pb2
 
-from services.common.errors import FieldError, InvalidPathId, Loc, ValidationError
+from services.common.errors import FieldError, InvalidPathId, Loc, UnreadableBody, ValidationError
 from services.common.paging import descriptor_of
 
 StringFormat = options_pb2.StringFormat
@@ -69,6 +70,22 @@ def parse_input(body: struct_pb2.Struct | None, schema: Descriptor, *, partial: 
     """
     data = struct_to_dict(body) if body is not None else {}
     return _parse_object(data, schema, partial=partial, prefix=("body",))
+
+
+def check_json_body(body: bytes) -> None:
+    """Refuses a body that is not JSON as FastAPI does: json_invalid at the character where decoding
+    stopped, with the parser's reason (text that is not UTF-8, -16 or -32: 400)."""
+    try:
+        json.loads(body)
+    except json.JSONDecodeError as error:
+        ctx = {"error": error.msg}
+        raise ValidationError(
+            FieldError(
+                ("body", error.pos), "JSON decode error", "json_invalid", (("input", {}), ("ctx", ctx))
+            )
+        ) from None
+    except UnicodeDecodeError:
+        raise UnreadableBody("There was an error parsing the body") from None
 
 
 def parse_request(request: Message) -> dict[str, Any]:
@@ -371,6 +388,15 @@ def _set_timestamp(target: timestamp_pb2.Timestamp, value: dt.datetime) -> None:
 def utcnow() -> dt.datetime:
     """The current time, timezone-aware UTC."""
     return dt.datetime.now(dt.UTC)
+
+
+@overload
+def aware(moment: dt.datetime) -> dt.datetime: ...
+@overload
+def aware(moment: None) -> None: ...
+def aware(moment: dt.datetime | None) -> dt.datetime | None:
+    """A stored time as UTC-aware (SQLite returns stored times without their zone; they are UTC)."""
+    return moment if moment is None or moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
 _VALUE = "google.protobuf.Value"

@@ -191,7 +191,10 @@ class SupportEnvelope:
         "method_not_allowed",
         "fk_blocked",
         "conflict",
+        "idempotency_key_in_use",
+        "too_many_keys",
         "precondition_failed",
+        "idempotency_key_reused",
         "rate_limited",
         "server_error",
     )
@@ -283,6 +286,8 @@ class FastApiEnvelope:
                     "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
                     "msg": {"type": "string"},
                     "type": {"type": "string"},
+                    "input": {},
+                    "ctx": {"type": "object"},
                 },
                 "required": ["loc", "msg", "type"],
             },
@@ -308,7 +313,9 @@ class MarketplaceEnvelope:
         "NOT_FOUND",
         "METHOD_NOT_ALLOWED",
         "CONFLICT",
+        "IDEMPOTENCY_KEY_IN_USE",
         "PRECONDITION_FAILED",
+        "IDEMPOTENCY_KEY_REUSED",
         "PLAN_LIMIT_EXCEEDED",
         "RATE_LIMITED",
         "INTERNAL_ERROR",
@@ -374,6 +381,9 @@ class Surface:
     summary: str = ""  # one sentence for the API reference
     json_names: bool = False  # answers print fields by their lowerCamelCase JSON names (workflowId)
     plans: bool = False  # writes may be refused by the caller's plan (402)
+    # A body that is not JSON is refused as FastAPI refuses it (422 json_invalid at its offset), by the
+    # edge's check before the body is transcoded.
+    checks_json: bool = False
     path_id_schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "string", "format": "uuid"})
 
     def success_status(self, rpc_name: str, *, has_output: bool, streaming: bool) -> int:
@@ -405,6 +415,7 @@ CORE = Surface(
     ("/v1/",),
     (CORE_KEY, ID_TOKEN),  # an ID token: a user's (seed 001's Bearer JWT), in their current tenant
     _FASTAPI_ERRORS,
+    checks_json=True,
     summary="The HydraCore control plane (`/v1`, `X-Api-Key: hc_live_...`).",
 )
 PUBLIC = Surface(

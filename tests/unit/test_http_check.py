@@ -17,6 +17,7 @@ from edge.gatekeeper.limiter import MemoryLimiter
 
 TENANT = uuid.uuid4()
 READER = KeyRecord(uuid.uuid4(), TENANT, "hmcp", frozenset({"crm:read"}), 2, None)
+BUSY = KeyRecord(uuid.uuid4(), TENANT, "hmcp", frozenset({"crm:read"}), 100, None)
 ROUTE = (
     "x-hydra-route-surface: support\r\nx-hydra-route-auth: support_key\r\nx-hydra-route-scope: crm:read\r\n"
 )
@@ -28,7 +29,7 @@ class Store:
     async def find(self, secret: str, *, load: bool = True) -> KeyRecord | None:
         if secret == "hmcp_broken":
             raise ConnectionError("database went away")
-        return READER if secret == "hmcp_reader" else None
+        return {"hmcp_reader": READER, "hmcp_busy": BUSY}.get(secret)
 
     def touch(self, record: KeyRecord) -> None:
         return None
@@ -164,7 +165,7 @@ def test_malformed_input_is_refused_and_the_connection_closed(wire: bytes, statu
     with_server(test)
 
 
-def test_a_body_is_skipped_before_the_next_request() -> None:
+def test_a_body_is_read_whole_before_the_next_request() -> None:
     head, length = parse_head(b"POST /x HTTP/1.1\r\ncontent-length: 5\r\nA: 1\r\na: 2")
     assert (head.path, length, head.headers["a"]) == ("/x", 5, "1,2")
 
@@ -172,5 +173,42 @@ def test_a_body_is_skipped_before_the_next_request() -> None:
         body_first = request("hmcp_reader", extra="content-length: 5\r\n") + b"hello"
         writer.write(body_first + request("hmcp_reader"))
         assert [(await read_response(reader))[0] for _ in range(2)] == [200, 200]
+
+    with_server(test)
+
+
+CORE_ROUTE = (
+    "x-hydra-route-surface: core\r\nx-hydra-route-auth: support_key\r\nx-hydra-route-scope: crm:read\r\n"
+)
+
+
+def core_check(body: bytes, *, extra: str = "") -> bytes:
+    head = f"POST /v1/things HTTP/1.1\r\nhost: authz\r\nauthorization: Bearer hmcp_busy\r\n{CORE_ROUTE}"
+    return f"{head}content-length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+
+def test_a_body_on_a_surface_that_checks_json_is_refused_as_fastapi_refuses_it() -> None:
+    async def test(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(core_check(b'{"a": 1,}'))
+        status, _, body = await read_response(reader)
+        assert status == 422
+        assert json.loads(body)["detail"] == [
+            {
+                "loc": ["body", 8],
+                "msg": "JSON decode error",
+                "type": "json_invalid",
+                "input": {},
+                "ctx": {"error": "Expecting property name enclosed in double quotes"},
+            }
+        ]
+        # Sent in pieces, as a socket may deliver it; a partial body is not judged.
+        whole = core_check(b'{"a": 1}')
+        writer.write(whole[:10])
+        await writer.drain()
+        writer.write(whole[10:] + core_check(b'{"a": ', extra="x-envoy-auth-partial-body: true\r\n"))
+        assert [(await read_response(reader))[0] for _ in range(2)] == [200, 200]
+        writer.write(core_check(b'"\xff"'))
+        status, _, body = await read_response(reader)
+        assert (status, json.loads(body)) == (400, {"detail": "There was an error parsing the body"})
 
     with_server(test)
