@@ -41,7 +41,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from services.common.db import Database
 from services.common.errors import Conflict, FieldError, HydraError, ValidationError
-from services.common.fields import utcnow
+from services.common.fields import aware, utcnow
 
 IDEMPOTENCY_KEY = "idempotency-key"
 REPLAYED = "idempotent-replayed"  # on a replayed answer: "true"
@@ -215,7 +215,7 @@ class IdempotencyKeys:
             if not rows:  # purged in between: claimed on the next round
                 return _Unclaimed(print_)
             found = rows[0]
-            claimed_at = _aware(found.claimed_at)
+            claimed_at = aware(found.claimed_at)
             stale = claimed_at < now - (KEPT_FOR if found.answered_at is not None else LEASE)
             if not stale:
                 return found
@@ -265,8 +265,3 @@ def _answer(row: Any) -> Answer:
         message=row.message or "",
         headers=tuple((name, value) for name, value in pairs),
     )
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    """SQLite returns stored times without their zone (they are UTC)."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)

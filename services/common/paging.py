@@ -106,9 +106,14 @@ def decode_cursor(cursor: str, kinds: Sequence[type], key: bytes | None = None) 
             raise ValueError("wrong length")
         return [_typed(value, kind) for value, kind in zip(plain, kinds, strict=True)]
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise ValidationError(
-            FieldError(("query", "cursor"), "Input should be a cursor from a previous page", "value_error")
-        ) from None
+        raise invalid_cursor() from None
+
+
+def invalid_cursor() -> ValidationError:
+    """The error for a ?cursor= that no previous page gave (malformed, altered, or another list's)."""
+    return ValidationError(
+        FieldError(("query", "cursor"), "Input should be a cursor from a previous page", "value_error")
+    )
 
 
 @dataclass(frozen=True)

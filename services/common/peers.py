@@ -10,7 +10,7 @@ import grpc
 
 from services.common import config
 from services.common.channels import CLIENT_OPTIONS, MAX_MESSAGE_BYTES, internal_metadata, token_metadata
-from services.common.errors import Unavailable
+from services.common.errors import HydraError, Unavailable
 
 
 class PeerChannel:
@@ -47,8 +47,17 @@ class PeerChannel:
         # For calls made on `channel` directly, beside their own metadata.
         self.token_metadata = token_metadata(self._token)
 
-    async def lookup(self, method: Any, request: Any, tenant_id: uuid.UUID | str, *, unavailable: str) -> Any:
-        """The response, or None when the peer answers NOT_FOUND for this tenant."""
+    async def lookup(
+        self,
+        method: Any,
+        request: Any,
+        tenant_id: uuid.UUID | str,
+        *,
+        unavailable: str,
+        invalid: HydraError | None = None,
+    ) -> Any:
+        """The response, or None when the peer answers NOT_FOUND for this tenant; `invalid` is raised
+        when the peer refuses the request's input (a value the caller passed on from its own caller)."""
         try:
             return await method(
                 request,
@@ -61,6 +70,8 @@ class PeerChannel:
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 return None
+            if invalid is not None and error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise invalid from None
             raise Unavailable(unavailable) from None
 
     async def ping(self) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Row
@@ -14,15 +14,11 @@ from services.common.crud import TenantTable
 from services.common.db import Database
 from services.common.errors import FieldError, NotFound, ValidationError
 from services.common.events.outbox import Outbox
-from services.common.fields import utcnow
+from services.common.fields import aware, parse_limit, utcnow
 from services.common.identity import Identity
 from services.common.paging import UNSIGNED, Cursors
-from services.common.resource import ResourceService
+from services.common.resource import Page, ResourceService
 from services.crm import repository
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 class ConversationService(ResourceService):
@@ -123,16 +119,61 @@ class ConversationService(ResourceService):
         return message, updated
 
     async def latest_messages(
-        self, caller: Identity, conversation_id: uuid.UUID, *, limit: int
+        self,
+        caller: Identity,
+        conversation_id: uuid.UUID,
+        *,
+        limit: int,
+        instance_id: uuid.UUID | None = None,
     ) -> list[Row[Any]]:
         """The conversation's latest `limit` messages, oldest first."""
         async with self._db.read() as conn:
-            if await self.table.get(conn, tenant_id=caller.tenant_id, row_id=conversation_id) is None:
-                raise NotFound(self.not_found)
+            await self._require(conn, caller, conversation_id, instance_id)
             rows = await repository.latest_messages(
                 conn, tenant_id=caller.tenant_id, conversation_id=conversation_id, limit=limit
             )
         return list(reversed(rows))
+
+    async def messages(
+        self,
+        caller: Identity,
+        conversation_id: uuid.UUID,
+        *,
+        limit: int | None,
+        cursor: str | None = None,
+        since: Mapping[str, Any] | None = None,
+        instance_id: uuid.UUID | None = None,
+    ) -> Page:
+        """A page of the conversation's messages, oldest first, after the one `cursor` names."""
+        count = parse_limit(limit, default=self.list_default, maximum=self.list_maximum)
+        after = self._messages.after_cursor(cursor, self._cursors) if cursor is not None else None
+        async with self._db.read() as conn:
+            await self._require(conn, caller, conversation_id, instance_id)
+            rows = await self._messages.list(
+                conn,
+                tenant_id=caller.tenant_id,
+                limit=count + 1,
+                filters={"conversation_id": conversation_id},
+                after=after,
+                since=since,
+            )
+        return Page(rows[:count], len(rows) > count)
+
+    def message_cursor(self, row: Any) -> str:
+        """A signed cursor to the messages after `row`."""
+        return self._messages.cursor(row, self._cursors)
+
+    async def _require(
+        self,
+        conn: AsyncConnection,
+        caller: Identity,
+        conversation_id: uuid.UUID,
+        instance_id: uuid.UUID | None,
+    ) -> None:
+        """Refuses (not found) a conversation of another tenant, or of another instance when one is named."""
+        conversation = await self.table.get(conn, tenant_id=caller.tenant_id, row_id=conversation_id)
+        if conversation is None or (instance_id is not None and conversation.instance_id != instance_id):
+            raise NotFound(self.not_found)
 
     async def annotate(
         self, caller: Identity, conversation_id: uuid.UUID, *, tags: dict[str, str], handoff_reason: str
@@ -193,7 +234,7 @@ class ConversationService(ResourceService):
                 values.update(
                     resolved_at=now,
                     csat_requested_at=now,
-                    resolution_seconds=int((now - _aware(before.created_at)).total_seconds()),
+                    resolution_seconds=int((now - aware(before.created_at)).total_seconds()),
                     summary=await self._summary(conn, caller, before.id),
                 )
             else:

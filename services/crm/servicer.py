@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hydra.crm.v1 import (
     accounts_pb2,
     accounts_pb2_grpc,
@@ -13,9 +15,17 @@ from hydra.crm.v1 import (
     leads_pb2_grpc,
 )
 
-from services.common.fields import optional_query, parse_request, query_choice, query_uuid
+from services.common.fields import (
+    optional_query,
+    parse_input,
+    parse_path_id,
+    parse_request,
+    query_choice,
+    query_uuid,
+)
 from services.common.identity import current_identity
-from services.common.servicing import Context, ResourceRpcs, message_from
+from services.common.paging import descriptor_of
+from services.common.servicing import Context, ResourceRpcs, message_from, page_response, since
 from services.crm.accounts import AccountService
 from services.crm.contacts import ContactService
 from services.crm.conversations import ConversationService
@@ -194,6 +204,34 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
     ) -> conversations_pb2.UpdateConversationResponse:
         return await self._rpc.update(request, conversations_pb2.UpdateConversationResponse)
 
+    async def ListConversationMessages(
+        self, request: conversations_pb2.ListConversationMessagesRequest, context: Context
+    ) -> conversations_pb2.ListConversationMessagesResponse:
+        page = await self._service.messages(
+            current_identity(),
+            parse_path_id(request.id, param="id", not_found=self._service.not_found),
+            limit=optional_query(request, "limit"),
+            cursor=optional_query(request, "cursor"),
+            since=since(request),
+        )
+        return page_response(
+            conversations_pb2.ListConversationMessagesResponse,
+            page,
+            plural="messages",
+            message=_message,
+            cursor=self._service.message_cursor,
+        )
+
+    async def CreateConversationMessage(
+        self, request: conversations_pb2.CreateConversationMessageRequest, context: Context
+    ) -> conversations_pb2.CreateConversationMessageResponse:
+        conversation_id = parse_path_id(request.id, param="id", not_found=self._service.not_found)
+        fields = parse_input(request.message, _REPLY_INPUT, partial=False)
+        message, _ = await self._service.add_message(
+            current_identity(), conversation_id, role="agent", content=fields["content"]
+        )
+        return conversations_pb2.CreateConversationMessageResponse(message=_message(message))
+
     async def CreateConversation(
         self, request: conversations_pb2.CreateConversationRequest, context: Context
     ) -> conversations_pb2.CreateConversationResponse:
@@ -228,11 +266,26 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
         self, request: conversations_pb2.ListMessagesRequest, context: Context
     ) -> conversations_pb2.ListMessagesResponse:
         fields = parse_request(request)
-        rows = await self._service.latest_messages(
-            current_identity(), fields["conversation_id"], limit=fields["limit"]
+        caller, conversation_id, instance_id = (
+            current_identity(),
+            fields["conversation_id"],
+            fields.get("instance_id"),
         )
+        after = fields.get("after") or None
+        if after is None:
+            rows = list(
+                await self._service.latest_messages(
+                    caller, conversation_id, limit=fields["limit"], instance_id=instance_id
+                )
+            )
+        else:
+            page = await self._service.messages(
+                caller, conversation_id, limit=fields["limit"], cursor=after, instance_id=instance_id
+            )
+            rows = list(page.rows)
         return conversations_pb2.ListMessagesResponse(
-            messages=[message_from(row, conversations_pb2.Message) for row in rows]
+            messages=[_message(row) for row in rows],
+            next_cursor=self._service.message_cursor(rows[-1]) if rows else (after or ""),
         )
 
     async def AnnotateConversation(
@@ -246,3 +299,10 @@ class ConversationServicer(conversations_pb2_grpc.ConversationServiceServicer):
             tags=fields,
         )
         return conversations_pb2.AnnotateConversationResponse(conversation=self._rpc.message(row))
+
+
+_REPLY_INPUT = descriptor_of(conversations_pb2.ConversationMessageInput)
+
+
+def _message(row: Any) -> conversations_pb2.Message:
+    return message_from(row, conversations_pb2.Message)

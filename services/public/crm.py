@@ -8,6 +8,7 @@ from typing import Any
 from hydra.crm.v1 import conversations_pb2, conversations_pb2_grpc, leads_pb2, leads_pb2_grpc
 
 from services.common.errors import NotFound, Unavailable
+from services.common.paging import invalid_cursor
 from services.common.peers import PeerChannel
 
 _UNAVAILABLE = "crm is unavailable. Retry safe."
@@ -63,6 +64,25 @@ class CrmConversations:
         """The conversation's latest messages, oldest first."""
         request = conversations_pb2.ListMessagesRequest(conversation_id=conversation_id, limit=limit)
         return list((await self._call(self._conversations.ListMessages, request, tenant_id)).messages)
+
+    async def messages_after(
+        self, tenant_id: uuid.UUID, conversation_id: str, *, instance_id: uuid.UUID, after: str, limit: int
+    ) -> tuple[list[Any], str]:
+        """The conversation's messages after the cursor `after` (its latest ones when empty), oldest first,
+        and a cursor to those that follow them; not found unless the conversation is the instance's."""
+        request = conversations_pb2.ListMessagesRequest(
+            conversation_id=conversation_id, limit=limit, after=after, instance_id=str(instance_id)
+        )
+        response = await self._peer.lookup(
+            self._conversations.ListMessages,
+            request,
+            tenant_id,
+            unavailable=_UNAVAILABLE,
+            invalid=invalid_cursor(),
+        )
+        if response is None:
+            raise NotFound(CONVERSATION_NOT_FOUND)
+        return list(response.messages), response.next_cursor
 
     async def annotate(
         self, tenant_id: uuid.UUID, conversation_id: str, *, tags: dict[str, str], handoff_reason: str = ""

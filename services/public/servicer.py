@@ -126,6 +126,25 @@ class WidgetServicer(widget_pb2_grpc.WidgetServiceServicer):
     def __init__(self, chat: WidgetChat) -> None:
         self._chat = chat
 
+    async def ListWidgetMessages(
+        self, request: widget_pb2.ListWidgetMessagesRequest, context: Context
+    ) -> widget_pb2.ListWidgetMessagesResponse:
+        instance_id = parse_path_id(request.instance_id, param="instance_id", not_found=INSTANCE_NOT_FOUND)
+        messages, next_cursor = await self._chat.messages(
+            current_identity(),
+            instance_id,
+            request.conversation_id,
+            cursor=optional_query(request, "cursor"),
+            limit=optional_query(request, "limit"),
+        )
+        return widget_pb2.ListWidgetMessagesResponse(
+            messages=[
+                widget_pb2.WidgetMessage(id=m.id, role=m.role, content=m.content, created_at=m.created_at)
+                for m in messages
+            ],
+            next_cursor=next_cursor,
+        )
+
     async def Chat(
         self, request: widget_pb2.ChatRequest, context: Context
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:

@@ -14,9 +14,10 @@ from typing import Any, TypeVar
 from google.api import httpbody_pb2
 
 from services.common.errors import Conflict, NotFound, RateLimited, Unauthenticated
+from services.common.fields import parse_limit
 from services.common.identity import Identity
 from services.public.agents import AgentFailed, AgentInput, Agents, Delta, Handoff, Turn
-from services.public.crm import CrmConversations
+from services.public.crm import CONVERSATION_NOT_FOUND, CrmConversations
 from services.public.gatekeeper import KeyStatus
 from services.public.instances import InstanceCatalog
 from services.public.limits import ConcurrencyLimit
@@ -158,6 +159,10 @@ class StreamGuard:
                 watch.end()
 
 
+# What the visitor sees of a conversation: not its system notes.
+VISITOR_ROLES = frozenset({"visitor", "agent", "bot"})
+
+
 def _is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)
@@ -188,6 +193,27 @@ class WidgetChat:
         self._per_ip = ConcurrencyLimit(limits.streams_per_ip)
         self._per_instance = ConcurrencyLimit(limits.streams_per_instance)
         self._log = logger
+
+    async def messages(
+        self,
+        caller: Identity,
+        instance_id: uuid.UUID,
+        conversation_id: str,
+        *,
+        cursor: str | None,
+        limit: int | None,
+    ) -> tuple[list[Any], str]:
+        """The visitor's view of a conversation of the instance: its messages after `cursor` (the latest
+        ones without), internal notes left out, and the cursor to poll with next."""
+        if caller.instance_id != str(instance_id):
+            raise Unauthenticated("Widget token is not valid for this instance.")
+        if not _is_uuid(conversation_id):
+            raise NotFound(CONVERSATION_NOT_FOUND)
+        count = parse_limit(limit, default=50, maximum=100)
+        messages, next_cursor = await self._crm.messages_after(
+            caller.tenant_id, conversation_id, instance_id=instance_id, after=cursor or "", limit=count
+        )
+        return [m for m in messages if m.role in VISITOR_ROLES], next_cursor
 
     async def turn(
         self, caller: Identity, instance_id: uuid.UUID, fields: Mapping[str, Any], *, client_ip: str = ""

@@ -44,6 +44,7 @@ def test_every_route_lies_under_its_surfaces_prefix_and_takes_its_credentials() 
         "/v1/public/analytics/track",
         "/v1/public/forms/submit",
         "/v1/public/widget/{instance_id}/chat",
+        "/v1/public/widget/{instance_id}/conversations/{conversation_id}/messages",
     }
 
 

@@ -44,7 +44,7 @@ from services.common.db import Database
 from services.common.events.bus import Event
 from services.common.events.faults import EventFailed, Fault, Unreachable, classify, error_label
 from services.common.events.inbox import CountingHandler
-from services.common.fields import utcnow
+from services.common.fields import aware, utcnow
 
 
 def dead_letter_table(metadata: MetaData) -> Table:
@@ -79,11 +79,6 @@ class RetryPolicy:
     def delay(self, failures: int) -> dt.timedelta:
         """The wait after the `failures`-th failure in a row: doubling from first_delay up to max_delay."""
         return min(self.max_delay, self.first_delay * (1 << min(max(failures - 1, 0), 32)))
-
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    """A stored time as aware UTC (SQLite hands them back naive)."""
-    return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
 
 
 @dataclass(frozen=True)
@@ -202,7 +197,8 @@ class DeadLetterStore:
         # Asked every few seconds by every consumer, so it takes the direct path (a third of the CPU).
         async with self._db.direct() as conn:
             (row,) = await conn.fetch(self._next_due, {"of_consumer": consumer})
-        return _aware(row.due)
+        due: dt.datetime | None = row.due
+        return aware(due)
 
     async def claim(self, consumer: str, *, now: dt.datetime, lease: dt.timedelta, batch: int) -> list[_Due]:
         """Up to `batch` of the consumer's retries due at `now`, each held for `lease`."""
@@ -216,7 +212,7 @@ class DeadLetterStore:
             except ValueError:
                 payload = {"unreadable": True}  # the handler fails on it, and it ends as a dead letter
             event = Event(str(row.event_id), str(row.tenant_id), row.topic, payload)
-            claimed.append(_Due(event, row.attempts, _aware(row.last_failed_at) or now))
+            claimed.append(_Due(event, row.attempts, aware(row.last_failed_at) or now))
         return claimed
 
     async def delivered(self, consumer: str, events: Sequence[Event]) -> None:
@@ -259,10 +255,10 @@ class DeadLetterStore:
                 topic=r.topic,
                 error=r.error,
                 attempts=r.attempts,
-                first_failed_at=_aware(r.first_failed_at) or r.first_failed_at,
-                last_failed_at=_aware(r.last_failed_at) or r.last_failed_at,
-                next_attempt_at=_aware(r.next_attempt_at),
-                dead_at=_aware(r.dead_at),
+                first_failed_at=aware(r.first_failed_at) or r.first_failed_at,
+                last_failed_at=aware(r.last_failed_at) or r.last_failed_at,
+                next_attempt_at=aware(r.next_attempt_at),
+                dead_at=aware(r.dead_at),
             )
             for r in rows
         ]
