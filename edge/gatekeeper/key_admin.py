@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 from collections.abc import Sequence
@@ -64,6 +65,7 @@ class KeyAdmin:
         rate_limit: int,
         instance_id: str,
         name: str,
+        expires_at: dt.datetime | None = None,
     ) -> tuple[Row[Any], str]:
         """Mints a key; returns its record and the secret (shown once)."""
         if kind is None:
@@ -102,6 +104,7 @@ class KeyAdmin:
                     "rate_limit_per_minute": limit,
                     "instance_id": instance,
                     "created_at": utcnow(),
+                    "expires_at": expires_at,
                 },
             )
         return row, secret.secret

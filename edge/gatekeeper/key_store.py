@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 import uuid
 from collections import OrderedDict
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 from edge.gatekeeper import keys, repository
 from services.common.db import Database
-from services.common.fields import utcnow
+from services.common.fields import aware, utcnow
 
 _TOUCH_INTERVAL = 60.0  # seconds between last_used_at writes for one key
 
@@ -25,6 +26,10 @@ class KeyRecord:
     scopes: frozenset[str]
     rate_limit: int
     instance_id: uuid.UUID | None
+    expires_at: dt.datetime | None = None
+
+    def expired(self, now: dt.datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
 
 class _Expiring(OrderedDict[str, tuple[float, KeyRecord | None]]):
@@ -72,7 +77,7 @@ class KeyStore:
         now = time.monotonic()
         hit = self._known.fresh(digest, now) or self._unknown.fresh(digest, now)
         if hit is not None:
-            return hit[1]
+            return None if hit[1] is not None and hit[1].expired(utcnow()) else hit[1]
         if not load:
             return None
         # When an entry expires under load, every check in flight misses at once: one query serves them.
@@ -95,7 +100,10 @@ class KeyStore:
                 scopes=frozenset(row.scopes.split()),
                 rate_limit=row.rate_limit_per_minute,
                 instance_id=row.instance_id,
+                expires_at=aware(row.expires_at),
             )
+            if record.expired(utcnow()):
+                record = None
         cache = self._unknown if record is None else self._known
         cache.put(digest, (time.monotonic() + self._ttl, record))
         (self._known if record is None else self._unknown).pop(digest, None)

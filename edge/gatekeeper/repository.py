@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from edge.gatekeeper.models import api_keys, tenants
@@ -56,6 +56,18 @@ async def live_key_ids(
 async def update_key(conn: AsyncConnection, *, key_id: uuid.UUID, values: dict[str, Any]) -> Row[Any] | None:
     query = update(api_keys).where(api_keys.c.id == key_id).values(**values).returning(*api_keys.c)
     return (await conn.execute(query)).first()
+
+
+async def count_live_keys(conn: AsyncConnection, *, tenant_id: uuid.UUID, kind: str, now: dt.datetime) -> int:
+    """How many of the tenant's keys of `kind` are neither revoked nor expired."""
+    c = api_keys.c
+    query = select(func.count()).where(
+        c.tenant_id == tenant_id,
+        c.kind == kind,
+        c.revoked_at.is_(None),
+        or_(c.expires_at.is_(None), c.expires_at > now),
+    )
+    return int((await conn.execute(query)).scalar_one())
 
 
 async def revoke_instance_keys(

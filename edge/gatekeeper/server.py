@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from pathlib import Path
 
 import grpc
@@ -11,6 +9,8 @@ from envoy.service.ratelimit.v3 import rls_pb2_grpc
 from hydra.gatekeeper.v1 import (
     admin_pb2,
     admin_pb2_grpc,
+    api_keys_pb2,
+    api_keys_pb2_grpc,
     auth_pb2,
     auth_pb2_grpc,
     context_pb2,
@@ -33,6 +33,8 @@ from edge.gatekeeper.key_admin import KeyAdmin
 from edge.gatekeeper.key_store import KeyStore
 from edge.gatekeeper.limiter import Limiter, MemoryLimiter, RedisLimiter
 from edge.gatekeeper.memberships import Memberships
+from edge.gatekeeper.own_keys import OwnKeys
+from edge.gatekeeper.own_keys_servicer import CoreKeyServicer, SupportKeyServicer
 from edge.gatekeeper.servicer import (
     ApiKeyContextServicer,
     AuthServicer,
@@ -46,6 +48,7 @@ from edge.gatekeeper.users import UserDirectory
 from edge.route_calls import RouteCalls
 from edge.tools import tools
 from services.common.asgi import AsgiListener
+from services.common.crud import TenantTable
 from services.common.process import Basics, Process, Wiring, every
 from services.common.surfaces import ID_TOKEN
 
@@ -86,13 +89,8 @@ def build(basics: Basics[Settings]) -> Wiring:
 
     calls = RouteCalls(settings.peers, internal_token=settings.internal_token)
     confirmations = Confirmations(db, valid_for=settings.confirmations_valid_for)
-    secret = (settings.admin_token or "").encode()
-    call_log = CallLog(
-        db,
-        keep=settings.call_log_retention,
-        cursor_key=hmac.new(secret, b"hydra call log cursors", hashlib.sha256).digest(),
-        logger=logger,
-    )
+    call_log = CallLog(db, keep=settings.call_log_retention, cursor_key=settings.cursor_key, logger=logger)
+    own_keys = OwnKeys(db=db, admin=key_admin, table=TenantTable(models.api_keys), cursors=basics.cursors)
     tool_servers = {
         path: ToolServer(
             surface,
@@ -118,6 +116,8 @@ def build(basics: Basics[Settings]) -> Wiring:
         context_pb2_grpc.add_ApiKeyContextServiceServicer_to_server(key_context, server)
         keys_pb2_grpc.add_KeyStatusServiceServicer_to_server(KeyStatusServicer(key_admin), server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(members), server)
+        api_keys_pb2_grpc.add_SupportKeyServiceServicer_to_server(SupportKeyServicer(own_keys), server)
+        api_keys_pb2_grpc.add_CoreKeyServiceServicer_to_server(CoreKeyServicer(own_keys), server)
         tool_calls_pb2_grpc.add_ToolCallLogServiceServicer_to_server(ToolCallLogServicer(call_log), server)
 
     async def start() -> None:
@@ -158,6 +158,8 @@ PROCESS = Process(
         keys_pb2.DESCRIPTOR.services_by_name["KeyStatusService"],
         auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
         tool_calls_pb2.DESCRIPTOR.services_by_name["ToolCallLogService"],
+        api_keys_pb2.DESCRIPTOR.services_by_name["SupportKeyService"],
+        api_keys_pb2.DESCRIPTOR.services_by_name["CoreKeyService"],
     ],
     build=build,
     http_ports=("authz", "tools"),
