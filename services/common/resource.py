@@ -36,6 +36,26 @@ class Page:
     more: bool
 
 
+async def page_within(
+    conn: AsyncConnection,
+    table: TenantTable,
+    cursors: Cursors,
+    *,
+    tenant_id: uuid.UUID,
+    count: int,
+    cursor: str | None,
+    filters: Mapping[str, Any],
+    since: Mapping[str, Any] | None = None,
+) -> Page:
+    """A page of the tenant's rows of `table` equal to `filters` (one parent's, which the caller checked
+    on `conn`), after the row `cursor` names: `count` rows at most."""
+    after = table.after_cursor(cursor, cursors) if cursor is not None else None
+    rows = await table.list(
+        conn, tenant_id=tenant_id, limit=count + 1, filters=filters, after=after, since=since
+    )
+    return Page(rows[:count], len(rows) > count)
+
+
 class ResourceService:
     """CRUD for one resource; subclasses add rules through before_/after_ hooks inside the transaction."""
 

@@ -17,7 +17,7 @@ from services.common.events.outbox import Outbox
 from services.common.fields import aware, parse_limit, utcnow
 from services.common.identity import Identity
 from services.common.paging import UNSIGNED, Cursors
-from services.common.resource import Page, ResourceService
+from services.common.resource import Page, ResourceService, page_within
 from services.crm import repository
 
 
@@ -145,19 +145,18 @@ class ConversationService(ResourceService):
         instance_id: uuid.UUID | None = None,
     ) -> Page:
         """A page of the conversation's messages, oldest first, after the one `cursor` names."""
-        count = parse_limit(limit, default=self.list_default, maximum=self.list_maximum)
-        after = self._messages.after_cursor(cursor, self._cursors) if cursor is not None else None
         async with self._db.read() as conn:
             await self._require(conn, caller, conversation_id, instance_id)
-            rows = await self._messages.list(
+            return await page_within(
                 conn,
+                self._messages,
+                self._cursors,
                 tenant_id=caller.tenant_id,
-                limit=count + 1,
+                count=parse_limit(limit, default=self.list_default, maximum=self.list_maximum),
+                cursor=cursor,
                 filters={"conversation_id": conversation_id},
-                after=after,
                 since=since,
             )
-        return Page(rows[:count], len(rows) > count)
 
     def message_cursor(self, row: Any) -> str:
         """A signed cursor to the messages after `row`."""

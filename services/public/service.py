@@ -21,7 +21,7 @@ from services.common.events.outbox import Outbox
 from services.common.fields import parse_limit, utcnow
 from services.common.identity import Identity
 from services.common.paging import UNSIGNED, Cursors
-from services.common.resource import Page, ResourceService
+from services.common.resource import Page, ResourceService, page_within
 from services.public import repository
 from services.public.crm import CrmConversations
 
@@ -217,21 +217,19 @@ class Forms:
     ) -> Page:
         """The newest submissions of one of the caller's sites (after the one `cursor` names; at or after
         every `since` moment)."""
-        count = parse_limit(limit)
-        table = repository.form_submissions
-        after = table.after_cursor(cursor, self._cursors) if cursor is not None else None
         async with self._db.read() as conn:
             if await repository.sites.get(conn, tenant_id=caller.tenant_id, row_id=site_id) is None:
                 raise NotFound(SITE_NOT_FOUND)
-            rows = await table.list(
+            return await page_within(
                 conn,
+                repository.form_submissions,
+                self._cursors,
                 tenant_id=caller.tenant_id,
-                limit=count + 1,
+                count=parse_limit(limit),
+                cursor=cursor,
                 filters={"site_id": site_id},
-                after=after,
                 since=since,
             )
-        return Page(rows[:count], len(rows) > count)
 
     def cursor(self, row: Any) -> str:
         """A cursor to the submissions after `row`."""
