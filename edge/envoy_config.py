@@ -338,10 +338,11 @@ def route(binding: Binding, settings: EdgeSettings) -> dict[str, Any]:
             )
         }
         if access.surface.checks_json and binding.takes_body:
-            # The body goes to the check, which refuses one that is not JSON in the surface's terms; of a
-            # larger body (a route with a higher limit) only that much goes, marked partial: not judged.
+            # The body goes to the check, which refuses one that is not JSON in the surface's terms. Of a
+            # larger body (a route with a higher limit) Envoy sends exactly that many bytes, not always
+            # marked partial (a buffer that fills to the byte is not): a body of that length is not judged.
             check["with_request_body"] = {
-                "max_request_bytes": min(settings.max_request_bytes, MAX_BODY_BYTES),
+                "max_request_bytes": MAX_BODY_BYTES,
                 "allow_partial_message": True,
             }
         entry["typed_per_filter_config"] = {

@@ -222,7 +222,7 @@ class CheckProtocol(asyncio.Protocol):
         if (
             admission.error is None
             and route.surface.checks_json
-            and request.body
+            and 0 < len(request.body) < MAX_BODY_BYTES  # Envoy cuts a body at exactly that length
             and request.headers.get(PARTIAL_BODY_HEADER) != "true"
         ):
             try:
