@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from edge.gatekeeper import repository
 from edge.gatekeeper.key_admin import KeyAdmin
@@ -17,7 +18,7 @@ from services.common.errors import Conflict, FieldError, NotFound, ValidationErr
 from services.common.fields import aware, parse_limit, utcnow
 from services.common.identity import Identity, has_scope
 from services.common.paging import Cursors
-from services.common.resource import Page
+from services.common.resource import Check, Page
 
 KEY_NOT_FOUND = "Key not found."
 MAX_LIVE_KEYS = 100  # of one kind, per tenant: enough for every integration, too few to hoard
@@ -84,10 +85,10 @@ class OwnKeys:
         )
 
     async def update(
-        self, caller: Identity, kind: str, key_id: uuid.UUID, fields: Mapping[str, Any]
+        self, caller: Identity, kind: str, key_id: uuid.UUID, fields: Mapping[str, Any], *, check: Check
     ) -> Row[Any]:
-        """Renames a key, or sets its rate limit (at most the calling key's) or its expiry."""
-        row = await self.get(caller, kind, key_id)
+        """Renames a key, or sets its rate limit (at most the calling key's) or its expiry; `check` may
+        refuse the key as it is (e.g. If-Match), on the row locked for the write."""
         values: dict[str, Any] = {}
         if "name" in fields:
             values["name"] = fields["name"] or ""
@@ -96,19 +97,30 @@ class OwnKeys:
             values["rate_limit_per_minute"] = self._limit(fields["rate_limit_per_minute"], ceiling) or ceiling
         if "expires_at" in fields:
             values["expires_at"] = _expiry(fields["expires_at"])
-        if not values:
-            return row
         async with self._db.transaction() as conn:
+            row = await self._locked(conn, caller, kind, key_id)
+            check(row)
+            if not values:
+                return row
             updated = await repository.update_key(conn, key_id=row.id, values=values)
-        if updated is None:
-            raise NotFound(KEY_NOT_FOUND)
+        assert updated is not None  # locked in this transaction
         return updated
 
-    async def revoke(self, caller: Identity, kind: str, key_id: uuid.UUID) -> None:
-        """Revokes a key (once: a revoked key keeps its first revoked_at)."""
-        row = await self.get(caller, kind, key_id)
-        if row.revoked_at is None:
-            await self._admin.revoke(str(row.id))
+    async def revoke(self, caller: Identity, kind: str, key_id: uuid.UUID, *, check: Check) -> None:
+        """Revokes a key (once: a revoked key keeps its first revoked_at); `check` as for update."""
+        async with self._db.transaction() as conn:
+            row = await self._locked(conn, caller, kind, key_id)
+            check(row)
+            if row.revoked_at is None:
+                await repository.update_key(conn, key_id=row.id, values={"revoked_at": utcnow()})
+
+    async def _locked(
+        self, conn: AsyncConnection, caller: Identity, kind: str, key_id: uuid.UUID
+    ) -> Row[Any]:
+        row = await self._table.get(conn, tenant_id=caller.tenant_id, row_id=key_id, for_update=True)
+        if row is None or row.kind != kind:
+            raise NotFound(KEY_NOT_FOUND)
+        return row
 
     async def _calling_key(self, caller: Identity) -> Row[Any]:
         async with self._db.read() as conn:

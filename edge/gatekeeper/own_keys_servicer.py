@@ -9,6 +9,7 @@ from hydra.gatekeeper.v1 import api_keys_pb2, api_keys_pb2_grpc
 from sqlalchemy import Row
 
 from edge.gatekeeper.own_keys import KEY_NOT_FOUND, OwnKeys
+from services.common.conditional import answer_version, require_match
 from services.common.fields import optional_query, parse_input, parse_path_id, to_message
 from services.common.identity import current_identity
 from services.common.paging import descriptor_of
@@ -25,8 +26,13 @@ def own_key(row: Row[Any], secret: str | None = None) -> api_keys_pb2.OwnKey:
     return message
 
 
+def _still_at(row: Row[Any]) -> None:
+    """Refuses a write the request's If-Match makes conditional on another version of the key."""
+    require_match(lambda: own_key(row))
+
+
 class _OwnKeyRpcs:
-    """ListKeys, CreateKey, GetKey, UpdateKey and DeleteKey for the keys of one kind."""
+    """List, create, get, update and delete of the keys of one kind, each surface's RPCs calling them."""
 
     def __init__(self, keys: OwnKeys, kind: str) -> None:
         self._keys = keys
@@ -35,9 +41,7 @@ class _OwnKeyRpcs:
     def _id(self, request: Any) -> Any:
         return parse_path_id(request.id, param="id", not_found=KEY_NOT_FOUND)
 
-    async def ListKeys(
-        self, request: api_keys_pb2.ListOwnKeysRequest, context: Context
-    ) -> api_keys_pb2.ListOwnKeysResponse:
+    async def _list(self, request: api_keys_pb2.ListOwnKeysRequest) -> api_keys_pb2.ListOwnKeysResponse:
         page = await self._keys.list(
             current_identity(),
             self._kind,
@@ -54,17 +58,21 @@ class _OwnKeyRpcs:
         return own_key(row, secret)
 
     async def _get(self, request: api_keys_pb2.GetOwnKeyRequest) -> api_keys_pb2.OwnKey:
-        return own_key(await self._keys.get(current_identity(), self._kind, self._id(request)))
+        key = own_key(await self._keys.get(current_identity(), self._kind, self._id(request)))
+        answer_version(key, read=True)
+        return key
 
     async def _update(self, request: api_keys_pb2.UpdateOwnKeyRequest) -> api_keys_pb2.OwnKey:
         key_id = self._id(request)
         fields = parse_input(request.key, _INPUT, partial=True)
-        return own_key(await self._keys.update(current_identity(), self._kind, key_id, fields))
+        key = own_key(
+            await self._keys.update(current_identity(), self._kind, key_id, fields, check=_still_at)
+        )
+        answer_version(key, read=False)
+        return key
 
-    async def DeleteKey(
-        self, request: api_keys_pb2.DeleteOwnKeyRequest, context: Context
-    ) -> api_keys_pb2.DeleteOwnKeyResponse:
-        await self._keys.revoke(current_identity(), self._kind, self._id(request))
+    async def _delete(self, request: api_keys_pb2.DeleteOwnKeyRequest) -> api_keys_pb2.DeleteOwnKeyResponse:
+        await self._keys.revoke(current_identity(), self._kind, self._id(request), check=_still_at)
         return api_keys_pb2.DeleteOwnKeyResponse()
 
 
@@ -73,6 +81,11 @@ class SupportKeyServicer(_OwnKeyRpcs, api_keys_pb2_grpc.SupportKeyServiceService
 
     def __init__(self, keys: OwnKeys) -> None:
         super().__init__(keys, "hmcp")
+
+    async def ListKeys(
+        self, request: api_keys_pb2.ListOwnKeysRequest, context: Context
+    ) -> api_keys_pb2.ListOwnKeysResponse:
+        return await self._list(request)
 
     async def CreateKey(
         self, request: api_keys_pb2.CreateOwnKeyRequest, context: Context
@@ -89,6 +102,11 @@ class SupportKeyServicer(_OwnKeyRpcs, api_keys_pb2_grpc.SupportKeyServiceService
     ) -> api_keys_pb2.OwnKeyResponse:
         return api_keys_pb2.OwnKeyResponse(key=await self._update(request))
 
+    async def DeleteKey(
+        self, request: api_keys_pb2.DeleteOwnKeyRequest, context: Context
+    ) -> api_keys_pb2.DeleteOwnKeyResponse:
+        return await self._delete(request)
+
 
 class CoreKeyServicer(_OwnKeyRpcs, api_keys_pb2_grpc.CoreKeyServiceServicer):
     """CoreKeyService: hc_live_ keys, each answer the key itself."""
@@ -96,15 +114,27 @@ class CoreKeyServicer(_OwnKeyRpcs, api_keys_pb2_grpc.CoreKeyServiceServicer):
     def __init__(self, keys: OwnKeys) -> None:
         super().__init__(keys, "hc_live")
 
-    async def CreateKey(
+    async def ListCoreKeys(
+        self, request: api_keys_pb2.ListOwnKeysRequest, context: Context
+    ) -> api_keys_pb2.ListOwnKeysResponse:
+        return await self._list(request)
+
+    async def CreateCoreKey(
         self, request: api_keys_pb2.CreateOwnKeyRequest, context: Context
     ) -> api_keys_pb2.OwnKey:
         return await self._create(request)
 
-    async def GetKey(self, request: api_keys_pb2.GetOwnKeyRequest, context: Context) -> api_keys_pb2.OwnKey:
+    async def GetCoreKey(
+        self, request: api_keys_pb2.GetOwnKeyRequest, context: Context
+    ) -> api_keys_pb2.OwnKey:
         return await self._get(request)
 
-    async def UpdateKey(
+    async def UpdateCoreKey(
         self, request: api_keys_pb2.UpdateOwnKeyRequest, context: Context
     ) -> api_keys_pb2.OwnKey:
         return await self._update(request)
+
+    async def DeleteCoreKey(
+        self, request: api_keys_pb2.DeleteOwnKeyRequest, context: Context
+    ) -> api_keys_pb2.DeleteOwnKeyResponse:
+        return await self._delete(request)

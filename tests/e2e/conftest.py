@@ -214,6 +214,8 @@ CORE_SCOPES = (
     "sites:write",
     "analytics:read",
     "forms:read",
+    "keys:read",
+    "keys:write",
 )
 
 
@@ -252,6 +254,7 @@ def create_resource(edge: Edge, key: Key, collection: str) -> dict:
         "/api/v1/leads": lambda: {"name": "Lead"},
         "/api/v1/accounts": lambda: {"name": "Account"},
         "/api/v1/tickets": lambda: {"title": "Ticket"},
+        "/api/v1/keys": lambda: {"scopes": ["crm:read"]},
         "/api/v1/contacts": lambda: {
             "email": "c@example.com",
             "account_id": create_resource(edge, key, "/api/v1/accounts")["id"],

@@ -104,10 +104,16 @@ def test_every_route_hides_other_tenants_rows(edge: Edge, binding: Binding) -> N
     channel = create_channel(edge, theirs, instance["id"])
     site = create_site(edge, theirs)
     mine = core_key(edge)
-    path = fill(binding.template, instance_id=instance["id"], endpoint_id=channel["id"], site_id=site["id"])
+    path = fill(
+        binding.template,
+        instance_id=instance["id"],
+        endpoint_id=channel["id"],
+        site_id=site["id"],
+        id=theirs.id,
+    )
     body = VALID_BODIES.get(f"{binding.method} {binding.template}", {})
     detail = assert_detail(edge.http.request(binding.method, path, json=body, headers=mine.api_key), 404)
-    assert detail in ("Instance not found", "Channel not found", "Site not found")
+    assert detail in ("Instance not found", "Channel not found", "Site not found", "Key not found.")
     # ...and the rows are untouched for their owner.
     listed = edge.http.get(f"/v1/instances/{instance['id']}/channels", headers=theirs.api_key).json()
     assert [c["id"] for c in listed["channels"]] == [channel["id"]]

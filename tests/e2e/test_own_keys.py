@@ -152,3 +152,19 @@ def test_hydracore_keys_in_fastapis_shape(edge: Edge) -> None:
     assert edge.http.delete(f"/v1/keys/{made['id']}", headers=admin.api_key).status_code == 204
     time.sleep(1)
     assert edge.http.get("/v1/instances", headers={"X-Api-Key": made["secret"]}).status_code == 401
+
+
+def test_a_key_is_conditional_like_every_resource(edge: Edge) -> None:
+    admin = edge.key(scopes=ADMIN)
+    made = mint(edge, admin)
+    url = f"/api/v1/keys/{made['id']}"
+    first = edge.http.get(url, headers=admin.bearer)
+    tag = first.headers["etag"]
+    assert edge.http.get(url, headers={**admin.bearer, "If-None-Match": tag}).status_code == 304
+    renamed = edge.http.patch(url, json={"name": "one"}, headers={**admin.bearer, "If-Match": tag})
+    assert renamed.status_code == 200 and renamed.headers["etag"] != tag
+    stale = edge.http.patch(url, json={"name": "two"}, headers={**admin.bearer, "If-Match": tag})
+    assert_error(stale, 412, "precondition_failed")
+    assert_error(edge.http.delete(url, headers={**admin.bearer, "If-Match": tag}), 412, "precondition_failed")
+    current = renamed.headers["etag"]
+    assert edge.http.delete(url, headers={**admin.bearer, "If-Match": current}).status_code == 204
