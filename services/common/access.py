@@ -63,6 +63,7 @@ class MethodAccess:
     rate_limit: RateLimit
     prior_limits: tuple[PriorLimit, ...] = ()
     conditional: bool = False  # answers with an ETag; honours If-None-Match and If-Match
+    http_write: bool = False  # bound to an HTTP POST, PUT, PATCH or DELETE
     idempotent: bool = False  # a write over HTTP for a key or a user: honours Idempotency-Key
 
     @property
@@ -128,6 +129,7 @@ def parse_access(
         rate_limit=RateLimit(key, policy.rate_limit.requests_per_minute, policy.rate_limit.name or rpc),
         prior_limits=_prior_limits(full_method, policy),
         conditional=policy.conditional,
+        http_write=_writes_over_http(method_options),
         idempotent=_writes_over_http(method_options) and policy.auth in _KEYED_OR_SIGNED_IN,
     )
 

@@ -16,6 +16,7 @@ ETAG = "etag"
 IF_MATCH = "if-match"
 IF_NONE_MATCH = "if-none-match"
 _STALE = "The resource has changed since the version If-Match names; read it again, then retry."
+_UNKEPT = "This route keeps no versions (no ETag), so it cannot honour If-Match; send the write without it."
 
 
 def etag(resource: Message) -> str:
@@ -40,6 +41,14 @@ def answer_version(resource: Message, *, read: bool) -> None:
     header = exchange.request_headers.get(IF_NONE_MATCH)
     if read and header is not None and any(t in ("*", tag, f"W/{tag}") for t in _listed(header)):
         exchange.answer_headers[HTTP_STATUS_HEADER] = "304"
+
+
+def refuse_unkept_match() -> None:
+    """Refuses (412) a write with If-Match on a route that keeps no versions: its condition cannot be
+    checked, and ignoring it would let the write overwrite what the client meant to protect."""
+    exchange = current_exchange()
+    if not exchange.conditional and IF_MATCH in exchange.request_headers:
+        raise PreconditionFailed(_UNKEPT)
 
 
 def require_match(resource: Callable[[], Message]) -> None:

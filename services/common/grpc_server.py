@@ -24,6 +24,7 @@ from services.common import config, deadlines
 from services.common import identity as ident
 from services.common.access import MethodAccess, service_access
 from services.common.channels import HTTP2_OPTIONS, MAX_MESSAGE_BYTES
+from services.common.conditional import refuse_unkept_match
 from services.common.db import is_connection_loss
 from services.common.errors import (
     DeadlineExceeded,
@@ -160,6 +161,8 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
             async with self._guard(policy, context) as call:
                 if policy.reads_raw_fields:
                     refuse_control_characters(request)
+                if policy.http_write:
+                    refuse_unkept_match()
                 if policy.idempotent:
                     first = await self._hold_key(call, request)
                     if first is not None:

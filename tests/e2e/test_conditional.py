@@ -144,3 +144,17 @@ def test_a_missing_resource_is_404_whatever_its_preconditions(edge: Edge, key: K
     url = f"/api/v1/leads/{uuid.uuid4()}"
     assert_error(edge.http.get(url, headers={**key.bearer, "If-None-Match": "*"}), 404, "not_found")
     assert_error(edge.http.patch(url, json={}, headers={**key.bearer, "If-Match": "*"}), 404, "not_found")
+
+
+def test_if_match_on_a_write_that_keeps_no_versions_is_refused_not_ignored(edge: Edge) -> None:
+    key = edge.key(scopes=["conversations:read", "conversations:write"])
+    conversation_id = create_resource(edge, key, "/api/v1/conversations")["id"]
+    url = f"/api/v1/conversations/{conversation_id}/messages"
+    refused = edge.http.post(url, json={"content": "Hi"}, headers={**key.bearer, "If-Match": '"v1"'})
+    assert "If-Match" in assert_error(refused, 412, "precondition_failed")["error"]
+    assert edge.http.get(url, headers=key.bearer).json()["messages"] == []
+    core = core_key(edge)
+    answer = edge.http.post(
+        "/v1/keys", json={"scopes": ["instances:read"]}, headers={**core.api_key, "If-Match": "*"}
+    )
+    assert "If-Match" in str(assert_detail(answer, 412))
