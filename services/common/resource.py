@@ -23,7 +23,13 @@ from services.common.identity import Identity
 from services.common.paging import UNSIGNED, Cursors
 
 Scope = Mapping[str, Any] | None  # parent columns a nested resource's row must also match
-Check = Callable[[Row[Any]], None]  # refuses a row a write would change (raises), e.g. If-Match
+Check = Callable[[Any], None]  # refuses a row a write would change (raises), e.g. If-Match
+
+
+def accept(_row: Any) -> None:
+    """The check of a write that is not conditional."""
+
+
 Event = tuple[str, dict[str, Any]]  # an outbox event: (topic, payload)
 WRITE_CONFLICT = "The write conflicts with other data; nothing was changed."
 

@@ -18,6 +18,7 @@ from services.common.db import Database
 from services.common.errors import FieldError, NotFound, PlanLimitExceeded, ValidationError
 from services.common.fields import utcnow
 from services.common.plans import Plan, plan_named
+from services.common.resource import Check, accept
 from services.workflows import repository
 from services.workflows.models import (
     ADAPTERS,
@@ -217,9 +218,13 @@ class DeploymentService:
             await self._serve(conn, deployment_id, workflow_ids)
             return await self._view_of(conn, deployment_id)
 
-    async def update(self, user_id: uuid.UUID, deployment_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    async def update(
+        self, user_id: uuid.UUID, deployment_id: str, fields: dict[str, Any], *, check: Check = accept
+    ) -> dict[str, Any]:
+        """Changes a deployment once `check` accepts it as it is (its view, as GET answers it)."""
         async with self._db.transaction() as conn:
             row = await self._owned(conn, user_id, deployment_id, for_update=True)
+            check(await self._view_of(conn, row.id))
             values: dict[str, Any] = {"updated_at": utcnow()}
             for field, column in (
                 ("name", "name"),
@@ -268,9 +273,10 @@ class DeploymentService:
             await self._cut(row.id)
         return view
 
-    async def delete(self, user_id: uuid.UUID, deployment_id: str) -> str:
+    async def delete(self, user_id: uuid.UUID, deployment_id: str, *, check: Check = accept) -> str:
         async with self._db.transaction() as conn:
             row = await self._owned(conn, user_id, deployment_id, for_update=True)
+            check(await self._view_of(conn, row.id))
             await conn.execute(delete(deployments).where(deployments.c.id == row.id))
         if self._cut is not None:
             await self._cut(row.id)

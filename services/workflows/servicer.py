@@ -17,6 +17,7 @@ from hydra.workflows.v1 import (
     workflows_pb2_grpc,
 )
 
+from services.common.conditional import answer_version, require_match
 from services.common.fields import optional_query, parse_input, parse_request, query_choice, timestamp
 from services.common.identity import current_user, require_admin, text_metadata
 from services.common.paging import descriptor_of
@@ -72,6 +73,11 @@ def workflow_message(row: Any, *, with_manifest: bool = False) -> workflows_pb2.
 
 def _workflow(row: Any) -> workflows_pb2.Workflow:
     return workflow_message(row, with_manifest=True)
+
+
+def _workflow_at(row: Any) -> None:
+    """Refuses a write the request's If-Match makes conditional on another version of the workflow."""
+    require_match(lambda: _workflow(row))
 
 
 def _pagination(page: Page) -> workflows_pb2.Pagination:
@@ -142,20 +148,23 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
     async def GetWorkflow(
         self, request: workflows_pb2.GetWorkflowRequest, context: Context
     ) -> workflows_pb2.WorkflowReply:
-        row = await self._workflows.get(current_user(), request.workflow_id)
-        return workflows_pb2.WorkflowReply(success=True, data=_workflow(row))
+        data = _workflow(await self._workflows.get(current_user(), request.workflow_id))
+        answer_version(data, read=True)
+        return workflows_pb2.WorkflowReply(success=True, data=data)
 
     async def UpdateWorkflow(
         self, request: workflows_pb2.UpdateWorkflowRequest, context: Context
     ) -> workflows_pb2.WorkflowReply:
         fields = parse_input(request.workflow, _WORKFLOW_INPUT, partial=False)
-        row = await self._workflows.replace(current_user(), request.workflow_id, fields)
-        return workflows_pb2.WorkflowReply(success=True, data=_workflow(row))
+        row = await self._workflows.replace(current_user(), request.workflow_id, fields, check=_workflow_at)
+        data = _workflow(row)
+        answer_version(data, read=False)
+        return workflows_pb2.WorkflowReply(success=True, data=data)
 
     async def DeleteWorkflow(
         self, request: workflows_pb2.DeleteWorkflowRequest, context: Context
     ) -> workflows_pb2.DeletedReply:
-        return _deleted(await self._workflows.delete(current_user(), request.workflow_id))
+        return _deleted(await self._workflows.delete(current_user(), request.workflow_id, check=_workflow_at))
 
     async def ListWorkflowVersions(
         self, request: workflows_pb2.ListWorkflowVersionsRequest, context: Context
@@ -336,8 +345,17 @@ _ADAPTER_INPUT = descriptor_of(deployments_pb2.AdapterInput)
 _KEY_INPUT = descriptor_of(deployments_pb2.KeyInput)
 
 
-def _deployment(view: dict[str, Any]) -> deployments_pb2.DeploymentReply:
-    return deployments_pb2.DeploymentReply(success=True, data=message_from(view, deployments_pb2.Deployment))
+def _deployment(view: dict[str, Any], *, read: bool | None = None) -> deployments_pb2.DeploymentReply:
+    """A deployment's answer; with `read` (a GET, or a conditional write), with its version (ETag)."""
+    data = message_from(view, deployments_pb2.Deployment)
+    if read is not None:
+        answer_version(data, read=read)
+    return deployments_pb2.DeploymentReply(success=True, data=data)
+
+
+def _deployment_at(view: dict[str, Any]) -> None:
+    """Refuses a write the request's If-Match makes conditional on another version of the deployment."""
+    require_match(lambda: message_from(view, deployments_pb2.Deployment))
 
 
 def _deployment_deleted(
@@ -380,13 +398,16 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     async def GetDeployment(
         self, request: deployments_pb2.GetDeploymentRequest, context: Context
     ) -> deployments_pb2.DeploymentReply:
-        return _deployment(await self._deployments.get(current_user(), request.deployment_id))
+        return _deployment(await self._deployments.get(current_user(), request.deployment_id), read=True)
 
     async def UpdateDeployment(
         self, request: deployments_pb2.UpdateDeploymentRequest, context: Context
     ) -> deployments_pb2.DeploymentReply:
         fields = parse_input(request.deployment, _DEPLOYMENT_INPUT, partial=True)
-        return _deployment(await self._deployments.update(current_user(), request.deployment_id, fields))
+        view = await self._deployments.update(
+            current_user(), request.deployment_id, fields, check=_deployment_at
+        )
+        return _deployment(view, read=False)
 
     async def SetDeploymentAdapter(
         self, request: deployments_pb2.SetDeploymentAdapterRequest, context: Context
@@ -419,7 +440,9 @@ class DeploymentServicer(deployments_pb2_grpc.DeploymentServiceServicer):
     async def DeleteDeployment(
         self, request: deployments_pb2.DeleteDeploymentRequest, context: Context
     ) -> deployments_pb2.DeletedDeploymentReply:
-        return _deployment_deleted(await self._deployments.delete(current_user(), request.deployment_id))
+        return _deployment_deleted(
+            await self._deployments.delete(current_user(), request.deployment_id, check=_deployment_at)
+        )
 
     async def GetDeploymentUsage(
         self, request: deployments_pb2.GetDeploymentUsageRequest, context: Context

@@ -16,6 +16,7 @@ from services.common.db import Database
 from services.common.errors import Conflict, Forbidden, NotFound, PlanLimitExceeded, Unauthenticated
 from services.common.fields import utcnow
 from services.common.plans import plan_named
+from services.common.resource import Check, accept
 from services.workflows import manifest, repository
 from services.workflows.models import ADAPTERS, workflows
 from services.workflows.paging import Page, Pager
@@ -179,12 +180,16 @@ class WorkflowService:
         )
         return workflow_id
 
-    async def replace(self, user_id: uuid.UUID, workflow_id: str, fields: dict[str, Any]) -> Any:
-        """Replaces an owned workflow; a changed manifest becomes a new version."""
+    async def replace(
+        self, user_id: uuid.UUID, workflow_id: str, fields: dict[str, Any], *, check: Check = accept
+    ) -> Any:
+        """Replaces an owned workflow (once `check` accepts it as it is); a changed manifest becomes a
+        new version."""
         manifest.check(fields["manifest"])
         values = _workflow_values(fields)
         async with self._db.transaction() as conn:
             before = await owned(conn, user_id, workflow_id)
+            check(before)
             version = manifest.next_version(before.current_version, before.manifest, values["manifest"])
             now = utcnow()
             if version != before.current_version:
@@ -202,9 +207,10 @@ class WorkflowService:
             )
             return await repository.workflow(conn, before.id)
 
-    async def delete(self, user_id: uuid.UUID, workflow_id: str) -> str:
+    async def delete(self, user_id: uuid.UUID, workflow_id: str, *, check: Check = accept) -> str:
         async with self._db.transaction() as conn:
             row = await owned(conn, user_id, workflow_id)
+            check(row)
             await repository.adjust(conn, row.forked_from_id, forks=-1)
             await repository.delete_workflows(conn, [row.id])
         return row.id

@@ -11,7 +11,9 @@ import pytest
 from edge.bindings import load_bindings
 from tests.e2e.conftest import Edge, Key, core_key, create_channel, create_instance, create_resource
 from tests.e2e.test_core_routes import assert_detail
+from tests.e2e.test_deployments import create_deployment
 from tests.e2e.test_leads import assert_error
+from tests.e2e.test_marketplace import create_workflow, error_of, workflow_body
 
 SUPPORT_COLLECTIONS = [
     "/api/v1/leads",
@@ -49,6 +51,8 @@ def test_every_conditional_route_is_covered_here() -> None:
         "/v1/instances/{instance_id}/channels/{endpoint_id}",
         "/v1/sites",
         "/v1/sites/{site_id}",
+        "/v1/workflows/{workflow_id}",
+        "/v1/deployments/{deployment_id}",
         "/api/v1/keys/{id}",  # tests/e2e/test_own_keys.py
         "/v1/keys/{id}",
     }
@@ -158,3 +162,30 @@ def test_if_match_on_a_write_that_keeps_no_versions_is_refused_not_ignored(edge:
         "/v1/keys", json={"scopes": ["instances:read"]}, headers={**core.api_key, "If-Match": "*"}
     )
     assert "If-Match" in str(assert_detail(answer, 412))
+
+
+def test_the_marketplaces_workflows_and_deployments_are_conditional_in_its_envelope(edge: Edge) -> None:
+    user = edge.user()
+    workflow = create_workflow(edge, user)
+    url = f"/v1/workflows/{workflow['workflowId']}"
+    tag = etag_of(edge.http.get(url, headers=user.bearer))
+    assert edge.http.get(url, headers={**user.bearer, "If-None-Match": tag}).status_code == 304
+    replaced = edge.http.put(
+        url, json=workflow_body(description="v2"), headers={**user.bearer, "If-Match": tag}
+    )
+    assert replaced.status_code == 200, replaced.text
+    assert etag_of(replaced) != tag
+    stale = edge.http.put(url, json=workflow_body(description="v3"), headers={**user.bearer, "If-Match": tag})
+    error_of(stale, 412, "PRECONDITION_FAILED")
+    error_of(edge.http.delete(url, headers={**user.bearer, "If-Match": tag}), 412, "PRECONDITION_FAILED")
+
+    deployment = create_deployment(edge, user, [workflow["workflowId"]])
+    where = f"/v1/deployments/{deployment['deploymentId']}"
+    version = etag_of(edge.http.get(where, headers=user.bearer))
+    renamed = edge.http.put(where, json={"name": "Renamed"}, headers={**user.bearer, "If-Match": version})
+    assert renamed.status_code == 200, renamed.text
+    error_of(
+        edge.http.delete(where, headers={**user.bearer, "If-Match": version}), 412, "PRECONDITION_FAILED"
+    )
+    assert edge.http.delete(where, headers={**user.bearer, "If-Match": etag_of(renamed)}).status_code == 200
+    assert edge.http.delete(url, headers={**user.bearer, "If-Match": etag_of(replaced)}).status_code == 200
