@@ -38,6 +38,7 @@ _REASONS = {
     431: "Too Large",
 }
 Keys = Callable[[], dict[str, Any]]  # the embedded issuer's JWKS
+_CHECK_FAILED = "Authorization is temporarily unavailable. Retry safe."
 
 
 def route_access(headers: Mapping[str, str]) -> RouteAccess:
@@ -218,7 +219,7 @@ class CheckProtocol(asyncio.Protocol):
             self._log.error(
                 "check failed", exc_info=error, extra={"request_id": request.headers.get(REQUEST_ID_HEADER)}
             )
-            admission = Admission(Unavailable("Authorization is temporarily unavailable. Retry safe."))
+            admission = Admission(Unavailable(_CHECK_FAILED))
         if (
             admission.error is None
             and route.surface.checks_json
@@ -229,6 +230,9 @@ class CheckProtocol(asyncio.Protocol):
                 check_json_body(request.body)
             except HydraError as error:
                 admission = Admission(error, rate_headers=admission.rate_headers)
+            except Exception as error:  # never the worker's end: the connection's next checks wait on it
+                self._log.error("body check failed", exc_info=error)
+                admission = Admission(Unavailable(_CHECK_FAILED))
         return admission_response(admission, route, request.headers.get(REQUEST_ID_HEADER))
 
     def _keys(self) -> bytes:

@@ -207,6 +207,9 @@ def test_a_body_on_a_surface_that_checks_json_is_refused_as_fastapi_refuses_it()
         await writer.drain()
         writer.write(whole[10:] + core_check(b'{"a": ', extra="x-envoy-auth-partial-body: true\r\n"))
         assert [(await read_response(reader))[0] for _ in range(2)] == [200, 200]
+        # Nested past the parser's depth: not judged here, and the connection goes on answering.
+        writer.write(core_check(b"[" * 200_000) + core_check(b"{}"))
+        assert [(await read_response(reader))[0] for _ in range(2)] == [200, 200]
         writer.write(core_check(b'"\xff"'))
         status, _, body = await read_response(reader)
         assert (status, json.loads(body)) == (400, {"detail": "There was an error parsing the body"})
