@@ -18,7 +18,7 @@ from services.common.errors import Conflict, FieldError, NotFound, ValidationErr
 from services.common.fields import aware, parse_limit, utcnow
 from services.common.identity import Identity, has_scope
 from services.common.paging import Cursors
-from services.common.resource import Check, Page
+from services.common.resource import Check, Page, read_page
 
 KEY_NOT_FOUND = "Key not found."
 MAX_LIVE_KEYS = 100  # of one kind, per tenant: enough for every integration, too few to hoard
@@ -39,12 +39,15 @@ class OwnKeys:
 
     async def list(self, caller: Identity, kind: str, *, limit: int | None, cursor: str | None) -> Page:
         """The tenant's keys of `kind`, newest first, after the one `cursor` names."""
-        count = parse_limit(limit)
-        after = self._table.after_cursor(cursor, self._cursors) if cursor is not None else None
-        rows = await self._table.read_page(
-            self._db, tenant_id=caller.tenant_id, limit=count + 1, filters={"kind": kind}, after=after
+        return await read_page(
+            self._db,
+            self._table,
+            self._cursors,
+            tenant_id=caller.tenant_id,
+            count=parse_limit(limit),
+            cursor=cursor,
+            filters={"kind": kind},
         )
-        return Page(rows[:count], len(rows) > count)
 
     def cursor(self, row: Any) -> str:
         return self._table.cursor(row, self._cursors)

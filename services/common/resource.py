@@ -62,6 +62,27 @@ async def page_within(
     return Page(rows[:count], len(rows) > count)
 
 
+async def read_page(
+    db: Database,
+    table: TenantTable,
+    cursors: Cursors,
+    *,
+    tenant_id: uuid.UUID,
+    count: int,
+    cursor: str | None,
+    filters: Mapping[str, Any],
+    since: Mapping[str, Any] | None = None,
+) -> Page:
+    """A page of the tenant's rows of `table` equal to `filters`, after the row `cursor` names, in a read
+    of its own (the hot list read): `count` rows at most."""
+    after = table.after_cursor(cursor, cursors) if cursor is not None else None
+    # One row more than asked: whether another page follows.
+    rows = await table.read_page(
+        db, tenant_id=tenant_id, limit=count + 1, filters=filters, after=after, since=since
+    )
+    return Page(rows[:count], len(rows) > count)
+
+
 class ResourceService:
     """CRUD for one resource; subclasses add rules through before_/after_ hooks inside the transaction."""
 
@@ -99,15 +120,17 @@ class ResourceService:
     ) -> Page:
         """The caller's rows in list order (limit 1..list_maximum), equal to every given filter, at or
         after every `since` moment (e.g. {"updated_at": …}), after the row `cursor` names."""
-        count = parse_limit(limit, default=self.list_default, maximum=self.list_maximum)
         given = {k: v for k, v in (filters or {}).items() if v is not None}
-        at_least = {k: v for k, v in (since or {}).items() if v is not None}
-        after = self.table.after_cursor(cursor, self._cursors) if cursor is not None else None
-        # One row more than asked: whether another page follows.
-        rows = await self.table.read_page(
-            self._db, tenant_id=caller.tenant_id, limit=count + 1, filters=given, after=after, since=at_least
+        return await read_page(
+            self._db,
+            self.table,
+            self._cursors,
+            tenant_id=caller.tenant_id,
+            count=parse_limit(limit, default=self.list_default, maximum=self.list_maximum),
+            cursor=cursor,
+            filters=given,
+            since={k: v for k, v in (since or {}).items() if v is not None},
         )
-        return Page(rows[:count], len(rows) > count)
 
     def cursor(self, row: Any) -> str:
         """A signed cursor to the rows after `row` in list order."""

@@ -69,3 +69,13 @@ def test_a_body_past_the_checked_size_is_left_to_the_transcoder(edge: Edge) -> N
     )
     assert response.status_code in (400, 422), response.text[:300]
     assert "json_invalid" not in response.text  # a cut body is never judged by where it was cut
+
+
+def test_a_body_nested_past_any_parser_is_refused_and_the_edge_goes_on(edge: Edge) -> None:
+    key = core_key(edge)
+    headers = {**key.api_key, "content-type": "application/json"}
+    deep = b'{"name": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    response = edge.http.post("/v1/instances", content=deep, headers=headers, timeout=30)
+    assert response.status_code in (400, 422), response.text[:300]
+    for _ in range(4):  # the checks after it, on whatever connection they take, are answered
+        assert edge.http.post("/v1/instances", content=b"{", headers=headers).status_code == 422
