@@ -120,6 +120,7 @@ def parse_access(
             if policy.auth in (AuthMode.AUTH_MODE_SUPPORT_KEY, AuthMode.AUTH_MODE_CORE_KEY)
             else RateLimitKey.RATE_LIMIT_KEY_NONE
         )
+    http_write = _writes_over_http(method_options)
     rpc = full_method.strip("/").replace("/", ".")
     return MethodAccess(
         full_method=full_method,
@@ -129,8 +130,8 @@ def parse_access(
         rate_limit=RateLimit(key, policy.rate_limit.requests_per_minute, policy.rate_limit.name or rpc),
         prior_limits=_prior_limits(full_method, policy),
         conditional=policy.conditional,
-        http_write=_writes_over_http(method_options),
-        idempotent=_writes_over_http(method_options) and policy.auth in _KEYED_OR_SIGNED_IN,
+        http_write=http_write,
+        idempotent=http_write and policy.auth in _KEYED_OR_SIGNED_IN,
     )
 
 

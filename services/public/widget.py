@@ -159,6 +159,12 @@ class StreamGuard:
                 watch.end()
 
 
+def _require_token_of(caller: Identity, instance_id: uuid.UUID) -> None:
+    """Refuses a widget token bound to another instance than the path's."""
+    if caller.instance_id != str(instance_id):
+        raise Unauthenticated("Widget token is not valid for this instance.")
+
+
 # What the visitor sees of a conversation: not its system notes.
 VISITOR_ROLES = frozenset({"visitor", "agent", "bot"})
 
@@ -205,8 +211,7 @@ class WidgetChat:
     ) -> tuple[list[Any], str]:
         """The visitor's view of a conversation of the instance: its messages after `cursor` (the latest
         ones without), internal notes left out, and the cursor to poll with next."""
-        if caller.instance_id != str(instance_id):
-            raise Unauthenticated("Widget token is not valid for this instance.")
+        _require_token_of(caller, instance_id)
         if not _is_uuid(conversation_id):
             raise NotFound(CONVERSATION_NOT_FOUND)
         count = parse_limit(limit, default=50, maximum=100)
@@ -219,8 +224,7 @@ class WidgetChat:
         self, caller: Identity, instance_id: uuid.UUID, fields: Mapping[str, Any], *, client_ip: str = ""
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         """The response stream; every check that can refuse the request runs before its first event."""
-        if caller.instance_id != str(instance_id):
-            raise Unauthenticated("Widget token is not valid for this instance.")
+        _require_token_of(caller, instance_id)
         with contextlib.ExitStack() as held:
             # Cheapest first: a flood is refused before it costs a lookup.
             if client_ip:
