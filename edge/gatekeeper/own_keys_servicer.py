@@ -10,20 +10,19 @@ from sqlalchemy import Row
 
 from edge.gatekeeper.own_keys import KEY_NOT_FOUND, OwnKeys
 from services.common.conditional import answer_version, require_match
-from services.common.fields import optional_query, parse_input, parse_path_id, to_message
+from services.common.fields import optional_query, parse_input, parse_path_id
 from services.common.identity import current_identity
 from services.common.paging import descriptor_of
-from services.common.servicing import Context, page_response
+from services.common.servicing import Context, message_from, page_response
 
 _INPUT = descriptor_of(api_keys_pb2.OwnKeyInput)
 
 
 def own_key(row: Row[Any], secret: str | None = None) -> api_keys_pb2.OwnKey:
     """A key as its tenant sees it (with its secret only when just minted)."""
-    fields = {**row._asdict(), "scopes": row.scopes.split(), "secret": secret}
-    message = to_message(fields, api_keys_pb2.OwnKey)
-    assert isinstance(message, api_keys_pb2.OwnKey)
-    return message
+    return message_from(
+        {**row._asdict(), "scopes": row.scopes.split(), "secret": secret}, api_keys_pb2.OwnKey
+    )
 
 
 def _still_at(row: Row[Any]) -> None:
