@@ -1,7 +1,9 @@
-"""Which hosts a tenant-chosen URL may reach: public addresses, plus the hosts the operator names."""
+"""Which hosts a tenant-chosen URL may reach (public addresses, plus the hosts the operator names), and
+the network backend that connects only to addresses it checked."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 import socket
@@ -9,9 +11,12 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import httpcore
+
 from services.common.config import ConfigError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # What the C resolver reads as an IPv4 address besides the dotted quad: 127.1, 0x7f.0.0.1, 017700000001,
@@ -160,3 +165,76 @@ def _port(entry: str, text: str) -> int:
     if not text.isdigit() or not 0 < int(text) <= 65535:
         raise ValueError(f"bad port in {entry!r}")
     return int(text)
+
+
+class AddressRefused(Exception):
+    """A tenant-chosen host is, or resolves to, an address a tenant may not reach."""
+
+
+class PinnedNetwork(httpcore.AsyncNetworkBackend):
+    """Resolves a tenant-chosen host once, checks every address, and connects to an address it checked.
+
+    The connection is made to the resolved address itself, so nothing resolves the name again between
+    the check and the connect (DNS rebinding); TLS still verifies the certificate for the name, which
+    the connection pool hands to start_tls, and the Host header keeps the name too.
+    """
+
+    def __init__(self, hosts: HostPolicy, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+        self._hosts = hosts
+        self._inner = inner or httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Iterable[SocketOption] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = await self._resolve(host, port, timeout)
+        if not self._hosts.trusts(host, port) and not all(is_public(a) for a in addresses):
+            raise AddressRefused()
+        failure: Exception = httpcore.ConnectError("no address")
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(
+                    str(address),
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
+                failure = error
+        raise failure
+
+    async def _resolve(self, host: str, port: int, seconds: float | None) -> list[IPAddress]:
+        try:
+            async with asyncio.timeout(seconds):
+                found = await asyncio.get_running_loop().getaddrinfo(
+                    host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+                )
+        except TimeoutError:
+            raise httpcore.ConnectTimeout("name resolution timed out") from None
+        except (OSError, UnicodeError):
+            raise httpcore.ConnectError("name resolution failed") from None
+        addresses: list[IPAddress] = []
+        for _family, _type, _proto, _name, sockaddr in found:
+            # A scope id (fe80::1%eth0) is dropped: link-local addresses are refused unless trusted anyway.
+            address = ipaddress.ip_address(str(sockaddr[0]).partition("%")[0])
+            if address not in addresses:
+                addresses.append(address)
+        if not addresses:
+            raise httpcore.ConnectError("name resolution found no address")
+        return addresses
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        socket_options: Iterable[SocketOption] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise AddressRefused()
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import re
-import socket
 import ssl
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpcore
 import httpx
 
-from services.common.outbound import HostPolicy, IPAddress, is_public
+from services.common.outbound import AddressRefused, HostPolicy, PinnedNetwork
 from services.public.knowledge import WORD, KnowledgeEntry, KnowledgeIndex
-
-SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 
 OPENAI_COMPATIBLE_BACKEND = "openai_compatible"
 # A match's BM25 score divided by the weight of a term found in one entry only: 1.0 is such a term
@@ -378,79 +374,6 @@ def _chat_completions_url(base_url: str) -> httpcore.URL:
     if url.scheme not in ("http", "https") or not url.host or not 0 < (port or 80) <= 65535:
         raise AgentFailed(NOT_CONFIGURED)
     return httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=port, target=url.raw_path)
-
-
-class AddressRefused(Exception):
-    """A model server's host is, or resolves to, an address a tenant may not reach."""
-
-
-class PinnedNetwork(httpcore.AsyncNetworkBackend):
-    """Resolves a model server's host once, checks every address, and connects to an address it checked.
-
-    The connection is made to the resolved address itself, so nothing resolves the name again between
-    the check and the connect (DNS rebinding); TLS still verifies the certificate for the name, which
-    the connection pool hands to start_tls, and the Host header keeps the name too.
-    """
-
-    def __init__(self, hosts: HostPolicy, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
-        self._hosts = hosts
-        self._inner = inner or httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        local_address: str | None = None,
-        socket_options: Iterable[SocketOption] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await self._resolve(host, port, timeout)
-        if not self._hosts.trusts(host, port) and not all(is_public(a) for a in addresses):
-            raise AddressRefused()
-        failure: Exception = httpcore.ConnectError("no address")
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    str(address),
-                    port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
-                failure = error
-        raise failure
-
-    async def _resolve(self, host: str, port: int, seconds: float | None) -> list[IPAddress]:
-        try:
-            async with asyncio.timeout(seconds):
-                found = await asyncio.get_running_loop().getaddrinfo(
-                    host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-                )
-        except TimeoutError:
-            raise httpcore.ConnectTimeout("name resolution timed out") from None
-        except (OSError, UnicodeError):
-            raise httpcore.ConnectError("name resolution failed") from None
-        addresses: list[IPAddress] = []
-        for _family, _type, _proto, _name, sockaddr in found:
-            # A scope id (fe80::1%eth0) is dropped: link-local addresses are refused unless trusted anyway.
-            address = ipaddress.ip_address(str(sockaddr[0]).partition("%")[0])
-            if address not in addresses:
-                addresses.append(address)
-        if not addresses:
-            raise httpcore.ConnectError("name resolution found no address")
-        return addresses
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        socket_options: Iterable[SocketOption] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise AddressRefused()
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
 
 
 def _delta_content(data: bytes) -> str:
