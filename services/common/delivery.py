@@ -14,9 +14,11 @@ from sqlalchemy import Table
 
 from services.common import config
 from services.common.db import Database
-from services.common.events.bus import Bus, Event, LocalBus, RedisStreamBus
+from services.common.events.bus import BatchHandler, Bus, Event, LocalBus, RedisStreamBus
+from services.common.events.catalogue import EVENT_TYPES
 from services.common.events.dead_letters import Consumer, DeadLetterStore, RetryPolicy
 from services.common.events.faults import EventFailed, PermanentError, Unfinished
+from services.common.events.hub import EventSink, by_tenant
 from services.common.events.inbox import (
     CountingHandler,
     Handler,
@@ -35,6 +37,7 @@ class DeliverySettings:
 
     redis_url: str | None
     smtp_url: str | None
+    hub_address: str  # the event hub's (the instances service), where announcements are forwarded
     mail_from: str
     maildir: Path
     claim_idle_ms: int
@@ -60,6 +63,7 @@ class DeliverySettings:
         return cls(
             redis_url=redis_url,
             smtp_url=env.get("HYDRA_SMTP_URL") or None,
+            hub_address=config.peer_address(env, "instances"),
             mail_from=config.env_str(env, "HYDRA_MAIL_FROM", "Hydra <no-reply@hydra.localhost>"),
             maildir=config.data_dir(env) / "maildir",
             claim_idle_ms=config.env_int(env, "HYDRA_EVENTS_CLAIM_IDLE_MS", 30_000, minimum=100),
@@ -157,6 +161,25 @@ class EventDelivery:
         consumer = Consumer(name, handler, store=self._dead_letters, policy=self._retry, logger=self._log)
         self._consumers.append(consumer)
         self.bus.subscribe(name, topics, consumer.handle)
+
+    def forward(self, name: str, topics: set[str], send: BatchHandler) -> None:
+        """Hands each batch of `topics` events to `send`, with no record of its own: for a receiver that
+        takes an event sent twice as once (it is sent again after any failure)."""
+
+        async def handle(events: Sequence[Event]) -> int:
+            await send(events)
+            return len(events)
+
+        self._subscribe(name, topics, handle)
+
+    def announce_to(self, sink: EventSink) -> None:
+        """Forwards every announcement the outbox dispatches (see events.catalogue) to the event hub."""
+
+        async def send(events: Sequence[Event]) -> None:
+            for tenant_id, announcements in by_tenant(events).items():
+                await sink.record(tenant_id, announcements)
+
+        self.forward("event-hub", set(EVENT_TYPES), send)
 
     def consume(self, name: str, topics: set[str], handler: Handler) -> None:
         """Runs `handler` once per event of `topics`, recorded under the consumer's `name`."""

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import httpcore
+import httpx
 
 from services.common.config import ConfigError
 
@@ -103,11 +104,15 @@ class HostPolicy:
         default = env.get("HYDRA_AGENT_BASE_URL")
         if default and url_origin(default) is None:
             raise ConfigError(f"HYDRA_AGENT_BASE_URL must be an http(s) URL with a host, got {default!r}")
+        return cls.named_in(env, "HYDRA_AGENT_ALLOWED_HOSTS").with_origin_of(default)
+
+    @classmethod
+    def named_in(cls, env: Mapping[str, str], name: str) -> HostPolicy:
+        """The hosts the setting `name` lists (comma-separated)."""
         try:
-            allowed = cls.from_entries((env.get("HYDRA_AGENT_ALLOWED_HOSTS") or "").split(","))
+            return cls.from_entries((env.get(name) or "").split(","))
         except ValueError as error:
-            raise ConfigError(f"HYDRA_AGENT_ALLOWED_HOSTS: {error}") from None
-        return allowed.with_origin_of(default)
+            raise ConfigError(f"{name}: {error}") from None
 
     def with_origin_of(self, url: str | None) -> HostPolicy:
         """This policy, also trusting the host and port of `url` (the operator's own default server)."""
@@ -148,6 +153,19 @@ def url_origin(url: str) -> tuple[str, int] | None:
     if parts.scheme.lower() not in DEFAULT_PORTS or not parts.hostname or port is None:
         return None
     return normal_host(parts.hostname), port
+
+
+def core_url(url: str) -> httpcore.URL | None:
+    """An http(s) URL as httpcore sends it (an internationalised host in its ASCII form), or None when no
+    request could reach it."""
+    try:
+        parsed = httpx.URL(url.strip())
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError):
+        return None
+    if parsed.scheme not in ("http", "https") or not parsed.host or not 0 < (port or 80) <= 65535:
+        return None
+    return httpcore.URL(scheme=parsed.raw_scheme, host=parsed.raw_host, port=port, target=parsed.raw_path)
 
 
 def _split_entry(entry: str) -> tuple[str, int | None]:

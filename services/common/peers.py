@@ -60,12 +60,7 @@ class PeerChannel:
         when the peer refuses the request's input (a value the caller passed on from its own caller)."""
         try:
             return await method(
-                request,
-                metadata=internal_metadata(
-                    str(tenant_id), self._scopes, key_id=self._caller, internal_token=self._token
-                ),
-                timeout=self._timeout,
-                wait_for_ready=True,
+                request, metadata=self.metadata(tenant_id), timeout=self._timeout, wait_for_ready=True
             )
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
@@ -73,6 +68,17 @@ class PeerChannel:
             if invalid is not None and error.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise invalid from None
             raise Unavailable(unavailable) from None
+
+    def metadata(self, tenant_id: uuid.UUID | str) -> tuple[tuple[str, str], ...]:
+        """What a call acting for `tenant_id` sends: the tenant, this caller, its scopes and the token."""
+        return internal_metadata(
+            str(tenant_id), self._scopes, key_id=self._caller, internal_token=self._token
+        )
+
+    @property
+    def timeout(self) -> float:
+        """Seconds a call may take."""
+        return self._timeout
 
     async def ping(self) -> None:
         """Returns once the channel can connect."""

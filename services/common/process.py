@@ -86,6 +86,8 @@ class Wiring:
     # Closed in this order once the server has drained, before the event delivery and the database.
     close: Sequence[Callable[[], Awaitable[None]]] = ()
     start: Callable[[], Awaitable[None]] | None = None  # e.g. another listener, bound before serving
+    # Jobs that deliver, run beside the event consumers (in the server, or in the delivery process).
+    deliveries: Sequence[Job] = ()
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ class Process(Generic[SettingsT]):
             probe=db.ping,
             close=close,
             background=[*wiring.background, *purge, *(delivery.background if delivery else ())],
-            consumers=delivery.consumers if delivery else (),
+            consumers=[*(delivery.consumers if delivery else ()), *wiring.deliveries],
             separate_consumers=delivery.separate_consumers if delivery else False,
             start=wiring.start,
             idempotency=keys,

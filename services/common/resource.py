@@ -17,6 +17,7 @@ from services.common.batching import GroupCommitWriter, RowRejected, RowSet
 from services.common.crud import TenantTable
 from services.common.db import Database
 from services.common.errors import Conflict, NotFound
+from services.common.events.catalogue import announcement
 from services.common.events.outbox import Outbox
 from services.common.fields import parse_limit, utcnow
 from services.common.identity import Identity
@@ -31,6 +32,7 @@ def accept(_row: Any) -> None:
 
 
 Event = tuple[str, dict[str, Any]]  # an outbox event: (topic, payload)
+View = Callable[[Any], dict[str, Any]]  # a row as its API answers it, as JSON
 WRITE_CONFLICT = "The write conflicts with other data; nothing was changed."
 
 
@@ -100,12 +102,18 @@ class ResourceService:
         outbox: Outbox | None = None,
         writes: CreateWrites | None = None,
         cursors: Cursors = UNSIGNED,
+        announce: View | None = None,
     ) -> None:
         self._db = db
         self.table = table
         self._audit = audit
         self._outbox = outbox
         self._cursors = cursors
+        # With a view, every write announces `<resource>.created|updated|deleted` carrying the row as
+        # the API answers it (see services.common.events.catalogue).
+        self._announce = announce
+        if announce is not None and outbox is None:
+            raise TypeError(f"{type(self).__name__} announces its writes but was built without an outbox")
         self._writes = writes or InTransaction()
         self._writes.check(self)
 
@@ -191,6 +199,7 @@ class ResourceService:
             )
             assert row is not None  # read in this transaction
             await self.after_update(conn, caller, before, row, facts)
+            await self._record_events(conn, caller, self.announced("updated", row))
             await self._audit.record(
                 conn, caller, resource=self.resource, resource_id=row_id, action="update"
             )
@@ -209,6 +218,7 @@ class ResourceService:
             if check is not None:
                 check(row)
             await self.before_delete(conn, caller, row)
+            await self._record_events(conn, caller, self.announced("deleted", row))
             await self.table.delete(conn, tenant_id=caller.tenant_id, row_id=row_id)
             await self._audit.record(
                 conn, caller, resource=self.resource, resource_id=row_id, action="delete"
@@ -224,6 +234,20 @@ class ResourceService:
             "created_at": now,
             "updated_at": now,
         }
+
+    def announced(self, action: str, row: Any) -> Sequence[Event]:
+        """The public event of a write of `row` (none unless the service announces its writes)."""
+        if self._announce is None:
+            return ()
+        return ((f"{self.resource}.{action}", announcement(self._announce(row))),)
+
+    def events_of_create(self, caller: Identity, row: Row[Any], facts: dict[str, Any]) -> Sequence[Event]:
+        """Every outbox event a create records: the service's own, then its announcement."""
+        return (*self.created_events(caller, row, facts), *self.announced("created", row))
+
+    async def _record_events(self, conn: AsyncConnection, caller: Identity, events: Sequence[Event]) -> None:
+        for topic, payload in events:
+            await self.outbox.record(conn, tenant_id=caller.tenant_id, topic=topic, payload=payload)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -291,7 +315,7 @@ class InTransaction:
         async with service.transaction() as conn:
             values = await service.before_create(conn, caller, values)
             row = await service.table.insert(conn, values=service.new_row(caller, values))
-            for topic, payload in service.created_events(caller, row, facts):
+            for topic, payload in service.events_of_create(caller, row, facts):
                 await service.outbox.record(conn, tenant_id=caller.tenant_id, topic=topic, payload=payload)
             await service.audit.record(
                 conn, caller, resource=service.resource, resource_id=row.id, action="create"
@@ -321,7 +345,7 @@ class GroupCommitted:
         row = service.table.written(values)
         rows = RowSet()
         rows.add(service.table.table, values)
-        for topic, payload in service.created_events(caller, row, facts):
+        for topic, payload in service.events_of_create(caller, row, facts):
             rows.add(
                 service.outbox.table,
                 service.outbox.row(tenant_id=caller.tenant_id, topic=topic, payload=payload),

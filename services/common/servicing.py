@@ -6,13 +6,15 @@ from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeAlias, TypeVar, cast
 
 import grpc
+from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from services.common.conditional import answer_version, require_match
+from services.common.events.catalogue import EVENT_TYPES
 from services.common.fields import optional_query, parse_input, parse_path_id, query_moment, to_message
 from services.common.identity import current_identity
 from services.common.paging import descriptor_of, fitting
-from services.common.resource import Page, ResourceService, Scope
+from services.common.resource import Page, ResourceService, Scope, View
 
 ResourceMessage = TypeVar("ResourceMessage", bound=Message)
 Response = TypeVar("Response", bound=Message)
@@ -24,6 +26,27 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 def message_from(row: Any, message_type: type[Response]) -> Response:
     """to_message, typed as the message it builds: an instance of `message_type`."""
     return cast(Response, to_message(row, message_type))
+
+
+def event_view(message_type: type[Message]) -> View:
+    """How the events a resource's writes announce carry a row: as the API answers it (JSON, every field
+    printed, as the edge prints it), less the fields the event catalogue leaves out of that message."""
+    name = descriptor_of(message_type).full_name
+    omitted = {field for t in EVENT_TYPES.values() if t.data == name for field in t.omitted}
+
+    def view(row: Any) -> dict[str, Any]:
+        if omitted:  # not even built: an instance's knowledge may be megabytes
+            row = {k: v for k, v in row._mapping.items() if k not in omitted}
+        data = json_format.MessageToDict(
+            to_message(row, message_type),
+            preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True,
+        )
+        for field in omitted:
+            data.pop(field, None)
+        return data
+
+    return view
 
 
 class ResourceRpcs(Generic[ResourceMessage]):

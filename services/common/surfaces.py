@@ -193,6 +193,7 @@ class SupportEnvelope:
         "conflict",
         "idempotency_key_in_use",
         "too_many_keys",
+        "too_many_webhooks",
         "precondition_failed",
         "idempotency_key_reused",
         "rate_limited",

@@ -14,7 +14,7 @@ from services.common.errors import Conflict
 from services.common.events.outbox import Outbox
 from services.common.identity import Identity
 from services.common.paging import UNSIGNED, Cursors
-from services.common.resource import CreateWrites, ResourceService
+from services.common.resource import CreateWrites, ResourceService, View
 from services.crm import repository
 
 
@@ -34,8 +34,11 @@ class AccountService(ResourceService):
         outbox: Outbox,
         writes: CreateWrites | None = None,
         cursors: Cursors = UNSIGNED,
+        announce: View | None = None,
     ) -> None:
-        super().__init__(db=db, table=table, audit=audit, outbox=outbox, writes=writes, cursors=cursors)
+        super().__init__(
+            db=db, table=table, audit=audit, outbox=outbox, writes=writes, cursors=cursors, announce=announce
+        )
         self._contacts = contacts
 
     def initial_values(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:

@@ -13,9 +13,10 @@ from services.common.audit import AuditLog
 from services.common.crud import TenantTable
 from services.common.db import Database
 from services.common.errors import FieldError, ValidationError
+from services.common.events.outbox import Outbox
 from services.common.identity import Identity
 from services.common.paging import UNSIGNED, Cursors
-from services.common.resource import ResourceService
+from services.common.resource import ResourceService, View
 from services.crm.models import DEFAULT_SOURCE
 
 
@@ -32,9 +33,11 @@ class ContactService(ResourceService):
         table: TenantTable,
         audit: AuditLog,
         accounts: TenantTable,
+        outbox: Outbox | None = None,
         cursors: Cursors = UNSIGNED,
+        announce: View | None = None,
     ) -> None:
-        super().__init__(db=db, table=table, audit=audit, cursors=cursors)
+        super().__init__(db=db, table=table, audit=audit, outbox=outbox, cursors=cursors, announce=announce)
         self._accounts = accounts
 
     async def lookup(self, caller: Identity, ids: Collection[uuid.UUID]) -> Sequence[Row[Any]]:

@@ -17,7 +17,7 @@ from services.common.events.outbox import Outbox
 from services.common.fields import aware, parse_limit, utcnow
 from services.common.identity import Identity
 from services.common.paging import UNSIGNED, Cursors
-from services.common.resource import Page, ResourceService, page_within
+from services.common.resource import Page, ResourceService, View, page_within
 from services.crm import repository
 
 
@@ -37,8 +37,9 @@ class ConversationService(ResourceService):
         contacts: TenantTable,
         outbox: Outbox,
         cursors: Cursors = UNSIGNED,
+        announce: View | None = None,
     ) -> None:
-        super().__init__(db=db, table=table, audit=audit, outbox=outbox, cursors=cursors)
+        super().__init__(db=db, table=table, audit=audit, outbox=outbox, cursors=cursors, announce=announce)
         self._messages = messages
         self._contacts = contacts
 

@@ -18,8 +18,10 @@ from hydra.crm.v1 import (
 
 from services.common.audit import AuditLog
 from services.common.batching import GroupCommitWriter, insert_row_sets
+from services.common.events.hub import HubClient
 from services.common.process import Basics, EventTables, Process, Wiring
 from services.common.resource import GroupCommitted
+from services.common.servicing import event_view
 from services.crm import models, repository
 from services.crm.accounts import AccountService
 from services.crm.config import Settings
@@ -34,13 +36,21 @@ def build(basics: Basics[Settings]) -> Wiring:
     """Wires crm's servicers and consumers on its database and events."""
     db, events, cursors = basics.db, basics.events, basics.cursors
     events.send_email("crm-csat", CSAT_TOPICS, csat_email)
+    hub = HubClient(basics.settings.delivery.hub_address, caller="crm")
+    events.announce_to(hub)
     audit = AuditLog(models.audit_log)
     outbox = events.outbox
     # Leads and accounts are checked without the database: concurrent creates share a transaction.
     writer = GroupCommitWriter(db=db, insert_many=insert_row_sets, logger=basics.logger, max_batch=200)
     leads = LeadServicer(
         LeadService(
-            db=db, table=repository.leads, audit=audit, writes=GroupCommitted(writer), cursors=cursors
+            db=db,
+            table=repository.leads,
+            audit=audit,
+            outbox=outbox,
+            writes=GroupCommitted(writer),
+            cursors=cursors,
+            announce=event_view(leads_pb2.Lead),
         )
     )
     accounts = AccountServicer(
@@ -52,11 +62,18 @@ def build(basics: Basics[Settings]) -> Wiring:
             outbox=outbox,
             writes=GroupCommitted(writer),
             cursors=cursors,
+            announce=event_view(accounts_pb2.Account),
         )
     )
     contacts = ContactServicer(
         ContactService(
-            db=db, table=repository.contacts, audit=audit, accounts=repository.accounts, cursors=cursors
+            db=db,
+            table=repository.contacts,
+            audit=audit,
+            accounts=repository.accounts,
+            outbox=outbox,
+            cursors=cursors,
+            announce=event_view(contacts_pb2.Contact),
         )
     )
     conversations = ConversationServicer(
@@ -68,6 +85,7 @@ def build(basics: Basics[Settings]) -> Wiring:
             contacts=repository.contacts,
             outbox=outbox,
             cursors=cursors,
+            announce=event_view(conversations_pb2.Conversation),
         )
     )
 
@@ -78,7 +96,7 @@ def build(basics: Basics[Settings]) -> Wiring:
         conversations_pb2_grpc.add_ConversationServiceServicer_to_server(conversations, server)
 
     # The flush on close: whatever the drained requests left pending.
-    return Wiring(register=register, background=[writer.run], close=[writer.flush])
+    return Wiring(register=register, background=[writer.run], close=[writer.flush, hub.close])
 
 
 PROCESS = Process(

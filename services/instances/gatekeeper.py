@@ -20,10 +20,11 @@ class WidgetTokens:
 
     async def revoke_for_deleted_instance(self, event: Event) -> None:
         """Consumer of instance.deleted; revoking twice is harmless, so redelivery is too."""
+        payload = event.payload
+        # The announced instance; an event recorded before instance events were announced names its id.
+        instance_id = payload["data"]["id"] if "data" in payload else payload["instance_id"]
         await self._admin.RevokeInstanceKeys(
-            admin_pb2.RevokeInstanceKeysRequest(
-                tenant_id=event.tenant_id, instance_id=event.payload["instance_id"]
-            ),
+            admin_pb2.RevokeInstanceKeysRequest(tenant_id=event.tenant_id, instance_id=instance_id),
             metadata=self._metadata,
             timeout=self._timeout,
             wait_for_ready=True,

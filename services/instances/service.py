@@ -19,7 +19,7 @@ from services.common.events.outbox import Outbox
 from services.common.identity import Identity
 from services.common.outbound import HostPolicy
 from services.common.paging import UNSIGNED, Cursors
-from services.common.resource import Page, ResourceService
+from services.common.resource import Page, ResourceService, View
 from services.instances.models import DEFAULT_MODEL
 
 INSTANCE_NOT_FOUND = "Instance not found"
@@ -46,10 +46,11 @@ class InstanceService(ResourceService):
         table: TenantTable,
         audit: AuditLog,
         outbox: Outbox,
+        announce: View,  # instance.deleted revokes the instance's widget tokens: always announced
         model_hosts: HostPolicy | None = None,
         cursors: Cursors = UNSIGNED,
     ) -> None:
-        super().__init__(db=db, table=table, audit=audit, outbox=outbox, cursors=cursors)
+        super().__init__(db=db, table=table, audit=audit, outbox=outbox, cursors=cursors, announce=announce)
         self._model_hosts = model_hosts or HostPolicy()
 
     async def prepare(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:
@@ -80,11 +81,6 @@ class InstanceService(ResourceService):
             fields = {**fields, "model": {**DEFAULT_MODEL, **before.model, **fields["model"]}}
         return fields
 
-    async def before_delete(self, conn: AsyncConnection, caller: Identity, row: Row[Any]) -> None:
-        await self.outbox.record(
-            conn, tenant_id=caller.tenant_id, topic=INSTANCE_DELETED, payload={"instance_id": str(row.id)}
-        )
-
 
 class ChannelService(ResourceService):
     """Channels of one instance; the webhook secret is kept only as a digest."""
@@ -100,9 +96,11 @@ class ChannelService(ResourceService):
         table: TenantTable,
         audit: AuditLog,
         instances: TenantTable,
+        outbox: Outbox | None = None,
         cursors: Cursors = UNSIGNED,
+        announce: View | None = None,
     ) -> None:
-        super().__init__(db=db, table=table, audit=audit, cursors=cursors)
+        super().__init__(db=db, table=table, audit=audit, outbox=outbox, cursors=cursors, announce=announce)
         self._instances = instances
 
     async def list(

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import httpcore
 import httpx
 
-from services.common.outbound import AddressRefused, HostPolicy, PinnedNetwork
+from services.common.outbound import AddressRefused, HostPolicy, PinnedNetwork, core_url
 from services.public.knowledge import WORD, KnowledgeEntry, KnowledgeIndex
 
 OPENAI_COMPATIBLE_BACKEND = "openai_compatible"
@@ -366,14 +366,10 @@ async def _lines(chunks: AsyncIterator[bytes], limits: AgentLimits, deadline: fl
 
 def _chat_completions_url(base_url: str) -> httpcore.URL:
     """Where to post; a URL no request could reach means the agent is not configured."""
-    try:
-        url = httpx.URL(base_url.strip().rstrip("/") + "/chat/completions")
-        port = url.port
-    except (httpx.InvalidURL, ValueError):
-        raise AgentFailed(NOT_CONFIGURED) from None
-    if url.scheme not in ("http", "https") or not url.host or not 0 < (port or 80) <= 65535:
+    url = core_url(base_url.strip().rstrip("/") + "/chat/completions")
+    if url is None:
         raise AgentFailed(NOT_CONFIGURED)
-    return httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=port, target=url.raw_path)
+    return url
 
 
 def _delta_content(data: bytes) -> str:

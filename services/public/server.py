@@ -18,7 +18,9 @@ from hydra.public.v1 import (
 
 from services.common.audit import AuditLog
 from services.common.batching import GroupCommitWriter
+from services.common.events.hub import HubClient
 from services.common.process import Basics, EventTables, Process, Wiring
+from services.common.servicing import event_view
 from services.public import models, repository
 from services.public.agents import Agents
 from services.public.config import Settings
@@ -44,7 +46,17 @@ def build(basics: Basics[Settings]) -> Wiring:
     directory = SiteDirectory(db=db, ttl=settings.site_cache_seconds)
     writer = GroupCommitWriter(db=db, insert_many=repository.insert_page_views, logger=logger)
     audit = AuditLog(models.audit_log)
-    forms = Forms(db=db, sites=directory, audit=audit, outbox=events.outbox, crm=crm, cursors=basics.cursors)
+    hub = HubClient(settings.delivery.hub_address, caller="public")
+    events.announce_to(hub)
+    forms = Forms(
+        db=db,
+        sites=directory,
+        audit=audit,
+        outbox=events.outbox,
+        crm=crm,
+        cursors=basics.cursors,
+        announce=event_view(forms_pb2.FormSubmission),
+    )
     events.consume_writing("public-form-leads", {FORM_SUBMITTED}, forms.capture_lead)
     sites = SiteServicer(SiteService(db=db, audit=audit, directory=directory, cursors=basics.cursors))
     analytics = AnalyticsServicer(Analytics(db=db, sites=directory, writer=writer))
@@ -70,7 +82,7 @@ def build(basics: Basics[Settings]) -> Wiring:
         register=register,
         background=[writer.run, guard.run],
         # The flush first: whatever the drained requests left pending.
-        close=[writer.flush, agents.close, crm.close, instances.close, keys.close],
+        close=[writer.flush, agents.close, crm.close, instances.close, keys.close, hub.close],
     )
 
 

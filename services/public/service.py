@@ -17,11 +17,12 @@ from services.common.batching import GroupCommitWriter, RowRejected
 from services.common.db import Database
 from services.common.errors import NotFound
 from services.common.events.bus import Event
+from services.common.events.catalogue import announcement
 from services.common.events.outbox import Outbox
 from services.common.fields import parse_limit, utcnow
 from services.common.identity import Identity
 from services.common.paging import UNSIGNED, Cursors
-from services.common.resource import Page, ResourceService, page_within
+from services.common.resource import Page, ResourceService, View, page_within
 from services.public import repository
 from services.public.crm import CrmConversations
 
@@ -158,6 +159,7 @@ class Forms:
         outbox: Outbox,
         crm: CrmConversations,
         cursors: Cursors = UNSIGNED,
+        announce: View | None = None,
     ) -> None:
         self._db = db
         self._cursors = cursors
@@ -165,6 +167,7 @@ class Forms:
         self._audit = audit
         self._outbox = outbox
         self._crm = crm
+        self._announce = announce  # with a view, each submission is announced as form_submission.created
 
     async def submit(self, fields: Mapping[str, Any]) -> uuid.UUID:
         """Stores a submission of the site whose config id it names; returns the submission id."""
@@ -174,7 +177,7 @@ class Forms:
         submission_id = uuid.uuid4()
         email = fields.get("email")
         async with self._db.transaction() as conn:
-            await repository.form_submissions.insert(
+            row = await repository.form_submissions.insert(
                 conn,
                 values={
                     "tenant_id": site.tenant_id,
@@ -196,6 +199,13 @@ class Forms:
                         "email": email,
                         "details": lead_details(fields["form_data"]),
                     },
+                )
+            if self._announce is not None:
+                await self._outbox.record(
+                    conn,
+                    tenant_id=site.tenant_id,
+                    topic="form_submission.created",
+                    payload=announcement(self._announce(row)),
                 )
             await self._audit.record(
                 conn,

@@ -5,7 +5,10 @@ from __future__ import annotations
 from services.common.events.bus import Event
 from services.common.mail import Email
 
-CONFIRMATION_TOPICS = {"ticket.created"}
+CONFIRMATION_REQUESTED = "ticket.confirmation_requested"
+# ticket.created too: events recorded before the confirmation had a topic of its own (the announced
+# ticket.created carries no email, so it sends nothing).
+CONFIRMATION_TOPICS = {CONFIRMATION_REQUESTED, "ticket.created"}
 
 
 def confirmation_email(event: Event) -> Email | None:

@@ -9,8 +9,10 @@ from hydra.tickets.v1 import tickets_pb2, tickets_pb2_grpc
 
 from services.common.audit import AuditLog
 from services.common.batching import GroupCommitWriter, insert_row_sets
+from services.common.events.hub import HubClient
 from services.common.process import Basics, EventTables, Process, Wiring
 from services.common.resource import GroupCommitted
+from services.common.servicing import event_view
 from services.tickets import models, repository
 from services.tickets.config import Settings
 from services.tickets.consumers import CONFIRMATION_TOPICS, confirmation_email
@@ -23,6 +25,8 @@ def build(basics: Basics[Settings]) -> Wiring:
     """Wires the tickets servicer and consumers on its database, its events and crm."""
     settings, db, events = basics.settings, basics.db, basics.events
     events.send_email("tickets-confirmation", CONFIRMATION_TOPICS, confirmation_email)
+    hub = HubClient(settings.delivery.hub_address, caller="tickets")
+    events.announce_to(hub)
     crm = CrmDirectory(settings.crm_address, timeout=settings.crm_timeout_seconds)
     writer = GroupCommitWriter(db=db, insert_many=insert_row_sets, logger=basics.logger, max_batch=200)
     tickets = TicketServicer(
@@ -34,6 +38,7 @@ def build(basics: Basics[Settings]) -> Wiring:
             crm=crm,
             writes=GroupCommitted(writer),
             cursors=basics.cursors,
+            announce=event_view(tickets_pb2.Ticket),
         )
     )
 
@@ -44,7 +49,7 @@ def build(basics: Basics[Settings]) -> Wiring:
         register=register,
         background=[writer.run],
         # The flush first: whatever the drained requests left pending.
-        close=[writer.flush, crm.close],
+        close=[writer.flush, crm.close, hub.close],
     )
 
 

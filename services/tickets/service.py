@@ -19,7 +19,8 @@ from services.common.events.outbox import Outbox
 from services.common.fields import utcnow
 from services.common.identity import Identity
 from services.common.paging import UNSIGNED, Cursors
-from services.common.resource import CreateWrites, Event, ResourceService
+from services.common.resource import CreateWrites, Event, ResourceService, View
+from services.tickets.consumers import CONFIRMATION_REQUESTED
 from services.tickets.crm import CrmDirectory
 
 
@@ -39,8 +40,11 @@ class TicketService(ResourceService):
         crm: CrmDirectory,
         writes: CreateWrites | None = None,
         cursors: Cursors = UNSIGNED,
+        announce: View | None = None,
     ) -> None:
-        super().__init__(db=db, table=table, audit=audit, outbox=outbox, writes=writes, cursors=cursors)
+        super().__init__(
+            db=db, table=table, audit=audit, outbox=outbox, writes=writes, cursors=cursors, announce=announce
+        )
         self._crm = crm
 
     def initial_values(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:
@@ -54,7 +58,7 @@ class TicketService(ResourceService):
 
     def created_events(self, caller: Identity, row: Row[Any], facts: dict[str, Any]) -> Sequence[Event]:
         payload = {"ticket_id": str(row.id), "title": row.title, "email": facts.get("customer_email")}
-        return [("ticket.created", payload)]
+        return [(CONFIRMATION_REQUESTED, payload)]
 
     async def prepare(self, caller: Identity, fields: dict[str, Any]) -> dict[str, Any]:
         facts: dict[str, Any] = {}

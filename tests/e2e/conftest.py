@@ -114,6 +114,20 @@ def agent_env() -> dict[str, str]:
     }
 
 
+# Tenants' webhook receivers in these tests listen on 127.0.0.4, which the operator opens (loopback is
+# otherwise refused); attempts are retried within seconds, not over a day.
+WEBHOOK_HOST = "127.0.0.4"
+WEBHOOK_RETRIES = (0.5, 0.5, 0.5, 0.5, 1, 1, 1, 1)
+
+
+def webhook_env() -> dict[str, str]:
+    return {
+        "HYDRA_WEBHOOK_ALLOWED_HOSTS": WEBHOOK_HOST,
+        "HYDRA_WEBHOOK_RETRY_SECONDS": ",".join(str(s) for s in WEBHOOK_RETRIES),
+        "HYDRA_WEBHOOK_TIMEOUT_SECONDS": "5",
+    }
+
+
 STRIPE_WEBHOOK_SECRET = "whsec_e2e"
 STRIPE_PRICES = {
     "pro_monthly": "price_pro_m",
@@ -154,6 +168,7 @@ def edge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         "HYDRA_USER_CACHE_MS": "500",
         # One test opens a free plan's whole month of MCP sessions (500) from this address.
         "HYDRA_MCP_REQUESTS_PER_MINUTE": "5000",
+        **webhook_env(),
     }
     if request.param == "embedded":
         env = stack_env(data_dir, **agent_env(), **edge_env)

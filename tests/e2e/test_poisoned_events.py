@@ -14,6 +14,7 @@ from services.common.db import Database
 from services.common.events.outbox import Outbox
 from services.tickets import models
 from services.tickets.config import Settings
+from services.tickets.consumers import CONFIRMATION_REQUESTED
 from services.tickets.server import PROCESS
 from tests.e2e.conftest import Edge
 from tests.e2e.test_side_effects import SCOPES, contact_with_email
@@ -21,14 +22,14 @@ from tests.support.polling import wait_until
 
 
 def record_events(edge: Edge, tenant: str, payloads: list[dict]) -> None:
-    """Records ticket.created events straight into the tickets outbox, as a write once did."""
+    """Records confirmation events straight into the tickets outbox, as a write once did."""
 
     async def record() -> None:
         db = Database(Settings.from_env(edge.env).database_url, schema=PROCESS.schema)
         async with db.transaction() as conn:
             for payload in payloads:
                 await Outbox(models.outbox).record(
-                    conn, tenant_id=uuid.UUID(tenant), topic="ticket.created", payload=payload
+                    conn, tenant_id=uuid.UUID(tenant), topic=CONFIRMATION_REQUESTED, payload=payload
                 )
         await db.dispose()
 

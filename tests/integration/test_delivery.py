@@ -336,13 +336,15 @@ def test_ticket_status_and_assignment_changes_reach_the_stream(
         def topics() -> list[str]:
             return [fields[b"topic"].decode() for _, fields in client.xrange(stream)]
 
+        flow = {"ticket.assigned", "ticket.confirmation_requested", "ticket.status_changed"}
+
         def all_three() -> list[str] | None:
-            found = topics()
+            found = [topic for topic in topics() if topic in flow]
             return found if len(found) >= 3 else None
 
         seen = wait_until(all_three, what="the flow events")
         client.close()
-    assert sorted(seen) == ["ticket.assigned", "ticket.created", "ticket.status_changed"]
+    assert sorted(seen) == sorted(flow)
 
 
 def test_email_waits_for_a_relay_that_is_down_and_is_sent_once_it_is_up(

@@ -200,8 +200,8 @@ class Retention:
         self._interval = interval_seconds
         self._batch = batch
         self._purges = (
-            _purge_statement(outbox, outbox.c.dispatched_at, db.dialect),
-            _purge_statement(inbox, inbox.c.processed_at, db.dialect),
+            purge_statement(outbox, outbox.c.dispatched_at, db.dialect),
+            purge_statement(inbox, inbox.c.processed_at, db.dialect),
         )
 
     async def purge_once(self, now: dt.datetime | None = None) -> int:
@@ -229,7 +229,7 @@ class Retention:
             await asyncio.sleep(self._interval)
 
 
-def _purge_statement(table: Table, stamp: Any, dialect: str) -> Any:
+def purge_statement(table: Table, stamp: Any, dialect: str) -> Any:
     """DELETE of at most :batch rows of `table` stamped before :cutoff: found through the stamp's index,
     deleted by their physical row ids (PostgreSQL's ctid, SQLite's rowid), so the delete reads no
     other row (matched by key instead, PostgreSQL hash-joined the whole table: 53 ms at 200k rows)."""
