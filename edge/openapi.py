@@ -20,6 +20,7 @@ from google.protobuf import descriptor_pb2
 from hydra.options.v1 import options_pb2
 
 from edge.bindings import DESCRIPTOR_SET, ROOT, Binding, load_bindings
+from services.common.events.catalogue import ATTEMPT_SECONDS, EVENT_TYPES, RETRY_SECONDS
 from services.common.fields import text_pattern
 from services.common.surfaces import CREDENTIALS, SURFACES, envelopes
 
@@ -450,6 +451,7 @@ def document(descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, Any]:
             ),
         },
         "paths": dict(sorted(paths.items())),
+        "webhooks": webhooks(builder),
         "components": {
             "schemas": {**dict(sorted(builder.schemas.items())), **envelopes()},
             "securitySchemes": {
@@ -457,6 +459,67 @@ def document(descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, Any]:
             },
         },
     }
+
+
+def _duration(seconds: int) -> str:
+    """5 s, 5 min, 2 h."""
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
+
+
+_SIGNED = (
+    "POSTed to every enabled endpoint subscribed to this type (its event_types name it, its resource's "
+    '"<resource>.*", or "*"), signed per the Standard Webhooks specification: webhook-id is the event\'s '
+    "id (the same on every attempt and retry), webhook-timestamp the Unix time of the attempt, and "
+    'webhook-signature "v1,<base64 HMAC-SHA256 of id.timestamp.body>" under the secret (the base64 after '
+    "whsec_); for 24 hours after a rotation a second signature, under the previous secret, follows a space. "
+    f"Any 2xx answer within {ATTEMPT_SECONDS} seconds acknowledges it; anything else is retried after "
+    + ", ".join(_duration(s) for s in RETRY_SECONDS)
+    + ", and an endpoint that got nothing through all that time is disabled with a reason. Deliveries run "
+    "side by side: order by timestamp, not by arrival."
+)
+_SIGNATURE_HEADERS = (
+    ("webhook-id", "The event's id: a receiver that handled it already can tell."),
+    ("webhook-timestamp", "When this attempt was signed, in Unix seconds; refuse old ones."),
+    ("webhook-signature", "v1,<signature>, one per secret in use, separated by spaces."),
+)
+
+
+def webhooks(builder: Builder) -> dict[str, Any]:
+    """Each event type tenants can receive, as OpenAPI 3.1 describes calls the API makes to its users."""
+    envelope = builder.output_schema("hydra.instances.v1.Event")
+    documented = {}
+    for event in sorted(EVENT_TYPES.values(), key=lambda t: t.name):
+        data = builder.output_schema(event.data)
+        if event.omitted:
+            data = {"allOf": [data], "description": f"Without {', '.join(event.omitted)}."}
+        payload = {
+            "allOf": [
+                envelope,
+                {"type": "object", "properties": {"type": {"const": event.name}, "data": data}},
+            ]
+        }
+        documented[event.name] = {
+            "post": {
+                "operationId": "webhook_" + event.name.replace(".", "_"),
+                "summary": event.description,
+                "description": _SIGNED,
+                "parameters": [
+                    {
+                        "name": name,
+                        "in": "header",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": text,
+                    }
+                    for name, text in _SIGNATURE_HEADERS
+                ],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": payload}}},
+                "responses": {"2XX": {"description": "Received."}},
+            }
+        }
+    return documented
 
 
 _PAGE = """<!doctype html>

@@ -4,6 +4,8 @@ the network backend that connects only to addresses it checked."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import ipaddress
 import re
 import socket
@@ -197,9 +199,18 @@ class PinnedNetwork(httpcore.AsyncNetworkBackend):
     the connection pool hands to start_tls, and the Host header keeps the name too.
     """
 
-    def __init__(self, hosts: HostPolicy, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+    def __init__(
+        self, hosts: HostPolicy, inner: httpcore.AsyncNetworkBackend | None = None, *, resolvers: int = 0
+    ) -> None:
         self._hosts = hosts
         self._inner = inner or httpcore.AnyIOBackend()
+        # Threads of its own for name lookups (else the loop's small default pool): a host whose lookups
+        # hang holds its threads past its attempt's deadline, and must not hold up every other host's.
+        self._resolvers = (
+            concurrent.futures.ThreadPoolExecutor(resolvers, thread_name_prefix="resolve")
+            if resolvers
+            else None
+        )
 
     async def connect_tcp(
         self,
@@ -229,8 +240,11 @@ class PinnedNetwork(httpcore.AsyncNetworkBackend):
     async def _resolve(self, host: str, port: int, seconds: float | None) -> list[IPAddress]:
         try:
             async with asyncio.timeout(seconds):
-                found = await asyncio.get_running_loop().getaddrinfo(
-                    host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+                found = await asyncio.get_running_loop().run_in_executor(
+                    self._resolvers,
+                    functools.partial(
+                        socket.getaddrinfo, host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+                    ),
                 )
         except TimeoutError:
             raise httpcore.ConnectTimeout("name resolution timed out") from None
@@ -256,3 +270,8 @@ class PinnedNetwork(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
+
+    def close(self) -> None:
+        """Lets its lookup threads end (a lookup still hanging ends on its own)."""
+        if self._resolvers is not None:
+            self._resolvers.shutdown(wait=False, cancel_futures=True)

@@ -9,6 +9,7 @@ from typing import Self
 
 from services.common import config
 from services.common.delivery import ServiceSettings
+from services.common.events.catalogue import ATTEMPT_SECONDS
 from services.common.outbound import HostPolicy
 from services.instances.webhook_sender import DEFAULT_RETRIES, SenderSettings
 
@@ -59,5 +60,7 @@ def sender_settings(env: Mapping[str, str]) -> SenderSettings:
         per_endpoint=min(
             concurrency, config.env_int(env, "HYDRA_WEBHOOK_ENDPOINT_CONCURRENCY", 4, minimum=1)
         ),
-        timeout_seconds=float(config.env_int(env, "HYDRA_WEBHOOK_TIMEOUT_SECONDS", 15, minimum=1)),
+        timeout_seconds=float(
+            config.env_int(env, "HYDRA_WEBHOOK_TIMEOUT_SECONDS", ATTEMPT_SECONDS, minimum=1)
+        ),
     )

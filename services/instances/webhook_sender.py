@@ -29,14 +29,13 @@ import httpx
 from google.protobuf import timestamp_pb2
 
 from services.common.db import Database
+from services.common.events.catalogue import ATTEMPT_SECONDS, RETRY_SECONDS
 from services.common.fields import aware, utcnow
 from services.common.outbound import AddressRefused, HostPolicy, PinnedNetwork, core_url
 from services.instances import repository
 
 USER_AGENT = "Hydra-Webhooks/1"
-# What the Standard Webhooks reference schedule waits between attempts (after the first, at once):
-# 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; about 28 hours from first to last.
-DEFAULT_RETRIES = tuple(dt.timedelta(seconds=s) for s in (5, 300, 1800, 7200, 18000, 36000, 36000))
+DEFAULT_RETRIES = tuple(dt.timedelta(seconds=s) for s in RETRY_SECONDS)
 _ANSWER_BYTES = 64 * 1024  # of an answer's body read at most (and then dropped)
 
 
@@ -47,7 +46,7 @@ class SenderSettings:
     retries: tuple[dt.timedelta, ...] = DEFAULT_RETRIES
     concurrency: int = 32  # attempts in flight in one sender
     per_endpoint: int = 4  # of them, to one endpoint
-    timeout_seconds: float = 15.0  # one attempt, connecting to reading the answer
+    timeout_seconds: float = ATTEMPT_SECONDS  # one attempt, connecting to reading the answer
     poll_seconds: float = 1.0  # how often due deliveries are looked for while nothing wakes the sender
 
     @property
@@ -100,12 +99,13 @@ class WebhookSender:
         self._db = db
         self._settings = settings
         self._log = logger
+        self._network = PinnedNetwork(hosts, network, resolvers=settings.concurrency)
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context or httpx.create_ssl_context(),
             max_connections=settings.concurrency,
             max_keepalive_connections=settings.concurrency,
             keepalive_expiry=5.0,
-            network_backend=PinnedNetwork(hosts, network),
+            network_backend=self._network,
         )
         self._in_flight: dict[uuid.UUID, int] = {}  # attempts under way, by endpoint
         self._tasks: set[asyncio.Task[None]] = set()
@@ -274,3 +274,4 @@ class WebhookSender:
 
     async def close(self) -> None:
         await self._pool.aclose()
+        self._network.close()

@@ -120,6 +120,10 @@ WEBHOOK_HOST = "127.0.0.4"
 WEBHOOK_RETRIES = (0.5, 0.5, 0.5, 0.5, 1, 1, 1, 1)
 
 
+# A receiver's address where nothing listens: deliveries to it fail at once (no DNS, no waiting).
+NOWHERE = f"http://{WEBHOOK_HOST}:9/hook"
+
+
 def webhook_env() -> dict[str, str]:
     return {
         "HYDRA_WEBHOOK_ALLOWED_HOSTS": WEBHOOK_HOST,
@@ -231,6 +235,9 @@ CORE_SCOPES = (
     "forms:read",
     "keys:read",
     "keys:write",
+    "webhooks:read",
+    "webhooks:write",
+    "events:read",
 )
 
 
@@ -270,6 +277,7 @@ def create_resource(edge: Edge, key: Key, collection: str) -> dict:
         "/api/v1/accounts": lambda: {"name": "Account"},
         "/api/v1/tickets": lambda: {"title": "Ticket"},
         "/api/v1/keys": lambda: {"scopes": ["crm:read"]},
+        "/api/v1/webhooks": lambda: {"url": NOWHERE, "event_types": ["*"]},
         "/api/v1/contacts": lambda: {
             "email": "c@example.com",
             "account_id": create_resource(edge, key, "/api/v1/accounts")["id"],

@@ -55,6 +55,8 @@ def test_every_conditional_route_is_covered_here() -> None:
         "/v1/deployments/{deployment_id}",
         "/api/v1/keys/{id}",  # tests/e2e/test_own_keys.py
         "/v1/keys/{id}",
+        "/api/v1/webhooks/{id}",  # tests/e2e/test_webhooks.py
+        "/v1/webhooks/{id}",
     }
     conditional = {b.template for b in load_bindings() if b.access.conditional}
     assert conditional <= covered, conditional - covered

@@ -11,6 +11,7 @@ from hydra.options.v1 import options_pb2
 from edge.bindings import Binding, load_bindings
 from tests.e2e.conftest import (
     CORE_SCOPES,
+    NOWHERE,
     Edge,
     core_key,
     create_channel,
@@ -103,17 +104,26 @@ def test_every_route_hides_other_tenants_rows(edge: Edge, binding: Binding) -> N
     instance = create_instance(edge, theirs)
     channel = create_channel(edge, theirs, instance["id"])
     site = create_site(edge, theirs)
+    webhook = edge.http.post(
+        "/v1/webhooks", json={"url": NOWHERE, "event_types": ["*"]}, headers=theirs.api_key
+    ).json()
     mine = core_key(edge)
     path = fill(
         binding.template,
         instance_id=instance["id"],
         endpoint_id=channel["id"],
         site_id=site["id"],
-        id=theirs.id,
+        id=webhook["id"] if binding.template.startswith("/v1/webhooks") else theirs.id,
     )
     body = VALID_BODIES.get(f"{binding.method} {binding.template}", {})
     detail = assert_detail(edge.http.request(binding.method, path, json=body, headers=mine.api_key), 404)
-    assert detail in ("Instance not found", "Channel not found", "Site not found", "Key not found.")
+    assert detail in (
+        "Instance not found",
+        "Channel not found",
+        "Site not found",
+        "Key not found.",
+        "Webhook not found",
+    )
     # ...and the rows are untouched for their owner.
     listed = edge.http.get(f"/v1/instances/{instance['id']}/channels", headers=theirs.api_key).json()
     assert [c["id"] for c in listed["channels"]] == [channel["id"]]

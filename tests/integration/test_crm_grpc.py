@@ -178,6 +178,13 @@ def test_stage_change_writes_lifecycle_event_outbox_and_audit(database_url: str,
     events = crm_rows(database_url, "SELECT from_stage, to_stage FROM lifecycle_events")
     assert [tuple(e) for e in events] == [("prospect", "at_risk")]
     topics = sorted(r[0] for r in crm_rows(database_url, "SELECT topic FROM outbox"))
-    assert topics == ["account.stage_changed", "account.went_at_risk"]
+    # The transition's own events, and each write announced to the tenant's webhooks and events feed.
+    assert topics == [
+        "account.created",
+        "account.stage_changed",
+        "account.updated",
+        "account.updated",
+        "account.went_at_risk",
+    ]
     audit = crm_rows(database_url, "SELECT key_id, resource, action FROM audit_log ORDER BY at")
     assert [tuple(a) for a in audit] == [("key-123", "account", a) for a in ("create", "update", "update")]

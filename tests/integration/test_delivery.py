@@ -363,7 +363,7 @@ def test_email_waits_for_a_relay_that_is_down_and_is_sent_once_it_is_up(
         HYDRA_EVENTS_RETRY_MS="100",
         HYDRA_EVENTS_RETRY_MAX_MS="200",
     )
-    with grpc_processes(env, "crm", "tickets"):
+    with grpc_processes(env, "crm", "tickets", "instances"):
         with grpc.insecure_channel(f"127.0.0.1:{env['HYDRA_CRM_PORT']}") as crm:
             account = (
                 accounts_pb2_grpc.AccountServiceStub(crm)

@@ -69,7 +69,7 @@ def test_a_refused_recipient_does_not_stop_the_next_confirmation_and_can_be_retr
     md = tenant_metadata()
     poisoned, good = (f"{who}-{uuid.uuid4().hex[:8]}@example.com" for who in ("gone", "next"))
     smtp.refuse[poisoned] = "550 5.1.1 No such user"
-    with grpc_processes(mail_env, "crm", "tickets") as stack:
+    with grpc_processes(mail_env, "crm", "tickets", "instances") as stack:
         for name in delivery_processes(mail_env):
             stack.start_process(name)
         customers = create_customers(mail_env, md, [poisoned, good])
@@ -81,7 +81,7 @@ def test_a_refused_recipient_does_not_stop_the_next_confirmation_and_can_be_retr
         assert smtp.refused == [poisoned]  # a permanent refusal is not tried again
         assert (letter["consumer"], letter["topic"], letter["error"], letter["attempts"]) == (
             "tickets-confirmation",
-            "ticket.created",
+            "ticket.confirmation_requested",
             "SMTPRecipientsRefused 550",
             1,
         )
@@ -102,7 +102,7 @@ def test_a_deferred_recipient_becomes_a_dead_letter_after_bounded_retries_while_
     md = tenant_metadata()
     deferred = f"full-{uuid.uuid4().hex[:8]}@example.com"
     smtp.refuse[deferred] = "452 4.2.2 Mailbox full"
-    with grpc_processes(env, "crm", "tickets") as stack:
+    with grpc_processes(env, "crm", "tickets", "instances") as stack:
         for name in delivery_processes(env):
             stack.start_process(name)
         (customer,) = create_customers(env, md, [deferred])
@@ -127,7 +127,7 @@ def test_dead_letters_can_be_dropped(mail_env: dict[str, str], smtp: SmtpSink) -
     md = tenant_metadata()
     poisoned = f"gone-{uuid.uuid4().hex[:8]}@example.com"
     smtp.refuse[poisoned] = "550 5.1.1 No such user"
-    with grpc_processes(mail_env, "crm", "tickets") as stack:
+    with grpc_processes(mail_env, "crm", "tickets", "instances") as stack:
         for name in delivery_processes(mail_env):
             stack.start_process(name)
         open_tickets(mail_env, md, create_customers(mail_env, md, [poisoned]))

@@ -103,7 +103,7 @@ def test_a_service_app_runs_its_outbox_and_consumers_and_closes(tmp_path: Path) 
         assert [s.full_name for s in app.services] == [s.full_name for s in CRM.services]
         # The group commits, the idempotency key purge, the outbox dispatcher and the records purge.
         assert len(app.background) == 4 and app.idempotency is not None
-        assert len(app.consumers) == 2  # the bus and the CSAT email consumer
+        assert len(app.consumers) == 3  # the bus, the CSAT email consumer and the event hub forwarder
         assert not app.separate_consumers and app.start is None
         await app.probe()
         await app.close()
@@ -119,7 +119,7 @@ def test_the_gatekeeper_app_has_its_listeners_three_purges_and_no_consumers(tmp_
         app = GATEKEEPER.app(settings, logging.getLogger("test"))
         # MCP records, and Idempotency-Keys.
         assert [job.__qualname__ for job in app.background] == ["every.<locals>.job"] * 3
-        assert (app.consumers, app.separate_consumers) == ((), False)
+        assert (list(app.consumers), app.separate_consumers) == ([], False)
         assert app.start is not None
         await app.probe()
         await app.close()

@@ -68,7 +68,15 @@ def test_a_key_sees_only_the_tools_its_scopes_open() -> None:
     every = tools(SUPPORT)
     readable = {t.name for t in visible(every, ["crm:read"])}
     assert "get_lead" in readable and "create_lead" not in readable and "get_ticket" not in readable
-    everything = ["crm:*", "tickets:*", "conversations:*", "keys:*", "mcp-log:read"]
+    everything = [
+        "crm:*",
+        "tickets:*",
+        "conversations:*",
+        "keys:*",
+        "webhooks:*",
+        "events:read",
+        "mcp-log:read",
+    ]
     assert {t.name for t in visible(every, everything)} == {t.name for t in every}
     assert visible(every, []) == []
 

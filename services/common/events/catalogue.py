@@ -35,15 +35,17 @@ _RESOURCES = (
     ("channel", "hydra.instances.v1.Channel", ()),
 )
 _ACTIONS = {
-    "created": "A {0} was created; data is the new {0}.",
-    "updated": "A {0} was changed; data is the {0} after the change.",
-    "deleted": "A {0} was deleted; data is the {0} as it was.",
+    "created": "{a} {0} was created; data is the new {0}.",
+    "updated": "{a} {0} was changed; data is the {0} after the change.",
+    "deleted": "{a} {0} was deleted; data is the {0} as it was.",
 }
 
 
 def _catalogue() -> dict[str, EventType]:
     types = [
-        EventType(f"{name}.{action}", text.format(name), message, omitted)
+        EventType(
+            f"{name}.{action}", text.format(name, a="An" if name[0] in "aeiou" else "A"), message, omitted
+        )
         for name, message, omitted in _RESOURCES
         for action, text in _ACTIONS.items()
     ]
@@ -58,6 +60,11 @@ def _catalogue() -> dict[str, EventType]:
 
 
 EVENT_TYPES = _catalogue()
+# How deliveries are retried unless the operator says otherwise: after the first attempt, at once, the
+# Standard Webhooks reference schedule waits 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h (about 28
+# hours from the first attempt to the last); an attempt not answered 2xx in 15 s failed.
+RETRY_SECONDS = (5, 300, 1800, 7200, 18000, 36000, 36000)
+ATTEMPT_SECONDS = 15
 ALL_TYPES = "*"  # an endpoint subscribed to "*" receives every type
 # "lead.*" subscribes to every type of one resource.
 TYPE_FAMILIES = frozenset(name.partition(".")[0] for name in EVENT_TYPES)
