@@ -212,6 +212,7 @@ class ProcessSettings(ABC):
     log_level: str = "INFO"
     pool_size: int = 10  # connections to its own database
     cursor_key: bytes = b""  # signs its lists' cursors; b"": unsigned (settings built by hand in tests)
+    sealing_key: bytes = b""  # seals the answers it keeps for Idempotency-Keys; b"": kept in clear
 
     @classmethod
     @abstractmethod
@@ -226,11 +227,22 @@ class ProcessSettings(ABC):
             "database_url": database_url(env, name),
             "log_level": env_str(env, "HYDRA_LOG_LEVEL", "INFO"),
             "cursor_key": cursor_key(env, name),
+            "sealing_key": sealing_key(env, name),
         }
 
 
 def cursor_key(env: Mapping[str, str], name: str) -> bytes:
-    """The key process `name` signs its cursors with: every replica derives the same one from a secret
-    they share (the internal token, else the admin token beside the data)."""
+    """The key process `name` signs its cursors with."""
+    return derived_key(env, name, "cursors")
+
+
+def sealing_key(env: Mapping[str, str], name: str) -> bytes:
+    """The key process `name` seals what it keeps of its answers with (see idempotency)."""
+    return derived_key(env, name, "answers")
+
+
+def derived_key(env: Mapping[str, str], name: str, purpose: str) -> bytes:
+    """A key of process `name` for `purpose`: every replica derives the same one from a secret they share
+    (the internal token, else the admin token beside the data)."""
     secret = internal_token(env) or admin_token(env, create=True) or ""
-    return hmac.new(secret.encode(), f"hydra {name} cursors".encode(), hashlib.sha256).digest()
+    return hmac.new(secret.encode(), f"hydra {name} {purpose}".encode(), hashlib.sha256).digest()

@@ -12,15 +12,19 @@ key for a lease, then the key is taken over.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import itertools
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
     Column,
     DateTime,
@@ -40,7 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from services.common.db import Database
-from services.common.errors import Conflict, FieldError, HydraError, ValidationError
+from services.common.errors import Conflict, FieldError, HydraError, Unavailable, ValidationError
 from services.common.fields import aware, utcnow
 
 IDEMPOTENCY_KEY = "idempotency-key"
@@ -98,6 +102,9 @@ _REUSED = (
     "use a new key for a new request."
 )
 _IN_USE = "A request with this Idempotency-Key is still running; retry after it answers."
+_UNREADABLE = "This Idempotency-Key's answer was kept under another key; retry with a new Idempotency-Key."
+# What a sealed body starts with: no serialized message does (field number 0 does not exist).
+_SEALED = b"\x01"
 
 
 @dataclass(frozen=True)
@@ -142,9 +149,12 @@ class IdempotencyKeys:
     """The keys of one service's callers, in its database (psycopg directly on PostgreSQL: two
     statements per keyed write, each committing on its own)."""
 
-    def __init__(self, db: Database, table: Table) -> None:
+    def __init__(self, db: Database, table: Table, *, sealing_key: bytes = b"") -> None:
         self._db = db
         self._table = table
+        # Kept answers are sealed (AES-GCM): some carry a secret shown once, such as a new key's, which
+        # the database must not hold in clear. Without a key (tests building it by hand) they are not.
+        self._seal = AESGCM(sealing_key) if sealing_key else None
         t = table
         dialect_insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
         this_key = (t.c.principal == bindparam("the_principal"), t.c.key == bindparam("the_key"))
@@ -196,7 +206,7 @@ class IdempotencyKeys:
             if found.fingerprint != print_:
                 raise IdempotencyKeyReused(_REUSED)
             if found.answered_at is not None:
-                return _answer(found)
+                return self._opened(found, principal, key)
             pause = _POLL_SECONDS[min(attempt, len(_POLL_SECONDS) - 1)]
             if loop.time() + pause >= until:
                 break
@@ -234,10 +244,30 @@ class IdempotencyKeys:
                 now=utcnow(),
                 new_status=answer.status.value[0],
                 new_message=answer.message,
-                new_body=answer.body,
+                new_body=self._sealed(answer.body, principal, key),
                 new_headers=json.dumps(answer.headers),
             )
             await conn.execute(self._answer, params)
+
+    def _sealed(self, body: bytes, principal: str, key: str) -> bytes:
+        """The body as it is kept: sealed under the process's key, bound to its principal and key."""
+        if self._seal is None or not body:
+            return body
+        nonce = os.urandom(12)
+        return _SEALED + nonce + self._seal.encrypt(nonce, body, f"{principal} {key}".encode())
+
+    def _opened(self, row: Any, principal: str, key: str) -> Answer:
+        answer = _answer(row)
+        if not answer.body.startswith(_SEALED):
+            return answer
+        sealed = answer.body[len(_SEALED) :]
+        try:
+            if self._seal is None:
+                raise InvalidTag
+            body = self._seal.decrypt(sealed[:12], sealed[12:], f"{principal} {key}".encode())
+        except InvalidTag:  # sealed under another key: the shared secret changed since
+            raise Unavailable(_UNREADABLE) from None
+        return dataclasses.replace(answer, body=body)
 
     async def purge(self) -> None:
         """Forgets the keys past their day."""

@@ -117,7 +117,11 @@ class Process(Generic[SettingsT]):
         db = Database(settings.database_url, schema=self.schema, pool_size=settings.pool_size)
         delivery = self._delivery(settings, db, logger)
         wiring = self.build(Basics(settings, logger, db, delivery))
-        keys = IdempotencyKeys(db, self.idempotency) if self.idempotency is not None else None
+        keys = (
+            IdempotencyKeys(db, self.idempotency, sealing_key=settings.sealing_key)
+            if self.idempotency is not None
+            else None
+        )
         purge = [every(PURGE_SECONDS, keys.purge, logger, "idempotency key purge")] if keys else []
 
         async def close() -> None:

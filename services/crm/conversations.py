@@ -13,6 +13,7 @@ from services.common.audit import AuditLog
 from services.common.crud import TenantTable
 from services.common.db import Database
 from services.common.errors import FieldError, NotFound, ValidationError
+from services.common.events.catalogue import announcement
 from services.common.events.outbox import Outbox
 from services.common.fields import aware, parse_limit, utcnow
 from services.common.identity import Identity
@@ -38,9 +39,11 @@ class ConversationService(ResourceService):
         outbox: Outbox,
         cursors: Cursors = UNSIGNED,
         announce: View | None = None,
+        announce_message: View | None = None,
     ) -> None:
         super().__init__(db=db, table=table, audit=audit, outbox=outbox, cursors=cursors, announce=announce)
         self._messages = messages
+        self._announce_message = announce_message  # with a view, each message is announced
         self._contacts = contacts
 
     async def open(
@@ -114,6 +117,13 @@ class ConversationService(ResourceService):
                 },
             )
             assert updated is not None  # read in this transaction
+            if self._announce_message is not None:
+                await self.outbox.record(
+                    conn,
+                    tenant_id=caller.tenant_id,
+                    topic="message.created",
+                    payload=announcement(self._announce_message(message)),
+                )
             await self._audit.record(
                 conn, caller, resource="message", resource_id=message.id, action="create"
             )

@@ -86,6 +86,7 @@ def build(basics: Basics[Settings]) -> Wiring:
             outbox=outbox,
             cursors=cursors,
             announce=event_view(conversations_pb2.Conversation),
+            announce_message=event_view(conversations_pb2.Message),
         )
     )
 

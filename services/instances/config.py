@@ -43,7 +43,7 @@ class Settings(ServiceSettings):
 
 def sender_settings(env: Mapping[str, str]) -> SenderSettings:
     """HYDRA_WEBHOOK_RETRY_SECONDS (the waits between attempts, comma-separated), HYDRA_WEBHOOK_CONCURRENCY,
-    HYDRA_WEBHOOK_ENDPOINT_CONCURRENCY and HYDRA_WEBHOOK_TIMEOUT_SECONDS."""
+    HYDRA_WEBHOOK_ENDPOINT_CONCURRENCY, HYDRA_WEBHOOK_TENANT_CONCURRENCY and HYDRA_WEBHOOK_TIMEOUT_SECONDS."""
     raw = env.get("HYDRA_WEBHOOK_RETRY_SECONDS")
     retries = DEFAULT_RETRIES
     if raw:
@@ -60,6 +60,7 @@ def sender_settings(env: Mapping[str, str]) -> SenderSettings:
         per_endpoint=min(
             concurrency, config.env_int(env, "HYDRA_WEBHOOK_ENDPOINT_CONCURRENCY", 4, minimum=1)
         ),
+        per_tenant=min(concurrency, config.env_int(env, "HYDRA_WEBHOOK_TENANT_CONCURRENCY", 16, minimum=1)),
         timeout_seconds=float(
             config.env_int(env, "HYDRA_WEBHOOK_TIMEOUT_SECONDS", ATTEMPT_SECONDS, minimum=1)
         ),

@@ -99,9 +99,16 @@ async def fail_pending(
     )
 
 
-async def claim_due(conn: AsyncConnection, *, now: dt.datetime, limit: int) -> Sequence[Row[Any]]:
-    """Pending deliveries due by `now`, oldest due first, with their endpoint's address and secrets and
-    their event: locked, skipping those another sender holds."""
+async def claim_due(
+    conn: AsyncConnection,
+    *,
+    now: dt.datetime,
+    limit: int,
+    busy_endpoints: Sequence[uuid.UUID] = (),
+    busy_tenants: Sequence[uuid.UUID] = (),
+) -> Sequence[Row[Any]]:
+    """Pending deliveries due by `now`, oldest due first, but for the busy endpoints and tenants, with
+    their endpoint's address and secrets and their event: locked, skipping those another sender holds."""
     d, e, ev = _deliveries.c, _endpoints.c, _events
     query = (
         select(
@@ -127,7 +134,12 @@ async def claim_due(conn: AsyncConnection, *, now: dt.datetime, limit: int) -> S
                 models.events, and_(ev.tenant_id == d.tenant_id, ev.seq == d.event_seq)
             )
         )
-        .where(d.next_attempt_at <= now, d.status == "pending")
+        .where(
+            d.next_attempt_at <= now,
+            d.status == "pending",
+            d.endpoint_id.not_in(busy_endpoints),
+            d.tenant_id.not_in(busy_tenants),
+        )
         .order_by(d.next_attempt_at)
         .limit(limit)
         .with_for_update(of=_deliveries, skip_locked=True)

@@ -3,8 +3,8 @@ for about a day, then failed (and an endpoint that got nothing through all that 
 
 Deliveries due are claimed a batch at a time (locked, skipping those another sender holds) and leased
 while they are tried, so a sender that dies leaves them to another. An endpoint holds at most
-`per_endpoint` of a sender's `concurrency` connections, so one that is slow or down never holds up
-the others.
+`per_endpoint` of a sender's `concurrency` connections and a tenant's endpoints together `per_tenant`,
+so one that is slow or down, or a tenant with many, never holds up the others.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class SenderSettings:
     retries: tuple[dt.timedelta, ...] = DEFAULT_RETRIES
     concurrency: int = 32  # attempts in flight in one sender
     per_endpoint: int = 4  # of them, to one endpoint
+    per_tenant: int = 16  # of them, to one tenant's endpoints (many failing endpoints of one tenant)
     timeout_seconds: float = ATTEMPT_SECONDS  # one attempt, connecting to reading the answer
     poll_seconds: float = 1.0  # how often due deliveries are looked for while nothing wakes the sender
 
@@ -68,6 +69,11 @@ def event_body(event_id: uuid.UUID, event_type: str, occurred_at: dt.datetime, d
     stamp.FromDatetime(aware(occurred_at))
     head = json.dumps({"id": str(event_id), "type": event_type, "timestamp": stamp.ToJsonString()})
     return (head[:-1] + ', "data": ' + data + "}").encode()
+
+
+def _holders(row: Any) -> tuple[tuple[str, uuid.UUID], ...]:
+    """What an attempt of this delivery counts against: its endpoint and its tenant."""
+    return (("endpoint", row.endpoint_id), ("tenant", row.tenant_id))
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,8 @@ class WebhookSender:
             keepalive_expiry=5.0,
             network_backend=self._network,
         )
-        self._in_flight: dict[uuid.UUID, int] = {}  # attempts under way, by endpoint
+        # Attempts under way, by ("endpoint", id) and by ("tenant", id).
+        self._in_flight: dict[tuple[str, uuid.UUID], int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._due = asyncio.Event()
 
@@ -143,20 +150,37 @@ class WebhookSender:
         chosen = []
         taking = dict(self._in_flight)
         async with self._db.transaction() as conn:
-            for row in await repository.claim_due(conn, now=now, limit=free * 4):
-                if taking.get(row.endpoint_id, 0) >= self._settings.per_endpoint:
+            due = await repository.claim_due(
+                conn,
+                now=now,
+                limit=free * 4,
+                # Left out in the query, not after it: a backlog of theirs must not fill every batch.
+                busy_endpoints=self._busy("endpoint", self._settings.per_endpoint),
+                busy_tenants=self._busy("tenant", self._settings.per_tenant),
+            )
+            for row in due:
+                if (
+                    taking.get(("endpoint", row.endpoint_id), 0) >= self._settings.per_endpoint
+                    or taking.get(("tenant", row.tenant_id), 0) >= self._settings.per_tenant
+                ):
                     continue  # left unlocked for a later round, or another sender
-                taking[row.endpoint_id] = taking.get(row.endpoint_id, 0) + 1
+                for holder in _holders(row):
+                    taking[holder] = taking.get(holder, 0) + 1
                 chosen.append(row)
                 if len(chosen) == free:
                     break
             await repository.hold(conn, [(r.tenant_id, r.id) for r in chosen], now + self._settings.lease)
         for row in chosen:
-            self._in_flight[row.endpoint_id] = self._in_flight.get(row.endpoint_id, 0) + 1
+            for holder in _holders(row):
+                self._in_flight[holder] = self._in_flight.get(holder, 0) + 1
             task = asyncio.create_task(self._attempt(row))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return len(chosen)
+
+    def _busy(self, kind: str, cap: int) -> list[uuid.UUID]:
+        """The endpoints (or tenants) with as many attempts under way as they may have."""
+        return [key for (of, key), count in self._in_flight.items() if of == kind and count >= cap]
 
     async def drain(self) -> None:
         """Waits for the attempts under way (tests, and a clean stop)."""
@@ -170,11 +194,12 @@ class WebhookSender:
         except Exception as error:  # the lease runs out and the delivery is tried again
             self._log.warning("settling a webhook delivery failed", extra={"error": type(error).__name__})
         finally:
-            left = self._in_flight.get(row.endpoint_id, 1) - 1
-            if left:
-                self._in_flight[row.endpoint_id] = left
-            else:
-                self._in_flight.pop(row.endpoint_id, None)
+            for holder in _holders(row):
+                left = self._in_flight.get(holder, 1) - 1
+                if left:
+                    self._in_flight[holder] = left
+                else:
+                    self._in_flight.pop(holder, None)
             self._due.set()
 
     async def _send(self, row: Any) -> Outcome:

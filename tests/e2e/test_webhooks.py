@@ -19,6 +19,7 @@ from tests.e2e.conftest import (
     create_instance,
     create_site,
     named_request,
+    open_conversation,
 )
 from tests.e2e.test_public_site import visitor
 from tests.support.polling import wait_until
@@ -150,7 +151,9 @@ def test_the_feed_lists_every_services_events_once_in_order_and_polls_from_its_c
             "/v1/public/forms/submit", json={"site_id": site["id"], "form_data": {"message": "hello"}}
         )
     assert submitted.status_code == 200, submitted.text
+    conversation = open_conversation(edge, key.tenant, messages=[("visitor", "Hello?")])
     expected = {
+        ("conversation.created", conversation),
         ("lead.created", lead["id"]),
         ("ticket.created", ticket["id"]),
         ("instance.created", instance["id"]),
@@ -162,6 +165,12 @@ def test_the_feed_lists_every_services_events_once_in_order_and_polls_from_its_c
         return events if expected <= {(e["type"], e["data"]["id"]) for e in events} else None
 
     events = wait_until(all_recorded, what="every service's events in the feed")
+    (message,) = [e["data"] for e in events if e["type"] == "message.created"]
+    assert (message["conversation_id"], message["role"], message["content"]) == (
+        conversation,
+        "visitor",
+        "Hello?",
+    )
     assert len({e["id"] for e in events}) == len(events)  # none twice
     assert "knowledge" not in next(e for e in events if e["type"] == "instance.created")["data"]
     # The HydraCore surface lists the same feed.

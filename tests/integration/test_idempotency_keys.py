@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from services.common.db import Database
-from services.common.errors import Conflict
+from services.common.errors import Conflict, Unavailable
 from services.common.idempotency import (
     KEPT_FOR,
     LEASE,
@@ -138,5 +138,24 @@ def test_a_claim_past_its_lease_and_an_answer_past_its_day_are_taken_over_then_p
         await keys.purge()
         async with db.read() as conn:
             assert (await conn.execute(sa.select(table))).all() == []
+
+    run(db, scenario())
+
+
+def test_a_kept_answer_is_sealed_and_opens_only_under_its_key(db: Database) -> None:
+    async def scenario() -> None:
+        _, table = await keys_on(db)
+        keys = IdempotencyKeys(db, table, sealing_key=b"s" * 32)
+        request = fingerprint("/svc/CreateKey", b"body")
+        secret = b"\x0a\x12hmcp_secret_shown_once"
+        assert await keys.claim(TENANT, "k", request) is None
+        await keys.keep(TENANT, "k", Answer(grpc.StatusCode.OK, secret))
+        async with db.read() as conn:
+            (stored,) = (await conn.execute(sa.select(table.c.body))).scalars()
+        assert b"hmcp_secret_shown_once" not in stored  # the database never holds it in clear
+        assert await keys.claim(TENANT, "k", request) == Answer(grpc.StatusCode.OK, secret)
+        # Under another key (the shared secret changed), the answer cannot be replayed: never a 500.
+        with pytest.raises(Unavailable):
+            await IdempotencyKeys(db, table, sealing_key=b"t" * 32).claim(TENANT, "k", request)
 
     run(db, scenario())

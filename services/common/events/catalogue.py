@@ -49,13 +49,19 @@ def _catalogue() -> dict[str, EventType]:
         for name, message, omitted in _RESOURCES
         for action, text in _ACTIONS.items()
     ]
-    types.append(
+    types += [
+        EventType(
+            "message.created",
+            "A message was added to a conversation (a visitor's, an agent's or the AI's); data is the "
+            "message.",
+            "hydra.crm.v1.Message",
+        ),
         EventType(
             "form_submission.created",
             "A website form was submitted; data is the submission.",
             "hydra.public.v1.FormSubmission",
-        )
-    )
+        ),
+    ]
     return {t.name: t for t in types}
 
 
