@@ -152,7 +152,12 @@ class EventDelivery:
         self._dead_letters = DeadLetterStore(db, dead_letters, max_attempts=settings.retry.max_attempts)
         self._consumers: list[Consumer] = []
         self._dispatcher = Dispatcher(db=db, outbox=outbox, bus=self.bus, logger=logger)
-        self._retention = Retention(db=db, outbox=outbox, inbox=inbox, keep=settings.retention, logger=logger)
+        self._retention = Retention(
+            db=db,
+            stamps=(outbox.c.dispatched_at, inbox.c.processed_at),
+            keep=settings.retention,
+            logger=logger,
+        )
         # Writes record their events through this outbox, so the dispatcher need not poll while idle.
         self.outbox = Outbox(outbox, on_record=self._dispatcher.wake)
 

@@ -16,7 +16,8 @@ from hydra.instances.v1 import (
 )
 
 from services.common.audit import AuditLog
-from services.common.process import Basics, EventTables, Process, Wiring, every
+from services.common.events.outbox import Retention
+from services.common.process import Basics, EventTables, Process, Wiring
 from services.common.servicing import event_view
 from services.instances import models, repository
 from services.instances.config import Settings
@@ -37,7 +38,15 @@ def build(basics: Basics[Settings]) -> Wiring:
     tokens = WidgetTokens(settings.gatekeeper_address, admin_token=settings.admin_token)
     events.consume("instances-widget-tokens", {INSTANCE_DELETED}, tokens.revoke_for_deleted_instance)
     sender = WebhookSender(db, hosts=settings.webhook_hosts, settings=settings.sender, logger=basics.logger)
-    hub = EventHub(db=db, cursors=cursors, kept=settings.events_kept, queued=sender.wake)
+    hub = EventHub(db=db, cursors=cursors, queued=sender.wake)
+    # Events and deliveries past the feed's retention.
+    retention = Retention(
+        db=db,
+        stamps=(models.events.c.recorded_at, models.webhook_deliveries.c.created_at),
+        keep=settings.events_kept,
+        logger=basics.logger,
+        interval_seconds=PURGE_SECONDS,
+    )
     events.announce_to(hub)  # the hub's own announcements go straight in
     audit = AuditLog(models.audit_log)
     instances = InstanceServicer(
@@ -87,7 +96,7 @@ def build(basics: Basics[Settings]) -> Wiring:
 
     return Wiring(
         register=register,
-        background=[every(PURGE_SECONDS, hub.purge, basics.logger, "event purge")],
+        background=[retention.run],
         deliveries=[sender.run],
         close=[tokens.close, sender.close],
     )

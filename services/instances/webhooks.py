@@ -23,7 +23,6 @@ from services.common.db import Database
 from services.common.errors import Conflict, FieldError, NotFound, ValidationError
 from services.common.events.catalogue import ALL_TYPES, is_subscription, subscribes
 from services.common.events.hub import Announcement
-from services.common.events.outbox import purge_statement
 from services.common.fields import parse_limit, utcnow
 from services.common.identity import Identity
 from services.common.outbound import HostPolicy
@@ -36,7 +35,6 @@ DELIVERY_NOT_FOUND = "Delivery not found"
 MAX_ENDPOINTS = 50  # per tenant: one per integration, with room to spare
 SECRET_OVERLAP = dt.timedelta(hours=24)  # a rotated-out secret keeps signing this long
 FEED_DEFAULT, FEED_MAXIMUM = 100, 1000
-PURGE_BATCH = 5000
 
 
 def new_secret() -> str:
@@ -164,30 +162,11 @@ class EventHub:
         *,
         db: Database,
         cursors: Cursors,
-        kept: dt.timedelta = dt.timedelta(days=30),
         queued: Callable[[], None] = lambda: None,
     ) -> None:
         self._db = db
         self._cursors = cursors
-        self._kept = kept
         self._queued = queued  # tells the sender deliveries are due
-        self._purges = (
-            purge_statement(models.events, models.events.c.recorded_at, db.dialect),
-            purge_statement(models.webhook_deliveries, models.webhook_deliveries.c.created_at, db.dialect),
-        )
-
-    async def purge(self, now: dt.datetime | None = None) -> int:
-        """Deletes events and deliveries older than the feed keeps them, a batch per transaction."""
-        cutoff = (now or utcnow()) - self._kept
-        deleted = 0
-        for purge in self._purges:
-            while True:
-                async with self._db.direct_transaction() as conn:
-                    count = await conn.execute(purge, {"cutoff": cutoff, "batch": PURGE_BATCH})
-                deleted += count
-                if count < PURGE_BATCH:
-                    break
-        return deleted
 
     async def record(self, tenant_id: uuid.UUID, events: Sequence[Announcement]) -> int:
         """Records the tenant's events not recorded before, with a delivery to each endpoint subscribed to

@@ -287,8 +287,7 @@ def test_records_past_retention_are_purged_and_a_pending_event_is_kept_however_o
             await conn.execute(sa.insert(inbox), records)
         retention = Retention(
             db=inbox_db,
-            outbox=outbox,
-            inbox=inbox,
+            stamps=(outbox.c.dispatched_at, inbox.c.processed_at),
             keep=dt.timedelta(days=7),
             logger=logging.getLogger(),
             batch=2,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import random
 import uuid
 from collections.abc import Coroutine
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 
 from services.common.db import Database
 from services.common.events.hub import Announcement
+from services.common.events.outbox import Retention
 from services.common.fields import utcnow
 from services.common.identity import Identity
 from services.common.paging import Cursors
@@ -159,11 +161,18 @@ def test_deliveries_are_queued_for_enabled_endpoints_subscribed_to_the_type(db: 
 
 def test_events_and_deliveries_past_retention_are_purged(db: Database) -> None:
     async def scenario() -> None:
-        hub = await hub_on(db, kept=dt.timedelta(days=30))
+        hub = await hub_on(db)
+        retention = Retention(
+            db=db,
+            stamps=(models.events.c.recorded_at, models.webhook_deliveries.c.created_at),
+            keep=dt.timedelta(days=30),
+            logger=logging.getLogger("test"),
+            batch=2,
+        )
         tenant = uuid.uuid4()
         await hub.record(tenant, [announcement(n) for n in range(3)])
-        assert await hub.purge() == 0
-        assert await hub.purge(now=utcnow() + dt.timedelta(days=31)) == 3
+        assert await retention.purge_once() == 0
+        assert await retention.purge_once(now=utcnow() + dt.timedelta(days=31)) == 3
         assert (await walk(hub, tenant))[0] == []
 
     run(db, scenario())

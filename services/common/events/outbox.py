@@ -177,8 +177,9 @@ class Dispatcher:
 
 
 class Retention:
-    """Deletes the event records no longer needed: outbox rows dispatched, and idempotency records
-    made, longer ago than `keep`. A pending outbox row is kept however old it is.
+    """Deletes the records no longer needed: the rows of each table whose stamp is older than `keep`
+    (outbox rows dispatched, the inbox's records; the event hub's events and deliveries). A row without
+    a stamp (an outbox row not yet dispatched) is kept however old it is.
 
     Each table is purged a batch per transaction, so no purge holds locks for long.
     """
@@ -187,8 +188,7 @@ class Retention:
         self,
         *,
         db: Database,
-        outbox: Table,
-        inbox: Table,
+        stamps: Sequence[Column[Any]],
         keep: dt.timedelta,
         logger: logging.Logger,
         interval_seconds: float = 60.0,
@@ -199,10 +199,7 @@ class Retention:
         self._log = logger
         self._interval = interval_seconds
         self._batch = batch
-        self._purges = (
-            purge_statement(outbox, outbox.c.dispatched_at, db.dialect),
-            purge_statement(inbox, inbox.c.processed_at, db.dialect),
-        )
+        self._purges = tuple(purge_statement(stamp.table, stamp, db.dialect) for stamp in stamps)
 
     async def purge_once(self, now: dt.datetime | None = None) -> int:
         """Deletes every record past retention at `now`; returns how many."""
