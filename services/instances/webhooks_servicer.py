@@ -274,7 +274,11 @@ class EventHubServicer(webhooks_pb2_grpc.EventHubServiceServicer):
                 announcements.append(from_message(message))
             except ValueError:
                 raise ValidationError(
-                    FieldError(("body", "events", index, "id"), "Input should be a UUID", "uuid_parsing")
+                    FieldError(
+                        ("body", "events", index),
+                        "Input should have a UUID as id and a JSON object as data",
+                        "value_error",
+                    )
                 ) from None
         recorded = await self._hub.record(current_identity().tenant_id, announcements)
         return webhooks_pb2.RecordEventsResponse(recorded=recorded)

@@ -4,13 +4,13 @@ its outbox dispatched, a tenant at a time; the hub records each once and queues 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
-from google.protobuf import json_format
 from hydra.instances.v1 import webhooks_pb2, webhooks_pb2_grpc
 
 from services.common.events.bus import Event
@@ -50,28 +50,21 @@ class EventSink(Protocol):
         ...
 
 
-def plain(value: Any) -> Any:
-    """A Struct's value as the edge prints it: a whole number as an integer, not a float."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
-
-
-def from_message(message: webhooks_pb2.Event) -> Announcement:
-    """An event as the hub's RPC took it; ValueError when its id is not a UUID."""
-    data = plain(json_format.MessageToDict(message.data))
+def from_message(message: webhooks_pb2.EventRecord) -> Announcement:
+    """An event as the hub's RPC took it; ValueError when its id is not a UUID or its data not a JSON
+    object."""
+    data = json.loads(message.data)
+    if not isinstance(data, dict):
+        raise ValueError("data is not a JSON object")
     return Announcement(uuid.UUID(message.id), message.type, message.timestamp.ToDatetime(dt.UTC), data)
 
 
-def as_message(announcement: Announcement) -> webhooks_pb2.Event:
-    """An announcement as the hub's RPC takes it (and as webhooks and the feed answer it)."""
-    message = webhooks_pb2.Event(id=str(announcement.id), type=announcement.type)
+def as_message(announcement: Announcement) -> webhooks_pb2.EventRecord:
+    """An announcement as the hub's RPC takes it."""
+    message = webhooks_pb2.EventRecord(
+        id=str(announcement.id), type=announcement.type, data=json.dumps(announcement.data)
+    )
     message.timestamp.FromDatetime(announcement.occurred_at)
-    message.data.update(announcement.data)
     return message
 
 
