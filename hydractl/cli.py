@@ -448,6 +448,9 @@ def cmd_up(args: argparse.Namespace, env: dict[str, str]) -> None:
         several = {server: n for server, n in stack.replica_counts().items() if n > 1}
         if several:
             sys.stdout.write("Replicas: " + ", ".join(f"{s} x{n}" for s, n in several.items()) + "\n")
+        sys.stdout.write(
+            "Metrics (Prometheus):\n" + "".join(f"  {n:<20} {u}\n" for n, u in stack.metrics_urls().items())
+        )
         if args.demo:
             key, core = demo_keys(env)
             site = create_site(env, tenant=key["tenant_id"], name="Demo site")

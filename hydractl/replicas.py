@@ -88,7 +88,7 @@ def plan(env: Mapping[str, str], counts: Mapping[str, int], processes: Mapping[s
     replica_env: dict[str, dict[str, str]] = {}
     shared: dict[str, str] = {}
     servers = {name: name for name in processes}
-    taken: set[int] = {config.service_port(env, p) for p in config.DEFAULT_PORTS}
+    taken: set[int] = {config.service_port(env, p) for p in (*config.DEFAULT_PORTS, *config.METRICS_PORTS)}
     for name, count in counts.items():
         if count < 2:
             continue
@@ -104,10 +104,11 @@ def plan(env: Mapping[str, str], counts: Mapping[str, int], processes: Mapping[s
             replica = replica_name(name, k)
             servers[replica] = name
             own: dict[str, str] = {}
-            for port_name in ports:
+            for port_name in [*ports, *config.metrics_ports(name)]:  # metrics ports: no upstreams
                 port = _free_port(host, config.service_port(env, port_name) + _PORT_STEP * (k - 1), taken)
                 own[f"HYDRA_{port_name.upper()}_PORT"] = str(port)
-                addresses[port_name].append(f"{reach}:{port}")
+                if port_name in addresses:
+                    addresses[port_name].append(f"{reach}:{port}")
             replica_env[replica] = own
         for port_name, listed in addresses.items():
             shared.setdefault(f"HYDRA_{port_name.upper()}_UPSTREAMS", ",".join(listed))

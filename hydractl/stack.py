@@ -22,6 +22,7 @@ from edge import envoy_config
 from hydractl import processes, replicas
 from services.common import config
 from services.common.delivery import DeliverySettings
+from services.common.metrics import metrics_settings
 from services.common.process import DELIVER
 
 # name -> python module of every gRPC process, in start order.
@@ -143,6 +144,18 @@ class Stack:
                 raise StackError(f"Envoy never health-checked the restarted {name}")
             time.sleep(0.1)
         self.wait_healthy(max(deadline - time.monotonic(), 1.0))
+
+    def metrics_urls(self) -> dict[str, str]:
+        """Where each Python process serves its Prometheus metrics, and Envoy its statistics, by name."""
+        urls = {}
+        for name in self.process_names:
+            env = {**self.env, **self._plan.replica_env.get(name, {})}
+            found = metrics_settings(env, self.server_of(name), delivery=name.endswith(DELIVERY_SUFFIX))
+            if found is not None:
+                urls[name] = f"http://{found.address}/metrics"
+        admin = config.env_int(self.env, "HYDRA_ENVOY_ADMIN_PORT", 9901)
+        urls["envoy"] = f"http://127.0.0.1:{admin}/stats/prometheus"
+        return urls
 
     def health_checks_passed(self, cluster: str) -> int:
         """How many of Envoy's active health checks of `cluster` have passed so far."""

@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hydractl.stack import Stack, migrate_all
+from services.common.config import METRICS_PORTS
 from testbed.servers import free_port
 
 
@@ -34,6 +35,7 @@ def stack_env(
         HYDRA_WORKFLOWS_PORT=str(free_port()),
         HYDRA_MCP_PORT=str(free_port()),
         HYDRA_TOOLS_PORT=str(free_port()),
+        **{f"HYDRA_{name.upper()}_PORT": str(free_port()) for name in METRICS_PORTS},
         # Stopping waits for no Envoy health check; tests of rolling restarts set "" (the default, 3 s).
         HYDRA_SHUTDOWN_DELAY_MS="0",
     )

@@ -181,11 +181,30 @@ DEFAULT_PORTS = {
     "mcp": 50056,  # the workflows service's MCP endpoints (HTTP)
     "tools": 50057,  # the gatekeeper's MCP servers of the Support and HydraCore APIs (HTTP)
 }
+# Each process's Prometheus metrics (HTTP), and its delivery process's: no upstreams of the edge.
+METRICS_PORTS = {
+    "gatekeeper_metrics": 9150,
+    "crm_metrics": 9151,
+    "tickets_metrics": 9152,
+    "instances_metrics": 9153,
+    "public_metrics": 9154,
+    "workflows_metrics": 9155,
+    "crm_delivery_metrics": 9161,
+    "tickets_delivery_metrics": 9162,
+    "instances_delivery_metrics": 9163,
+    "public_delivery_metrics": 9164,
+}
+
+
+def metrics_ports(name: str) -> list[str]:
+    """The names of process `name`'s metrics ports (its server's, and its delivery process's)."""
+    return [p for p in (f"{name}_metrics", f"{name}_delivery_metrics") if p in METRICS_PORTS]
 
 
 def service_port(env: Mapping[str, str], name: str) -> int:
     """The port process `name` listens on."""
-    return env_int(env, f"HYDRA_{name.upper()}_PORT", DEFAULT_PORTS[name], minimum=1)
+    default = DEFAULT_PORTS[name] if name in DEFAULT_PORTS else METRICS_PORTS[name]
+    return env_int(env, f"HYDRA_{name.upper()}_PORT", default, minimum=1)
 
 
 def service_address(env: Mapping[str, str], name: str) -> str:

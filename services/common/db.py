@@ -130,6 +130,15 @@ class Database:
             return _through_alchemy(self.read())
         return self._direct_pool.connection(transaction=False)
 
+    def pool_usage(self) -> tuple[int, int]:
+        """Connections of SQLAlchemy's pool checked out now, and how many it keeps (0, 0 for a pool that
+        keeps none, such as SQLite's)."""
+        pool = self.engine.sync_engine.pool
+        checked_out, size = getattr(pool, "checkedout", None), getattr(pool, "size", None)
+        if not callable(checked_out) or not callable(size):
+            return 0, 0
+        return int(checked_out()), int(size())
+
     def goes_direct(self, query: Select[Any]) -> bool:
         """Whether `query` runs on psycopg directly: on PostgreSQL, only if no value of it needs
         SQLAlchemy's conversion (elsewhere `direct()` is SQLAlchemy, which takes any)."""

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Table, func, select
 
-from services.common import config
+from services.common import config, metrics
 from services.common.db import Database
 from services.common.events.bus import BatchHandler, Bus, Event, LocalBus, RedisStreamBus
 from services.common.events.catalogue import EVENT_TYPES
@@ -28,6 +28,7 @@ from services.common.events.inbox import (
     idempotent_writer,
 )
 from services.common.events.outbox import Dispatcher, Outbox, Retention
+from services.common.fields import aware, utcnow
 from services.common.mail import Email, MaildirMailer, Mailer, MailNotSent, SmtpMailer
 
 
@@ -150,8 +151,10 @@ class EventDelivery:
         self._log = logger
         self._retry = settings.retry
         self._dead_letters = DeadLetterStore(db, dead_letters, max_attempts=settings.retry.max_attempts)
+        self._dead_letters_table = dead_letters
         self._consumers: list[Consumer] = []
         self._dispatcher = Dispatcher(db=db, outbox=outbox, bus=self.bus, logger=logger)
+        self._outbox_table = outbox
         self._retention = Retention(
             db=db,
             stamps=(outbox.c.dispatched_at, inbox.c.processed_at),
@@ -219,6 +222,32 @@ class EventDelivery:
             return await guarded(sendable)
 
         self._subscribe(name, topics, handle)
+
+    async def measure(self, service: str) -> None:
+        """Brings the event gauges up to date: the outbox's backlog and its age, and the dead letters."""
+        outbox, letters = self._outbox_table, self._dead_letters_table
+        now = utcnow()
+        async with self._db.read() as conn:
+            pending, oldest = (
+                await conn.execute(
+                    select(func.count(), func.min(outbox.c.created_at)).where(
+                        outbox.c.dispatched_at.is_(None)
+                    )
+                )
+            ).one()
+            states = (
+                await conn.execute(
+                    select(letters.c.consumer, letters.c.dead_at.is_(None), func.count()).group_by(
+                        letters.c.consumer, letters.c.dead_at.is_(None)
+                    )
+                )
+            ).all()
+        metrics.OUTBOX_PENDING.labels(service).set(pending)
+        metrics.OUTBOX_AGE.labels(service).set((now - aware(oldest)).total_seconds() if oldest else 0)
+        seen = {(consumer, "retrying" if retrying else "dead"): count for consumer, retrying, count in states}
+        for consumer in {c.name for c in self._consumers} | {c for c, _ in seen}:
+            for state in ("retrying", "dead"):
+                metrics.DEAD_LETTERS.labels(service, consumer, state).set(seen.get((consumer, state), 0))
 
     @property
     def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:

@@ -37,6 +37,7 @@ from services.common.exchange import HTTP_STATUS_HEADER, Exchange, bind
 from services.common.fields import refuse_control_characters
 from services.common.idempotency import REPLAYED, Answer, IdempotencyKeys, fingerprint, read_key
 from services.common.logging import log_loop_exception
+from services.common.metrics import MetricsSettings, RpcMetrics, metrics_settings, serve_metrics
 from services.common.servicing import Context
 from services.common.surfaces import REQUEST_ID_HEADER, identified, render
 
@@ -139,13 +140,17 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary:
             serialize = handler.response_serializer
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, policy, serialize),
+                self._wrap_unary(
+                    handler.unary_unary, policy, serialize, RpcMetrics(policy.full_method, "unary")
+                ),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=_passing_replays(serialize) if policy.idempotent else serialize,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, policy),
+                self._wrap_stream(
+                    handler.unary_stream, policy, RpcMetrics(policy.full_method, "server_stream")
+                ),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -156,9 +161,10 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         behavior: Callable[..., Awaitable[Any]],
         policy: MethodAccess,
         serialize: Callable[[Any], bytes] | None,
+        metrics: RpcMetrics,
     ) -> Callable[..., Any]:
         async def wrapped(request: Any, context: Context) -> Any:
-            async with self._guard(policy, context) as call:
+            async with self._guard(policy, context, metrics) as call:
                 if policy.reads_raw_fields:
                     refuse_control_characters(request)
                 if policy.http_write:
@@ -212,20 +218,25 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
                 },
             )
 
-    def _wrap_stream(self, behavior: Callable[..., Any], policy: MethodAccess) -> Callable[..., Any]:
+    def _wrap_stream(
+        self, behavior: Callable[..., Any], policy: MethodAccess, metrics: RpcMetrics
+    ) -> Callable[..., Any]:
         async def wrapped(request: Any, context: Context) -> Any:
-            async with self._guard(policy, context):
+            async with self._guard(policy, context, metrics):
                 async for message in behavior(request, context):
                     yield message
 
         return wrapped
 
     @contextlib.asynccontextmanager
-    async def _guard(self, policy: MethodAccess, context: Context) -> AsyncIterator[_Call]:
-        """Binds identity for one call, turns any failure into a status, and logs the call."""
+    async def _guard(
+        self, policy: MethodAccess, context: Context, metrics: RpcMetrics
+    ) -> AsyncIterator[_Call]:
+        """Binds identity for one call, turns any failure into a status, and logs and counts the call."""
         call = _Call(
             policy, ident.text_metadata(context.invocation_metadata()), remaining=context.time_remaining()
         )
+        metrics.start()
         unbind = None
         unbind_exchange = bind(call.exchange)
         try:
@@ -238,9 +249,12 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
                 unbind()
             unbind_exchange()
             self._log_call(call)
+            metrics.end(call.code, call.started)
 
     async def _abort(self, context: Context, call: _Call, error: Exception) -> None:
         if isinstance(error, grpc.aio.AbortError):
+            if call.code is grpc.StatusCode.OK:  # aborted by the handler itself, with a code not seen here
+                call.code = grpc.StatusCode.UNKNOWN
             raise error
         if is_connection_loss(error):
             self._log.warning(
@@ -260,6 +274,7 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
             error = InternalError("Internal server error.")
         call.status = error.code
         rendered = render(error, call.policy.surface, call.metadata.get(REQUEST_ID_HEADER))
+        call.code = rendered.grpc_status
         trailers = (
             (ERROR_BODY_HEADER, rendered.body),
             (HTTP_STATUS_HEADER, str(rendered.http_status)),
@@ -308,6 +323,7 @@ def _passing_replays(serialize: Callable[[Any], bytes] | None) -> Callable[[Any]
 async def _replay(context: Context, call: _Call, first: Answer) -> Any:
     """Answers as the first request with the key was answered, saying so in a header."""
     call.status = "replayed"
+    call.code = first.status
     replayed = (REPLAYED, "true")
     if first.status is not grpc.StatusCode.OK:
         trailers = [
@@ -352,6 +368,7 @@ class _Call:
     remaining: float | None = None  # seconds until the caller's deadline, when it set one
     started: float = field(default_factory=time.perf_counter)
     status: str = "ok"
+    code: grpc.StatusCode = grpc.StatusCode.OK  # the gRPC status it was answered with
     tenant: str = "-"
     held_key: str | None = None  # the Idempotency-Key this call claimed, until its answer is recorded
     exchange: Exchange = field(init=False)
@@ -442,12 +459,14 @@ class ServerSettings:
     # How long a stopping server keeps answering, NOT_SERVING, before it drains: Envoy health-checks
     # every 2 s and takes a host out at its first NOT_SERVING answer (1 s timeout), so 3 s.
     shutdown_delay: float = 3.0
+    metrics: MetricsSettings | None = None  # where it serves its Prometheus metrics, if anywhere
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> ServerSettings:
+    def from_env(cls, env: Mapping[str, str], name: str = "", *, delivery: bool = False) -> ServerSettings:
         return cls(
             internal_token=config.internal_token(env),
             shutdown_delay=config.env_int(env, "HYDRA_SHUTDOWN_DELAY_MS", 3000) / 1000,
+            metrics=metrics_settings(env, name, delivery=delivery),
         )
 
 
@@ -465,7 +484,7 @@ async def serve(
 ) -> None:
     """Runs the app until SIGTERM/SIGINT (or `stop`), then drains: NOT_SERVING, a pause while Envoy
     notices, stop(grace), close. `settings` default to the HYDRA_* environment."""
-    settings = settings or ServerSettings.from_env(config.current_env())
+    settings = settings or ServerSettings.from_env(config.current_env(), app.name)
     try:
         config.require_internal_token(app.address, settings.internal_token)
     except config.ConfigError as error:
@@ -507,6 +526,7 @@ async def serve(
             await app.start()
         except OSError as error:
             _cannot_listen(logger, app, str(error))
+    stop_metrics = _serve_metrics(settings.metrics, logger, app)
     monitor = _HealthMonitor(app, health, logger)
     await monitor.check_once()
     await server.start()
@@ -529,7 +549,22 @@ async def serve(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await app.close()
+        stop_metrics()
         logger.info("stopped", extra={"service": app.name})
+
+
+def _serve_metrics(
+    metrics: MetricsSettings | None, logger: logging.Logger, app: GrpcApp
+) -> Callable[[], None]:
+    """Starts the metrics listener, if the process has one; returns its stop."""
+    if metrics is None:
+        return lambda: None
+    try:
+        stop = serve_metrics(metrics)
+    except OSError:
+        _cannot_listen(logger, app, metrics.address)
+    logger.info("metrics", extra={"address": metrics.address, "service": app.name})
+    return stop
 
 
 async def deliver(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event | None = None) -> None:
@@ -546,6 +581,9 @@ async def deliver(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event |
         )
         raise SystemExit(2)
     stop = _stopped_by_signals(stop)
+    stop_metrics = _serve_metrics(
+        ServerSettings.from_env(config.current_env(), app.name, delivery=True).metrics, logger, app
+    )
     tasks = [asyncio.create_task(job()) for job in app.consumers]
     logger.info("delivering events", extra={"service": app.name})
     try:
@@ -555,6 +593,7 @@ async def deliver(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event |
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await app.close()
+        stop_metrics()
         logger.info("stopped", extra={"service": app.name})
 
 

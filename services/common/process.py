@@ -14,7 +14,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from sqlalchemy import Table
 
-from services.common import grpc_server
+from services.common import grpc_server, metrics
 from services.common import logging as hydra_logging
 from services.common.config import ProcessSettings
 from services.common.db import Database
@@ -122,7 +122,16 @@ class Process(Generic[SettingsT]):
             if self.idempotency is not None
             else None
         )
-        purge = [every(PURGE_SECONDS, keys.purge, logger, "idempotency key purge")] if keys else []
+        jobs = [every(PURGE_SECONDS, keys.purge, logger, "idempotency key purge")] if keys else []
+
+        async def measure() -> None:
+            in_use, size = db.pool_usage()
+            metrics.DB_POOL_IN_USE.labels(self.name).set(in_use)
+            metrics.DB_POOL_SIZE.labels(self.name).set(size)
+            if delivery is not None:
+                await delivery.measure(self.name)
+
+        jobs.append(every(metrics.REFRESH_SECONDS, measure, logger, "metrics refresh"))
 
         async def close() -> None:
             for closer in wiring.close:
@@ -140,7 +149,7 @@ class Process(Generic[SettingsT]):
             register=wiring.register,
             probe=db.ping,
             close=close,
-            background=[*wiring.background, *purge, *(delivery.background if delivery else ())],
+            background=[*wiring.background, *jobs, *(delivery.background if delivery else ())],
             consumers=[*(delivery.consumers if delivery else ()), *wiring.deliveries],
             separate_consumers=delivery.separate_consumers if delivery else False,
             start=wiring.start,

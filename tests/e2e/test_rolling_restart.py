@@ -49,7 +49,10 @@ def test_restarting_each_crm_replica_in_turn_under_load_answers_no_5xx(
         HYDRA_SHUTDOWN_DELAY_MS="",  # the default: NOT_SERVING until Envoy has seen it
     )
     migrate_all(env)
-    other = Stack(env={**env, "HYDRA_CRM_PORT": str(second)}, log_dir=tmp_path / "b")
+    other = Stack(
+        env={**env, "HYDRA_CRM_PORT": str(second), "HYDRA_CRM_METRICS_PORT": str(free_port())},
+        log_dir=tmp_path / "b",
+    )
     other.log_dir.mkdir()
     other.start_process("crm")  # the edge reports healthy only once both replicas are
     try:

@@ -57,6 +57,7 @@ def two_gatekeepers(tmp_path: Path, postgres_url: str, redis_url: str) -> Iterat
         "HYDRA_GATEKEEPER_PORT": str(free_port()),
         "HYDRA_AUTHZ_PORT": str(free_port()),
         "HYDRA_TOOLS_PORT": str(free_port()),
+        "HYDRA_GATEKEEPER_METRICS_PORT": str(free_port()),
         "HYDRA_DATA_DIR": str(tmp_path / "b"),
     }
     with grpc_processes(env, "gatekeeper"):

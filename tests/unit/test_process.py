@@ -101,8 +101,9 @@ def test_a_service_app_runs_its_outbox_and_consumers_and_closes(tmp_path: Path) 
         app = CRM.app(settings, logging.getLogger("test"))
         assert (app.name, app.address) == ("crm", settings.address)
         assert [s.full_name for s in app.services] == [s.full_name for s in CRM.services]
-        # The group commits, the idempotency key purge, the outbox dispatcher and the records purge.
-        assert len(app.background) == 4 and app.idempotency is not None
+        # The group commits, the idempotency key purge, the metrics refresh, the outbox dispatcher and
+        # the records purge.
+        assert len(app.background) == 5 and app.idempotency is not None
         assert len(app.consumers) == 3  # the bus, the CSAT email consumer and the event hub forwarder
         assert not app.separate_consumers and app.start is None
         await app.probe()
@@ -111,14 +112,14 @@ def test_a_service_app_runs_its_outbox_and_consumers_and_closes(tmp_path: Path) 
     asyncio.run(main())
 
 
-def test_the_gatekeeper_app_has_its_listeners_three_purges_and_no_consumers(tmp_path: Path) -> None:
+def test_the_gatekeeper_app_has_its_listeners_its_jobs_and_no_consumers(tmp_path: Path) -> None:
     settings = GATEKEEPER.settings.from_env({"HYDRA_DATA_DIR": str(tmp_path)})
     GATEKEEPER.migrate(settings)
 
     async def main() -> None:
         app = GATEKEEPER.app(settings, logging.getLogger("test"))
-        # MCP records, and Idempotency-Keys.
-        assert [job.__qualname__ for job in app.background] == ["every.<locals>.job"] * 3
+        # The purges of MCP records and Idempotency-Keys, and the metrics refresh.
+        assert [job.__qualname__ for job in app.background] == ["every.<locals>.job"] * 4
         assert (list(app.consumers), app.separate_consumers) == ([], False)
         assert app.start is not None
         await app.probe()

@@ -43,22 +43,41 @@ def test_make_run_picks_replicas_only_where_they_are_shared_and_help() -> None:
 
 def test_each_replica_gets_free_ports_and_every_address_is_shared() -> None:
     # Below the range test stacks draw their ports from, so nothing else in the run listens here.
-    ports = {"CRM": 17100, "GATEKEEPER": 17200, "AUTHZ": 17300, "TOOLS": 17400}
+    ports = {
+        "CRM": 17100,
+        "GATEKEEPER": 17200,
+        "AUTHZ": 17300,
+        "TOOLS": 17400,
+        "CRM_METRICS": 17600,
+        "CRM_DELIVERY_METRICS": 17700,
+        "GATEKEEPER_METRICS": 17800,
+    }
     env = {f"HYDRA_{name}_PORT": str(port) for name, port in ports.items()}
     with socket.socket() as busy:  # something already listens where crm's second replica would go next
         busy.bind(("127.0.0.1", 17201))
         busy.listen()
         plan = replicas.plan(env, {"crm": 3, "gatekeeper": 2, "tickets": 1}, SERVERS)
     # crm-2 would take 17200 (the gatekeeper's) then 17201 (busy); gatekeeper-2's ports step past crm-3's.
+    # Metrics ports move too, past every port taken (17700 and 17800 are others'), but are no upstreams.
     assert plan.replica_env == {
-        "crm-2": {"HYDRA_CRM_PORT": "17202"},
-        "crm-3": {"HYDRA_CRM_PORT": "17301"},
+        "crm-2": {
+            "HYDRA_CRM_PORT": "17202",
+            "HYDRA_CRM_METRICS_PORT": "17701",
+            "HYDRA_CRM_DELIVERY_METRICS_PORT": "17801",
+        },
+        "crm-3": {
+            "HYDRA_CRM_PORT": "17301",
+            "HYDRA_CRM_METRICS_PORT": "17802",
+            "HYDRA_CRM_DELIVERY_METRICS_PORT": "17900",
+        },
         "gatekeeper-2": {
             "HYDRA_GATEKEEPER_PORT": "17302",
             "HYDRA_AUTHZ_PORT": "17401",
             "HYDRA_TOOLS_PORT": "17500",
+            "HYDRA_GATEKEEPER_METRICS_PORT": "17901",
         },
     }
+    assert not any("METRICS" in name for name in plan.shared_env)
     shared = plan.shared_env
     assert shared["HYDRA_CRM_UPSTREAMS"] == "127.0.0.1:17100,127.0.0.1:17202,127.0.0.1:17301"
     assert shared["HYDRA_CRM_ADDR"] == "ipv4:" + shared["HYDRA_CRM_UPSTREAMS"]

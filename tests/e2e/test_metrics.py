@@ -1,0 +1,73 @@
+"""Every process serves Prometheus metrics: scraped around requests through the edge, its counters move by
+RPC and status code, and Envoy's statistics are there in the same format."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.conftest import Edge
+from tests.support.polling import wait_until
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample at `url`, by name and labels."""
+    text = httpx.get(url, timeout=5).text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def handled(samples: dict, method: str, code: str) -> float:
+    labels = {
+        ("grpc_type", "unary"),
+        ("grpc_service", "hydra.crm.v1.LeadService"),
+        ("grpc_method", method),
+        ("grpc_code", code),
+    }
+    return samples.get(("grpc_server_handled_total", frozenset(labels)), 0.0)
+
+
+def test_rpc_counters_move_by_method_and_status_code(edge: Edge) -> None:
+    urls = edge.stack.metrics_urls()
+    assert {"gatekeeper", "crm", "tickets", "instances", "public", "workflows", "envoy"} <= set(urls)
+    key = edge.key()
+    before = scrape(urls["crm"])
+    created = edge.http.post("/api/v1/leads", json={"name": "Counted"}, headers=key.bearer)
+    assert created.status_code == 201
+    missing = edge.http.get(f"/api/v1/leads/{uuid.uuid4()}", headers=key.bearer)
+    assert missing.status_code == 404
+    after = scrape(urls["crm"])
+    assert handled(after, "CreateLead", "OK") - handled(before, "CreateLead", "OK") == 1
+    assert handled(after, "GetLead", "NOT_FOUND") - handled(before, "GetLead", "NOT_FOUND") == 1
+    latency = frozenset(
+        {("grpc_type", "unary"), ("grpc_service", "hydra.crm.v1.LeadService"), ("grpc_method", "GetLead")}
+    )
+    count = ("grpc_server_handling_seconds_count", latency)
+    assert after[count] - before.get(count, 0.0) == 1
+    assert after[("grpc_server_in_flight", latency)] == 0
+    # The process's own gauges, refreshed from its database every few seconds.
+    gauges = wait_until(
+        lambda: (
+            (s := scrape(urls["crm"]))
+            and ("hydra_outbox_pending_events", frozenset({("service", "crm")})) in s
+            and s
+        ),
+        what="the outbox gauge",
+    )
+    assert ("hydra_db_pool_size", frozenset({("service", "crm")})) in gauges
+    assert any(name == "process_cpu_seconds_total" for name, _ in gauges)
+
+
+def test_every_process_and_envoy_answer_a_scrape(edge: Edge) -> None:
+    for name, url in edge.stack.metrics_urls().items():
+        samples = scrape(url)
+        assert samples, name
+        if name == "envoy":
+            assert any(n.startswith("envoy_cluster_upstream_rq") for n, _ in samples), name
+    if edge.backend == "postgres_redis":  # consumers in delivery processes: their metrics too
+        assert "crm-delivery" in edge.stack.metrics_urls()
