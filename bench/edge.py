@@ -1,9 +1,10 @@
 """Throughput and latency through the full edge (Envoy, gatekeeper, services; PostgreSQL + Redis), with wrk.
 
 Prints figures; never passes or fails on them. `python -m bench.edge [--duration 15] [--connections 32]
-[--rate R] [--profile DIR]` (--profile records py-spy flame graphs of the gatekeeper and crm during each
-run). wrk keeps --connections busy and reports the most the stack can do; --rate R offers R requests per
-second instead (bench/paced.py) and reports the latency at that load.
+[--rate R] [--profile DIR] [--metrics on|off]` (--profile records py-spy flame graphs of the gatekeeper and
+crm during each run; --metrics off runs every process without its Prometheus metrics). wrk keeps
+--connections busy and reports the most the stack can do; --rate R offers R requests per second instead
+(bench/paced.py) and reports the latency at that load.
 """
 
 from __future__ import annotations
@@ -295,6 +296,9 @@ def main() -> None:
     parser.add_argument(
         "--log-level", default="INFO", help="services' log level (INFO logs a line per request)"
     )
+    parser.add_argument(
+        "--metrics", choices=("on", "off"), default="on", help="Prometheus metrics (HYDRA_METRICS)"
+    )
     args = parser.parse_args()
     if not args.rate and not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install -y wrk")
@@ -304,6 +308,7 @@ def main() -> None:
         HYDRA_LOG_LEVEL=args.log_level,
         HYDRA_ENVOY_CONCURRENCY=args.envoy_concurrency,
         HYDRA_REPLICAS=args.replicas,
+        HYDRA_METRICS=args.metrics,
         # Page views arrive from many visitors; here they come through one trusted hop (wrk).
         HYDRA_EDGE_TRUSTED_HOPS="1",
     ) as (stack, env):
@@ -314,7 +319,8 @@ def main() -> None:
         print(
             f"\n{offered}, {args.duration}s each, PostgreSQL + Redis "
             f"(no fsync, nor for mail; consumers in delivery processes), log level {args.log_level}, "
-            f"{args.envoy_concurrency} Envoy worker(s), replicas: {args.replicas or 'one of each'}\n"
+            f"{args.envoy_concurrency} Envoy worker(s), replicas: {args.replicas or 'one of each'}, "
+            f"metrics {args.metrics}\n"
         )
         # Open loop: how late the generator itself was at worst (well under p99, or the figures are its own).
         late_column = f"{'sent late ms':>14}" if args.rate else ""
