@@ -10,6 +10,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from edge.gatekeeper import keys, repository
+from services.common import metrics
 from services.common.db import Database
 from services.common.fields import aware, utcnow
 
@@ -30,6 +31,9 @@ class KeyRecord:
 
     def expired(self, now: dt.datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
+
+
+_HITS, _MISSES = metrics.KEY_CACHE.labels("hit"), metrics.KEY_CACHE.labels("miss")
 
 
 class _Expiring(OrderedDict[str, tuple[float, KeyRecord | None]]):
@@ -77,7 +81,9 @@ class KeyStore:
         now = time.monotonic()
         hit = self._known.fresh(digest, now) or self._unknown.fresh(digest, now)
         if hit is not None:
+            _HITS.inc()
             return None if hit[1] is not None and hit[1].expired(utcnow()) else hit[1]
+        _MISSES.inc()
         if not load:
             return None
         # When an entry expires under load, every check in flight misses at once: one query serves them.

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 from edge.gatekeeper.resp import ReplyError, RespConnection, split_url
+from services.common import metrics
 
 WINDOW_SECONDS = 60.0
 
@@ -38,6 +39,12 @@ class Limiter(Protocol):
     async def close(self) -> None: ...
 
 
+def counted(verdict: Verdict, store: str) -> Verdict:
+    """The verdict, counted in the process's metrics by outcome and where its window is kept."""
+    metrics.RATE_LIMITS.labels("admitted" if verdict.allowed else "limited", store).inc()
+    return verdict
+
+
 class MemoryLimiter:
     """One deque of hit times per key; only this process sees it."""
 
@@ -49,7 +56,7 @@ class MemoryLimiter:
         self._last_sweep = clock()
 
     async def hit(self, key: str, limit: int, window: float | None = None) -> Verdict:
-        return self.hit_now(key, limit, window)
+        return counted(self.hit_now(key, limit, window), "in_process")
 
     def hit_now(self, key: str, limit: int, window: float | None = None) -> Verdict:
         """Decides synchronously (the in-process path needs no await)."""
@@ -148,12 +155,12 @@ class RedisLimiter:
                     "redis unreachable, limiting in-process", extra={"error": type(error).__name__}
                 )
                 self._degraded = True
-            return self._fallback.hit_now(key, limit, window)
+            return counted(self._fallback.hit_now(key, limit, window), "fallback")
         if self._degraded:
             self._log.warning("redis reachable again, limiting in redis")
             self._degraded = False
         retry = 0 if allowed else max(1, math.ceil(retry_us / 1_000_000))
-        return Verdict(bool(allowed), limit, remaining, retry, reset_us / 1_000_000)
+        return counted(Verdict(bool(allowed), limit, remaining, retry, reset_us / 1_000_000), "redis")
 
     async def _connect(self) -> RespConnection:
         """The shared connection, opened when missing (after a failed attempt, none for a retry interval)."""

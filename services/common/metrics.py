@@ -46,6 +46,27 @@ DB_POOL_IN_USE = Gauge(
     "hydra_db_pool_connections_in_use", "Database connections checked out now.", ["service"]
 )
 DB_POOL_SIZE = Gauge("hydra_db_pool_size", "Database connections the pool keeps.", ["service"])
+RATE_LIMITS = Counter(
+    "hydra_rate_limit_decisions",
+    "Rate-limit decisions, by outcome and where the window is kept (fallback: in-process, Redis down).",
+    ["decision", "store"],
+)
+KEY_CACHE = Counter(
+    "hydra_key_cache_lookups", "Key lookups by secret, answered by the cache or not.", ["result"]
+)
+WIDGET_STREAMS = Gauge("hydra_widget_streams_open", "Widget chat streams open now.")
+MODEL_CALLS = Histogram(
+    "hydra_model_call_seconds",
+    "Turns with a model server, from the request to the last token, by outcome.",
+    ["outcome"],
+    buckets=_LATENCY_BUCKETS,
+)
+WEBHOOK_ATTEMPTS = Histogram(
+    "hydra_webhook_attempt_seconds",
+    "Webhook delivery attempts, by outcome.",
+    ["outcome"],
+    buckets=_LATENCY_BUCKETS,
+)
 REFRESH_SECONDS = 5.0  # how often the gauges read from the database are brought up to date
 
 

@@ -28,6 +28,7 @@ import httpcore
 import httpx
 from google.protobuf import timestamp_pb2
 
+from services.common import metrics
 from services.common.db import Database
 from services.common.events.catalogue import ATTEMPT_SECONDS, RETRY_SECONDS
 from services.common.fields import aware, utcnow
@@ -189,7 +190,10 @@ class WebhookSender:
 
     async def _attempt(self, row: Any) -> None:
         try:
+            started = time.perf_counter()
             outcome = await self._send(row)
+            label = "delivered" if outcome.delivered else "failed"
+            metrics.WEBHOOK_ATTEMPTS.labels(label).observe(time.perf_counter() - started)
             await self._settle(row, outcome)
         except Exception as error:  # the lease runs out and the delivery is tried again
             self._log.warning("settling a webhook delivery failed", extra={"error": type(error).__name__})

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
@@ -13,10 +14,19 @@ from typing import Any, TypeVar
 
 from google.api import httpbody_pb2
 
+from services.common import metrics
 from services.common.errors import Conflict, NotFound, RateLimited, Unauthenticated
 from services.common.fields import parse_limit
 from services.common.identity import Identity
-from services.public.agents import AgentFailed, AgentInput, Agents, Delta, Handoff, Turn
+from services.public.agents import (
+    OPENAI_COMPATIBLE_BACKEND,
+    AgentFailed,
+    AgentInput,
+    Agents,
+    Delta,
+    Handoff,
+    Turn,
+)
 from services.public.crm import CONVERSATION_NOT_FOUND, CrmConversations
 from services.public.gatekeeper import KeyStatus
 from services.public.instances import InstanceCatalog
@@ -116,10 +126,12 @@ class StreamGuard:
         """A Watch for the block's stream, checked until the block ends."""
         watch = Watch(caller, instance_id)
         self._open.add(watch)
+        metrics.WIDGET_STREAMS.inc()
         try:
             yield watch
         finally:
             self._open.discard(watch)
+            metrics.WIDGET_STREAMS.dec()
 
     async def run(self) -> None:
         """Checks the open streams every interval, for as long as the server runs."""
@@ -296,6 +308,7 @@ class WidgetChat:
                     message=message,
                 )
                 events = agent.reply(request)
+                started, outcome = time.perf_counter(), "answered"
                 try:
                     while (event := await watch.next_of(events)) is not None:
                         if isinstance(event, Delta) and event.text:
@@ -304,15 +317,19 @@ class WidgetChat:
                         elif isinstance(event, Handoff):
                             handoff = event.reason
                 except AgentFailed as failure:
+                    outcome = "failed"
                     await self._annotate(tenant, conversation, await tagging, AGENT_FAILED_HANDOFF)
                     yield sse("error", {"detail": str(failure)})
                     return
                 except StreamEnded:
                     # The token or the instance is gone: nothing more is written for it.
+                    outcome = "ended"
                     yield sse("error", {"detail": STREAM_ENDED})
                     return
                 finally:
                     await events.aclose()
+                    if instance.agent.backend == OPENAI_COMPATIBLE_BACKEND:  # a model server's turn
+                        metrics.MODEL_CALLS.labels(outcome).observe(time.perf_counter() - started)
             stored_id = None
             if reply:
                 added = await self._crm.add_message(

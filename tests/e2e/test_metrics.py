@@ -71,3 +71,21 @@ def test_every_process_and_envoy_answer_a_scrape(edge: Edge) -> None:
             assert any(n.startswith("envoy_cluster_upstream_rq") for n, _ in samples), name
     if edge.backend == "postgres_redis":  # consumers in delivery processes: their metrics too
         assert "crm-delivery" in edge.stack.metrics_urls()
+
+
+def test_the_gatekeeper_counts_its_rate_limit_decisions_and_key_cache_lookups(edge: Edge) -> None:
+    url = edge.stack.metrics_urls()["gatekeeper"]
+    key = edge.key(rate_limit=1)
+    store = "redis" if edge.backend == "postgres_redis" else "in_process"
+    decisions = {
+        d: ("hydra_rate_limit_decisions_total", frozenset({("decision", d), ("store", store)}))
+        for d in ("admitted", "limited")
+    }
+    lookups = {r: ("hydra_key_cache_lookups_total", frozenset({("result", r)})) for r in ("hit", "miss")}
+    before = scrape(url)
+    assert edge.http.get("/api/v1/leads", headers=key.bearer).status_code == 200
+    assert edge.http.get("/api/v1/leads", headers=key.bearer).status_code == 429
+    after = scrape(url)
+    assert after[decisions["admitted"]] - before.get(decisions["admitted"], 0) >= 1
+    assert after[decisions["limited"]] - before.get(decisions["limited"], 0) >= 1
+    assert sum(after[lookups[r]] - before.get(lookups[r], 0) for r in lookups) >= 2

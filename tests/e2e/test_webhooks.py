@@ -162,9 +162,13 @@ def test_the_feed_lists_every_services_events_once_in_order_and_polls_from_its_c
 
     def all_recorded() -> list[dict] | None:
         events, _ = walk_feed(edge, key)
-        return events if expected <= {(e["type"], e["data"]["id"]) for e in events} else None
+        found = {(e["type"], e["data"]["id"]) for e in events}
+        message = any(e["type"] == "message.created" for e in events)
+        return events if expected <= found and message else None
 
+    # Every event the writes above make, and no other: each service's arrive in their own time.
     events = wait_until(all_recorded, what="every service's events in the feed")
+    assert len(events) == len(expected) + 1
     (message,) = [e["data"] for e in events if e["type"] == "message.created"]
     assert (message["conversation_id"], message["role"], message["content"]) == (
         conversation,
