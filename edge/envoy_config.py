@@ -173,6 +173,9 @@ class EdgeSettings:
     internal_token: str | None = None  # sent upstream on every request, in place of any a client sent
     mcp_requests_per_minute: int = 600  # per client address, to every deployment's MCP endpoint
     oidc: OidcSettings | None = None  # who issues the ID tokens marketplace routes take (None: the platform)
+    # A listener serving only the admin port's /stats/prometheus (the admin port stays on loopback), for
+    # a Prometheus elsewhere: HYDRA_ENVOY_STATS_PORT on HYDRA_METRICS_HOST; None: no such listener.
+    stats_address: tuple[str, int] | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
@@ -198,6 +201,7 @@ class EdgeSettings:
             max_request_bytes=config.env_int(env, "HYDRA_EDGE_MAX_REQUEST_BYTES", MIB, minimum=1024),
             max_connections=config.env_int(env, "HYDRA_EDGE_MAX_CONNECTIONS", 10_000, minimum=1),
             max_heap_mb=config.env_int(env, "HYDRA_EDGE_MAX_HEAP_MB", 1024, minimum=64),
+            stats_address=_stats_address(env),
             internal_token=config.internal_token(env),
             mcp_requests_per_minute=config.env_int(env, "HYDRA_MCP_REQUESTS_PER_MINUTE", 600, minimum=1),
             oidc=OidcSettings.from_env(env),
@@ -1051,10 +1055,12 @@ def render(
                             ]
                         }
                     ],
-                }
+                },
+                *_stats_listener(settings),
             ],
             "clusters": [
                 *(_grpc_cluster(name, settings.upstreams[name]) for name in [GATEKEEPER, *clusters]),
+                *_stats_cluster(settings),
                 _http_cluster(AUTHZ, settings.upstreams[AUTHZ]),
                 {**_http_cluster(MCP, settings.upstreams[MCP]), "lb_policy": "RING_HASH"},
                 _http_cluster(TOOLS, settings.upstreams[TOOLS]),
@@ -1062,6 +1068,69 @@ def render(
             ],
         },
     }
+
+
+_ADMIN = "envoy_admin"
+
+
+def _stats_address(env: Mapping[str, str]) -> tuple[str, int] | None:
+    port = config.env_int(env, "HYDRA_ENVOY_STATS_PORT", 0)
+    return (config.env_str(env, "HYDRA_METRICS_HOST", "127.0.0.1"), port) if port else None
+
+
+def _stats_listener(settings: EdgeSettings) -> list[dict[str, Any]]:
+    """The listener a Prometheus scrapes Envoy's statistics on: GET /stats/prometheus, nothing else."""
+    if settings.stats_address is None:
+        return []
+    manager = {
+        "@type": _TYPE + "filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "stats",
+        "route_config": {
+            "virtual_hosts": [
+                {
+                    "name": "stats",
+                    "domains": ["*"],
+                    "routes": [
+                        {
+                            "match": {"path": "/stats/prometheus", "headers": [_method_is("GET")]},
+                            "route": {"cluster": _ADMIN},
+                        },
+                        {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
+                    ],
+                }
+            ]
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": _TYPE + "filters.http.router.v3.Router"},
+            }
+        ],
+    }
+    return [
+        {
+            "name": "stats",
+            "address": _address(*settings.stats_address),
+            "filter_chains": [
+                {
+                    "filters": [
+                        {"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}
+                    ]
+                }
+            ],
+        }
+    ]
+
+
+def _method_is(method: str) -> dict[str, Any]:
+    return {"name": ":method", "string_match": {"exact": method}}
+
+
+def _stats_cluster(settings: EdgeSettings) -> list[dict[str, Any]]:
+    """Envoy's own admin port, as the stats listener's upstream."""
+    if settings.stats_address is None:
+        return []
+    return [_http_cluster(_ADMIN, [f"127.0.0.1:{settings.admin_port}"])]
 
 
 _FIXED_HEAP = "envoy.resource_monitors.fixed_heap"

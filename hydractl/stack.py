@@ -153,8 +153,11 @@ class Stack:
             found = metrics_settings(env, self.server_of(name), delivery=name.endswith(DELIVERY_SUFFIX))
             if found is not None:
                 urls[name] = f"http://{found.address}/metrics"
-        admin = config.env_int(self.env, "HYDRA_ENVOY_ADMIN_PORT", 9901)
-        urls["envoy"] = f"http://127.0.0.1:{admin}/stats/prometheus"
+        # Envoy's stats listener when it has one, else its admin port (loopback either way here).
+        port = config.env_int(self.env, "HYDRA_ENVOY_STATS_PORT", 0) or config.env_int(
+            self.env, "HYDRA_ENVOY_ADMIN_PORT", 9901
+        )
+        urls["envoy"] = f"http://127.0.0.1:{port}/stats/prometheus"
         return urls
 
     def health_checks_passed(self, cluster: str) -> int:

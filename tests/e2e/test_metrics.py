@@ -3,11 +3,16 @@ RPC and status code, and Envoy's statistics are there in the same format."""
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
+from pathlib import Path
 
 import httpx
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.common.config import METRICS_PORTS
 from tests.e2e.conftest import Edge
 from tests.support.polling import wait_until
 
@@ -89,3 +94,36 @@ def test_the_gatekeeper_counts_its_rate_limit_decisions_and_key_cache_lookups(ed
     assert after[decisions["admitted"]] - before.get(decisions["admitted"], 0) >= 1
     assert after[decisions["limited"]] - before.get(decisions["limited"], 0) >= 1
     assert sum(after[lookups[r]] - before.get(lookups[r], 0) for r in lookups) >= 2
+
+
+OBSERVABILITY = Path(__file__).resolve().parents[2] / "deploy" / "observability"
+_SUFFIXES = ("_bucket", "_count", "_sum", "_total")
+
+
+def served_families(url: str) -> set[str]:
+    """The metric families `url` declares (labelled ones too, before any sample), and its sample names."""
+    families = list(text_string_to_metric_families(httpx.get(url, timeout=5).text))
+    return {f.name for f in families} | {s.name for f in families for s in f.samples}
+
+
+def test_the_dashboard_asks_only_for_metrics_the_processes_serve(edge: Edge) -> None:
+    dashboard = json.loads((OBSERVABILITY / "grafana" / "dashboards" / "hydra.json").read_text())
+    exprs = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel["targets"])
+    names_only = re.sub(r"\{[^}]*\}|by \([^)]*\)", "", exprs)  # not label names
+    asked = set(re.findall(r"\b((?:grpc_server|hydra|envoy)_[a-z_]+)", names_only))
+    served = set().union(*(served_families(url) for url in edge.stack.metrics_urls().values()))
+    missing = {
+        n
+        for n in asked
+        if n not in served and not any(n.endswith(s) and n[: -len(s)] in served for s in _SUFFIXES)
+    }
+    assert not missing, missing
+
+
+def test_prometheus_scrapes_each_process_on_its_metrics_port() -> None:
+    scrape_configs = yaml.safe_load((OBSERVABILITY / "prometheus.yml").read_text())["scrape_configs"]
+    (hydra,) = [job for job in scrape_configs if job["job_name"] == "hydra"]
+    targets = {entry["names"][0]: entry["port"] for entry in hydra["dns_sd_configs"]}
+    assert targets == {
+        name.removesuffix("_metrics").replace("_", "-"): port for name, port in METRICS_PORTS.items()
+    }

@@ -1,5 +1,6 @@
 """The Envoy config is derived from the protos: every binding routed once, with its policy."""
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -277,3 +278,28 @@ def test_the_config_is_valid_for_the_real_envoy(tmp_path: Path) -> None:
     argv = [envoy_binary(), "--mode", "validate", "-c", str(path)]
     done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_stats_listener_serves_only_envoys_prometheus_statistics(tmp_path: Path) -> None:
+    rendered = render(dataclasses.replace(SETTINGS, stats_address=("127.0.0.1", 9902)), load_bindings())
+    (stats,) = [
+        listener for listener in rendered["static_resources"]["listeners"] if listener["name"] == "stats"
+    ]
+    manager = stats["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = manager["route_config"]["virtual_hosts"][0]["routes"]
+    assert (
+        routes[0]["match"]["path"] == "/stats/prometheus" and routes[0]["route"]["cluster"] == "envoy_admin"
+    )
+    assert routes[1]["direct_response"]["status"] == 404  # the rest of the admin interface stays closed
+    path = tmp_path / "envoy.yaml"
+    path.write_text(json.dumps(rendered))
+    done = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    plain = render(SETTINGS, load_bindings())["static_resources"]["listeners"]
+    assert [listener["name"] for listener in plain] == ["edge"]
