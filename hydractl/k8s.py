@@ -19,6 +19,7 @@ from services.common import config
 IMAGE = "hydra"
 SECRET = "hydra"
 EDGE_PORT = 8080
+ENVOY_STATS_PORT = 9902  # the listener that serves only Envoy's /stats/prometheus
 _LABEL = "app.kubernetes.io/name"
 _COMPONENT = "app.kubernetes.io/component"
 _SERVERS = {process.name: process for process in processes.ALL}
@@ -53,6 +54,8 @@ def cluster_env() -> dict[str, str]:
         "HYDRA_EVENTS_CONSUMERS": "separate",
         # A pod's address changes with every restart: Envoy and peers re-resolve the Service names.
         "HYDRA_SHUTDOWN_DELAY_MS": "5000",
+        # Each pod's /metrics on its own address, for the cluster's Prometheus (the pod annotations).
+        "HYDRA_METRICS_HOST": "0.0.0.0",
     }
     for server, process in _SERVERS.items():
         for port_name in (server, *process.http_ports):
@@ -92,6 +95,19 @@ def _container(
         "securityContext": _SECURITY,
         "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"}],
     }
+
+
+def _scraped(deployment: dict[str, Any], port: int, path: str = "/metrics") -> dict[str, Any]:
+    """The Deployment, its pods annotated for Prometheus's usual Kubernetes discovery; the port named."""
+    template = deployment["spec"]["template"]
+    template["metadata"]["annotations"] = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": path,
+    }
+    container = template["spec"]["containers"][0]
+    container.setdefault("ports", []).append({"name": "metrics", "containerPort": port})
+    return deployment
 
 
 def _deployment(name: str, component: str, container: dict[str, Any], replicas: int) -> dict[str, Any]:
@@ -165,7 +181,9 @@ def _server(name: str) -> list[dict[str, Any]]:
         "failureThreshold": 3,
     }
     container["startupProbe"] = {"tcpSocket": {"port": grpc_port}, "periodSeconds": 2, "failureThreshold": 60}
-    deployment = _deployment(name, name, container, replicas=2)
+    deployment = _scraped(
+        _deployment(name, name, container, replicas=2), config.METRICS_PORTS[f"{name}_metrics"]
+    )
     if name == "gatekeeper":
         # The embedded issuer's signing keys: one set for every replica (hydractl users rotate-key makes it).
         deployment["spec"]["template"]["spec"]["volumes"].append(
@@ -194,13 +212,19 @@ def _delivery(name: str) -> dict[str, Any]:
     container = _container(
         f"{name}-delivery", ["python", "-m", process.module, "deliver"], _env(cluster_env(), secrets)
     )
-    return _deployment(f"{name}-delivery", f"{name}-delivery", container, replicas=1)
+    deployment = _deployment(f"{name}-delivery", f"{name}-delivery", container, replicas=1)
+    return _scraped(deployment, config.METRICS_PORTS[f"{name}_delivery_metrics"])
 
 
 def _envoy() -> list[dict[str, Any]]:
     """Envoy: its config generated at start by the same code as everywhere (edge/envoy_config.py) from
     this environment, the Services' names as upstreams."""
-    values = {**cluster_env(), "HYDRA_EDGE_HOST": "0.0.0.0", "HYDRA_EDGE_PORT": str(EDGE_PORT)}
+    values = {
+        **cluster_env(),
+        "HYDRA_EDGE_HOST": "0.0.0.0",
+        "HYDRA_EDGE_PORT": str(EDGE_PORT),
+        "HYDRA_ENVOY_STATS_PORT": str(ENVOY_STATS_PORT),
+    }
     command = [
         "sh",
         "-c",
@@ -226,7 +250,7 @@ def _envoy() -> list[dict[str, Any]]:
         },
     }
     return [
-        _deployment("envoy", "envoy", container, replicas=2),
+        _scraped(_deployment("envoy", "envoy", container, replicas=2), ENVOY_STATS_PORT, "/stats/prometheus"),
         service,
         *_scaling("envoy", "envoy", least=2, most=10),
     ]
