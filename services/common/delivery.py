@@ -242,6 +242,8 @@ class EventDelivery:
                     )
                 )
             ).all()
+        for consumer, behind in (await self.bus.lag()).items():
+            metrics.CONSUMER_LAG.labels(service, consumer).set(behind)
         metrics.OUTBOX_PENDING.labels(service).set(pending)
         metrics.OUTBOX_AGE.labels(service).set((now - aware(oldest)).total_seconds() if oldest else 0)
         seen = {(consumer, "retrying" if retrying else "dead"): count for consumer, retrying, count in states}

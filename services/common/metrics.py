@@ -42,6 +42,11 @@ DEAD_LETTERS = Gauge(
     "Events a consumer failed on: retrying (due again later) or dead (kept for an operator).",
     ["service", "consumer", "state"],
 )
+CONSUMER_LAG = Gauge(
+    "hydra_event_consumer_lag",
+    "Events in a service's stream a consumer has yet to read or acknowledge (Redis only).",
+    ["service", "consumer"],
+)
 DB_POOL_IN_USE = Gauge(
     "hydra_db_pool_connections_in_use", "Database connections checked out now.", ["service"]
 )

@@ -35,6 +35,10 @@ class Bus(Protocol):
 
     async def run(self) -> None: ...
 
+    async def lag(self) -> dict[str, int]:
+        """Entries each consumer group has yet to read or acknowledge, by group (none in-process)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -67,8 +71,15 @@ class LocalBus:
     async def run(self) -> None:
         await asyncio.Event().wait()
 
+    async def lag(self) -> dict[str, int]:
+        return {}  # publishing hands each event to its consumers before it returns
+
     async def close(self) -> None:
         return None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class RedisStreamBus:
@@ -109,6 +120,14 @@ class RedisStreamBus:
 
     async def run(self) -> None:
         await asyncio.gather(*(self._consume(*group) for group in self._groups))
+
+    async def lag(self) -> dict[str, int]:
+        """Per group: entries not yet read (Redis 7's lag) plus those read and not yet acknowledged."""
+        try:
+            groups = await self._redis.xinfo_groups(self._stream)
+        except ResponseError:  # no stream yet: nothing was ever published
+            return {}
+        return {_text(g["name"]): int(g.get("lag") or 0) + int(g.get("pending") or 0) for g in groups}
 
     async def _consume(self, group: str, topics: set[str], handler: BatchHandler) -> None:
         backoff = 1.0
