@@ -117,7 +117,7 @@ def agent_env() -> dict[str, str]:
 # Tenants' webhook receivers in these tests listen on 127.0.0.4, which the operator opens (loopback is
 # otherwise refused); attempts are retried within seconds, not over a day.
 WEBHOOK_HOST = "127.0.0.4"
-WEBHOOK_RETRIES = (0.5, 0.5, 0.5, 0.5, 1, 1, 1, 1)
+WEBHOOK_RETRIES = (0.3, 0.3, 0.3, 0.3)
 
 
 # A receiver's address where nothing listens: deliveries to it fail at once (no DNS, no waiting).
