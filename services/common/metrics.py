@@ -6,7 +6,7 @@ pool, webhook deliveries)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -134,6 +134,3 @@ def serve_metrics(settings: MetricsSettings) -> Callable[[], None]:
         thread.join(timeout=5)
 
     return stop
-
-
-Refresh = Callable[[], Awaitable[None]]  # updates gauges read from the database, run every few seconds

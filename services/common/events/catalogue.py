@@ -7,7 +7,6 @@ other outbox events stay internal. Every service forwards its announcements to t
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -76,9 +75,9 @@ ALL_TYPES = "*"  # an endpoint subscribed to "*" receives every type
 TYPE_FAMILIES = frozenset(name.partition(".")[0] for name in EVENT_TYPES)
 
 
-def announcement(data: dict[str, Any], at: dt.datetime | None = None) -> dict[str, Any]:
-    """The outbox payload of an event tenants see: its data, and when it happened."""
-    return {"data": data, "occurred_at": (at or utcnow()).isoformat()}
+def announcement(data: dict[str, Any]) -> dict[str, Any]:
+    """The outbox payload of an event tenants see: its data, and when it happened (now)."""
+    return {"data": data, "occurred_at": utcnow().isoformat()}
 
 
 def is_subscription(pattern: str) -> bool:
