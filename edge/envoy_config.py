@@ -19,7 +19,7 @@ from edge import openapi
 from edge.bindings import DESCRIPTOR_SET, JSON_BYTES_PER_CHAR, ROOT, Binding, load_bindings, template_regex
 from edge.gatekeeper.http_check import MAX_BODY_BYTES, PARTIAL_BODY_HEADER, ROUTE_HEADER_PREFIX
 from edge.gatekeeper.issuer import JWKS_PATH, OidcSettings
-from services.common import config
+from services.common import config, tracing
 from services.common.access import BY_CLIENT_IP
 from services.common.errors import RATE_LIMIT_EXCEEDED, RateLimited
 from services.common.identity import CLIENT_IP_HEADER, IDENTITY_HEADERS, INTERNAL_TOKEN_HEADER
@@ -56,6 +56,7 @@ _ID_TOKEN_IF_SENT = "id_token_if_sent"  # routes that take an ID token or none (
 _ID_TOKEN_CHECKED = "id_token_checked"
 MCP = "mcp"  # the cluster of deployments' MCP endpoints (HTTP), in the workflows service
 MCP_PREFIX = "/v1/mcp/dep_"
+COLLECTOR = "otel_collector"  # the OTLP collector Envoy sends its spans to, when tracing
 TOOLS = "tools"  # the cluster of the gatekeeper's MCP servers of the keyed APIs (HTTP)
 TOOL_PATHS = ("/api/mcp/v1", "/v1/mcp")
 _BUFFER = "envoy.filters.http.buffer"
@@ -176,6 +177,10 @@ class EdgeSettings:
     # A listener serving only the admin port's /stats/prometheus (the admin port stays on loopback), for
     # a Prometheus elsewhere: HYDRA_ENVOY_STATS_PORT on HYDRA_METRICS_HOST; None: no such listener.
     stats_address: tuple[str, int] | None = None
+    # The OTLP collector (host, port, TLS) Envoy sends its spans to, from OTEL_EXPORTER_OTLP_ENDPOINT as
+    # the services read it; None: the edge does not trace.
+    collector: tracing.Collector | None = None
+    export_delay_ms: int = 5000  # at most this long between exports of spans (OTEL_BSP_SCHEDULE_DELAY)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
@@ -202,6 +207,8 @@ class EdgeSettings:
             max_connections=config.env_int(env, "HYDRA_EDGE_MAX_CONNECTIONS", 10_000, minimum=1),
             max_heap_mb=config.env_int(env, "HYDRA_EDGE_MAX_HEAP_MB", 1024, minimum=64),
             stats_address=_stats_address(env),
+            collector=tracing.collector(env),
+            export_delay_ms=config.env_int(env, "OTEL_BSP_SCHEDULE_DELAY", 5000, minimum=1),
             internal_token=config.internal_token(env),
             mcp_requests_per_minute=config.env_int(env, "HYDRA_MCP_REQUESTS_PER_MINUTE", 600, minimum=1),
             oidc=OidcSettings.from_env(env),
@@ -450,20 +457,25 @@ def _oidc_cluster(settings: EdgeSettings) -> list[dict[str, Any]]:
     tls = parsed.scheme == "https"
     cluster = _http_cluster(OIDC_JWKS, [f"{host}:{parsed.port or (443 if tls else 80)}"])
     if tls:
-        cluster["transport_socket"] = {
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": _TYPE + "transport_sockets.tls.v3.UpstreamTlsContext",
-                "sni": host,
-                "common_tls_context": {
-                    "validation_context": {
-                        "trusted_ca": {"filename": oidc.ca_file},
-                        "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": host}}],
-                    }
-                },
-            },
-        }
+        cluster["transport_socket"] = _verified_tls(host, oidc.ca_file)
     return [cluster]
+
+
+def _verified_tls(host: str, ca_file: str) -> dict[str, Any]:
+    """TLS to `host`, its certificate checked against `ca_file` and its name."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": _TYPE + "transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": host,
+            "common_tls_context": {
+                "validation_context": {
+                    "trusted_ca": {"filename": ca_file},
+                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": host}}],
+                }
+            },
+        },
+    }
 
 
 def mcp_routes(settings: EdgeSettings) -> list[dict[str, Any]]:
@@ -1001,16 +1013,18 @@ def render(
         "use_remote_address": True,
         "xff_num_trusted_hops": settings.trusted_hops,
         # The edge names every request itself (a client's x-request-id is dropped before one is made),
-        # and every answer carries the name.
+        # and every answer carries the name. A client's trace context is dropped too: a trace begins at
+        # the edge, so a client can neither choose a request's name through it nor ask for its sampling.
         "early_header_mutation_extensions": [
             {
                 "name": "envoy.http.early_header_mutation.header_mutation",
                 "typed_config": {
                     "@type": _TYPE + "http.early_header_mutation.header_mutation.v3.HeaderMutation",
-                    "mutations": [{"remove": REQUEST_ID_HEADER}],
+                    "mutations": [{"remove": name} for name in (REQUEST_ID_HEADER, *tracing.TRACE_HEADERS)],
                 },
             }
         ],
+        **_tracing(settings),
         "generate_request_id": True,
         "always_set_request_id_in_response": True,
         "normalize_path": True,
@@ -1032,12 +1046,16 @@ def render(
             **_vouching(settings),
         },
         "local_reply_config": local_reply_config(),
-        "http_filters": _filters(settings, services, [*clusters, GATEKEEPER], max_answer),
+        "http_filters": [
+            *_trace_named_requests(settings),
+            *_filters(settings, services, [*clusters, GATEKEEPER], max_answer),
+        ],
     }
     return {
         # Health checks and operators still get in when clients hold every connection.
         "admin": {"address": _address("127.0.0.1", settings.admin_port), "ignore_global_conn_limit": True},
         "overload_manager": overload_manager(settings),
+        **_trace_export_runtime(settings),
         "static_resources": {
             "listeners": [
                 {
@@ -1065,6 +1083,7 @@ def render(
                 {**_http_cluster(MCP, settings.upstreams[MCP]), "lb_policy": "RING_HASH"},
                 _http_cluster(TOOLS, settings.upstreams[TOOLS]),
                 *_oidc_cluster(settings),
+                *_collector_cluster(settings),
             ],
         },
     }
@@ -1124,6 +1143,78 @@ def _stats_listener(settings: EdgeSettings) -> list[dict[str, Any]]:
 
 def _method_is(method: str) -> dict[str, Any]:
     return {"name": ":method", "string_match": {"exact": method}}
+
+
+def _tracing(settings: EdgeSettings) -> dict[str, Any]:
+    """The connection manager's tracing: every request a trace of its own, sent to the collector by
+    OTLP, with a span for each call Envoy makes upstream (the check, the rate limit, the service)."""
+    if settings.collector is None:
+        return {}
+    return {
+        "tracing": {
+            "spawn_upstream_span": True,
+            "provider": {
+                "name": "envoy.tracers.opentelemetry",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                    "grpc_service": {"envoy_grpc": {"cluster_name": COLLECTOR}, "timeout": "1s"},
+                    "service_name": "hydra-edge",
+                },
+            },
+        }
+    }
+
+
+def _trace_export_runtime(settings: EdgeSettings) -> dict[str, Any]:
+    """How often Envoy exports its spans, when tracing: as often as the services do."""
+    if settings.collector is None:
+        return {}
+    flush = {"tracing.opentelemetry.flush_interval_ms": settings.export_delay_ms}
+    return {"layered_runtime": {"layers": [{"name": "tracing", "static_layer": flush}]}}
+
+
+def _trace_named_requests(settings: EdgeSettings) -> list[dict[str, Any]]:
+    """When tracing, the request's id is its trace id (first of all filters, so all see it): the id a
+    client quotes finds the trace, and every log line of the request, which carries it."""
+    if settings.collector is None:
+        return []
+    return [
+        {
+            "name": "name_requests_by_trace",
+            "typed_config": {
+                "@type": _TYPE + "filters.http.header_mutation.v3.HeaderMutation",
+                "mutations": {
+                    "request_mutations": [
+                        {
+                            "append": {
+                                "header": {"key": REQUEST_ID_HEADER, "value": "%TRACE_ID%"},
+                                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                            }
+                        }
+                    ]
+                },
+            },
+        }
+    ]
+
+
+def _collector_cluster(settings: EdgeSettings) -> list[dict[str, Any]]:
+    """The OTLP collector, over HTTP/2 (TLS for https, its certificate checked against the system's CAs)."""
+    if settings.collector is None:
+        return []
+    collector = settings.collector
+    cluster = {
+        **_http_cluster(COLLECTOR, [f"{collector.host}:{collector.port}"]),
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+    }
+    if collector.ca_file is not None:
+        cluster["transport_socket"] = _verified_tls(collector.host, collector.ca_file)
+    return [cluster]
 
 
 def _stats_cluster(settings: EdgeSettings) -> list[dict[str, Any]]:

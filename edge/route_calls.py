@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 
 from edge.bindings import DESCRIPTOR_SET
 from edge.tools import Tool
+from services.common import tracing
 from services.common.channels import CLIENT_OPTIONS, MAX_MESSAGE_BYTES, internal_metadata
 from services.common.surfaces import REQUEST_ID_HEADER
 
@@ -58,6 +59,7 @@ class RouteCalls:
             cluster: grpc.aio.insecure_channel(
                 address,
                 options=[*CLIENT_OPTIONS, ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
+                interceptors=tracing.client_interceptors(),
             )
             for cluster, address in addresses.items()
         }

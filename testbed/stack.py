@@ -21,7 +21,8 @@ def stack_env(
     data_dir: Path, *, database_url: str | None = None, redis_url: str | None = None, **extra: str
 ) -> dict[str, str]:
     """Environment for one isolated stack: its own ports, data dir, and (optionally) PostgreSQL and Redis."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
+    # Nothing of the caller's own Hydra or OpenTelemetry settings leaks in (spans to its collector).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_", "OTEL_"))}
     env.update(
         HYDRA_DATA_DIR=str(data_dir),
         HYDRA_EDGE_PORT=str(free_port()),

@@ -16,9 +16,11 @@ from typing import Any, cast
 
 from edge.gatekeeper.authorizer import Admission, Authorizer, RouteAccess
 from edge.gatekeeper.issuer import JWKS_PATH
+from services.common import tracing
 from services.common.errors import HydraError, Unauthenticated, Unavailable
 from services.common.fields import check_json_body
 from services.common.identity import CLIENT_IP_HEADER, IDENTITY_HEADERS
+from services.common.logging import bind_request
 from services.common.surfaces import FALLBACK, REQUEST_ID_HEADER, render
 
 # Envoy adds these to every check request (per route); a client's own headers never reach us as these.
@@ -182,7 +184,12 @@ class CheckProtocol(asyncio.Protocol):
     async def _answer(self) -> None:
         while self._queue:
             request = self._queue.popleft()
-            response = await self._decide(request)
+            unbind = bind_request(request.headers.get(REQUEST_ID_HEADER))
+            try:
+                with tracing.server_span("authz check", request.headers):
+                    response = await self._decide(request)
+            finally:
+                unbind()
             if self._transport is None or self._transport.is_closing():
                 return
             self._transport.write(response)

@@ -37,7 +37,7 @@ class OidcSettings:
     audience: str
     jwks_uri: str | None  # None: the embedded issuer, its JWKS served by the gatekeeper
     keys_dir: Path
-    ca_file: str = "/etc/ssl/certs/ca-certificates.crt"  # verifies an https JWKS URI's server
+    ca_file: str = config.SYSTEM_CA_FILE  # verifies an https JWKS URI's server
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:

@@ -11,8 +11,11 @@ from typing import Any
 
 import uvicorn
 
+from services.common import tracing
 from services.common.config import ConfigError
 from services.common.errors import FieldError, ValidationError
+from services.common.logging import bind_request
+from services.common.surfaces import REQUEST_ID_HEADER
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -34,7 +37,7 @@ class AsgiListener:
     ) -> None:
         host, _, port = address.rpartition(":")
         self._config = uvicorn.Config(
-            app,
+            _named(app),
             host=host.strip("[]"),
             port=int(port),
             lifespan="off",
@@ -71,6 +74,24 @@ class AsgiListener:
             with contextlib.suppress(asyncio.CancelledError, SystemExit):
                 await self._task
         await self._stack.aclose()
+
+
+def _named(app: Callable[..., Any]) -> Callable[..., Any]:
+    """The app with each HTTP request's id in every line logged for it, and in a server span if tracing."""
+
+    async def named(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        headers = request_headers(scope)
+        unbind = bind_request(headers.get(REQUEST_ID_HEADER))
+        try:
+            with tracing.server_span(f"HTTP {scope['method']}", headers):
+                await app(scope, receive, send)
+        finally:
+            unbind()
+
+    return named
 
 
 def request_headers(scope: Scope) -> dict[str, str]:

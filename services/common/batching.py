@@ -11,10 +11,11 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
+from opentelemetry import trace
 from sqlalchemy import Table
 from sqlalchemy.exc import IntegrityError, StatementError
 
-from services.common import deadlines
+from services.common import deadlines, tracing
 from services.common.db import Database, DirectConnection, is_connection_loss
 from services.common.errors import DeadlineExceeded, FieldError, ValidationError
 
@@ -63,6 +64,7 @@ class GroupCommitWriter(Generic[Item]):
         self._max_batch = max_batch
         self._pending: list[tuple[Item, asyncio.Future[None]]] = []
         self._deadlines: dict[asyncio.Future[None], float] = {}
+        self._callers: dict[asyncio.Future[None], trace.SpanContext | None] = {}  # their spans, if tracing
         self._wake = asyncio.Event()
 
     async def write(self, item: Item) -> None:
@@ -70,12 +72,15 @@ class GroupCommitWriter(Generic[Item]):
         done = asyncio.get_running_loop().create_future()
         if (deadline := deadlines.current()) is not None:
             self._deadlines[done] = deadline
+        if (caller := tracing.caller_span()) is not None:
+            self._callers[done] = caller
         self._pending.append((item, done))
         self._wake.set()
         try:
             await done
         finally:
             self._deadlines.pop(done, None)
+            self._callers.pop(done, None)
 
     async def run(self) -> None:
         """The background loop: commits whatever is pending, batch after batch."""
@@ -104,6 +109,10 @@ class GroupCommitWriter(Generic[Item]):
         return True
 
     async def _commit(self, batch: list[tuple[Item, asyncio.Future[None]]]) -> None:
+        with tracing.batch_span("group commit", [self._callers.get(done) for _, done in batch]):
+            await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: list[tuple[Item, asyncio.Future[None]]]) -> None:
         try:
             async with self._db.direct_transaction() as conn:
                 await self._insert_many(conn, [item for item, _ in batch])

@@ -157,6 +157,9 @@ def admin_token(env: Mapping[str, str], *, create: bool) -> str | None:
         return None
 
 
+SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"  # checks a TLS server's certificate by default
+
+
 def current_env() -> Mapping[str, str]:
     """The process environment (the one place that reads it)."""
     return os.environ

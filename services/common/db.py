@@ -16,6 +16,8 @@ from sqlalchemy import Executable, Select, Table, event, exc, insert, text
 from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from services.common import tracing
+
 # Constraint names every service's metadata uses, so migrations name them predictably.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -101,6 +103,7 @@ class Database:
         if parsed.get_backend_name() == "postgresql":
             options.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
         self.engine: AsyncEngine = create_async_engine(parsed, **options)
+        tracing.trace_engine(self.engine.sync_engine)
         if parsed.get_backend_name() == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
@@ -315,7 +318,7 @@ class _PsycopgPool:
                 await slots.enter_async_context(self._read_slots)
             await slots.enter_async_context(self._slots)
             try:
-                conn = self._idle.pop() if self._idle else await self._connect()
+                conn = self._idle.pop() if self._idle else tracing.trace_connection(await self._connect())
             except psycopg.Error as error:
                 raise _as_alchemy_error(error) from error
             try:

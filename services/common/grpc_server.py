@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from services.common import config, deadlines
+from services.common import config, deadlines, tracing
 from services.common import identity as ident
 from services.common.access import MethodAccess, service_access
 from services.common.channels import HTTP2_OPTIONS, MAX_MESSAGE_BYTES
@@ -36,7 +36,7 @@ from services.common.errors import (
 from services.common.exchange import HTTP_STATUS_HEADER, Exchange, bind
 from services.common.fields import refuse_control_characters
 from services.common.idempotency import REPLAYED, Answer, IdempotencyKeys, fingerprint, read_key
-from services.common.logging import log_loop_exception
+from services.common.logging import bind_request, log_loop_exception
 from services.common.metrics import MetricsSettings, RpcMetrics, metrics_settings, serve_metrics
 from services.common.servicing import Context
 from services.common.surfaces import REQUEST_ID_HEADER, identified, render
@@ -239,6 +239,7 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
         metrics.start()
         unbind = None
         unbind_exchange = bind(call.exchange)
+        unbind_request = bind_request(call.metadata.get(REQUEST_ID_HEADER))
         try:
             unbind = call.bind()
             yield call
@@ -249,6 +250,7 @@ class HydraInterceptor(grpc.aio.ServerInterceptor):
                 unbind()
             unbind_exchange()
             self._log_call(call)
+            unbind_request()
             metrics.end(call.code, call.started)
 
     async def _abort(self, context: Context, call: _Call, error: Exception) -> None:
@@ -494,9 +496,10 @@ async def serve(
     policies = service_access(app.services)
     server = grpc.aio.server(
         interceptors=[
+            *tracing.server_interceptors(),  # outermost: the call's span is current while it runs
             HydraInterceptor(
                 policies, logger, internal_token=settings.internal_token, idempotency=app.idempotency
-            )
+            ),
         ],
         options=[
             *HTTP2_OPTIONS,
@@ -528,13 +531,15 @@ async def serve(
             _cannot_listen(logger, app, str(error))
     stop_metrics = _serve_metrics(settings.metrics, logger, app)
     monitor = _HealthMonitor(app, health, logger)
-    await monitor.check_once()
+    await asyncio.create_task(monitor.check_once(), context=tracing.untraced_context())
     await server.start()
     logger.info("serving", extra={"address": app.address, "service": app.name})
 
     stop = _stopped_by_signals(stop)
     jobs = [*app.background, *(() if app.separate_consumers else app.consumers)]
-    tasks = [asyncio.create_task(monitor.run()), *(asyncio.create_task(job()) for job in jobs)]
+    tasks = [
+        *(asyncio.create_task(job(), context=tracing.untraced_context()) for job in (monitor.run, *jobs)),
+    ]
     try:
         await stop.wait()
     finally:
@@ -584,7 +589,7 @@ async def deliver(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event |
     stop_metrics = _serve_metrics(
         ServerSettings.from_env(config.current_env(), app.name, delivery=True).metrics, logger, app
     )
-    tasks = [asyncio.create_task(job()) for job in app.consumers]
+    tasks = [asyncio.create_task(job(), context=tracing.untraced_context()) for job in app.consumers]
     logger.info("delivering events", extra={"service": app.name})
     try:
         await stop.wait()

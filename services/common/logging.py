@@ -7,8 +7,12 @@ import logging
 import sys
 import time
 import traceback
+from collections.abc import Callable
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any
+
+from services.common import tracing
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
@@ -27,6 +31,11 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         entry.update({k: v for k, v in vars(record).items() if k not in self._skip})
+        request_id = _request_id.get()
+        if request_id is not None:
+            entry.setdefault("request_id", request_id)
+        for name, value in tracing.current_ids().items():
+            entry.setdefault(name, value)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -34,6 +43,21 @@ class JsonFormatter(logging.Formatter):
     def formatException(self, ei: Any) -> str:
         """Where each exception of the chain was raised and its class, never its message."""
         return safe_traceback(ei)
+
+
+# The request the current task works for (its x-request-id): every line logged meanwhile names it.
+_request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+def bind_request(request_id: str | None) -> Callable[[], None]:
+    """Names `request_id` in every line logged in this context until the returned unbinding runs."""
+    token = _request_id.set(request_id)
+    return lambda: _request_id.reset(token)
+
+
+def current_request_id() -> str | None:
+    """The request the current task works for, if it is bound."""
+    return _request_id.get()
 
 
 def safe_traceback(exc_info: ExcInfo) -> str:

@@ -8,9 +8,11 @@ from typing import Any
 
 import grpc
 
-from services.common import config
+from services.common import config, tracing
 from services.common.channels import CLIENT_OPTIONS, MAX_MESSAGE_BYTES, internal_metadata, token_metadata
 from services.common.errors import HydraError, Unavailable
+from services.common.logging import current_request_id
+from services.common.surfaces import REQUEST_ID_HEADER
 
 
 class PeerChannel:
@@ -39,6 +41,7 @@ class PeerChannel:
                 # An instance with 500 long knowledge entries is bigger than gRPC's 4 MB default.
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ],
+            interceptors=tracing.client_interceptors(),
         )
         self._caller = caller
         self._scopes = tuple(scopes)
@@ -70,10 +73,13 @@ class PeerChannel:
             raise Unavailable(unavailable) from None
 
     def metadata(self, tenant_id: uuid.UUID | str) -> tuple[tuple[str, str], ...]:
-        """What a call acting for `tenant_id` sends: the tenant, this caller, its scopes and the token."""
-        return internal_metadata(
+        """What a call acting for `tenant_id` sends: the tenant, this caller, its scopes, the token, and
+        the request it serves (the peer's log lines name it too)."""
+        metadata = internal_metadata(
             str(tenant_id), self._scopes, key_id=self._caller, internal_token=self._token
         )
+        request_id = current_request_id()
+        return metadata if request_id is None else (*metadata, (REQUEST_ID_HEADER, request_id))
 
     @property
     def timeout(self) -> float:

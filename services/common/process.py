@@ -14,7 +14,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from sqlalchemy import Table
 
-from services.common import grpc_server, metrics
+from services.common import config, grpc_server, metrics, tracing
 from services.common import logging as hydra_logging
 from services.common.config import ProcessSettings
 from services.common.db import Database
@@ -175,11 +175,13 @@ class Process(Generic[SettingsT]):
     async def serve(self, settings: SettingsT, *, stop: asyncio.Event | None = None) -> None:
         """Runs the gRPC server until stopped."""
         logger = hydra_logging.configure(self.name, settings.log_level)
+        tracing.start(self.name, config.current_env())
         await grpc_server.serve(self.app(settings, logger), logger, stop=stop)
 
     async def deliver(self, settings: SettingsT, *, stop: asyncio.Event | None = None) -> None:
         """Runs the event consumers in a process of their own until stopped."""
         logger = hydra_logging.configure(f"{self.name}-delivery", settings.log_level)
+        tracing.start(f"{self.name}-delivery", config.current_env())
         await grpc_server.deliver(self.app(settings, logger), logger, stop=stop)
 
     def main(self, argv: Sequence[str] | None = None) -> None:

@@ -303,3 +303,53 @@ def test_a_stats_listener_serves_only_envoys_prometheus_statistics(tmp_path: Pat
     assert done.returncode == 0, done.stdout + done.stderr
     plain = render(SETTINGS, load_bindings())["static_resources"]["listeners"]
     assert [listener["name"] for listener in plain] == ["edge"]
+
+
+def valid_for_envoy(rendered: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "envoy.yaml"
+    path.write_text(json.dumps(rendered))
+    argv = [envoy_binary(), "--mode", "validate", "-c", str(path)]
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def manager_of(rendered: dict[str, Any]) -> dict[str, Any]:
+    (edge,) = [li for li in rendered["static_resources"]["listeners"] if li["name"] == "edge"]
+    return edge["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+@pytest.mark.parametrize("url", ["http://otel-collector:4317", "https://collector.example.com"])
+def test_with_an_otlp_endpoint_the_edge_traces_and_names_requests_by_their_trace(
+    url: str, tmp_path: Path
+) -> None:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": url, "OTEL_BSP_SCHEDULE_DELAY": "250"}
+    settings = EdgeSettings.from_env(env)
+    rendered = render(settings, load_bindings())
+    manager = manager_of(rendered)
+    assert manager["tracing"]["provider"]["name"] == "envoy.tracers.opentelemetry"
+    first = manager["http_filters"][0]["typed_config"]["mutations"]["request_mutations"][0]["append"]
+    assert first["header"] == {"key": "x-request-id", "value": "%TRACE_ID%"}
+    (collector,) = [
+        c for c in rendered["static_resources"]["clusters"] if c["name"] == envoy_config.COLLECTOR
+    ]
+    address = collector["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert address["socket_address"]["port_value"] == 4317  # OTLP's gRPC port, when the URL names none
+    assert ("transport_socket" in collector) == url.startswith("https:")
+    runtime = rendered["layered_runtime"]["layers"][0]["static_layer"]
+    assert runtime == {"tracing.opentelemetry.flush_interval_ms": 250}
+    valid_for_envoy(rendered, tmp_path)
+
+
+def test_without_an_endpoint_the_edge_does_not_trace_and_drops_a_clients_trace_context() -> None:
+    rendered = render(SETTINGS, load_bindings())
+    manager = manager_of(rendered)
+    assert "tracing" not in manager and "layered_runtime" not in rendered
+    assert manager["http_filters"][0]["name"] != "name_requests_by_trace"
+    dropped = manager["early_header_mutation_extensions"][0]["typed_config"]["mutations"]
+    assert [m["remove"] for m in dropped] == ["x-request-id", "traceparent", "tracestate"]
+
+
+@pytest.mark.parametrize("url", ["ftp://collector:4317", "http://"])
+def test_an_endpoint_that_is_not_http_is_refused(url: str) -> None:
+    with pytest.raises(config.ConfigError, match="OTLP endpoint"):
+        EdgeSettings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": url})
