@@ -70,6 +70,7 @@ bench: protos  ## Benchmarks through the full edge on PostgreSQL + Redis (prints
 	$(PY) -m bench.services
 	$(PY) -m bench.checks
 	$(PY) -m bench.widget
+	$(PY) -m bench.observability
 
 clean:
 	rm -rf $(GEN) .hydra

@@ -15,6 +15,7 @@ from typing import Any
 
 from hydractl import processes
 from services.common import config
+from services.common.health import LIVE_PATH, READY_PATH
 
 IMAGE = "hydra"
 SECRET = "hydra"
@@ -172,14 +173,10 @@ def _server(name: str) -> list[dict[str, Any]]:
     container = _container(name, ["python", "-m", process.module], [*_env(cluster_env(), secrets), _BASE_URL])
     ports = [(name, grpc_port)] + [(p, _port(p)) for p in process.http_ports]
     container["ports"] = [{"name": p[:15], "containerPort": n} for p, n in ports]
-    # Ready while its database answers (the gRPC health it serves); alive while it listens, so that a
-    # database outage takes it out of rotation without restarting it.
+    # Ready while its database answers (the gRPC health it serves); alive while its event loop turns
+    # (/livez), so that a database outage takes it out of rotation without restarting it.
     container["readinessProbe"] = {"grpc": {"port": grpc_port}, "periodSeconds": 5, "failureThreshold": 2}
-    container["livenessProbe"] = {
-        "tcpSocket": {"port": grpc_port},
-        "periodSeconds": 10,
-        "failureThreshold": 3,
-    }
+    container["livenessProbe"] = _alive(config.METRICS_PORTS[f"{name}_metrics"])
     container["startupProbe"] = {"tcpSocket": {"port": grpc_port}, "periodSeconds": 2, "failureThreshold": 60}
     deployment = _scraped(
         _deployment(name, name, container, replicas=2), config.METRICS_PORTS[f"{name}_metrics"]
@@ -212,8 +209,17 @@ def _delivery(name: str) -> dict[str, Any]:
     container = _container(
         f"{name}-delivery", ["python", "-m", process.module, "deliver"], _env(cluster_env(), secrets)
     )
+    port = config.METRICS_PORTS[f"{name}_delivery_metrics"]
+    # Ready while its database and Redis answer (it reads its events from Redis); alive while it turns.
+    container["readinessProbe"] = {"httpGet": {"path": READY_PATH, "port": port}, "periodSeconds": 5}
+    container["livenessProbe"] = _alive(port)
     deployment = _deployment(f"{name}-delivery", f"{name}-delivery", container, replicas=1)
-    return _scraped(deployment, config.METRICS_PORTS[f"{name}_delivery_metrics"])
+    return _scraped(deployment, port)
+
+
+def _alive(metrics_port: int) -> dict[str, Any]:
+    """Liveness on the process's metrics port: its event loop has checked its dependencies lately."""
+    return {"httpGet": {"path": LIVE_PATH, "port": metrics_port}, "periodSeconds": 10, "failureThreshold": 3}
 
 
 def _envoy() -> list[dict[str, Any]]:

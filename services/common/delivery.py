@@ -29,6 +29,7 @@ from services.common.events.inbox import (
 )
 from services.common.events.outbox import Dispatcher, Outbox, Retention
 from services.common.fields import aware, utcnow
+from services.common.health import Dependency
 from services.common.mail import Email, MaildirMailer, Mailer, MailNotSent, SmtpMailer
 
 
@@ -250,6 +251,14 @@ class EventDelivery:
         for consumer in {c.name for c in self._consumers} | {c for c, _ in seen}:
             for state in ("retrying", "dead"):
                 metrics.DEAD_LETTERS.labels(service, consumer, state).set(seen.get((consumer, state), 0))
+
+    @property
+    def dependencies(self) -> list[Dependency]:
+        """Redis, when events travel on it: the server's writes go on without it (the outbox keeps their
+        events), so it does not decide the server's readiness; a delivery process needs it."""
+        if not isinstance(self.bus, RedisStreamBus):
+            return []
+        return [Dependency("redis", self.bus.ping, required=False)]
 
     @property
     def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:

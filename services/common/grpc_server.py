@@ -35,9 +35,10 @@ from services.common.errors import (
 )
 from services.common.exchange import HTTP_STATUS_HEADER, Exchange, bind
 from services.common.fields import refuse_control_characters
+from services.common.health import Dependency, Health, serve_operations
 from services.common.idempotency import REPLAYED, Answer, IdempotencyKeys, fingerprint, read_key
 from services.common.logging import bind_request, log_loop_exception
-from services.common.metrics import MetricsSettings, RpcMetrics, metrics_settings, serve_metrics
+from services.common.metrics import MetricsSettings, RpcMetrics, metrics_settings
 from services.common.servicing import Context
 from services.common.surfaces import REQUEST_ID_HEADER, identified, render
 
@@ -406,7 +407,8 @@ class GrpcApp:
     address: str
     services: Sequence[ServiceDescriptor]
     register: Callable[[grpc.aio.Server], None]
-    probe: Callable[[], Awaitable[None]]
+    # What it checks every `probe_interval` seconds: it is ready while the required ones answer.
+    dependencies: Sequence[Dependency]
     close: Callable[[], Awaitable[None]]
     probe_interval: float = 2.0
     grace: float = 5.0
@@ -419,37 +421,30 @@ class GrpcApp:
 
 
 class _HealthMonitor:
-    """Keeps gRPC health in step with the app's probe (never a constant SERVING)."""
+    """Keeps gRPC health in step with the process's readiness (never a constant SERVING)."""
 
-    def __init__(self, app: GrpcApp, servicer: health_aio.HealthServicer, logger: logging.Logger) -> None:
-        self._app = app
+    def __init__(self, health: Health, servicer: health_aio.HealthServicer, app: GrpcApp) -> None:
+        self._health = health
         self._servicer = servicer
-        self._log = logger
         self._names = ["", *(s.full_name for s in app.services)]
-        self._healthy: bool | None = None
+        self._serving: bool | None = None
 
     async def check_once(self) -> bool:
-        try:
-            await asyncio.wait_for(self._app.probe(), timeout=self._app.probe_interval * 2)
-            healthy = True
-        except Exception as error:
-            healthy = False
-            if self._healthy is not False:
-                self._log.warning("probe failed: %s", error.__class__.__name__)
-        if healthy != self._healthy:
+        ready = await self._health.check_once()
+        if ready != self._serving:
             status = (
                 health_pb2.HealthCheckResponse.SERVING
-                if healthy
+                if ready
                 else health_pb2.HealthCheckResponse.NOT_SERVING
             )
             for name in self._names:
                 await self._servicer.set(name, status)
-            self._healthy = healthy
-        return healthy
+            self._serving = ready
+        return ready
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(self._app.probe_interval)
+            await asyncio.sleep(self._health.interval)
             await self.check_once()
 
 
@@ -529,8 +524,9 @@ async def serve(
             await app.start()
         except OSError as error:
             _cannot_listen(logger, app, str(error))
-    stop_metrics = _serve_metrics(settings.metrics, logger, app)
-    monitor = _HealthMonitor(app, health, logger)
+    checks = Health(app.dependencies, logger, interval=app.probe_interval)
+    stop_metrics = _serve_operations(settings.metrics, checks, logger, app)
+    monitor = _HealthMonitor(checks, health, app)
     await asyncio.create_task(monitor.check_once(), context=tracing.untraced_context())
     await server.start()
     logger.info("serving", extra={"address": app.address, "service": app.name})
@@ -558,14 +554,14 @@ async def serve(
         logger.info("stopped", extra={"service": app.name})
 
 
-def _serve_metrics(
-    metrics: MetricsSettings | None, logger: logging.Logger, app: GrpcApp
+def _serve_operations(
+    metrics: MetricsSettings | None, health: Health, logger: logging.Logger, app: GrpcApp
 ) -> Callable[[], None]:
-    """Starts the metrics listener, if the process has one; returns its stop."""
+    """Starts the listener of metrics, liveness and readiness, if the process has one; returns its stop."""
     if metrics is None:
         return lambda: None
     try:
-        stop = serve_metrics(metrics)
+        stop = serve_operations(metrics.host, metrics.port, health)
     except OSError:
         _cannot_listen(logger, app, metrics.address)
     logger.info("metrics", extra={"address": metrics.address, "service": app.name})
@@ -586,10 +582,14 @@ async def deliver(app: GrpcApp, logger: logging.Logger, *, stop: asyncio.Event |
         )
         raise SystemExit(2)
     stop = _stopped_by_signals(stop)
-    stop_metrics = _serve_metrics(
-        ServerSettings.from_env(config.current_env(), app.name, delivery=True).metrics, logger, app
+    # Its consumers read Redis and write their database: it cannot work without either.
+    checks = Health.needing_all(app.dependencies, logger, interval=app.probe_interval)
+    await asyncio.create_task(checks.check_once(), context=tracing.untraced_context())
+    stop_metrics = _serve_operations(
+        ServerSettings.from_env(config.current_env(), app.name, delivery=True).metrics, checks, logger, app
     )
-    tasks = [asyncio.create_task(job(), context=tracing.untraced_context()) for job in app.consumers]
+    jobs = (checks.run, *app.consumers)
+    tasks = [asyncio.create_task(job(), context=tracing.untraced_context()) for job in jobs]
     logger.info("delivering events", extra={"service": app.name})
     try:
         await stop.wait()

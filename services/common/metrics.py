@@ -6,11 +6,10 @@ pool, webhook deliveries)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
-import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.common import config
@@ -121,16 +120,3 @@ def metrics_settings(env: Mapping[str, str], name: str, *, delivery: bool = Fals
         return None
     host = config.env_str(env, "HYDRA_METRICS_HOST", "127.0.0.1")
     return MetricsSettings(host, config.service_port(env, port_name))
-
-
-def serve_metrics(settings: MetricsSettings) -> Callable[[], None]:
-    """Serves /metrics on a thread of its own (a scrape never waits for the event loop); returns its stop.
-    Raises OSError when the port is taken."""
-    server, thread = prometheus_client.start_http_server(settings.port, addr=settings.host)
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-    return stop

@@ -19,6 +19,7 @@ from services.common import logging as hydra_logging
 from services.common.config import ProcessSettings
 from services.common.db import Database
 from services.common.delivery import EventDelivery, ServiceSettings
+from services.common.health import Dependency
 from services.common.idempotency import PURGE_SECONDS, IdempotencyKeys
 from services.common.migrations import upgrade
 from services.common.paging import Cursors
@@ -140,14 +141,19 @@ class Process(Generic[SettingsT]):
                 await delivery.close()
             await db.dispose()
 
-        # Health follows the process's own database only: with a peer or Redis down it still serves what
-        # it can (tickets its reads, writes answering 503; the gatekeeper its keys, with in-process limits).
+        # Readiness follows the process's own database only: with a peer or Redis down it still serves
+        # what it can (tickets its reads, writes answering 503; the gatekeeper its keys, with in-process
+        # limits; every service its writes, their events kept in the outbox). A delivery process, which
+        # reads its events from Redis, needs Redis too.
         return grpc_server.GrpcApp(
             name=self.name,
             address=settings.address,
             services=self.services,
             register=wiring.register,
-            probe=db.ping,
+            dependencies=[
+                Dependency("database", db.ping),
+                *(delivery.dependencies if delivery is not None else ()),
+            ],
             close=close,
             background=[*wiring.background, *jobs, *(delivery.background if delivery else ())],
             consumers=[*(delivery.consumers if delivery else ()), *wiring.deliveries],

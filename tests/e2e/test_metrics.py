@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -79,6 +80,24 @@ def test_every_process_and_envoy_answer_a_scrape(edge: Edge) -> None:
         assert "crm-delivery" in edge.stack.metrics_urls()
 
 
+def test_every_process_is_alive_and_ready_with_its_dependencies_up(edge: Edge) -> None:
+    """Beside its metrics, each process answers /livez and /readyz: a server needs its database (and
+    reports Redis, which it can do without); a delivery process needs both."""
+    for name, url in edge.stack.metrics_urls().items():
+        if name == "envoy":
+            continue
+        base = url.removesuffix("/metrics")
+        assert httpx.get(f"{base}/livez", timeout=5).status_code == 200, name
+        ready = httpx.get(f"{base}/readyz", timeout=5)
+        assert ready.status_code == 200, (name, ready.text)
+        dependencies = ready.json()["dependencies"]
+        assert dependencies["database"] == {"up": True, "required": True}, name
+        if edge.backend == "postgres_redis" and name not in {"gatekeeper", "workflows"}:
+            assert dependencies["redis"] == {"up": True, "required": name.endswith("-delivery")}, name
+        else:
+            assert "redis" not in dependencies, name
+
+
 def test_the_gatekeeper_counts_its_rate_limit_decisions_and_key_cache_lookups(edge: Edge) -> None:
     url = edge.stack.metrics_urls()["gatekeeper"]
     key = edge.key(rate_limit=1)
@@ -107,9 +126,21 @@ def served_families(url: str) -> set[str]:
     return {f.name for f in families} | {s.name for f in families for s in f.samples}
 
 
-def test_the_dashboard_asks_only_for_metrics_the_processes_serve(edge: Edge) -> None:
+def dashboard_queries() -> list[str]:
     dashboard = json.loads((OBSERVABILITY / "grafana" / "dashboards" / "hydra.json").read_text())
-    exprs = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel["targets"])
+    return [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+
+
+def alert_queries() -> list[str]:
+    groups = yaml.safe_load((OBSERVABILITY / "alerts.yml").read_text())["groups"]
+    return [rule["expr"] for group in groups for rule in group["rules"]]
+
+
+@pytest.mark.parametrize("queries", [dashboard_queries, alert_queries], ids=["dashboard", "alerts"])
+def test_the_dashboard_and_alerts_ask_only_for_metrics_the_processes_serve(
+    edge: Edge, queries: Callable[[], list[str]]
+) -> None:
+    exprs = " ".join(queries())
     names_only = re.sub(r"\{[^}]*\}|by \([^)]*\)", "", exprs)  # not label names
     asked = set(re.findall(r"\b((?:grpc_server|hydra|envoy)_[a-z_]+)", names_only))
     served = set().union(*(served_families(url) for url in edge.stack.metrics_urls().values()))
@@ -122,7 +153,9 @@ def test_the_dashboard_asks_only_for_metrics_the_processes_serve(edge: Edge) -> 
 
 
 def test_prometheus_scrapes_each_process_on_its_metrics_port() -> None:
-    scrape_configs = yaml.safe_load((OBSERVABILITY / "prometheus.yml").read_text())["scrape_configs"]
+    prometheus = yaml.safe_load((OBSERVABILITY / "prometheus.yml").read_text())
+    assert prometheus["rule_files"] == ["alerts.yml"]
+    scrape_configs = prometheus["scrape_configs"]
     (hydra,) = [job for job in scrape_configs if job["job_name"] == "hydra"]
     targets = {entry["names"][0]: entry["port"] for entry in hydra["dns_sd_configs"]}
     assert targets == {

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from testbed.otlp import OtlpReceiver, Span
 from testbed.servers import create_database
 from testbed.stack import running_stack, stack_env
 from tests.e2e.conftest import Edge, Key, create_resource
-from tests.support.otlp_receiver import OtlpReceiver, Span
 
 SERVER, CLIENT = 2, 3  # OTLP span kinds
 EDGE, GATEKEEPER, TICKETS, CRM = "hydra-edge", "hydra-gatekeeper", "hydra-tickets", "hydra-crm"

@@ -106,7 +106,8 @@ def test_a_service_app_runs_its_outbox_and_consumers_and_closes(tmp_path: Path) 
         assert len(app.background) == 5 and app.idempotency is not None
         assert len(app.consumers) == 3  # the bus, the CSAT email consumer and the event hub forwarder
         assert not app.separate_consumers and app.start is None
-        await app.probe()
+        assert [d.name for d in app.dependencies] == ["database"]
+        await asyncio.gather(*(d.check() for d in app.dependencies))
         await app.close()
 
     asyncio.run(main())
@@ -122,7 +123,8 @@ def test_the_gatekeeper_app_has_its_listeners_its_jobs_and_no_consumers(tmp_path
         assert [job.__qualname__ for job in app.background] == ["every.<locals>.job"] * 4
         assert (list(app.consumers), app.separate_consumers) == ([], False)
         assert app.start is not None
-        await app.probe()
+        assert [d.name for d in app.dependencies] == ["database"]
+        await asyncio.gather(*(d.check() for d in app.dependencies))
         await app.close()
 
     asyncio.run(main())

@@ -121,6 +121,10 @@ class RedisStreamBus:
     async def run(self) -> None:
         await asyncio.gather(*(self._consume(*group) for group in self._groups))
 
+    async def ping(self) -> None:
+        """Returns once Redis answers."""
+        await self._redis.ping()
+
     async def lag(self) -> dict[str, int]:
         """Per group: entries not yet read (Redis 7's lag) plus those read and not yet acknowledged."""
         try:

@@ -1,4 +1,4 @@
-"""A local OTLP collector for tests: a real gRPC server taking the spans processes export, by trace."""
+"""A local OTLP collector for tests and benchmarks: a real gRPC server taking the spans processes export."""
 
 from __future__ import annotations
 
