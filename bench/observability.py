@@ -1,10 +1,11 @@
 """What observability costs: the same requests through the full edge with both metrics and tracing off,
-with metrics on (tracing off, the default), and with both on (spans exported to a local OTLP receiver).
+with metrics on (tracing off, the default), and with both on (spans exported to a local OTLP receiver),
+1 % of requests sampled and all of them.
 
 Prints figures; never passes or fails on them. `python -m bench.observability [--duration 8] [--rounds 2]`.
 Each configuration is a fresh stack on the same PostgreSQL and Redis; the configurations alternate round
-by round, so a drift of the machine's speed falls on all of them alike. CPU is the stack's processes'
-own (Envoy and the Python servers), per request.
+by round, every other round in reverse order, so a drift of the machine's speed falls on all of them
+alike. CPU is the stack's processes' own (Envoy and the Python servers), per request.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ def configurations(receiver: OtlpReceiver) -> dict[str, Mapping[str, str]]:
     return {
         "both off": {"HYDRA_METRICS": "off"},
         "metrics on, tracing off": {"HYDRA_METRICS": "on"},
-        "metrics on, tracing on": {"HYDRA_METRICS": "on", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint},
+        "metrics, tracing 1 %": {
+            "HYDRA_METRICS": "on",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.01",
+        },
+        "metrics, tracing all": {"HYDRA_METRICS": "on", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint},
     }
 
 
@@ -64,8 +71,10 @@ def main() -> None:
         )
         print(f"{'round':<7}{'configuration':<26}{'case':<26}{'req/s':>9}{'CPU ms/req':>12}")
         for round_ in range(1, args.rounds + 1):
-            for name, extra in configs.items():
-                for case, (rps, cpu) in measure(extra, args).items():
+            # Every other round in reverse: no configuration always runs first (a fresh server's warm-up).
+            order = list(configs) if round_ % 2 else list(reversed(configs))
+            for name in order:
+                for case, (rps, cpu) in measure(configs[name], args).items():
                     runs.setdefault((name, case), []).append((rps, cpu))
                     print(f"{round_:<7}{name:<26}{case:<26}{rps:>9.0f}{cpu:>12.2f}", flush=True)
     print("\nMedian of the rounds, against both off")

@@ -181,6 +181,7 @@ class EdgeSettings:
     # the services read it; None: the edge does not trace.
     collector: tracing.Collector | None = None
     export_delay_ms: int = 5000  # at most this long between exports of spans (OTEL_BSP_SCHEDULE_DELAY)
+    sampled_percent: float = 100.0  # of requests traced (OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
@@ -209,6 +210,7 @@ class EdgeSettings:
             stats_address=_stats_address(env),
             collector=tracing.collector(env),
             export_delay_ms=config.env_int(env, "OTEL_BSP_SCHEDULE_DELAY", 5000, minimum=1),
+            sampled_percent=tracing.sampled_percent(env),
             internal_token=config.internal_token(env),
             mcp_requests_per_minute=config.env_int(env, "HYDRA_MCP_REQUESTS_PER_MINUTE", 600, minimum=1),
             oidc=OidcSettings.from_env(env),
@@ -1152,6 +1154,8 @@ def _tracing(settings: EdgeSettings) -> dict[str, Any]:
         return {}
     return {
         "tracing": {
+            # An unsampled request still has a trace id (its name) and passes the decision on.
+            "random_sampling": {"value": settings.sampled_percent},
             "spawn_upstream_span": True,
             "provider": {
                 "name": "envoy.tracers.opentelemetry",

@@ -533,9 +533,8 @@ async def serve(
 
     stop = _stopped_by_signals(stop)
     jobs = [*app.background, *(() if app.separate_consumers else app.consumers)]
-    tasks = [
-        *(asyncio.create_task(job(), context=tracing.untraced_context()) for job in (monitor.run, *jobs)),
-    ]
+    # Background work runs untraced: a poll of the outbox every few milliseconds is not a request.
+    tasks = [asyncio.create_task(job(), context=tracing.untraced_context()) for job in (monitor.run, *jobs)]
     try:
         await stop.wait()
     finally:

@@ -76,6 +76,28 @@ def collector(env: Mapping[str, str]) -> Collector | None:
     return Collector(parts.hostname, parts.port or 4317, ca_file if parts.scheme == "https" else None)
 
 
+# OpenTelemetry's sampler settings, which the SDK reads itself; the edge samples as they say.
+_RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
+_OFF_SAMPLERS = ("always_off", "parentbased_always_off")
+
+
+def sampled_percent(env: Mapping[str, str]) -> float:
+    """The share of requests the edge traces, from OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG (every
+    one by default). The services follow the edge's decision (the SDK's default parent-based sampler)."""
+    sampler = env.get("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+    if sampler in _OFF_SAMPLERS:
+        return 0.0
+    if sampler not in _RATIO_SAMPLERS:
+        return 100.0
+    try:
+        ratio = float(env.get("OTEL_TRACES_SAMPLER_ARG") or 1.0)
+    except ValueError:
+        ratio = -1.0
+    if not 0.0 <= ratio <= 1.0:
+        raise config.ConfigError("OTEL_TRACES_SAMPLER_ARG: a ratio from 0 to 1")
+    return ratio * 100
+
+
 def enabled() -> bool:
     """Whether this process traces."""
     return _installed.provider is not None

@@ -349,6 +349,32 @@ def test_without_an_endpoint_the_edge_does_not_trace_and_drops_a_clients_trace_c
     assert [m["remove"] for m in dropped] == ["x-request-id", "traceparent", "tracestate"]
 
 
+@pytest.mark.parametrize(
+    ("sampler", "arg", "percent"),
+    [
+        (None, None, 100.0),
+        ("parentbased_traceidratio", "0.05", 5.0),
+        ("traceidratio", None, 100.0),
+        ("parentbased_always_off", None, 0.0),
+    ],
+)
+def test_the_edge_samples_as_opentelemetrys_sampler_settings_say(
+    sampler: str | None, arg: str | None, percent: float
+) -> None:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}
+    env |= {"OTEL_TRACES_SAMPLER": sampler} if sampler else {}
+    env |= {"OTEL_TRACES_SAMPLER_ARG": arg} if arg else {}
+    manager = manager_of(render(EdgeSettings.from_env(env), load_bindings()))
+    assert manager["tracing"]["random_sampling"] == {"value": percent}
+
+
+@pytest.mark.parametrize("arg", ["1.5", "-0.1", "often"])
+def test_a_sampling_ratio_outside_0_to_1_is_refused(arg: str) -> None:
+    env = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": arg}
+    with pytest.raises(config.ConfigError, match="OTEL_TRACES_SAMPLER_ARG"):
+        EdgeSettings.from_env(env)
+
+
 @pytest.mark.parametrize("url", ["ftp://collector:4317", "http://"])
 def test_an_endpoint_that_is_not_http_is_refused(url: str) -> None:
     with pytest.raises(config.ConfigError, match="OTLP endpoint"):
