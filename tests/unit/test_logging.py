@@ -10,7 +10,7 @@ import logging
 from sqlalchemy import Column, MetaData, String, Table, create_engine, insert
 from sqlalchemy.exc import IntegrityError
 
-from services.common.logging import JsonFormatter, log_loop_exception
+from services.common.logging import JsonFormatter, bind_request, log_loop_exception
 
 MARKER = "secret-person@example.com"
 
@@ -87,3 +87,26 @@ def test_asyncio_background_failures_are_logged_without_their_message() -> None:
     asyncio.run(run())
     assert MARKER not in stream.getvalue()
     assert "RuntimeError" in stream.getvalue()
+
+
+def test_every_line_logged_for_a_request_names_it_until_it_is_done() -> None:
+    logger, stream = json_logger("test.named")
+
+    async def request(request_id: str) -> None:
+        unbind = bind_request(request_id)
+        try:
+            await asyncio.sleep(0)  # another request's lines interleave here
+            logger.warning("deep inside")
+            logger.warning("access", extra={"request_id": "given"})  # a line's own id wins
+        finally:
+            unbind()
+
+    async def both() -> None:
+        await asyncio.gather(request("r-1"), request("r-2"))
+
+    asyncio.run(both())
+    logger.warning("after")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert sorted(line.get("request_id") for line in lines if line["msg"] == "deep inside") == ["r-1", "r-2"]
+    assert {line["request_id"] for line in lines if line["msg"] == "access"} == {"given"}
+    assert "request_id" not in lines[-1] and "trace_id" not in lines[-1]  # no tracing here: no trace id
