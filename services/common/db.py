@@ -142,6 +142,15 @@ class Database:
             return 0, 0
         return int(checked_out()), int(size())
 
+    def pool_waiting(self) -> int:
+        """Tasks waiting for a connection now, in either pool. Read from the pools' own queues every few
+        seconds, so that no checkout pays for counting (a test pins it to the releases installed)."""
+        queue = getattr(getattr(self.engine.sync_engine.pool, "_pool", None), "_queue", None)
+        waiting = _waiters(getattr(queue, "_getters", None))
+        if self._direct_pool is not None:
+            waiting += self._direct_pool.waiting()
+        return waiting
+
     def goes_direct(self, query: Select[Any]) -> bool:
         """Whether `query` runs on psycopg directly: on PostgreSQL, only if no value of it needs
         SQLAlchemy's conversion (elsewhere `direct()` is SQLAlchemy, which takes any)."""
@@ -337,10 +346,19 @@ class _PsycopgPool:
                 else:
                     self._idle.append(conn)
 
+    def waiting(self) -> int:
+        """Tasks waiting for one of its connections now."""
+        return _waiters(getattr(self._slots, "_waiters", None))
+
     async def close(self) -> None:
         idle, self._idle = self._idle, []
         for conn in idle:
             await conn.close()
+
+
+def _waiters(futures: Any) -> int:
+    """How many of an asyncio primitive's waiting futures are still waiting."""
+    return sum(1 for f in futures or () if not f.done())
 
 
 def is_connection_loss(error: BaseException) -> bool:

@@ -50,6 +50,9 @@ DB_POOL_IN_USE = Gauge(
     "hydra_db_pool_connections_in_use", "Database connections checked out now.", ["service"]
 )
 DB_POOL_SIZE = Gauge("hydra_db_pool_size", "Database connections the pool keeps.", ["service"])
+DB_POOL_WAITING = Gauge(
+    "hydra_db_pool_waiting", "Tasks waiting for a database connection now (every pool full).", ["service"]
+)
 RATE_LIMITS = Counter(
     "hydra_rate_limit_decisions",
     "Rate-limit decisions, by outcome and where the window is kept (fallback: in-process, Redis down).",

@@ -129,6 +129,7 @@ class Process(Generic[SettingsT]):
             in_use, size = db.pool_usage()
             metrics.DB_POOL_IN_USE.labels(self.name).set(in_use)
             metrics.DB_POOL_SIZE.labels(self.name).set(size)
+            metrics.DB_POOL_WAITING.labels(self.name).set(db.pool_waiting())
             if delivery is not None:
                 await delivery.measure(self.name)
 

@@ -355,3 +355,31 @@ def test_a_row_postgresql_refuses_as_malformed_fails_alone_in_its_group_commit(p
     assert count == 40
     assert [o for o in outcomes if o is not None] == [outcomes[20]]
     assert isinstance(outcomes[20], ValidationError)
+
+
+def test_tasks_waiting_for_a_connection_are_counted_in_both_pools(postgres_url: str) -> None:
+    """With every connection of a pool held, the next caller waits, and is counted until it gets one."""
+
+    async def main() -> tuple[list[int], int]:
+        db = Database(postgres_url, schema="public", pool_size=1, direct_pool_size=1)  # 2 and 1 connections
+        release = asyncio.Event()
+
+        async def hold(connection: Any) -> None:
+            async with connection:
+                await release.wait()
+
+        holders = [asyncio.create_task(hold(db.transaction())) for _ in range(2)]
+        holders.append(asyncio.create_task(hold(db.direct_transaction())))
+        await asyncio.sleep(0.3)
+        seen = [db.pool_waiting()]
+        waiting = [asyncio.create_task(hold(db.read())), asyncio.create_task(hold(db.direct_transaction()))]
+        await asyncio.sleep(0.3)
+        seen.append(db.pool_waiting())
+        release.set()
+        await asyncio.gather(*holders, *waiting)
+        after = db.pool_waiting()
+        await db.dispose()
+        return seen, after
+
+    seen, after = asyncio.run(main())
+    assert seen == [0, 2] and after == 0
