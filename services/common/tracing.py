@@ -149,15 +149,15 @@ def trace_connection(connection: Any) -> Any:
     return PsycopgInstrumentor.instrument_connection(connection)
 
 
-@contextlib.contextmanager
-def server_span(name: str, headers: Mapping[str, str]) -> Iterator[None]:
+_NO_SPAN = contextlib.nullcontext()  # what the span helpers give when not tracing: nothing to make
+
+
+def server_span(name: str, headers: Mapping[str, str]) -> contextlib.AbstractContextManager[Any]:
     """A server span for work that arrived with `headers` (their traceparent its parent), if tracing."""
     if not enabled():
-        yield
-        return
+        return _NO_SPAN
     tracer = trace.get_tracer(_INSTRUMENTATION)
-    with tracer.start_as_current_span(name, context=extract(headers), kind=trace.SpanKind.SERVER):
-        yield
+    return tracer.start_as_current_span(name, context=extract(headers), kind=trace.SpanKind.SERVER)
 
 
 def current_ids() -> dict[str, str]:
