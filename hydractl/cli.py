@@ -30,7 +30,7 @@ from hydractl.events import (
     retry_dead_letters,
 )
 from hydractl.stack import Stack, StackError, migrate_all
-from services.common import config
+from services.common import config, tracing
 from services.common.channels import internal_metadata, token_metadata
 from services.common.identity import admin_metadata
 
@@ -449,8 +449,12 @@ def cmd_up(args: argparse.Namespace, env: dict[str, str]) -> None:
         if several:
             sys.stdout.write("Replicas: " + ", ".join(f"{s} x{n}" for s, n in several.items()) + "\n")
         sys.stdout.write(
-            "Metrics (Prometheus):\n" + "".join(f"  {n:<20} {u}\n" for n, u in stack.metrics_urls().items())
+            "Metrics (Prometheus; each Python process also answers /livez and /readyz beside /metrics):\n"
+            + "".join(f"  {n:<20} {u}\n" for n, u in stack.metrics_urls().items())
         )
+        collector = tracing.endpoint(env)
+        if collector:
+            sys.stdout.write(f"Traces: to {collector} (OTLP); a request's trace id is its x-request-id\n")
         if args.demo:
             key, core = demo_keys(env)
             site = create_site(env, tenant=key["tenant_id"], name="Demo site")
