@@ -16,7 +16,7 @@ from hydractl.cli import DEMO_SCOPES, add_membership, mint, parser
 from tests.e2e.conftest import CORE_SCOPES, Edge, core_key, create_instance, create_site
 
 # Per operation and generation mode (valid and invalid data): bounded, and the same on every run.
-EXAMPLES = 10
+EXAMPLES = 6
 CHECKS = [
     st_checks.not_a_server_error,
     st_checks.status_code_conformance,
