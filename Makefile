@@ -21,6 +21,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# xds-protos carries an older copy of OpenTelemetry's protos under the same package path: whichever pip
+	# installed last wins. OpenTelemetry's own must, or its exporter cannot import them.
+	$(PY) -m pip install --quiet --force-reinstall --no-deps \
+	  "opentelemetry-proto==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 	$(PY) -c 'import site, os; open(os.path.join(site.getsitepackages()[0], "hydra_gen.pth"), "w").write(os.path.abspath("$(GEN)/python") + "\n")'
 	touch $@
 
