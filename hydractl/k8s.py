@@ -35,6 +35,8 @@ _SECURITY = {
 }
 
 
+TRACING_CONFIG = "hydra-tracing"  # an optional ConfigMap of OTEL_* variables
+
 # Where clients reach the edge (deployments' mcpEndpoint, the embedded issuer): the ConfigMap `hydra`.
 _BASE_URL = {
     "name": "HYDRA_PUBLIC_BASE_URL",
@@ -89,6 +91,8 @@ def _container(
         "image": IMAGE,
         "command": command,
         "env": env,
+        # Tracing, when wanted: OTEL_* variables in this ConfigMap reach every process and Envoy alike.
+        "envFrom": [{"configMapRef": {"name": TRACING_CONFIG, "optional": True}}],
         "resources": {
             "requests": {"cpu": cpu, "memory": memory},
             "limits": {"cpu": "1", "memory": "512Mi"},
