@@ -52,7 +52,7 @@ run: protos  ## Start everything on embedded defaults and print a ready API key.
 	$(VENV)/bin/hydractl up --demo
 
 test: protos  ## Run unit, integration and end-to-end tests (PostgreSQL and Redis included).
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=15  # the slowest, so the suite's time stays in sight
 
 test-unit: protos
 	$(PY) -m pytest tests/unit

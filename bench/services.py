@@ -1,6 +1,7 @@
 """CPU per call of the services themselves, called over gRPC without the edge (PostgreSQL + Redis).
 
-Prints figures; never passes or fails on them. `python -m bench.services [--calls 6000] [--concurrency 16]`.
+Prints figures; never passes or fails on them. `python -m bench.services [--calls 6000] [--concurrency 16]
+[--env NAME=VALUE ...]`.
 Separates what a service costs from what Envoy and the gatekeeper add: crm's GetContact (the lookup
 tickets makes), CreateTicket without a customer, and CreateTicket with one (the crm lookup and the
 confirmation email it causes).
@@ -44,10 +45,13 @@ def main() -> None:
     )
     parser.add_argument("--calls", type=int, default=6000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--env", action="append", default=[], help="NAME=VALUE for every process (repeatable), e.g. OTEL_*"
+    )
     args = parser.parse_args()
 
     speed_before = host_speed()
-    with bench_stack() as (stack, env):
+    with bench_stack(**dict(pair.split("=", 1) for pair in args.env)) as (stack, env):
         tenant = create_tenant(env, "bench")
         key = mint(env, tenant=tenant, rate_limit=1_000_000_000, scopes=["crm:read", "crm:write"])["key"]
         with httpx.Client(base_url=stack.edge_url, headers={"Authorization": f"Bearer {key}"}) as http:
