@@ -68,12 +68,12 @@ class Health:
 
     async def check_once(self) -> bool:
         """Checks every dependency at once; whether the process is ready."""
-        answers = await asyncio.gather(*(self._check(d) for d in self._dependencies))
-        for dependency, up in zip(self._dependencies, answers, strict=True):
+        failures = await asyncio.gather(*(self._check(d) for d in self._dependencies))
+        answers = [failure is None for failure in failures]
+        for dependency, up, failure in zip(self._dependencies, answers, failures, strict=True):
             if self._up.get(dependency.name, True) != up:
-                self._log.warning(
-                    "dependency %s", "back" if up else "down", extra={"dependency": dependency.name}
-                )
+                extra = {"dependency": dependency.name, **({"error": failure} if failure else {})}
+                self._log.warning("dependency %s", "back" if up else "down", extra=extra)
             self._up[dependency.name] = up
             DEPENDENCY_UP.labels(dependency.name, str(dependency.required).lower()).set(int(up))
         self._ready = all(up for d, up in zip(self._dependencies, answers, strict=True) if d.required)
@@ -81,12 +81,13 @@ class Health:
         self._beat = time.monotonic()
         return self._ready
 
-    async def _check(self, dependency: Dependency) -> bool:
+    async def _check(self, dependency: Dependency) -> str | None:
+        """None when the dependency answered, else the failure's class (never its message)."""
         try:
             await asyncio.wait_for(dependency.check(), timeout=self.interval * 2)
-        except Exception:  # any failure to answer is "down"; the transition is logged once, above
-            return False
-        return True
+        except Exception as error:  # any failure to answer is "down"; the transition is logged once, above
+            return type(error).__name__
+        return None
 
     async def run(self) -> None:
         """Checks every `interval` seconds, forever."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,6 +42,7 @@ TRACE_HEADERS = ("traceparent", "tracestate")  # W3C trace context
 @dataclass
 class _Installed:
     provider: TracerProvider | None = None  # once `start` installed it
+    tracer: trace.Tracer = field(default_factory=trace.NoOpTracer)  # our own spans' tracer, made once
 
 
 _installed = _Installed()
@@ -114,6 +115,7 @@ def start(service: str, env: Mapping[str, str]) -> bool:
     trace.set_tracer_provider(provider)
     set_global_textmap(TraceContextTextMapPropagator())  # traceparent only: no baggage travels
     _installed.provider = provider
+    _installed.tracer = provider.get_tracer(_INSTRUMENTATION)
     return True
 
 
@@ -139,7 +141,7 @@ def trace_engine(engine: Any) -> None:
         return
     # The instrumentor instruments one engine per process (it is a singleton); its tracer takes any.
     usage = get_meter(_INSTRUMENTATION).create_up_down_counter("db.client.connections.usage")
-    EngineTracer(trace.get_tracer(_INSTRUMENTATION), engine, usage)  # type: ignore[no-untyped-call]
+    EngineTracer(_installed.tracer, engine, usage)  # type: ignore[no-untyped-call]
 
 
 def trace_connection(connection: Any) -> Any:
@@ -156,7 +158,7 @@ def server_span(name: str, headers: Mapping[str, str]) -> contextlib.AbstractCon
     """A server span for work that arrived with `headers` (their traceparent its parent), if tracing."""
     if not enabled():
         return _NO_SPAN
-    tracer = trace.get_tracer(_INSTRUMENTATION)
+    tracer = _installed.tracer
     return tracer.start_as_current_span(name, context=extract(headers), kind=trace.SpanKind.SERVER)
 
 
@@ -197,7 +199,7 @@ def batch_span(name: str, callers: Sequence[trace.SpanContext | None]) -> Iterat
     # A fresh context: the batch runs in background work's, where nothing is traced.
     parent = trace.set_span_in_context(trace.NonRecordingSpan(joined[0]), Context())
     links = [trace.Link(c) for c in joined[1:]]
-    tracer = trace.get_tracer(_INSTRUMENTATION)
+    tracer = _installed.tracer
     token = attach(parent)
     try:
         with tracer.start_as_current_span(name, links=links, attributes={"batch.size": len(callers)}):
